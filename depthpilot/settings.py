@@ -1,0 +1,185 @@
+"""Settings from the environment and ``.env`` (pydantic-settings).
+
+An invalid or missing required value stops start-up with ONE line naming the variable
+(:func:`load_settings` raises :class:`ConfigError`; services print it and exit 2).
+Secrets are ``SecretStr``: never printed, never logged, masked in ``repr`` and
+``safe_dict()``.
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """A configuration value is missing or invalid. ``str()`` is one line naming the variable."""
+
+
+class Mode(str, Enum):
+    PAPER = "paper"
+    TESTNET = "testnet"
+    LIVE = "live"
+
+
+def redact_url(url: str) -> str:
+    """``amqp://user:secret@host/`` -> ``amqp://user:***@host/``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    # infrastructure
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", validation_alias="AMQP_URL")
+    mongo_url: str = Field("mongomock://", validation_alias="MONGO_URL")
+    mongo_db: str = Field("depthpilot", validation_alias="MONGO_DB")
+    amqp_heartbeat_s: int = Field(30, ge=0, le=600, validation_alias="AMQP_HEARTBEAT_S")
+    amqp_prefetch: int = Field(200, ge=1, le=65535, validation_alias="AMQP_PREFETCH")
+    market_queue_max_length: int = Field(10_000, ge=10, validation_alias="MARKET_QUEUE_MAX_LENGTH")
+
+    # what to trade / collect
+    mode: Mode = Field(Mode.PAPER, validation_alias=AliasChoices("DEPTHPILOT_MODE", "MODE"))
+    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"], validation_alias="DEPTHPILOT_SYMBOLS")
+    exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["binance"], validation_alias="DEPTHPILOT_EXCHANGES")
+    data_dir: str | None = Field(None, validation_alias="DEPTHPILOT_DATA_DIR")
+    book_depth: int = Field(250, ge=1, le=5000, validation_alias="BOOK_DEPTH")
+    snapshot_rate_hz: float = Field(10.0, gt=0, le=1000, validation_alias="SNAPSHOT_RATE_HZ")
+    snapshot_store_interval_s: float = Field(1.0, gt=0, validation_alias="SNAPSHOT_STORE_INTERVAL_S")
+    snapshot_ttl_s: int = Field(7 * 86400, ge=60, validation_alias="SNAPSHOT_TTL_S")
+    book_max_staleness_s: float = Field(5.0, gt=0, validation_alias="BOOK_MAX_STALENESS_S")
+
+    # risk limits
+    risk_max_position_usd: float = Field(1_000.0, gt=0, validation_alias="RISK_MAX_POSITION_USD")
+    risk_max_daily_loss_usd: float = Field(100.0, gt=0, validation_alias="RISK_MAX_DAILY_LOSS_USD")
+    risk_max_leverage: float = Field(3.0, gt=0, le=100, validation_alias="RISK_MAX_LEVERAGE")
+    risk_max_open_orders: int = Field(4, ge=1, validation_alias="RISK_MAX_OPEN_ORDERS")
+
+    # telegram
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    telegram_allowed_chat_ids: Annotated[list[int], NoDecode] = Field(
+        default_factory=list, validation_alias="TELEGRAM_ALLOWED_CHAT_IDS"
+    )
+
+    # bybit
+    bybit_api_key: SecretStr | None = Field(None, validation_alias="BYBIT_API_KEY")
+    bybit_api_secret: SecretStr | None = Field(None, validation_alias="BYBIT_API_SECRET")
+    live_trading_confirm: str = Field("", validation_alias="DEPTHPILOT_LIVE_TRADING_CONFIRM")
+
+    log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
+
+    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", mode="before")(_split_csv)
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper_symbols(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one symbol is required")
+        return [s.upper() for s in v]
+
+    @field_validator("exchanges")
+    @classmethod
+    def _lower_exchanges(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one exchange is required")
+        return [s.lower() for s in v]
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _check_amqp(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in ("amqp", "amqps", "memory"):
+            raise ValueError("must be amqp://, amqps:// or memory://")
+        return v
+
+    @field_validator("mongo_url")
+    @classmethod
+    def _check_mongo(cls, v: str) -> str:
+        scheme = urlsplit(v).scheme
+        if scheme not in ("mongodb", "mongodb+srv", "mongomock"):
+            raise ValueError("must be mongodb://, mongodb+srv:// or mongomock://")
+        return v
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return v
+
+    @model_validator(mode="after")
+    def _money_safety(self) -> "Settings":
+        if self.mode is not Mode.PAPER:
+            if self.bybit_api_key is None or self.bybit_api_secret is None:
+                raise ValueError(
+                    f"BYBIT_API_KEY and BYBIT_API_SECRET are required when DEPTHPILOT_MODE={self.mode.value}"
+                )
+        if self.mode is Mode.LIVE and self.live_trading_confirm != "yes":
+            raise ValueError("DEPTHPILOT_LIVE_TRADING_CONFIRM must be 'yes' to trade with real money (DEPTHPILOT_MODE=live)")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def memory_bus(self) -> bool:
+        return self.amqp_url.startswith("memory://")
+
+    def safe_dict(self) -> dict[str, Any]:
+        """Settings for display: secrets masked, URL passwords redacted."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            val = getattr(self, name)
+            if isinstance(val, SecretStr):
+                val = "***" if val.get_secret_value() else ""
+            elif name.endswith("_url") and isinstance(val, str):
+                val = redact_url(val)
+            elif isinstance(val, Enum):
+                val = val.value
+            out[name] = val
+        return out
+
+
+def _alias_of(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    alias = getattr(field, "validation_alias", None) if field else None
+    if isinstance(alias, str):
+        return alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return field_name.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings; on error raise ConfigError with one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]
+        var = _alias_of(loc[0]) if loc else "settings"
+        msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+        if not loc:  # model-level rule; its message names the variables
+            raise ConfigError(f"invalid configuration: {msg}") from None
+        raise ConfigError(f"invalid configuration: {var}: {msg}") from None
