@@ -7,6 +7,7 @@ Secrets are ``SecretStr``: never printed, never logged, masked in ``repr`` and
 """
 from __future__ import annotations
 
+import os
 from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -173,8 +174,9 @@ def _alias_of(field_name: str) -> str:
 
 def load_settings(**overrides: Any) -> Settings:
     """Load settings; on error raise ConfigError with one line naming the variable."""
+    env_file = os.environ.get("DEPTHPILOT_ENV_FILE", ".env") or None
     try:
-        return Settings(**overrides)
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = [str(x) for x in err.get("loc", ()) if not isinstance(x, int)]

@@ -1,0 +1,221 @@
+"""What every service shares: start-up (settings, logging, bus, store), heartbeats, the
+control queue, graceful shutdown. A service subclasses :class:`Service`, wires its pure
+logic to the bus in ``setup()`` and answers its own control commands in
+``handle_command()``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+from depthpilot import messages as m
+from depthpilot.bus import Bus, connect_bus
+from depthpilot.settings import ConfigError, Settings, load_settings, redact_url
+from depthpilot.topology import control_queue
+
+log = logging.getLogger("depthpilot.service")
+
+
+class SecretFilter(logging.Filter):
+    """Masks known secret values in every log record (belt and braces: secrets are
+    SecretStr and never formatted on purpose)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            masked = msg
+            for s in self.secrets:
+                masked = masked.replace(s, "***")
+            if masked != msg:
+                record.msg, record.args = masked, ()
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    secrets = [
+        v.get_secret_value()
+        for v in (settings.telegram_bot_token, settings.bybit_api_key, settings.bybit_api_secret)
+        if v is not None
+    ]
+    for url in (settings.amqp_url, settings.mongo_url):
+        red = redact_url(url)
+        if red != url:
+            secrets.append(url.split("://", 1)[1].split("@", 1)[0].split(":", 1)[-1])
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    for h in root.handlers:
+        h.addFilter(SecretFilter(secrets))
+    root.setLevel(settings.log_level)
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+class Service:
+    name: str = "service"
+    heartbeat_interval_s: float = 5.0
+
+    def __init__(self, settings: Settings, bus: Bus, store: Any | None = None) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.store = store
+        self.instance = m.instance_name()
+        self.started_at = time.monotonic()
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.status = "starting"
+
+    # --------------------------------------------------------------- to override
+    def setup(self) -> None:
+        """Subscribe handlers, start sources. Called once the bus is up."""
+
+    def teardown(self) -> None:
+        """Stop sources and flush buffers."""
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
+        """Return a result dict for commands this service knows, None for unknown ones."""
+        return None
+
+    # --------------------------------------------------------------- machinery
+    def spawn(self, target: Callable[[], None], name: str) -> threading.Thread:
+        t = threading.Thread(target=target, name=f"{self.name}-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return t
+
+    def start(self) -> "Service":
+        self.bus.subscribe(control_queue(self.name), self._on_control)
+        self.setup()
+        self.status = "ok"
+        self.spawn(self._heartbeat_loop, "heartbeat")
+        log.info("%s started (%s)", self.name, self.instance)
+        return self
+
+    def stop(self) -> None:
+        if self.stopping.is_set():
+            return
+        self.stopping.set()
+        self.status = "stopping"
+        try:
+            self.teardown()
+        finally:
+            for t in self._threads:
+                t.join(timeout=5)
+
+    def heartbeat(self) -> m.ServiceHeartbeat:
+        stats = {k: float(v) for k, v in self.bus.stats.as_dict().items()}
+        stats.update(self.stats())
+        return m.ServiceHeartbeat(service=self.name, instance=self.instance, status=self.status,  # type: ignore[arg-type]
+                                  uptime_s=time.monotonic() - self.started_at, stats=stats)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.heartbeat_interval_s):
+            try:
+                self.bus.publish(self.heartbeat())
+            except Exception:  # noqa: BLE001 - a missed heartbeat is reported by its absence
+                log.exception("heartbeat publish failed")
+
+    def _on_control(self, cmd: m.Message, delivery: Any) -> m.ControlReply | None:
+        if not isinstance(cmd, m.ControlCommand):
+            raise TypeError(f"control queue got {cmd.type_name}")
+        try:
+            if cmd.command == "ping":
+                result: dict[str, Any] | None = {"pong": True}
+            elif cmd.command == "status":
+                hb = self.heartbeat()
+                result = {"service": self.name, "instance": self.instance, "status": hb.status,
+                          "uptime_s": round(hb.uptime_s, 1), "stats": hb.stats}
+                extra = self.handle_command(cmd)
+                if extra:
+                    result.update(extra)
+            else:
+                result = self.handle_command(cmd)
+        except Exception as exc:  # noqa: BLE001 - the caller gets the error as a reply
+            log.exception("command %s failed", cmd.command)
+            return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False,
+                                  error=f"{type(exc).__name__}: {exc}")
+        if result is None:
+            if cmd.target == "all":
+                return None  # not ours to answer
+            return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False,
+                                  error=f"unknown command {cmd.command!r}")
+        return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=True, result=result)
+
+
+def open_store(settings: Settings) -> Any:
+    from depthpilot.store import Store
+
+    return Store.connect(settings.mongo_url, settings.mongo_db, snapshot_ttl_s=settings.snapshot_ttl_s)
+
+
+def run_service(service_cls: type[Service], argv: list[str] | None = None) -> int:
+    """Entry point used by each service's ``__main__``: exits 2 with one line on bad config."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"{service_cls.name}: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings)
+    bus = connect_bus(settings.amqp_url, service_cls.name, heartbeat=settings.amqp_heartbeat_s,
+                      prefetch=settings.amqp_prefetch) if not settings.memory_bus else connect_bus(settings.amqp_url, service_cls.name)
+    try:
+        bus.start()
+        store = open_store(settings)
+    except Exception as exc:  # noqa: BLE001 - start-up failure: one clear line, non-zero exit
+        print(f"{service_cls.name}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    svc = service_cls(settings, bus, store)
+    done = threading.Event()
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s: signal %d, shutting down", service_cls.name, signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    svc.start()
+    try:
+        while not done.wait(1.0):
+            pass
+    finally:
+        svc.stop()
+        bus.close()
+    return 0
+
+
+def healthcheck_main(service: str) -> int:
+    """Container healthcheck: the bus answers a ping from ``service`` within 5 s."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    bus = connect_bus(settings.amqp_url, f"healthcheck-{service}")
+    try:
+        bus.start()
+        reply = bus.rpc(m.ControlCommand(target=service, command="ping", requested_by="healthcheck"), timeout=5)
+        return 0 if reply.ok else 1
+    except Exception as exc:  # noqa: BLE001
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        bus.close()
+
+
+if os.environ.get("DEPTHPILOT_DEBUG_SIGNALS"):
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)

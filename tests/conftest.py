@@ -1,0 +1,52 @@
+"""Shared fixtures. RabbitMQ tests talk to the real broker on 127.0.0.1:5672 (``make test``
+makes sure it runs); ``TEST_AMQP_URL`` points them elsewhere."""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# tests never read a developer's .env
+os.environ.setdefault("DEPTHPILOT_ENV_FILE", "")
+
+AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def _broker_answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5672), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    if not _broker_answers(AMQP_URL):
+        pytest.fail(f"RabbitMQ does not answer at {AMQP_URL.split('@')[-1]}: run `make test` (it starts the broker)")
+    return AMQP_URL
+
+
+@pytest.fixture
+def uid() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    from depthpilot.paths import data_dir as _dd
+
+    d = _dd()
+    if not d.is_dir():
+        pytest.skip(f"market-data recordings not found at {d} (set DEPTHPILOT_DATA_DIR or `make sample-data`)")
+    return d
