@@ -143,6 +143,9 @@ class Settings(BaseSettings):
         return self
 
     # ------------------------------------------------------------------ helpers
+    def __repr_args__(self):  # type: ignore[override]
+        return list(self.safe_dict().items())
+
     @property
     def memory_bus(self) -> bool:
         return self.amqp_url.startswith("memory://")

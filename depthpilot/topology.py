@@ -154,7 +154,7 @@ QUEUES: dict[str, QueueDef] = {
         _state("notifier.events", "order.update.#", "fill.#", "risk.#", "notify.#"),
         _state("api.state", "order.update.#", "fill.#", "position.#", "risk.#"),
         # control channel, one queue per service
-        *(control_queue(s) for s in ("collector", "features", "predictor", "trader", "notifier", "api")),
+        *(control_queue(s) for s in ("collector", "features", "predictor", "trader", "notifier", "tgbot", "api")),
     )
 }
 
