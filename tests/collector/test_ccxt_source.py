@@ -1,0 +1,204 @@
+"""ccxt source: the REAL ccxt client code path against a local fake Binance REST server.
+
+ccxt is pointed at 127.0.0.1 through its url settings (``exchange.urls['api']``), no ccxt
+method is patched. The depth payload is the real REST snapshot from the Binance recording;
+exchangeInfo is small hand-written protocol scaffolding (fakes/binance_exchange_info.json).
+"""
+from __future__ import annotations
+
+import asyncio
+
+import ccxt
+import numpy as np
+import pytest
+
+from collector.ccxt_source import (
+    EXCHANGES,
+    CcxtBookSource,
+    CcxtSourceError,
+    normalise_order_book,
+    rebase_api_urls,
+    resolve_limit,
+)
+from tests.collector.fakes.data import binance_rest_depth_snapshot, fixture_json
+from tests.collector.fakes.http_server import FakeExchangeHTTP
+
+DEPTH = "/api/v3/depth"
+INFO = "/api/v3/exchangeInfo"
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _server(**kw) -> FakeExchangeHTTP:
+    return FakeExchangeHTTP({INFO: fixture_json("binance_exchange_info.json"), DEPTH: binance_rest_depth_snapshot()}, **kw)
+
+
+def _source(srv: FakeExchangeHTTP, events: list | None = None, **kw) -> CcxtBookSource:
+    opts = dict(depth=25, mode="rest", api_base_url=srv.base_url, backoff_initial_s=0.05,
+                backoff_max_s=0.4, config={"timeout": 300}, on_retry=None if events is None else events.append)
+    opts.update(kw)
+    return CcxtBookSource("binance", "BTC/USDT", **opts)
+
+
+# ----------------------------------------------------------------------------- pure parts
+def test_resolve_limit_per_exchange_rules():
+    assert resolve_limit(EXCHANGES["binance"], 250, "rest") == 500
+    assert resolve_limit(EXCHANGES["binance"], 25, "rest") == 50
+    assert resolve_limit(EXCHANGES["binance"], 9999, "rest") == 5000
+    assert resolve_limit(EXCHANGES["binanceusdm"], 250, "rest") == 500
+    assert resolve_limit(EXCHANGES["binanceusdm"], 2000, "rest") == 1000
+    assert resolve_limit(EXCHANGES["binanceusdm"], 250, "ws") == 500  # ws snapshot uses /fapi/v1/depth
+    assert resolve_limit(EXCHANGES["bybit"], 250, "rest") == 250
+    assert resolve_limit(EXCHANGES["bybit"], 900, "rest") == 500
+    assert resolve_limit(EXCHANGES["bybit"], 250, "ws") == 1000  # orderbook.{1,50,200,1000}
+    assert resolve_limit(EXCHANGES["bybit"], 50, "ws") == 50
+    assert resolve_limit(EXCHANGES["okx"], 250, "rest") == 250
+    assert resolve_limit(EXCHANGES["okx"], 250, "ws") == 400  # "books" channel
+    assert resolve_limit(EXCHANGES["kraken"], 250, "ws") == 500
+    assert resolve_limit(EXCHANGES["kraken"], 250, "rest") == 250
+    assert resolve_limit(EXCHANGES["bitstamp"], 250, "rest") is None  # full book, no limit param
+    assert resolve_limit(EXCHANGES["coinbase"], 250, "rest") == 250
+    with pytest.raises(CcxtSourceError):
+        resolve_limit(EXCHANGES["okx"], 0, "rest")
+
+
+def test_bad_configuration_is_one_clear_error():
+    with pytest.raises(CcxtSourceError):
+        CcxtBookSource("mtgox", "BTC/USD")
+    with pytest.raises(CcxtSourceError):
+        CcxtBookSource("binance", "BTC/USDT", mode="carrier-pigeon")  # type: ignore[arg-type]
+
+
+def test_rebase_api_urls_keeps_paths():
+    import ccxt.async_support as ca
+
+    ex = ca.binance()
+    rebase_api_urls(ex, "http://127.0.0.1:1234")
+    assert ex.urls["api"]["public"] == "http://127.0.0.1:1234/api/v3"
+    assert ex.urls["api"]["fapiPublic"] == "http://127.0.0.1:1234/fapi/v1"
+    asyncio.run(ex.close())
+
+
+def test_normalise_sorts_cuts_and_flags_crossed():
+    ob = {"bids": [[10.0, 1.0], [11.0, 2.0], [9.0, 3.0]], "asks": [[12.0, 1.0], [13.0, 1.0]], "timestamp": 5, "nonce": 7}
+    s = normalise_order_book(ob, exchange="x", symbol="Y", depth=2, ts_recv=1)
+    np.testing.assert_array_equal(s.bids, [[11.0, 2.0], [10.0, 1.0]])
+    assert s.valid and s.seq == 7 and s.ts_exchange == 5_000_000
+    crossed = normalise_order_book({"bids": [[12.5, 1.0]], "asks": [[12.0, 1.0]]}, exchange="x", symbol="Y", depth=5, ts_recv=1)
+    assert not crossed.valid and crossed.reason.startswith("crossed")
+
+
+# ----------------------------------------------------------------------------- real ccxt vs fake server
+def test_rest_snapshot_through_real_ccxt_client():
+    rec = binance_rest_depth_snapshot()
+
+    async def go():
+        async with _server() as srv:
+            src = _source(srv)
+            try:
+                snap = await src.fetch_once()
+            finally:
+                await src.close()
+            return srv, src, snap
+
+    srv, src, snap = asyncio.run(go())
+    assert [r.path for r in srv.requests] == [INFO, DEPTH]
+    assert srv.hits(DEPTH)[0].query == {"symbol": "BTCUSDT", "limit": "50"}  # depth 25 -> Binance limit 50
+    expected_b = np.array([[float(p), float(q)] for p, q in rec["bids"][:25]])
+    expected_a = np.array([[float(p), float(q)] for p, q in rec["asks"][:25]])
+    np.testing.assert_array_equal(snap.bids, expected_b)
+    np.testing.assert_array_equal(snap.asks, expected_a)
+    assert snap.seq == rec["lastUpdateId"] and snap.valid and snap.exchange == "binance"
+    assert src.retries == 0 and src.updates == 1
+
+
+def test_retries_429_500_timeout_with_backoff_then_succeeds():
+    events = []
+
+    async def go():
+        async with _server(hang_s=2.0) as srv:
+            srv.fail(DEPTH, "429")
+            srv.fail(DEPTH, "500")
+            srv.fail(DEPTH, "hang")
+            src = _source(srv, events)
+            try:
+                snap = await src.fetch_once()
+            finally:
+                await src.close()
+            return srv, src, snap
+
+    srv, src, snap = asyncio.run(go())
+    assert snap.valid and len(snap.bids) == 25
+    hits = srv.hits(DEPTH)
+    assert [h.answered for h in hits] == ["429", "500", "hang", "200"]
+    assert [e.error_type for e in events] == ["DDoSProtection", "ExchangeNotAvailable", "RequestTimeout"]
+    assert isinstance(ccxt.DDoSProtection("x"), ccxt.NetworkError)
+    assert [e.attempt for e in events] == [1, 2, 3]
+    assert all(e.operation == "fetch_order_book" and e.exchange == "binance" for e in events)
+    sleeps = [e.sleep_s for e in events]
+    assert sleeps == sorted(sleeps) and sleeps[0] >= 0.05 and sleeps[-1] > sleeps[0]  # exponential
+    # the client really waited: gap between attempts >= reported backoff (timeout adds to attempt 3)
+    for k, e in enumerate(events[:2]):
+        assert hits[k + 1].t - hits[k].t >= e.sleep_s * 0.9
+    assert src.retries == 3
+    assert src.retries_by_error == {"DDoSProtection": 1, "ExchangeNotAvailable": 1, "RequestTimeout": 1}
+
+
+def test_gives_up_after_max_attempts_and_reraises():
+    events = []
+
+    async def go():
+        async with _server() as srv:
+            srv.fail(DEPTH, "500", times=10)
+            src = _source(srv, events, max_attempts=3)
+            try:
+                with pytest.raises(ccxt.ExchangeNotAvailable):
+                    await src.fetch_once()
+            finally:
+                await src.close()
+            return srv, src
+
+    srv, src = asyncio.run(go())
+    assert len(srv.hits(DEPTH)) == 3 and src.retries == 2 and len(events) == 2
+
+
+def test_load_markets_is_retried_too_and_bad_symbol_is_not():
+    events = []
+
+    async def go():
+        async with _server() as srv:
+            srv.fail(INFO, "429")
+            src = _source(srv, events)
+            try:
+                await src.load_markets()
+                bad = CcxtBookSource("binance", "NOPE/USDT", mode="rest", api_base_url=srv.base_url,
+                                     config={"timeout": 300}, on_retry=events.append)
+                try:
+                    with pytest.raises(ccxt.BadSymbol):
+                        await bad.fetch_once()
+                finally:
+                    await bad.close()
+            finally:
+                await src.close()
+            return srv, bad
+
+    srv, bad = asyncio.run(go())
+    assert [e.operation for e in events] == ["load_markets"]
+    assert bad.retries == 0 and srv.hits(DEPTH) == []
+
+
+def test_rest_polling_stream_pushes_to_callback():
+    got = []
+
+    async def go():
+        async with _server() as srv:
+            src = _source(srv, poll_interval_s=0.01)
+            try:
+                await asyncio.wait_for(src.run(got.append, max_updates=3), timeout=20)
+            finally:
+                await src.close()
+            return srv
+
+    srv = asyncio.run(go())
+    assert len(got) == 3 and all(s.valid and len(s.asks) == 25 for s in got)
+    assert len(srv.hits(INFO)) == 1 and len(srv.hits(DEPTH)) == 3
