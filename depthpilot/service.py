@@ -122,9 +122,13 @@ class Service:
                                   uptime_s=time.monotonic() - self.started_at, stats=stats)
 
     def _heartbeat_loop(self) -> None:
+        beat_file = os.environ.get("DEPTHPILOT_HEARTBEAT_FILE")  # container healthcheck reads its mtime
         while not self.stopping.wait(self.heartbeat_interval_s):
             try:
                 self.bus.publish(self.heartbeat())
+                if beat_file and self.bus.connected:
+                    with open(beat_file, "a"):
+                        os.utime(beat_file)
             except Exception:  # noqa: BLE001 - a missed heartbeat is reported by its absence
                 log.exception("heartbeat publish failed")
 
@@ -186,7 +190,13 @@ def run_service(service_cls: type[Service], argv: list[str] | None = None) -> in
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    svc.start()
+    try:
+        svc.start()
+    except Exception as exc:  # noqa: BLE001 - bad service config (spec file, model...): one line, exit 2
+        log.debug("start-up failed", exc_info=True)
+        print(f"{service_cls.name}: cannot start: {exc}", file=sys.stderr)
+        bus.close()
+        return 2
     try:
         while not done.wait(1.0):
             pass

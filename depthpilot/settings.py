@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     snapshot_ttl_s: int = Field(7 * 86400, ge=60, validation_alias="SNAPSHOT_TTL_S")
     book_max_staleness_s: float = Field(5.0, gt=0, validation_alias="BOOK_MAX_STALENESS_S")
 
+    # features service
+    features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
+    features_emit: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["block", "candle"],
+                                                          validation_alias="FEATURES_EMIT")
+    features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
+    features_store: bool = Field(True, validation_alias="FEATURES_STORE")
+
     # risk limits
     risk_max_position_usd: float = Field(1_000.0, gt=0, validation_alias="RISK_MAX_POSITION_USD")
     risk_max_daily_loss_usd: float = Field(100.0, gt=0, validation_alias="RISK_MAX_DAILY_LOSS_USD")
@@ -91,7 +98,16 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
-    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", mode="before")(_split_csv)
+    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", "features_emit",
+                           mode="before")(_split_csv)
+
+    @field_validator("features_emit")
+    @classmethod
+    def _check_emit(cls, v: list[str]) -> list[str]:
+        bad = sorted(set(v) - {"snapshot", "block", "candle"})
+        if bad or not v:
+            raise ValueError(f"must be a comma-separated subset of snapshot,block,candle (got {bad or 'nothing'})")
+        return v
 
     @field_validator("symbols")
     @classmethod

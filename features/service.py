@@ -1,0 +1,123 @@
+"""features service wiring: book snapshots and trades in, feature vectors (and anomaly
+RiskEvents) out, vectors sampled into the store in batches. All numbers come from the pure
+:mod:`features.pipeline`."""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from depthpilot import messages as m
+from depthpilot.bus import Delivery
+from depthpilot.service import Service
+from features.pipeline import SymbolPipeline
+from features.spec import FeatureSpec
+
+log = logging.getLogger("depthpilot.features")
+
+
+def load_spec(path: str | None) -> FeatureSpec:
+    if not path:
+        return FeatureSpec()
+    try:
+        return FeatureSpec.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"FEATURES_SPEC_FILE={path}: {exc}") from exc
+
+
+class FeaturesService(Service):
+    name = "features"
+
+    def setup(self) -> None:
+        s = self.settings
+        self.spec = load_spec(s.features_spec_file)
+        self.emit = tuple(s.features_emit)
+        self.pipelines: dict[tuple[str, str], tuple[threading.Lock, SymbolPipeline]] = {}
+        self._pl_lock = threading.Lock()
+        self.published = 0
+        self.events = 0
+        self.writer = None
+        if self.store is not None and s.features_store:
+            from depthpilot.store import BatchWriter
+
+            self.writer = BatchWriter(self.store, "features", max_size=500, max_age_s=s.snapshot_store_interval_s)
+            self.spawn(self._flush_loop, "store")
+        log.info("features: spec %s, emitting %s", self.spec.hash, ",".join(self.emit))
+        self.bus.subscribe("features.book", self._on_book)
+        self.bus.subscribe("features.trades", self._on_trade)
+
+    def _pipeline(self, exchange: str, symbol: str) -> tuple[threading.Lock, SymbolPipeline]:
+        key = (exchange, symbol)
+        with self._pl_lock:
+            entry = self.pipelines.get(key)
+            if entry is None:
+                entry = self.pipelines[key] = (threading.Lock(), SymbolPipeline(
+                    self.spec, exchange, symbol, self.emit, self.settings.features_candles_from, source=self.name))
+            return entry
+
+    def _on_book(self, msg: m.Message, d: Delivery) -> None:
+        if not isinstance(msg, m.BookSnapshot):
+            raise TypeError(f"features.book got {msg.type_name}")
+        lock, pl = self._pipeline(msg.exchange, msg.symbol)
+        with lock:
+            before = sum(pl.rejected.values())
+            out = pl.on_snapshot(msg)
+            if sum(pl.rejected.values()) != before:
+                reason = pl.snap.reason or msg.reason or "invalid"
+                n = pl.rejected[reason]
+                if n == 1 or n % 1000 == 0:
+                    log.warning("%s %s: snapshot %s rejected (%s), %d so far", msg.exchange, msg.symbol, msg.seq,
+                                reason, n)
+        self._emit(out)
+
+    def _on_trade(self, msg: m.Message, d: Delivery) -> None:
+        if not isinstance(msg, m.Trade):
+            raise TypeError(f"features.trades got {msg.type_name}")
+        lock, pl = self._pipeline(msg.exchange, msg.symbol)
+        with lock:
+            out = pl.on_trade(msg)
+        self._emit(out)
+
+    def _emit(self, out: Any) -> None:
+        for v in out.vectors:
+            self.bus.publish(v)
+            self.published += 1
+            if self.writer is not None:
+                self.writer.add(v)
+        for ev in out.events:
+            self.bus.publish(ev)
+            self.events += 1
+
+    def _flush_loop(self) -> None:
+        while not self.stopping.wait(0.25):
+            try:
+                self.writer.maybe_flush()  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - kept in the buffer and retried on the next tick
+                log.exception("storing feature vectors failed; will retry")
+
+    def teardown(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("final flush of feature vectors failed")
+
+    def stats(self) -> dict[str, float]:
+        rejected: Counter[str] = Counter()
+        for _lock, pl in self.pipelines.values():
+            rejected.update(pl.rejected)
+        out = {"vectors_published": float(self.published), "anomaly_events": float(self.events),
+               "symbols": float(len(self.pipelines))}
+        out.update({f"rejected.{k}": float(v) for k, v in rejected.items()})
+        return out
+
+    def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
+        if cmd.command == "status":
+            return {"spec_hash": self.spec.hash, "emit": list(self.emit)}
+        return None
+
+
+SERVICE = FeaturesService
