@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     snapshot_ttl_s: int = Field(7 * 86400, ge=60, validation_alias="SNAPSHOT_TTL_S")
     book_max_staleness_s: float = Field(5.0, gt=0, validation_alias="BOOK_MAX_STALENESS_S")
 
+    # collector service
+    collector_source: str = Field("live", pattern="^(live|replay)$", validation_alias="COLLECTOR_SOURCE")
+    collector_ccxt_mode: str = Field("auto", pattern="^(auto|ws|rest)$", validation_alias="COLLECTOR_CCXT_MODE")
+    replay_paths: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="REPLAY_PATHS")
+    replay_speed: float = Field(1.0, ge=0, validation_alias="REPLAY_SPEED")  # 0 = as fast as possible
+    replay_loop: bool = Field(False, validation_alias="REPLAY_LOOP")
+
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
     features_emit: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["block", "candle"],
@@ -98,7 +105,7 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
-    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", "features_emit",
+    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", "features_emit", "replay_paths",
                            mode="before")(_split_csv)
 
     @field_validator("features_emit")

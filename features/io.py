@@ -39,7 +39,11 @@ def load_book_snapshots_csv(path: str | Path, max_rows: int | None = None) -> tu
     path = Path(path)
     if not path.is_file():
         raise RecordingError(f"no such recording {path}")
-    df = pd.read_csv(path, nrows=max_rows)
+    if path.suffix == ".parquet":  # `depthpilot export` writes the same columns as Parquet
+        df = pd.read_parquet(path)
+        df = df.iloc[:max_rows] if max_rows else df
+    else:
+        df = pd.read_csv(path, nrows=max_rows)
     pat = re.compile(r"^(asks|bids)\[(\d+)\]\.(price|amount)$")
     levels = sorted({int(m.group(2)) for c in df.columns if (m := pat.match(c))})
     if not levels or levels != list(range(len(levels))):
@@ -62,7 +66,7 @@ def load_trades_csv(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise RecordingError(f"no such recording {path}")
-    df = pd.read_csv(path)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     return {
         "ts": df["timestamp"].to_numpy(np.int64) * 1000,
         "price": df["price"].to_numpy(np.float64),
