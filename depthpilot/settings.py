@@ -81,10 +81,14 @@ class Settings(BaseSettings):
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
-    features_emit: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["block", "candle"],
+    features_emit: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["snapshot", "block", "candle"],
                                                           validation_alias="FEATURES_EMIT")
     features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
     features_store: bool = Field(True, validation_alias="FEATURES_STORE")
+
+    # predictor service
+    predictor_model: str = Field("book-default", validation_alias="PREDICTOR_MODEL")  # name under predictor/models or a path
+    predictor_threads: int = Field(1, ge=1, le=64, validation_alias="PREDICTOR_THREADS")
 
     # risk limits
     risk_max_position_usd: float = Field(1_000.0, gt=0, validation_alias="RISK_MAX_POSITION_USD")

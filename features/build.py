@@ -81,6 +81,8 @@ def build(spec: FeatureSpec, kind: str, *, ts: np.ndarray | None = None, bids: n
             out_ts, X = aggregate_blocks(spec, ts, X)
     df = pd.DataFrame(X, columns=names)
     df.insert(0, "ts", np.asarray(out_ts, dtype=np.int64))
+    # the price labels are computed on (never a model input unless named as a feature)
+    df["price"] = ohlcv["close"] if kind == "candle" else df["mid" if kind == "snapshot" else "last_mid"]
     df.attrs.update({"spec_hash": spec.hash, "interval": interval_label(spec, kind), "kind": kind})
     return df
 

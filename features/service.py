@@ -12,6 +12,7 @@ from typing import Any
 
 from depthpilot import messages as m
 from depthpilot.bus import Delivery
+from depthpilot.paths import models_dir
 from depthpilot.service import Service
 from features.pipeline import SymbolPipeline
 from features.spec import FeatureSpec
@@ -20,12 +21,27 @@ log = logging.getLogger("depthpilot.features")
 
 
 def load_spec(path: str | None) -> FeatureSpec:
+    """A FeatureSpec JSON file, or a model's ``manifest.json`` (the spec travels with the model)."""
     if not path:
         return FeatureSpec()
     try:
-        return FeatureSpec.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError) as exc:
+        d = json.loads(Path(path).read_text())
+        if "spec_hash" in d and "features" in d:  # a model manifest
+            spec = FeatureSpec.from_dict(d["features"]["spec"])
+            if spec.hash != d["spec_hash"]:
+                raise ValueError(f"manifest spec hashes to {spec.hash}, not its recorded {d['spec_hash']}")
+            return spec
+        return FeatureSpec.from_dict(d)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ValueError(f"FEATURES_SPEC_FILE={path}: {exc}") from exc
+
+
+def default_spec_file(model: str) -> str | None:
+    """Without FEATURES_SPEC_FILE, compute what the configured predictor model eats."""
+    for cand in (Path(model) / "manifest.json", models_dir() / model / "manifest.json"):
+        if cand.is_file():
+            return str(cand)
+    return None
 
 
 class FeaturesService(Service):
@@ -33,7 +49,7 @@ class FeaturesService(Service):
 
     def setup(self) -> None:
         s = self.settings
-        self.spec = load_spec(s.features_spec_file)
+        self.spec = load_spec(s.features_spec_file or default_spec_file(s.predictor_model))
         self.emit = tuple(s.features_emit)
         self.pipelines: dict[tuple[str, str], tuple[threading.Lock, SymbolPipeline]] = {}
         self._pl_lock = threading.Lock()

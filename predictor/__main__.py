@@ -1,0 +1,6 @@
+import sys
+
+from depthpilot.service import run_service
+from predictor.service import SERVICE
+
+sys.exit(run_service(SERVICE))

@@ -1,0 +1,152 @@
+"""predictor service wiring: feature vectors in, smoothed signals out, stored in batches.
+
+The model's manifest says which vectors it eats (feature kind/interval, spec hash, feature
+names); vectors of another interval are ignored, a spec mismatch is refused loudly (counted
+and logged, never silently fed to the model). ``reload_model`` over the control channel swaps
+the model between two messages: nothing is dropped, windows restart their warm-up.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from depthpilot import messages as m
+from depthpilot.bus import Delivery
+from depthpilot.paths import models_dir
+from depthpilot.service import Service
+from predictor.artifact import load_artifact
+from predictor.inference import Predictor
+from predictor.smoothing import DecisionSmoother, SmoothingConfig
+
+log = logging.getLogger("depthpilot.predictor")
+
+
+def resolve_model(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_dir():
+        return p
+    cand = models_dir() / name_or_path
+    if cand.is_dir():
+        return cand
+    raise FileNotFoundError(f"PREDICTOR_MODEL={name_or_path}: no model directory there or under {models_dir()}")
+
+
+class _Loaded:
+    """One loaded model with its column mapping and smoother (swapped as a unit)."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        art = load_artifact(path)
+        self.path = path
+        self.predictor = Predictor(art, num_threads=threads)
+        man = art.manifest
+        self.model_id = man.model_id
+        self.spec_hash = man.spec_hash
+        self.names = list(man.feature_names)
+        self.interval = (man.features or {}).get("interval", "")
+        self.smoother = DecisionSmoother(art.classes, SmoothingConfig.from_dict(
+            {k: v for k, v in man.thresholds.items() if k in SmoothingConfig.__dataclass_fields__}))
+        self._idx: dict[tuple[str, ...], np.ndarray] = {}
+
+    def columns(self, names: list[str]) -> np.ndarray:
+        key = tuple(names)
+        idx = self._idx.get(key)
+        if idx is None:
+            missing = [n for n in self.names if n not in names]
+            if missing:
+                raise ValueError(f"feature vector lacks {len(missing)} model columns, e.g. {missing[:3]}")
+            idx = self._idx[key] = np.array([names.index(n) for n in self.names])
+        return idx
+
+
+class PredictorService(Service):
+    name = "predictor"
+
+    def setup(self) -> None:
+        self._lock = threading.Lock()
+        self.model = _Loaded(resolve_model(self.settings.predictor_model), self.settings.predictor_threads)
+        self.skipped: Counter[str] = Counter()
+        self.signals = 0
+        self.writer = None
+        if self.store is not None:
+            from depthpilot.store import BatchWriter
+
+            self.writer = BatchWriter(self.store, "signals", max_size=500, max_age_s=1.0)
+            self.spawn(self._flush_loop, "store")
+        log.info("predictor: model %s (spec %s, %s vectors)", self.model.model_id, self.model.spec_hash,
+                 self.model.interval or "snapshot")
+        self.bus.subscribe("predictor.features", self._on_features)
+
+    def _skip(self, reason: str, fv: m.FeatureVector, detail: str = "") -> None:
+        self.skipped[reason] += 1
+        n = self.skipped[reason]
+        if n == 1 or n % 1000 == 0:
+            log.warning("%s %s: vector skipped (%s) %s [%d so far]", fv.exchange, fv.symbol, reason, detail, n)
+
+    def _on_features(self, msg: m.Message, d: Delivery) -> None:
+        if not isinstance(msg, m.FeatureVector):
+            raise TypeError(f"predictor.features got {msg.type_name}")
+        with self._lock:
+            mdl = self.model
+            if msg.interval != mdl.interval:
+                self.skipped["other_interval"] += 1
+                return
+            if msg.spec_hash != mdl.spec_hash:
+                self._skip("spec_mismatch", msg, f"vector spec {msg.spec_hash} != model spec {mdl.spec_hash}")
+                return
+            try:
+                x = msg.values[mdl.columns(msg.names)]
+            except ValueError as exc:
+                self._skip("columns", msg, str(exc))
+                return
+            key = f"{msg.exchange}:{msg.symbol}"
+            probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan))
+            if probs is None:
+                return  # warm-up / invalid vector: counted in predictor.stats
+            decision = mdl.smoother.update(key, probs)
+            sig = mdl.predictor.make_signal(msg.exchange, msg.symbol, msg.ts, probs, decision.decision)
+            sig.trace.update({k: v for k, v in msg.trace.items() if k not in sig.trace})
+        self.bus.publish(sig)
+        self.signals += 1
+        if self.writer is not None:
+            self.writer.add(sig)
+
+    def _flush_loop(self) -> None:
+        while not self.stopping.wait(0.25):
+            try:
+                self.writer.maybe_flush()  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 - kept in the buffer, retried next tick
+                log.exception("storing signals failed; will retry")
+
+    def teardown(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("final flush of signals failed")
+
+    def stats(self) -> dict[str, float]:
+        out = {"signals": float(self.signals)}
+        out.update({f"skipped.{k}": float(v) for k, v in self.skipped.items()})
+        out.update({f"model.{k}": float(v) for k, v in self.model.predictor.stats.items()})
+        return out
+
+    def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
+        if cmd.command == "status":
+            return {"model_id": self.model.model_id, "spec_hash": self.model.spec_hash,
+                    "interval": self.model.interval}
+        if cmd.command == "reload_model":
+            target = str(cmd.args.get("model") or self.settings.predictor_model)
+            new = _Loaded(resolve_model(target), self.settings.predictor_threads)  # load outside the lock
+            with self._lock:
+                old, self.model = self.model, new
+            log.info("model reloaded: %s -> %s", old.model_id, new.model_id)
+            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash}
+        return None
+
+
+SERVICE = PredictorService

@@ -1,0 +1,80 @@
+"""Train the small bundled default models (committed, each well under 2 MB):
+
+* ``klines-default``: 1-minute candle indicators (scale-free columns only) on the real
+  Binance BTCUSDT klines, up/flat/down over the next 5 minutes;
+* ``book-default``: per-snapshot order-book features on the real Binance spot L2 recording
+  (rebuilt at 250 levels), up/flat/down on the mid 2 s ahead: the model the ``make run``
+  demo serves.
+
+    python -m predictor.train_default [klines|book|all]
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from depthpilot.paths import data_dir, models_dir
+from features.spec import FeatureSpec
+from predictor.labels import LabelSpec
+from predictor.smoothing import SmoothingConfig
+from predictor.sources import ABSOLUTE_BOOK, RELATIVE_CANDLE_COLUMNS, TrainingData, from_books, from_klines
+from predictor.train import ProgressEvent, TrainConfig, train
+
+KLINES = "binance-spot-btcusdt-klines-1m-2024-12/BTCUSDT_1m.csv.gz"
+BOOK_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
+
+KLINES_SPEC = FeatureSpec(interval_s=60.0)
+KLINES_CONFIG = TrainConfig(
+    label=LabelSpec(kind="updown", horizon=5, threshold=0.0005),
+    seq_len=30, hidden=32, layers=1, dropout=0.1, lr=3e-3, batch_size=256,
+    max_epochs=8, patience=3, n_folds=4, train_stride=2, seed=0, model_name="klines-default",
+    smoothing=SmoothingConfig(k=3, prob_threshold=0.45), signal_ttl_s=120.0,
+)
+
+BOOK_SPEC = FeatureSpec(interval_s=1.0)
+BOOK_CONFIG = TrainConfig(
+    label=LabelSpec(kind="updown", horizon=20, threshold=0.00002),
+    seq_len=20, hidden=32, layers=1, dropout=0.1, lr=3e-3, batch_size=128,
+    max_epochs=10, patience=3, n_folds=3, train_stride=1, seed=0, model_name="book-default",
+    smoothing=SmoothingConfig(k=5, prob_threshold=0.5), signal_ttl_s=5.0,
+)
+
+
+def klines_data() -> TrainingData:
+    return from_klines(data_dir() / KLINES, KLINES_SPEC).select(RELATIVE_CANDLE_COLUMNS)
+
+
+def book_data() -> TrainingData:
+    d = from_books(data_dir() / BOOK_RECORDING, BOOK_SPEC, kind="snapshot", depth=250)
+    return d.select([n for n in d.names if n not in ABSOLUTE_BOOK])
+
+
+def train_one(which: str, out_dir: Path | None = None,
+              progress: Callable[[ProgressEvent], None] | None = None) -> Path:
+    data, cfg = (klines_data(), KLINES_CONFIG) if which == "klines" else (book_data(), BOOK_CONFIG)
+    out = out_dir or models_dir() / cfg.model_name
+    return train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=progress,
+                 features=data.features)
+
+
+def _print_progress(ev: ProgressEvent) -> None:
+    if ev.stage in ("fold", "final"):
+        who = f"fold {ev.fold}" if ev.stage == "fold" else "final"
+        print(f"[{ev.step:3d}/{ev.steps_total}] {who} epoch {ev.epoch}: train {ev.train_loss:.4f} "
+              f"val {ev.val_loss:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    for w in (("klines", "book") if which == "all" else (which,)):
+        t0 = time.perf_counter()
+        path = train_one(w, progress=_print_progress)
+        man = json.loads((Path(path) / "manifest.json").read_text())
+        wf = man["metrics"]["walk_forward"]
+        print(f"artifact: {path}  ({time.perf_counter() - t0:.1f}s)")
+        for who in ("model", "majority", "persistence", "random"):
+            print(f"  {who:12s} acc {wf[who]['mean_fold_accuracy']:.4f}  log-loss {wf[who]['mean_fold_log_loss']:.4f}"
+                  f"  brier {wf[who]['mean_fold_brier']:.4f}")
