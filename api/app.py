@@ -20,7 +20,7 @@ def create_app(bus: Bus, store: Any | None, started_at: float | None = None) -> 
     up = Gauge("depthpilot_bus_connected", "1 when the api's bus connection is up", registry=registry)
 
     @app.get("/health")
-    def health() -> Response | dict[str, Any]:
+    def health() -> dict[str, Any]:
         ok_bus = bus.connected
         ok_store = True
         if store is not None:

@@ -97,6 +97,10 @@ def run_all(
     if memory:
         os.environ["AMQP_URL"] = "memory://"
         os.environ["MONGO_URL"] = "mongomock://"
+        # the demo: replay a real recording (no internet, no keys), looping, 5x real time
+        os.environ.setdefault("COLLECTOR_SOURCE", "replay")
+        os.environ.setdefault("REPLAY_SPEED", "5")
+        os.environ.setdefault("REPLAY_LOOP", "true")
     s = _settings()
     setup_logging(s)
     store = open_store(s)
@@ -109,14 +113,29 @@ def run_all(
             continue
         bus = connect_bus(s.amqp_url, name).start()
         services.append((cls(s, bus, store), bus))
-    for svc, _bus in services:
-        svc.start()
+    started = []
+    for svc, bus in services:
+        try:
+            svc.start()
+            started.append((svc, bus))
+        except Exception as exc:  # noqa: BLE001 - one line, stop what started, non-zero exit
+            console.print(f"[red]{svc.name}: cannot start: {exc}[/red]")
+            for other, obus in reversed(started):
+                other.stop()
+                obus.close()
+            bus.close()
+            raise typer.Exit(2) from None
     console.print(f"[green]running {', '.join(svc.name for svc, _ in services)} in one process; Ctrl-C to stop[/green]")
     stop = threading.Event()
     t0 = time.monotonic()
+    last_report = t0
     try:
         while not stop.wait(1.0):
-            if duration is not None and time.monotonic() - t0 >= duration:
+            now = time.monotonic()
+            if now - last_report >= 10:
+                last_report = now
+                console.print(_pipeline_summary(services), soft_wrap=True)
+            if duration is not None and now - t0 >= duration:
                 break
     except KeyboardInterrupt:
         pass
@@ -124,7 +143,21 @@ def run_all(
         for svc, bus in reversed(services):
             svc.stop()
             bus.close()
+    console.print(_pipeline_summary(services), soft_wrap=True)
     console.print("stopped")
+
+
+def _pipeline_summary(services: list) -> str:
+    parts = []
+    for svc, _bus in services:
+        st = svc.stats()
+        if svc.name == "collector":
+            parts.append(f"collector: {st.get('published', 0):.0f} snapshots")
+        elif svc.name == "features":
+            parts.append(f"features: {st.get('vectors_published', 0):.0f} vectors")
+        elif svc.name == "predictor":
+            parts.append(f"predictor: {st.get('signals', 0):.0f} signals")
+    return "pipeline | " + " | ".join(parts)
 
 
 @app.command()
@@ -150,6 +183,265 @@ def control(
         bus.close()
     Console().print_json(data=m.to_builtins(reply))
     raise typer.Exit(0 if reply.ok else 1)
+
+
+def _time_arg(value: Optional[str], name: str) -> Optional[int]:
+    """ns since epoch from an int or an ISO date/time (UTC when no zone)."""
+    if value is None:
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    import pandas as pd
+
+    try:
+        t = pd.Timestamp(value)
+    except ValueError:
+        console.print(f"[red]--{name}: not a time: {value!r} (ISO 8601 or ns since epoch)[/red]")
+        raise typer.Exit(2) from None
+    if t.tzinfo is None:
+        t = t.tz_localize("UTC")
+    return int(t.value)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)
+
+
+@app.command()
+def export(
+    kind: str = typer.Argument("snapshots", help="snapshots | trades"),
+    exchange: str = typer.Option(..., help="e.g. binance"),
+    symbol: str = typer.Option(..., help="e.g. BTCUSDT"),
+    out: Path = typer.Option(..., "--out", "-o", help=".parquet (default) or .csv/.csv.gz"),
+    start: Optional[str] = typer.Option(None, help="ISO time or ns"),
+    end: Optional[str] = typer.Option(None, help="ISO time or ns (exclusive)"),
+    depth: int = typer.Option(25, help="levels per side in the snapshot export"),
+) -> None:
+    """Write stored snapshots/trades to Parquet or CSV (Tardis column layout) for training."""
+    from collector.export import ExportError, write_export
+    from depthpilot.service import open_store
+
+    if kind not in ("snapshots", "trades"):
+        console.print("[red]kind must be snapshots or trades[/red]")
+        raise typer.Exit(2)
+    s = _settings()
+    store = open_store(s)
+    t0, t1 = _time_arg(start, "start"), _time_arg(end, "end")
+    total = store.count(kind, exchange, symbol)
+    with _progress() as prog:
+        task = prog.add_task(f"export {kind} {exchange} {symbol}", total=total or None)
+        try:
+            n = write_export(store.iter_messages(kind, exchange, symbol, t0, t1), kind, out, depth=depth,
+                             progress=lambda k: prog.advance(task, k))
+        except ExportError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"wrote {n} rows to {out}")
+
+
+features_app = typer.Typer(no_args_is_help=True, help="Offline feature engineering (same kernels as the service).")
+app.add_typer(features_app, name="features")
+
+
+def _load_spec(spec: Optional[Path]):
+    from features.service import load_spec
+
+    try:
+        return load_spec(str(spec) if spec else None)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@features_app.command("build")
+def features_build(
+    out: Path = typer.Option(..., "--out", "-o", help="output .parquet or .csv"),
+    books: Optional[Path] = typer.Option(None, help="book recording: raw Binance .gz / dir, Tardis CSV, or an export"),
+    trades: Optional[Path] = typer.Option(None, help="trades CSV/Parquet (for candle features)"),
+    klines: Optional[Path] = typer.Option(None, help="1-minute klines CSV (candle features)"),
+    from_store: bool = typer.Option(False, "--from-store", help="read stored snapshots instead of a file"),
+    exchange: Optional[str] = typer.Option(None),
+    symbol: Optional[str] = typer.Option(None),
+    start: Optional[str] = typer.Option(None),
+    end: Optional[str] = typer.Option(None),
+    kind: str = typer.Option("snapshot", help="snapshot | block | candle"),
+    spec: Optional[Path] = typer.Option(None, help="FeatureSpec JSON or a model manifest.json (default spec otherwise)"),
+    depth: int = typer.Option(250, help="levels when rebuilding raw recordings"),
+) -> None:
+    """Compute a feature matrix offline, with the spec hash in the file's metadata."""
+    from features.build import books_from_messages, build, load_books, write_frame
+    from features.io import load_klines, load_trades_csv
+
+    if kind not in ("snapshot", "block", "candle"):
+        console.print("[red]--kind must be snapshot, block or candle[/red]")
+        raise typer.Exit(2)
+    fs = _load_spec(spec)
+    kw: dict = {}
+    with _progress() as prog:
+        if from_store:
+            if not exchange or not symbol:
+                console.print("[red]--from-store needs --exchange and --symbol[/red]")
+                raise typer.Exit(2)
+            from depthpilot.service import open_store
+
+            store = open_store(_settings())
+            task = prog.add_task("reading stored snapshots", total=store.count("snapshots", exchange, symbol) or None)
+
+            def it():
+                for snap in store.iter_messages("snapshots", exchange, symbol, _time_arg(start, "start"),
+                                                _time_arg(end, "end")):
+                    prog.advance(task)
+                    yield snap
+
+            ts, b, a = books_from_messages(it())
+            kw.update(ts=ts, bids=b, asks=a)
+        elif books is not None:
+            task = prog.add_task(f"loading {books.name}", total=None)
+            ts, b, a = load_books(books, depth=depth)
+            prog.update(task, total=len(ts), completed=len(ts))
+            kw.update(ts=ts, bids=b, asks=a)
+        if trades is not None:
+            kw["trades"] = load_trades_csv(trades)
+        if klines is not None:
+            kw["klines"] = load_klines(klines)
+        if not kw:
+            console.print("[red]give --books, --trades, --klines or --from-store[/red]")
+            raise typer.Exit(2)
+        task = prog.add_task(f"{kind} features", total=1)
+        df = build(fs, kind, **kw)
+        prog.advance(task)
+    write_frame(df, out)
+    console.print(f"wrote {len(df)} rows x {df.shape[1] - 2} features (spec {fs.hash}, {kind}) to {out}")
+
+
+@app.command()
+def train(
+    source: str = typer.Option("klines", help="klines | books | features (a `features build` file) | store"),
+    path: Optional[Path] = typer.Option(None, help="input file/dir (default: the bundled dataset for klines/books)"),
+    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="artifact directory"),
+    kind: str = typer.Option("snapshot", help="books/store: snapshot | block"),
+    interval: str = typer.Option("", help="store: the FeatureVector interval to train on ('' = per snapshot)"),
+    exchange: Optional[str] = typer.Option(None),
+    symbol: Optional[str] = typer.Option(None),
+    spec: Optional[Path] = typer.Option(None, help="FeatureSpec JSON or a model manifest.json"),
+    columns: str = typer.Option("relative", help="relative (drop price-level columns) | all"),
+    label: str = typer.Option("updown", help="updown (3 classes) | binary_high"),
+    horizon: int = typer.Option(5, help="label horizon in rows"),
+    threshold: float = typer.Option(0.0005, help="return threshold of the label"),
+    seq_len: int = typer.Option(30),
+    hidden: int = typer.Option(32),
+    layers: int = typer.Option(1),
+    dropout: float = typer.Option(0.1),
+    epochs: int = typer.Option(8),
+    folds: int = typer.Option(4),
+    seed: int = typer.Option(0),
+    tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs `pip install depthpilot[tune]`)"),
+) -> None:
+    """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
+    from features.spec import FeatureSpec
+    from predictor.labels import LabelSpec
+    from predictor.sources import (RELATIVE_CANDLE_COLUMNS, SourceError, from_books, from_feature_file, from_klines,
+                                   from_store, relative_columns)
+    from predictor.train import TrainConfig
+    from predictor.train import train as run_train
+
+    from depthpilot.paths import data_dir
+
+    try:
+        if source == "klines":
+            fs = _load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
+            data = from_klines(path or data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs)
+            if columns == "relative":
+                data = data.select(RELATIVE_CANDLE_COLUMNS)
+        elif source == "books":
+            fs = _load_spec(spec) if spec else FeatureSpec(interval_s=1.0)
+            data = from_books(path or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
+        elif source == "features":
+            if path is None:
+                raise SourceError("--path to a `depthpilot features build` file is required")
+            data = from_feature_file(path)
+        elif source == "store":
+            if not exchange or not symbol:
+                raise SourceError("--source store needs --exchange and --symbol")
+            from depthpilot.service import open_store
+
+            data = from_store(open_store(_settings()), exchange, symbol, interval)
+        else:
+            raise SourceError("--source must be klines, books, features or store")
+        if columns == "relative" and source != "klines":
+            data = data.select(relative_columns(data.names))
+        cfg = TrainConfig(label=LabelSpec(kind=label, horizon=horizon, threshold=threshold), seq_len=seq_len,
+                          hidden=hidden, layers=layers, dropout=dropout, max_epochs=epochs, n_folds=folds, seed=seed,
+                          tune_trials=tune, model_name=out.name)
+    except (SourceError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"{len(data.ts)} rows x {len(data.names)} features (spec {data.spec_hash})")
+    with _progress() as prog:
+        task = prog.add_task("training", total=None)
+
+        def on_progress(ev) -> None:
+            where = f"fold {ev.fold}/{ev.n_folds}" if ev.stage == "fold" else ev.stage
+            epoch = f" epoch {ev.epoch}" if ev.epoch is not None and ev.epoch >= 0 else ""
+            prog.update(task, completed=ev.step, total=ev.steps_total, description=f"{where}{epoch}")
+
+        artifact = run_train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=on_progress,
+                             features=data.features)
+    man = json.loads((Path(artifact) / "manifest.json").read_text())
+    table = Table("predictor", "accuracy", "log-loss", "brier", title="walk-forward, out of sample")
+    for who, r in man["metrics"]["walk_forward"].items():
+        if isinstance(r, dict) and "mean_fold_accuracy" in r:
+            table.add_row(who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}",
+                          f"{r['mean_fold_brier']:.4f}")
+    Console().print(table)
+    console.print(f"artifact and report.md in {artifact}")
+
+
+@app.command("sample-data")
+def sample_data(
+    dest: Path = typer.Option(REPO_ROOT / "data", help="where to put the recordings (DEPTHPILOT_DATA_DIR)"),
+    dataset: list[str] = typer.Option([], "--dataset", help="only these datasets (repeatable)"),
+) -> None:
+    """Download the public recordings the tests, demo and bundled models use (needs internet),
+    verify their checksums, and derive the top-25 book / trade CSVs from the raw Binance files
+    with the collector's own replay."""
+    from depthpilot.sample_data import SampleDataError, fetch, files
+
+    wanted = dataset or None
+    with _progress() as prog:
+        tasks: dict[str, object] = {}
+
+        def on_progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total or None)
+            prog.update(tasks[name], completed=done)  # type: ignore[arg-type]
+
+        try:
+            got = fetch(dest, datasets=wanted, progress=on_progress)
+        except SampleDataError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1) from None
+    console.print(f"{len(got)} downloaded, {len(files(wanted)) - len(got)} already present in {dest}")
+    for ds_dir in sorted(dest.glob("binance-*-l2diff")):
+        _derive_binance(ds_dir)
+
+
+def _derive_binance(ds_dir: Path) -> None:
+    """derived_book_snapshot_25.csv.gz and derived_trades.csv.gz from the raw recording."""
+    from collector.export import write_export
+    from collector.replay import BinanceRecordingReplay
+    from depthpilot import messages as m
+
+    books_out, trades_out = ds_dir / "derived_book_snapshot_25.csv.gz", ds_dir / "derived_trades.csv.gz"
+    if books_out.exists() and trades_out.exists():
+        return
+    msgs = list(BinanceRecordingReplay(ds_dir / "raw", depth=25))
+    write_export((x for x in msgs if isinstance(x, m.BookSnapshot) and x.valid), "snapshots", books_out, depth=25)
+    write_export((x for x in msgs if isinstance(x, m.Trade)), "trades", trades_out)
+    console.print(f"derived {books_out.name} and {trades_out.name} in {ds_dir}")
 
 
 def main() -> None:  # pragma: no cover

@@ -34,6 +34,18 @@ RELATIVE_CANDLE_COLUMNS = (
 ABSOLUTE_BOOK = ("mid", "microprice", "spread")
 
 
+def relative_columns(names: Sequence[str]) -> list[str]:
+    """Drop columns in price units (mid, microprice, absolute spread; also their block
+    mean_/last_/d_ forms and candle price levels) so the model does not learn the price level."""
+    out = []
+    for n in names:
+        base = n.split("_", 1)[1] if n.startswith(("mean_", "last_", "d_")) else n
+        if base in ABSOLUTE_BOOK or n.startswith(("sma_", "ewma_", "bb_mid", "bb_upper", "bb_lower")):
+            continue
+        out.append(n)
+    return out
+
+
 class SourceError(ValueError):
     pass
 

@@ -20,7 +20,7 @@ from depthpilot.paths import data_dir, models_dir
 from features.spec import FeatureSpec
 from predictor.labels import LabelSpec
 from predictor.smoothing import SmoothingConfig
-from predictor.sources import ABSOLUTE_BOOK, RELATIVE_CANDLE_COLUMNS, TrainingData, from_books, from_klines
+from predictor.sources import RELATIVE_CANDLE_COLUMNS, TrainingData, from_books, from_klines, relative_columns
 from predictor.train import ProgressEvent, TrainConfig, train
 
 KLINES = "binance-spot-btcusdt-klines-1m-2024-12/BTCUSDT_1m.csv.gz"
@@ -49,7 +49,7 @@ def klines_data() -> TrainingData:
 
 def book_data() -> TrainingData:
     d = from_books(data_dir() / BOOK_RECORDING, BOOK_SPEC, kind="snapshot", depth=250)
-    return d.select([n for n in d.names if n not in ABSOLUTE_BOOK])
+    return d.select(relative_columns(d.names))
 
 
 def train_one(which: str, out_dir: Path | None = None,
