@@ -96,6 +96,21 @@ class Service:
         self._threads.append(t)
         return t
 
+    def flush_periodically(self, *writers: Any, every_s: float = 0.25) -> None:
+        """Flush store BatchWriters when due, off the consumer threads; a failed write stays
+        buffered and is retried on the next tick; a final flush happens on stop()."""
+        self._writers = getattr(self, "_writers", []) + list(writers)
+
+        def loop() -> None:
+            while not self.stopping.wait(every_s):
+                for w in writers:
+                    try:
+                        w.maybe_flush()
+                    except Exception:  # noqa: BLE001 - kept in the buffer, retried next tick
+                        log.exception("%s: storing %s failed; will retry", self.name, w.collection)
+
+        self.spawn(loop, "store")
+
     def start(self) -> "Service":
         self.bus.subscribe(control_queue(self.name), self._on_control)
         self.setup()
@@ -114,6 +129,11 @@ class Service:
         finally:
             for t in self._threads:
                 t.join(timeout=5)
+            for w in getattr(self, "_writers", []):
+                try:
+                    w.flush()
+                except Exception:  # noqa: BLE001 - reported; the data stays in the writer's buffer
+                    log.exception("%s: final flush of %s failed", self.name, w.collection)
 
     def heartbeat(self) -> m.ServiceHeartbeat:
         stats = {k: float(v) for k, v in self.bus.stats.as_dict().items()}

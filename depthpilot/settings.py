@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from enum import Enum
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
+from depthpilot.redact import redact_url  # noqa: F401 - re-exported
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -24,18 +25,6 @@ class Mode(str, Enum):
     PAPER = "paper"
     TESTNET = "testnet"
     LIVE = "live"
-
-
-def redact_url(url: str) -> str:
-    """``amqp://user:secret@host/`` -> ``amqp://user:***@host/``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def _split_csv(value: Any) -> Any:

@@ -31,7 +31,6 @@ when read; the last applied message id is kept as ``msg_id``.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import deque
@@ -39,7 +38,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import msgspec
 import numpy as np
@@ -47,6 +45,7 @@ import pymongo
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
 from depthpilot import messages as m
+from depthpilot.redact import redact_url, scrub
 
 __all__ = [
     "Store",
@@ -270,62 +269,6 @@ def _public(doc: Mapping[str, Any], arrays: Literal["list", "numpy"]) -> dict[st
     return out
 
 
-# --------------------------------------------------------------------------- URL redaction
-
-_SECRET_PARAM_HINTS = ("password", "secret", "token", "authmechanismproperties", "key")
-
-
-def redact_url(url: str) -> str:
-    """URL safe to log: password (everything after ``user:``) and secret-looking query
-    parameter values replaced by ``***``. Errs on the side of redacting too much."""
-    if not isinstance(url, str):
-        return "<non-string url>"
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "<unparseable url>"
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1 :]
-        user, colon, _pw = userinfo.partition(":")
-        prefix = f"{user}:***@" if colon else f"{user}@"
-    else:
-        prefix = ""
-    base, q, query = rest.partition("?")
-    if q:
-        parts = []
-        for item in query.split("&"):
-            key, eq, _val = item.partition("=")
-            if eq and any(h in key.lower() for h in _SECRET_PARAM_HINTS):
-                parts.append(f"{key}=***")
-            else:
-                parts.append(item)
-        base = f"{base}?{'&'.join(parts)}"
-    return f"{scheme}://{prefix}{base}"
-
-
-def _secrets_of(url: str) -> list[str]:
-    _scheme, _sep, rest = url.partition("://")
-    out: list[str] = []
-    at = rest.rfind("@")
-    if at >= 0:
-        _user, colon, pw = rest[:at].partition(":")
-        if colon and pw:
-            out += [pw, unquote(pw)]
-    _b, _q, query = rest.partition("?")
-    for item in query.split("&"):
-        key, eq, val = item.partition("=")
-        if eq and val and any(h in key.lower() for h in _SECRET_PARAM_HINTS):
-            out += [val, unquote(val)]
-    return sorted(set(out), key=len, reverse=True)
-
-
-def _scrub(text: str, url: str) -> str:
-    text = text.replace(url, redact_url(url))
-    for s in _secrets_of(url):  # as a whole token, so a short password does not mangle words
-        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])", "***", text)
-    return text
-
-
 # --------------------------------------------------------------------------- mongomock
 
 _MOCK_CLIENTS: dict[str, Any] = {}
@@ -395,7 +338,7 @@ class Store:
                 client.close()
             # `from None`: the original exception text could echo the URL with its password
             raise StoreError(
-                f"cannot use MongoDB at {safe} (db {db!r}): {type(exc).__name__}: {_scrub(str(exc), url)}"
+                f"cannot use MongoDB at {safe} (db {db!r}): {type(exc).__name__}: {scrub(str(exc), url)}"
             ) from None
 
     def ping(self) -> None:
@@ -403,7 +346,7 @@ class Store:
         try:
             self.db.command("ping")
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
-            raise StoreError(f"store at {redact_url(self.url)} does not answer: {_scrub(str(exc), self.url)}") from None
+            raise StoreError(f"store at {redact_url(self.url)} does not answer: {scrub(str(exc), self.url)}") from None
 
     def close(self) -> None:
         if self._owns_client:

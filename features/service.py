@@ -60,7 +60,7 @@ class FeaturesService(Service):
             from depthpilot.store import BatchWriter
 
             self.writer = BatchWriter(self.store, "features", max_size=500, max_age_s=s.snapshot_store_interval_s)
-            self.spawn(self._flush_loop, "store")
+            self.flush_periodically(self.writer)
         log.info("features: spec %s, emitting %s", self.spec.hash, ",".join(self.emit))
         self.bus.subscribe("features.book", self._on_book)
         self.bus.subscribe("features.trades", self._on_trade)
@@ -107,19 +107,7 @@ class FeaturesService(Service):
             self.bus.publish(ev)
             self.events += 1
 
-    def _flush_loop(self) -> None:
-        while not self.stopping.wait(0.25):
-            try:
-                self.writer.maybe_flush()  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - kept in the buffer and retried on the next tick
-                log.exception("storing feature vectors failed; will retry")
 
-    def teardown(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.flush()
-            except Exception:  # noqa: BLE001
-                log.exception("final flush of feature vectors failed")
 
     def stats(self) -> dict[str, float]:
         rejected: Counter[str] = Counter()

@@ -76,7 +76,7 @@ class PredictorService(Service):
             from depthpilot.store import BatchWriter
 
             self.writer = BatchWriter(self.store, "signals", max_size=500, max_age_s=1.0)
-            self.spawn(self._flush_loop, "store")
+            self.flush_periodically(self.writer)
         log.info("predictor: model %s (spec %s, %s vectors)", self.model.model_id, self.model.spec_hash,
                  self.model.interval or "snapshot")
         self.bus.subscribe("predictor.features", self._on_features)
@@ -115,19 +115,7 @@ class PredictorService(Service):
         if self.writer is not None:
             self.writer.add(sig)
 
-    def _flush_loop(self) -> None:
-        while not self.stopping.wait(0.25):
-            try:
-                self.writer.maybe_flush()  # type: ignore[union-attr]
-            except Exception:  # noqa: BLE001 - kept in the buffer, retried next tick
-                log.exception("storing signals failed; will retry")
 
-    def teardown(self) -> None:
-        if self.writer is not None:
-            try:
-                self.writer.flush()
-            except Exception:  # noqa: BLE001
-                log.exception("final flush of signals failed")
 
     def stats(self) -> dict[str, float]:
         out = {"signals": float(self.signals)}

@@ -50,3 +50,14 @@ def data_dir() -> Path:
     if not d.is_dir():
         pytest.skip(f"market-data recordings not found at {d} (set DEPTHPILOT_DATA_DIR or `make sample-data`)")
     return d
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+def bus_url(request: pytest.FixtureRequest, uid: str) -> str:
+    """Run a test on a private in-memory broker and on the real RabbitMQ."""
+    if request.param == "memory":
+        from depthpilot.bus.memory import MemoryBroker
+
+        MemoryBroker.reset(uid)
+        return f"memory://{uid}"
+    return request.getfixturevalue("amqp_url")

@@ -14,7 +14,6 @@ import pytest
 
 from depthpilot import messages as m
 from depthpilot.bus import RetryableError, connect_bus
-from depthpilot.bus.memory import MemoryBroker
 from depthpilot.topology import MARKET_EXCHANGE, STATE_EXCHANGE, DeliveryClass, QueueDef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,12 +67,6 @@ def test_codec_errors_are_one_type() -> None:
         assert _plain(m.from_json(m.to_json(msg))) == _plain(msg)
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-def bus_url(request: pytest.FixtureRequest, uid: str) -> str:
-    if request.param == "memory":
-        MemoryBroker.reset(uid)
-        return f"memory://{uid}"
-    return request.getfixturevalue("amqp_url")
 
 
 def _open(url: str, name: str, **kw):

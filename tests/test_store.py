@@ -537,7 +537,7 @@ def test_heartbeats_and_collector_state(store):
 
 
 def test_error_text_echoing_the_password_is_scrubbed():
-    from depthpilot.store import _scrub
+    from depthpilot.redact import scrub as _scrub
 
     url = "mongodb://u:p4@h/?tlsCertificateKeyFilePassword=abc&tls=true"
     out = _scrub(f"auth failed for {url}; password p4 tried; apply ok", url)

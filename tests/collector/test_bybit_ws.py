@@ -3,7 +3,6 @@ ob500 payloads; pybit's raw callback feeds OUR builder (not pybit's internal boo
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest

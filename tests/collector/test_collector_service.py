@@ -6,12 +6,10 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 
 from collector.feed import FeedProcessor
 from depthpilot import messages as m
 from depthpilot.bus import connect_bus
-from depthpilot.bus.memory import MemoryBroker
 from depthpilot.settings import load_settings
 from depthpilot.store import Store
 from depthpilot.topology import MARKET_EXCHANGE, STATE_EXCHANGE, DeliveryClass, QueueDef
@@ -19,18 +17,12 @@ from depthpilot.topology import MARKET_EXCHANGE, STATE_EXCHANGE, DeliveryClass, 
 SPOT_FILE = "binance-spot-btcusdt-2024-08-08-l2diff/raw/btcusdt_20240808.gz"  # the file with the REST snapshot line
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-def url(request, uid):
-    if request.param == "memory":
-        MemoryBroker.reset(uid)
-        return f"memory://{uid}"
-    return request.getfixturevalue("amqp_url")
 
 
-def _run(url, settings, store, stop_after_s=None):
+def _run(bus_url, settings, store, stop_after_s=None):
     from collector.service import CollectorService
 
-    bus = connect_bus(url, "collector").start()
+    bus = connect_bus(bus_url, "collector").start()
     svc = CollectorService(settings, bus, store)
     svc.start()
     if stop_after_s is None:
@@ -43,15 +35,15 @@ def _run(url, settings, store, stop_after_s=None):
     return svc
 
 
-def test_replay_publish_store_and_restart_without_duplicates(url, uid, data_dir):
+def test_replay_publish_store_and_restart_without_duplicates(bus_url, uid, data_dir):
     path = data_dir / SPOT_FILE
-    settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(path), REPLAY_SPEED="60",
+    settings = load_settings(AMQP_URL=bus_url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(path), REPLAY_SPEED="60",
                              SNAPSHOT_RATE_HZ="5", SNAPSHOT_STORE_INTERVAL_S="1", BOOK_DEPTH="50")
     store = Store.connect(f"mongomock://{uid}", f"c_{uid}", snapshot_ttl_s=None)
     books = QueueDef(f"t.coll.books.{uid}", MARKET_EXCHANGE, ("book.binance.BTCUSDT", "trade.binance.BTCUSDT"),
                      DeliveryClass.MARKET, max_length=1_000_000)
     risk = QueueDef(f"t.coll.risk.{uid}", STATE_EXCHANGE, ("risk.*.book_*",), DeliveryClass.STATE, delivery_limit=5)
-    watcher = connect_bus(url, "watch").start()
+    watcher = connect_bus(bus_url, "watch").start()
     seen: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     snaps: list[m.BookSnapshot] = []
@@ -69,12 +61,12 @@ def test_replay_publish_store_and_restart_without_duplicates(url, uid, data_dir)
         watcher.subscribe(books, on_msg, dedup=False)  # count raw deliveries: duplicates must not exist at all
         watcher.subscribe(risk, lambda msg, d: events.append(msg))
         time.sleep(0.5)
-        first = _run(url, settings, store, stop_after_s=2.0)
+        first = _run(bus_url, settings, store, stop_after_s=2.0)
         n_first = kinds["book_snapshot"]
         stored_first = store.count("snapshots", "binance", "BTCUSDT")
         checkpoint = store.get_state(first.replay_key)
         assert n_first > 10 and stored_first > 0 and checkpoint
-        second = _run(url, settings, store)
+        second = _run(bus_url, settings, store)
         time.sleep(1.0)
         with lock:
             assert max(seen.values()) == 1, "a message was published twice across the restart"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 SPOT = "binance-spot-btcusdt-2024-08-08-l2diff"

@@ -7,11 +7,9 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from depthpilot import messages as m
 from depthpilot.bus import connect_bus
-from depthpilot.bus.memory import MemoryBroker
 from depthpilot.settings import load_settings
 from depthpilot.store import Store
 from depthpilot.topology import MARKET_EXCHANGE, DeliveryClass, QueueDef
@@ -22,15 +20,9 @@ from features.spec import FeatureSpec, aggregate_names, feature_names
 N = 400
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-def url(request, uid):
-    if request.param == "memory":
-        MemoryBroker.reset(uid)
-        return f"memory://{uid}"
-    return request.getfixturevalue("amqp_url")
 
 
-def test_service_emits_vectors_equal_to_batch(url, uid, spot25, tmp_path):
+def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     from features.service import FeaturesService
 
     ts, bids, asks = spot25
@@ -39,9 +31,9 @@ def test_service_emits_vectors_equal_to_batch(url, uid, spot25, tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block")
+    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block")
     store = Store.connect(f"mongomock://{uid}", f"t_{uid}", snapshot_ttl_s=None)
-    svc_bus = connect_bus(url, "features").start()
+    svc_bus = connect_bus(bus_url, "features").start()
     if hasattr(svc_bus, "declare"):  # the broker is shared: drop books other tests left in the queue
         from depthpilot.topology import QUEUES
 
@@ -51,7 +43,7 @@ def test_service_emits_vectors_equal_to_batch(url, uid, spot25, tmp_path):
     svc.start()
     out_q = QueueDef(f"t.features.{uid}", MARKET_EXCHANGE, (f"features.*.{symbol}",), DeliveryClass.MARKET,
                      max_length=100_000)
-    test_bus = connect_bus(url, "test").start()
+    test_bus = connect_bus(bus_url, "test").start()
     got: list[m.FeatureVector] = []
     lock = threading.Lock()
 

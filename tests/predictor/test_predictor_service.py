@@ -11,7 +11,6 @@ import pytest
 
 from depthpilot import messages as m
 from depthpilot.bus import connect_bus
-from depthpilot.bus.memory import MemoryBroker
 from depthpilot.paths import models_dir
 from depthpilot.settings import load_settings
 from depthpilot.store import Store
@@ -24,12 +23,6 @@ N = 150
 MODEL = "book-default"
 
 
-@pytest.fixture(params=["memory", "rabbitmq"])
-def url(request, uid):
-    if request.param == "memory":
-        MemoryBroker.reset(uid)
-        return f"memory://{uid}"
-    return request.getfixturevalue("amqp_url")
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +42,14 @@ def _wait(pred, timeout=30.0):
     return pred()
 
 
-def test_signals_equal_offline_batch_inference(url, uid, book_features):
+def test_signals_equal_offline_batch_inference(bus_url, uid, book_features):
     from predictor.service import PredictorService
 
     art, data = book_features
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=url, PREDICTOR_MODEL=MODEL)
+    settings = load_settings(AMQP_URL=bus_url, PREDICTOR_MODEL=MODEL)
     store = Store.connect(f"mongomock://{uid}", f"p_{uid}", snapshot_ttl_s=None)
-    svc_bus = connect_bus(url, "predictor").start()
+    svc_bus = connect_bus(bus_url, "predictor").start()
     if hasattr(svc_bus, "declare"):  # the broker is shared: drop vectors other tests left in the queue
         from depthpilot.topology import QUEUES
 
@@ -66,7 +59,7 @@ def test_signals_equal_offline_batch_inference(url, uid, book_features):
     svc.start()
     out_q = QueueDef(f"t.signals.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET,
                      max_length=100_000)
-    test_bus = connect_bus(url, "test").start()
+    test_bus = connect_bus(bus_url, "test").start()
     got: list[m.Signal] = []
     lock = threading.Lock()
     try:
