@@ -5,14 +5,18 @@
   ``REPLAY_SPEED`` x real time (0 = as fast as possible), optionally looping. Progress is
   checkpointed in the store, so a restarted collector continues where it stopped and ids are
   deterministic, so nothing is stored or handled twice.
-* ``COLLECTOR_SOURCE=live``: per (exchange, symbol) in the settings, Bybit through pybit's
-  websocket with our own book, every other exchange through ccxt (websocket where ccxt.pro
-  has it, else REST polling). A source that fails after its retries is restarted with
-  back-off and reported as a ``feed_reconnect`` RiskEvent.
+* ``COLLECTOR_SOURCE=live``: Binance spot (``binance``) and USD-M (``binanceusdm``) through
+  the native diff-depth source (:mod:`collector.binance_ws`, one per market with all symbols,
+  URLs overridable with ``BINANCE_[USDM_]WS_URL`` / ``BINANCE_[USDM_]REST_URL``); per
+  (exchange, symbol), Bybit through pybit's websocket with our own book and every other
+  exchange through ccxt (websocket where ccxt.pro has it, else REST polling). A source that
+  fails after its retries is restarted with back-off and reported as a ``feed_reconnect``
+  RiskEvent (as is every websocket reconnect of the native Binance source).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -31,6 +35,7 @@ from depthpilot.service import Service
 log = logging.getLogger("depthpilot.collector")
 
 DEFAULT_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
+BINANCE_NATIVE = {"binance": "spot", "binanceusdm": "usdm"}  # exchange -> BinanceDiffSource market
 _NS = 1_000_000_000
 
 
@@ -180,6 +185,9 @@ class CollectorService(Service):
     async def _live_main(self) -> None:
         tasks = []
         for exchange in self.settings.exchanges:
+            if exchange in BINANCE_NATIVE:  # one native diff-depth source per market, all symbols
+                tasks.append(asyncio.create_task(self._run_binance(exchange)))
+                continue
             for symbol in self.settings.symbols:
                 if exchange == "bybit":
                     self.spawn(lambda sym=symbol: self._run_bybit(sym), f"bybit-{symbol}")
@@ -218,6 +226,52 @@ class CollectorService(Service):
                 await asyncio.sleep(delay)
             finally:
                 await src.close()
+
+    def _binance_source(self, exchange: str) -> Any:
+        from collector.binance_ws import BinanceDiffSource
+
+        s = self.settings
+        market = BINANCE_NATIVE[exchange]
+        ws_url, rest_url = ((s.binance_ws_url, s.binance_rest_url) if market == "spot"
+                            else (s.binance_usdm_ws_url, s.binance_usdm_rest_url))
+
+        def on_retry(ev: Any) -> None:
+            self.bus.publish(m.RiskEvent(kind="exchange_retry", severity="info", source=self.name, exchange=ev.exchange,
+                                         symbol=ev.symbol,
+                                         message=f"{ev.operation} {ev.error}: retry in {ev.sleep_s:.1f}s"))
+
+        def on_reconnect(ev: Any) -> None:  # the source reconnects by itself; counted and reported
+            for sym in ev.symbols:
+                self.bus.publish(self.processor.reconnect(ev.exchange, sym, f"{ev.connection}: {ev.reason}"[:300]))
+
+        return BinanceDiffSource(market, s.symbols, depth=s.book_depth, ws_url=ws_url, rest_url=rest_url,  # type: ignore[arg-type]
+                                 on_retry=on_retry, on_reconnect=on_reconnect, depth_stream=s.binance_depth_stream,
+                                 trade_stream=s.binance_trade_stream,
+                                 reconnect_initial_s=s.collector_reconnect_initial_s)
+
+    async def _run_binance(self, exchange: str) -> None:
+        """Native Binance diff-depth feed; a source that fails (retries exhausted, refused
+        request) is rebuilt with back-off and reported like the ccxt feeds."""
+        attempt = 0
+        while not self.stopping.is_set():
+            src = self._binance_source(exchange)
+            try:
+                async with contextlib.aclosing(src.stream()) as msgs:
+                    async for msg in msgs:
+                        if attempt and isinstance(msg, m.BookSnapshot) and msg.valid:
+                            attempt = 0  # healthy again: next failure starts the back-off afresh
+                        self.on_message(msg)
+                        if self.stopping.is_set():
+                            return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - restart the feed with back-off, reported
+                delay = min(60.0, 2.0 ** attempt)
+                attempt += 1
+                log.warning("%s feed failed (%s: %s); restarting in %.0fs", exchange, type(exc).__name__, exc, delay)
+                for symbol in self.settings.symbols:
+                    self.bus.publish(self.processor.reconnect(exchange, symbol, f"{type(exc).__name__}: {exc}"[:300]))
+                await asyncio.sleep(delay)
 
     def _run_bybit(self, symbol: str) -> None:
         from collector.bybit_ws import BybitBookStream

@@ -67,6 +67,16 @@ class Settings(BaseSettings):
     replay_paths: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="REPLAY_PATHS")
     replay_speed: float = Field(1.0, ge=0, validation_alias="REPLAY_SPEED")  # 0 = as fast as possible
     replay_loop: bool = Field(False, validation_alias="REPLAY_LOOP")
+    # native Binance diff-depth source: base-URL overrides (None = the real endpoints), e.g. a
+    # proxy, a mirror or a local fake exchange; scheme://host[:port], paths are added
+    binance_ws_url: str | None = Field(None, validation_alias="BINANCE_WS_URL")
+    binance_rest_url: str | None = Field(None, validation_alias="BINANCE_REST_URL")
+    binance_usdm_ws_url: str | None = Field(None, validation_alias="BINANCE_USDM_WS_URL")
+    binance_usdm_rest_url: str | None = Field(None, validation_alias="BINANCE_USDM_REST_URL")
+    # channel names after "<symbol>@" (default: depth@100ms and trade on spot, depth@100ms and aggTrade on USD-M)
+    binance_depth_stream: str | None = Field(None, validation_alias="BINANCE_DEPTH_STREAM")
+    binance_trade_stream: str | None = Field(None, validation_alias="BINANCE_TRADE_STREAM")
+    collector_reconnect_initial_s: float = Field(1.0, gt=0, le=60, validation_alias="COLLECTOR_RECONNECT_INITIAL_S")
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
@@ -138,6 +148,26 @@ class Settings(BaseSettings):
         if scheme not in ("mongodb", "mongodb+srv", "mongomock"):
             raise ValueError("must be mongodb://, mongodb+srv:// or mongomock://")
         return v
+
+    @field_validator("binance_ws_url", "binance_usdm_ws_url")
+    @classmethod
+    def _check_ws_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("ws", "wss") or not parts.netloc:
+            raise ValueError("must be ws://host[:port] or wss://host[:port]")
+        return v.rstrip("/")
+
+    @field_validator("binance_rest_url", "binance_usdm_rest_url")
+    @classmethod
+    def _check_rest_url(cls, v: str | None) -> str | None:
+        if v in (None, ""):
+            return None
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be http://host[:port] or https://host[:port]")
+        return v.rstrip("/")
 
     @field_validator("log_level")
     @classmethod

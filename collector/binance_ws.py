@@ -1,0 +1,648 @@
+"""Live Binance diff-depth source (spot and USD-M futures) over aiohttp.
+
+One :class:`BinanceDiffSource` serves all symbols of one market:
+
+* websocket combined streams (lower-case symbols, ``{"stream": ..., "data": ...}`` payloads):
+  spot ``wss://stream.binance.com:9443/stream?streams=<sym>@depth@100ms/<sym>@trade`` (one
+  connection, up to 1024 streams); USD-M futures are routed by path since Binance's 2026
+  base-URL split: diff depth on ``wss://fstream.binance.com/public/stream?streams=...`` and
+  trades (``aggTrade``) on ``wss://fstream.binance.com/market/stream?streams=...`` (200 streams
+  per connection), so USD-M uses two connections;
+* REST depth snapshots: spot ``GET /api/v3/depth`` (``limit`` 1..5000, weight 5/25/50/250 for
+  <=100/<=500/<=1000/<=5000), USD-M ``GET /fapi/v1/depth`` (``limit`` in 5, 10, 20, 50, 100,
+  500, 1000), fetched when :attr:`BinanceDiffBook.needs_snapshot` and a diff is buffered (so
+  only after the stream delivers, per Binance's "manage a local order book" steps: open the
+  stream, buffer, then get the snapshot), i.e. after (re)connecting and after a sequence gap;
+* the documented sync rule itself lives in :class:`collector.exchanges.binance.BinanceDiffBook`
+  (pure); this module only does I/O and scheduling.
+
+It yields normalised :class:`depthpilot.messages.BookSnapshot` (top ``depth`` levels, via
+:func:`collector.book.make_snapshot`) after every applied diff / applied snapshot and on every
+validity change (gap, reconnect, crossed), and :class:`depthpilot.messages.Trade` for every
+trade. No bus, no store: the wiring lives in :mod:`collector.service`.
+
+Robustness:
+
+* websocket drops/errors -> reconnect with exponential back-off (jittered), the books of that
+  connection invalidated (``invalidate("reconnect")``) and resynced, counted in
+  :attr:`BinanceDiffSource.reconnects` and reported through ``on_reconnect``;
+* Binance closes connections at 24 h: the source rotates each connection proactively after
+  ``max_connection_age_s`` (default 23 h 50 min) and on a spot ``serverShutdown`` event;
+* ping/pong: aiohttp answers server pings (``autoping``) and sends its own pings every
+  ``heartbeat_s``; a missing pong closes the connection, which then reconnects;
+* REST errors (HTTP 429/418/5xx, timeouts, connection errors) are retried with exponential
+  back-off (tenacity), honouring ``Retry-After``; each retry is counted and reported through
+  ``on_retry`` as a :class:`RetryEvent` (same fields as :class:`collector.ccxt_source.RetryEvent`).
+  Other HTTP errors (e.g. 400 unknown symbol) and exhausted retries end :meth:`stream` with
+  :class:`BinanceSourceError` / :class:`BinanceHTTPError` so the caller can restart it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from collector.book import make_snapshot
+from collector.exchanges.binance import (
+    EXCHANGE_SPOT,
+    EXCHANGE_USDM,
+    KIND_DEPTH,
+    KIND_SNAPSHOT,
+    KIND_TRADE,
+    BinanceDiffBook,
+    BinanceFormatError,
+    DepthSnapshot,
+    SyncResult,
+    parse_stream_message,
+    trade_message,
+)
+from depthpilot.messages import BookSnapshot, Trade
+
+__all__ = [
+    "MARKETS",
+    "BinanceDiffSource",
+    "BinanceHTTPError",
+    "BinanceSourceError",
+    "MarketSpec",
+    "ReconnectEvent",
+    "RetryEvent",
+    "StreamConnection",
+    "is_retryable",
+    "retry_after_s",
+    "snapshot_limit",
+    "stream_connections",
+]
+
+log = logging.getLogger(__name__)
+
+Market = Literal["spot", "usdm"]
+Message = BookSnapshot | Trade
+
+
+class BinanceSourceError(ValueError):
+    """Bad configuration of a Binance source, or a non-retryable answer from Binance."""
+
+
+class BinanceHTTPError(Exception):
+    """A non-200 REST answer (``status``, Binance error ``code``/``msg``, ``Retry-After`` s)."""
+
+    def __init__(self, status: int, code: int | None, msg: str, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}" + (f" code {code}" if code is not None else "") + (f": {msg}" if msg else ""))
+        self.status = status
+        self.code = code
+        self.msg = msg
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    exchange: str  # normalised exchange name used everywhere else
+    ws_url: str  # base: scheme://host[:port]
+    rest_url: str
+    depth_path: str  # REST snapshot endpoint
+    rest_limits: tuple[int, ...] | None  # allowed ``limit`` values (None: any in 1..rest_max)
+    rest_max: int
+    depth_route: str  # ws path prefix carrying diff depth ("" = root)
+    trade_route: str  # ws path prefix carrying trades
+    depth_stream: str  # channel after "<sym>@"
+    trade_stream: str
+    max_streams: int  # per connection
+    futures: bool
+
+
+MARKETS: dict[str, MarketSpec] = {
+    # spot: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
+    "spot": MarketSpec(EXCHANGE_SPOT, "wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3/depth",
+                       None, 5000, "", "", "depth@100ms", "trade", 1024, False),
+    # USD-M: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
+    # (depth belongs to /public, aggTrade to /market; unrouted connections only get /public data)
+    "usdm": MarketSpec(EXCHANGE_USDM, "wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1/depth",
+                       (5, 10, 20, 50, 100, 500, 1000), 1000, "/public", "/market", "depth@100ms", "aggTrade", 200, True),
+}
+
+
+def snapshot_limit(market: str, depth: int, minimum: int = 1000) -> int:
+    """REST ``limit`` for a book emitted at ``depth`` levels: at least ``minimum`` (levels far
+    from the top that never change again are only known from the snapshot), at least
+    ``depth``, within what the endpoint accepts (spot 1..5000, USD-M a fixed set up to 1000)."""
+    spec = _spec(market)
+    if depth < 1:
+        raise BinanceSourceError(f"depth must be >= 1, got {depth}")
+    want = max(depth, minimum)
+    if spec.rest_limits is None:
+        return min(want, spec.rest_max)
+    covering = [x for x in spec.rest_limits if x >= want]
+    return min(covering) if covering else max(spec.rest_limits)
+
+
+@dataclass(frozen=True)
+class StreamConnection:
+    """One websocket connection: its URL, streams, and whether it carries diff depth."""
+
+    name: str
+    url: str
+    streams: tuple[str, ...]
+    symbols: tuple[str, ...]
+    carries_depth: bool
+
+
+def stream_connections(
+    market: str,
+    symbols: Sequence[str],
+    ws_url: str | None = None,
+    *,
+    depth_stream: str | None = None,
+    trade_stream: str | None = None,
+    trades: bool = True,
+) -> list[StreamConnection]:
+    """The websocket connections for ``symbols`` (pure; see the module doc for the routing)."""
+    spec = _spec(market)
+    syms = _check_symbols(symbols)
+    base = (ws_url or spec.ws_url).rstrip("/")
+    depth_ch = depth_stream or spec.depth_stream
+    trade_ch = trade_stream or spec.trade_stream
+    routes: dict[str, list[str]] = {}
+    routes.setdefault(spec.depth_route, []).extend(f"{s.lower()}@{depth_ch}" for s in syms)
+    if trades:
+        routes.setdefault(spec.trade_route, []).extend(f"{s.lower()}@{trade_ch}" for s in syms)
+    out = []
+    for route, streams in routes.items():
+        if len(streams) > spec.max_streams:
+            raise BinanceSourceError(
+                f"{len(streams)} streams on one {spec.exchange} connection; Binance allows {spec.max_streams} "
+                f"(use fewer symbols per source)")
+        out.append(StreamConnection(
+            name=f"{spec.exchange}{route or '/'}",
+            url=f"{base}{route}/stream?streams=" + "/".join(streams),
+            streams=tuple(streams),
+            symbols=syms,
+            carries_depth=route == spec.depth_route,
+        ))
+    return out
+
+
+def _spec(market: str) -> MarketSpec:
+    try:
+        return MARKETS[market]
+    except KeyError:
+        raise BinanceSourceError(f"market must be one of {sorted(MARKETS)}, not {market!r}") from None
+
+
+def _check_symbols(symbols: Sequence[str] | str) -> tuple[str, ...]:
+    if isinstance(symbols, str):
+        symbols = [symbols]
+    syms = tuple(dict.fromkeys(str(s).strip().upper() for s in symbols))
+    if not syms or any(not s.isalnum() for s in syms):
+        raise BinanceSourceError(f"symbols must be non-empty alphanumeric Binance symbols, got {list(symbols)!r}")
+    return syms
+
+
+# --------------------------------------------------------------------------- REST retry policy
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Rate limits (429), IP bans (418, after their Retry-After), 5xx, timeouts, transport."""
+    if isinstance(exc, BinanceHTTPError):
+        return exc.status in (418, 429) or exc.status >= 500
+    return isinstance(exc, (asyncio.TimeoutError, aiohttp.ClientError, OSError))
+
+
+def retry_after_s(headers: Any) -> float | None:
+    """``Retry-After`` in seconds (Binance sends seconds), or None."""
+    raw = headers.get("Retry-After") if headers is not None else None
+    if raw is None:
+        return None
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return v if v >= 0 else None
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    exchange: str
+    symbol: str
+    operation: str  # "depth_snapshot"
+    attempt: int  # the attempt that failed (1-based)
+    error_type: str
+    error: str
+    sleep_s: float  # back-off before the next attempt
+    ts_ns: int = field(default_factory=time.time_ns)
+
+
+@dataclass(frozen=True)
+class ReconnectEvent:
+    exchange: str
+    symbols: tuple[str, ...]
+    connection: str
+    reason: str
+    delay_s: float
+    ts_ns: int = field(default_factory=time.time_ns)
+
+
+class _WaitRetryAfter:
+    """Exponential back-off, but never shorter than the server's Retry-After."""
+
+    def __init__(self, base: Any, cap_s: float) -> None:
+        self.base = base
+        self.cap_s = cap_s
+
+    def __call__(self, rs: RetryCallState) -> float:
+        w = float(self.base(rs))
+        exc = rs.outcome.exception() if rs.outcome is not None else None
+        ra = getattr(exc, "retry_after", None)
+        if ra is not None:
+            w = max(w, min(float(ra), self.cap_s))
+        return w
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class BinanceDiffSource:
+    """Live L2 books (+ trades) for ``symbols`` of one Binance market.
+
+    ``market``: ``"spot"`` or ``"usdm"``. ``depth``: levels per side in emitted snapshots.
+    ``ws_url`` / ``rest_url``: base URLs (scheme://host[:port]) replacing the real endpoints
+    (a proxy, a mirror, a local fake server). ``session``: an aiohttp session to use (not
+    closed here); by default one is created per :meth:`stream` call.
+
+    Counters: ``reconnects`` (connections lost and re-opened, incl. rotations),
+    ``rotations`` (proactive 24 h / serverShutdown reconnects), ``rest_requests``,
+    ``snapshots_applied``, ``retries`` / ``retries_by_error``, ``bad_messages``; the per-symbol
+    :class:`BinanceDiffBook` (``builders``) count gaps, resyncs, crossed books.
+    """
+
+    def __init__(
+        self,
+        market: Market,
+        symbols: Sequence[str] | str,
+        *,
+        depth: int = 250,
+        ws_url: str | None = None,
+        rest_url: str | None = None,
+        on_retry: Callable[[RetryEvent], Any] | None = None,
+        on_reconnect: Callable[[ReconnectEvent], Any] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        trades: bool = True,
+        depth_stream: str | None = None,
+        trade_stream: str | None = None,
+        rest_limit: int | None = None,
+        rest_timeout_s: float = 10.0,
+        rest_max_attempts: int = 6,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        retry_after_max_s: float = 600.0,
+        reconnect_initial_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        max_reconnect_attempts: int | None = 20,
+        connect_timeout_s: float = 10.0,
+        heartbeat_s: float | None = 30.0,
+        max_connection_age_s: float = 23 * 3600 + 50 * 60,
+        max_buffer: int = 10_000,
+    ) -> None:
+        self.spec = _spec(market)
+        self.market = market
+        self.exchange = self.spec.exchange
+        self.symbols = _check_symbols(symbols)
+        if depth < 1:
+            raise BinanceSourceError(f"depth must be >= 1, got {depth}")
+        if rest_max_attempts < 1:
+            raise BinanceSourceError("rest_max_attempts must be >= 1")
+        if max_connection_age_s <= 0:
+            raise BinanceSourceError("max_connection_age_s must be > 0")
+        self.depth = depth
+        self.rest_url = (rest_url or self.spec.rest_url).rstrip("/")
+        self.connections = stream_connections(market, self.symbols, ws_url, depth_stream=depth_stream,
+                                              trade_stream=trade_stream, trades=trades)
+        if rest_limit is None:
+            rest_limit = snapshot_limit(market, depth)
+        elif self.spec.rest_limits is not None and rest_limit not in self.spec.rest_limits:
+            raise BinanceSourceError(f"rest_limit for {self.exchange} must be one of {self.spec.rest_limits}")
+        elif not 1 <= rest_limit <= self.spec.rest_max:
+            raise BinanceSourceError(f"rest_limit for {self.exchange} must be in 1..{self.spec.rest_max}")
+        self.rest_limit = rest_limit
+        self.on_retry = on_retry
+        self.on_reconnect = on_reconnect
+        self._session = session
+        self.trades = trades
+        self.rest_timeout_s = rest_timeout_s
+        self.rest_max_attempts = rest_max_attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.retry_after_max_s = retry_after_max_s
+        self.reconnect_initial_s = reconnect_initial_s
+        self.reconnect_max_s = reconnect_max_s
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.connect_timeout_s = connect_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.max_connection_age_s = max_connection_age_s
+        self.builders: dict[str, BinanceDiffBook] = {
+            s: BinanceDiffBook(market, max_buffer=max_buffer) for s in self.symbols}
+        # counters
+        self.connects = 0
+        self.reconnects = 0
+        self.rotations = 0
+        self.rest_requests = 0
+        self.snapshots_applied = 0
+        self.retries = 0
+        self.retries_by_error: dict[str, int] = {}
+        self.bad_messages = 0
+        self.messages = 0
+        # runtime state (per stream() call)
+        self._queue: asyncio.Queue | None = None
+        self._fetching: dict[str, asyncio.Task] = {}
+        self._gen: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        self._failed_snapshots: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        self._last_valid: dict[str, bool] = {}
+        self._running = False
+
+    # ----------------------------------------------------------------- public API
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connects": self.connects, "reconnects": self.reconnects, "rotations": self.rotations,
+            "rest_requests": self.rest_requests, "snapshots_applied": self.snapshots_applied,
+            "retries": self.retries, "bad_messages": self.bad_messages, "messages": self.messages,
+            "books": {s: b.stats() for s, b in self.builders.items()},
+        }
+
+    async def stream(self) -> AsyncIterator[Message]:
+        """Yield BookSnapshots and Trades until cancelled or a fatal error is raised.
+
+        Close it with ``contextlib.aclosing`` (or let the ``async for`` finish) so the
+        connections are torn down promptly.
+        """
+        if self._running:
+            raise RuntimeError("BinanceDiffSource.stream() is already running")
+        self._running = True
+        own = self._session is None
+        session = self._session or aiohttp.ClientSession()
+        queue: asyncio.Queue = asyncio.Queue()
+        self._queue = queue
+        conn_tasks = [asyncio.create_task(self._conn_loop(session, c), name=f"binance-ws-{c.name}")
+                      for c in self.connections]
+        try:
+            while True:
+                item = await queue.get()
+                tag = item[0]
+                if tag == "msg":
+                    for out in self._on_raw(session, item[1], item[2]):
+                        yield out
+                elif tag == "snap":
+                    out = self._on_snapshot(session, item[1], item[2], item[3], item[4])
+                    if out is not None:
+                        yield out
+                elif tag == "down":
+                    for out in self._on_down(item[1], item[2]):
+                        yield out
+                elif tag == "error":
+                    raise item[1]
+        finally:
+            for t in [*conn_tasks, *self._fetching.values()]:
+                t.cancel()
+            await asyncio.gather(*conn_tasks, *self._fetching.values(), return_exceptions=True)
+            self._fetching.clear()
+            self._queue = None
+            self._running = False
+            if own:
+                await session.close()
+
+    async def close(self) -> None:
+        """Nothing to release outside :meth:`stream` (kept for symmetry with other sources)."""
+
+    # ----------------------------------------------------------------- message handling (sync)
+    def _emit(self, sym: str, b: BinanceDiffBook, ts: int) -> BookSnapshot:
+        valid = b.valid
+        self._last_valid[sym] = valid
+        return make_snapshot(b.book, self.exchange, sym, ts, self.depth, valid, b.reason)
+
+    def _on_raw(self, session: aiohttp.ClientSession, raw: bytes | str, ts: int) -> Iterable[Message]:
+        self.messages += 1
+        try:
+            kind, sym, msg = parse_stream_message(raw)
+        except BinanceFormatError as exc:
+            self.bad_messages += 1
+            log.warning("%s: unparseable message (%s): %.200r", self.exchange, exc, raw)
+            return ()
+        if kind == KIND_DEPTH:
+            b = self.builders.get(sym)
+            if b is None:
+                return ()
+            res = b.on_diff(msg)
+            if res is SyncResult.APPLIED:
+                self._failed_snapshots[sym] = 0
+                return (self._emit(sym, b, ts),)
+            if res is SyncResult.STALE:
+                return ()
+            if b.needs_snapshot:
+                self._request_snapshot(session, sym)
+            if res is SyncResult.GAP:
+                log.warning("%s %s: %s", self.exchange, sym, b.reason)
+            if self._last_valid.get(sym, False) != b.valid:
+                return (self._emit(sym, b, ts),)
+            return ()
+        if kind == KIND_TRADE:
+            if self.trades and sym in self.builders:
+                return (trade_message(msg, self.exchange, ts, sym),)
+            return ()
+        if kind == KIND_SNAPSHOT:  # never on a stream; tolerated
+            return ()
+        if isinstance(msg, dict) and ("error" in msg or msg.get("code")):
+            log.warning("%s: websocket error message: %.300r", self.exchange, msg)
+        return ()
+
+    def _on_snapshot(self, session: aiohttp.ClientSession, sym: str, snap: DepthSnapshot, ts: int,
+                     gen: int) -> BookSnapshot | None:
+        self._fetching.pop(sym, None)
+        if gen != self._gen[sym]:
+            return None  # requested before a reconnect: the new stream asks for its own
+        b = self.builders[sym]
+        self.snapshots_applied += 1
+        res = b.on_snapshot_msg(snap)
+        if res is SyncResult.GAP:
+            # buffered diffs are newer than the snapshot: fetch again, slowing down if it repeats
+            self._failed_snapshots[sym] += 1
+            log.info("%s %s: snapshot %d does not bridge the buffered diffs; fetching again", self.exchange, sym,
+                     snap.lastUpdateId)
+            self._request_snapshot(session, sym)
+        if res is SyncResult.APPLIED or self._last_valid.get(sym, False) != b.valid:
+            if res is SyncResult.APPLIED:
+                self._failed_snapshots[sym] = 0
+            return self._emit(sym, b, ts)
+        return None
+
+    def _on_down(self, conn: StreamConnection, reason: str) -> Iterable[Message]:
+        if not conn.carries_depth:
+            return ()
+        now = time.time_ns()
+        out = []
+        for sym in conn.symbols:
+            b = self.builders[sym]
+            b.invalidate("reconnect")
+            self._gen[sym] += 1
+            t = self._fetching.pop(sym, None)
+            if t is not None:
+                t.cancel()
+            if self._last_valid.get(sym, False):
+                out.append(self._emit(sym, b, now))
+        return out
+
+    # ----------------------------------------------------------------- REST snapshots
+    def _request_snapshot(self, session: aiohttp.ClientSession, sym: str) -> None:
+        if sym in self._fetching or self._queue is None:
+            return
+        n = self._failed_snapshots[sym]
+        delay = 0.0 if n == 0 else min(self.backoff_max_s, self.backoff_initial_s * 2 ** (n - 1))
+        self._fetching[sym] = asyncio.create_task(self._fetch_task(session, sym, self._gen[sym], delay),
+                                                  name=f"binance-snapshot-{sym}")
+
+    async def _fetch_task(self, session: aiohttp.ClientSession, sym: str, gen: int, delay: float) -> None:
+        queue = self._queue
+        assert queue is not None
+        try:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            snap = await self.fetch_snapshot(session, sym)
+            queue.put_nowait(("snap", sym, snap, time.time_ns(), gen))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - handed to stream(), which raises it
+            queue.put_nowait(("error", exc))
+
+    async def fetch_snapshot(self, session: aiohttp.ClientSession, sym: str) -> DepthSnapshot:
+        """One REST depth snapshot with retries (429/418/5xx/timeouts), reported via on_retry."""
+
+        def before_sleep(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome is not None else None
+            sleep_s = rs.next_action.sleep if rs.next_action is not None else 0.0
+            name = type(exc).__name__
+            self.retries += 1
+            key = f"HTTP {exc.status}" if isinstance(exc, BinanceHTTPError) else name
+            self.retries_by_error[key] = self.retries_by_error.get(key, 0) + 1
+            log.warning("%s %s depth snapshot attempt %d failed (%s), retrying in %.2fs", self.exchange, sym,
+                        rs.attempt_number, exc, sleep_s)
+            if self.on_retry is not None:
+                self.on_retry(RetryEvent(self.exchange, sym, "depth_snapshot", rs.attempt_number, name,
+                                         str(exc)[:300], sleep_s))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(is_retryable),
+            wait=_WaitRetryAfter(wait_exponential(multiplier=self.backoff_initial_s, min=self.backoff_initial_s,
+                                                  max=self.backoff_max_s), self.retry_after_max_s),
+            stop=stop_after_attempt(self.rest_max_attempts),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._get_depth(session, sym)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _get_depth(self, session: aiohttp.ClientSession, sym: str) -> DepthSnapshot:
+        self.rest_requests += 1
+        url = self.rest_url + self.spec.depth_path
+        timeout = aiohttp.ClientTimeout(total=self.rest_timeout_s)
+        async with session.get(url, params={"symbol": sym, "limit": str(self.rest_limit)}, timeout=timeout) as r:
+            body = await r.read()
+            if r.status != 200:
+                code, msg = None, body[:200].decode(errors="replace")
+                try:
+                    obj = orjson.loads(body)
+                    if isinstance(obj, dict):
+                        code, msg = obj.get("code"), str(obj.get("msg", msg))
+                except ValueError:
+                    pass  # not JSON (e.g. an HTML 502 page): keep the text
+                err = BinanceHTTPError(r.status, code, msg, retry_after_s(r.headers))
+                if not is_retryable(err):
+                    raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot refused: {err}")
+                raise err
+        try:
+            kind, _, snap = parse_stream_message(body)
+        except BinanceFormatError as exc:
+            raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot unreadable: {exc}") from None
+        if kind != KIND_SNAPSHOT:
+            raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot: unexpected payload {body[:100]!r}")
+        return snap
+
+    # ----------------------------------------------------------------- websocket connections
+    async def _conn_loop(self, session: aiohttp.ClientSession, conn: StreamConnection) -> None:
+        queue = self._queue
+        assert queue is not None
+        failures = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            reason = ""
+            delivered = False
+            rotate = False
+            try:
+                ws = await asyncio.wait_for(session.ws_connect(
+                    conn.url, autoping=True, heartbeat=self.heartbeat_s, decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), self.connect_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reason = f"connect failed: {type(exc).__name__}: {exc}"
+            else:
+                self.connects += 1
+                deadline = loop.time() + self.max_connection_age_s
+                try:
+                    while True:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            reason, rotate = "connection age limit (Binance disconnects at 24 h)", True
+                            break
+                        try:
+                            msg = await ws.receive(timeout=remaining)
+                        except TimeoutError:
+                            continue  # the deadline check above rotates
+                        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                            data = msg.data
+                            delivered = True
+                            if data[:11] != b'{"stream":"' and b"serverShutdown" in data:
+                                reason, rotate = "serverShutdown event", True
+                                break
+                            queue.put_nowait(("msg", data, time.time_ns()))
+                        elif msg.type == aiohttp.WSMsgType.ERROR:
+                            reason = f"websocket error: {ws.exception()!r}"
+                            break
+                        else:  # CLOSE / CLOSING / CLOSED
+                            reason = f"closed by server (code {ws.close_code})"
+                            break
+                finally:
+                    await ws.close()
+            # lost: tell stream() (books invalidated), then reconnect with back-off
+            if delivered or rotate:
+                failures = 0
+            failures += 0 if rotate else 1
+            if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
+                queue.put_nowait(("error", BinanceSourceError(
+                    f"{conn.name}: {failures - 1} reconnect attempts failed; last: {reason}")))
+                return
+            if rotate:
+                self.rotations += 1
+                delay = 0.0
+            else:
+                delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(0, failures - 1))
+                delay *= 0.5 + random.random() / 2  # jitter: many collectors must not reconnect in lock-step
+            self.reconnects += 1
+            queue.put_nowait(("down", conn, reason))
+            log.warning("%s: websocket lost (%s); reconnecting in %.2fs", conn.name, reason, delay)
+            if self.on_reconnect is not None:
+                self.on_reconnect(ReconnectEvent(self.exchange, conn.symbols, conn.name, reason, delay))
+            if delay > 0:
+                await asyncio.sleep(delay)
