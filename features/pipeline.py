@@ -65,6 +65,7 @@ class SymbolPipeline:
         self._vol_z = candle_names(spec).index(next(n for n in candle_names(spec) if n.startswith("vol_z_")))
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
+        self.last_ts = 0  # event time of the latest snapshot (ns)
         self._labels = {k: interval_label(spec, k) for k in EMIT_KINDS}
         self._names = {k: names_for(spec, k) for k in EMIT_KINDS}
 
@@ -73,6 +74,7 @@ class SymbolPipeline:
         out = PipelineOutput()
         x = self.snap.update_snapshot(snap)
         ts = snap.ts_exchange or snap.ts_recv
+        self.last_ts = max(self.last_ts, ts)
         if x is None:
             self.rejected[self.snap.reason or "invalid"] += 1
         else:

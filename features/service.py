@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,10 @@ class FeaturesService(Service):
             self.writer = BatchWriter(self.store, "features", max_size=500, max_age_s=s.snapshot_store_interval_s)
             self.flush_periodically(self.writer)
         log.info("features: spec %s, emitting %s", self.spec.hash, ",".join(self.emit))
+        self._wall: dict[tuple[str, str], int] = {}  # wall clock (monotonic ns) at each pipeline's last snapshot
         self.bus.subscribe("features.book", self._on_book)
         self.bus.subscribe("features.trades", self._on_trade)
+        self.spawn(self._advance_loop, "blocks")
 
     def _pipeline(self, exchange: str, symbol: str) -> tuple[threading.Lock, SymbolPipeline]:
         key = (exchange, symbol)
@@ -81,6 +84,7 @@ class FeaturesService(Service):
         with lock:
             before = sum(pl.rejected.values())
             out = pl.on_snapshot(msg)
+            self._wall[(msg.exchange, msg.symbol)] = time.monotonic_ns()
             if sum(pl.rejected.values()) != before:
                 reason = pl.snap.reason or msg.reason or "invalid"
                 n = pl.rejected[reason]
@@ -88,6 +92,21 @@ class FeaturesService(Service):
                     log.warning("%s %s: snapshot %s rejected (%s), %d so far", msg.exchange, msg.symbol, msg.seq,
                                 reason, n)
         self._emit(out)
+
+    def _advance_loop(self) -> None:
+        """Close a time block when the market goes quiet: estimate event time as the last
+        snapshot's time plus the wall time since it arrived (never ahead of real event time
+        for a live feed or a replay at >= 1x), minus a grace for latency jitter."""
+        grace = max(self.spec.interval_ns // 2, 500_000_000)
+        while not self.stopping.wait(0.25):
+            now = time.monotonic_ns()
+            for key, (lock, pl) in list(self.pipelines.items()):
+                with lock:
+                    wall = self._wall.get(key)
+                    if wall is None or not pl.last_ts:
+                        continue
+                    out = pl.advance(pl.last_ts + (now - wall) - grace)
+                self._emit(out)
 
     def _on_trade(self, msg: m.Message, d: Delivery) -> None:
         if not isinstance(msg, m.Trade):

@@ -76,12 +76,14 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
         snaps = sorted((v for v in got if v.interval == ""), key=lambda v: v.ts)
         blocks = sorted((v for v in got if v.interval == "1s"), key=lambda v: v.ts)
         assert len(snaps) == N, "every valid snapshot gives one vector; the invalid one none"
-        assert len(blocks) == n_blocks_closed
+        # the last block closes when the next snapshot arrives or, quiet market, by elapsed time
+        assert len(blocks) in (n_blocks_closed, n_blocks_closed + 1)
+        n_b = len(blocks)
         assert all(v.spec_hash == spec.hash for v in got)
         assert snaps[0].names == feature_names(spec) and blocks[0].names == aggregate_names(spec)
         np.testing.assert_allclose(np.stack([v.values for v in snaps]), X, rtol=1e-9, atol=0, equal_nan=True)
-        np.testing.assert_array_equal([v.ts for v in blocks], bts[:-1])
-        np.testing.assert_allclose(np.stack([v.values for v in blocks]), A[:-1], rtol=1e-9, equal_nan=True)
+        np.testing.assert_array_equal([v.ts for v in blocks], bts[:n_b])
+        np.testing.assert_allclose(np.stack([v.values for v in blocks]), A[:n_b], rtol=1e-9, equal_nan=True)
         st = svc.stats()
         assert st["rejected.crossed"] == 1  # the upstream-invalid snapshot, counted with its reason
         svc.writer.flush()
@@ -90,5 +92,41 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
         svc.stop()
         if hasattr(test_bus, "delete_queue"):
             test_bus.delete_queue(out_q)
+        test_bus.close()
+        svc_bus.close()
+
+
+def test_quiet_market_closes_the_open_block(uid, spot25, tmp_path):
+    """No snapshot after the last one: the open 1 s block still goes out once its end has
+    passed in (estimated) event time."""
+    from depthpilot.bus.memory import MemoryBroker
+    from features.service import FeaturesService
+
+    MemoryBroker.reset(uid)
+    url = f"memory://{uid}"
+    ts, bids, asks = spot25
+    spec = FeatureSpec(depths=(5, 10, 20, 25), interval_s=1.0)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block")
+    svc_bus = connect_bus(url, "features").start()
+    svc = FeaturesService(settings, svc_bus, None).start()
+    test_bus = connect_bus(url, "test").start()
+    got: list[m.FeatureVector] = []
+    try:
+        test_bus.subscribe(QueueDef(f"t.quiet.{uid}", MARKET_EXCHANGE, ("features.*.Q",), DeliveryClass.MARKET,
+                                    max_length=1000), lambda msg, d: got.append(msg))
+        for i in range(3):  # three snapshots inside one second: the block stays open
+            test_bus.publish(m.BookSnapshot(exchange="binance", symbol="Q", ts_exchange=int(ts[0]) + i * 100_000_000,
+                                            ts_recv=0, seq=i, bids=bids[i], asks=asks[i]))
+        time.sleep(0.3)
+        assert got == []
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(got) == 1 and got[0].interval == "1s" and got[0].values[0] == 3.0  # n_snapshots
+        assert got[0].ts == (int(ts[0]) // 1_000_000_000 + 1) * 1_000_000_000 - 1
+    finally:
+        svc.stop()
         test_bus.close()
         svc_bus.close()
