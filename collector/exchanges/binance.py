@@ -126,18 +126,19 @@ class BookTickerMsg(msgspec.Struct, kw_only=True, gc=False):
     T: int = 0
 
 
+# combined-stream envelopes: the stream name is read from the raw bytes before decoding (it
+# picks the decoder), so only ``data`` is decoded here (the ``stream`` value is skipped)
+
+
 class _DepthEnv(msgspec.Struct, gc=False):
-    stream: str
     data: DepthDiff
 
 
 class _TradeEnv(msgspec.Struct, gc=False):
-    stream: str
     data: TradeMsg
 
 
 class _TickerEnv(msgspec.Struct, gc=False):
-    stream: str
     data: BookTickerMsg
 
 
@@ -300,17 +301,19 @@ def parse_line(line: bytes) -> Record:
         raise BinanceFormatError(f"bad local timestamp {line[:sp][:40]!r}") from None
     if ts < 1_000_000_000_000_000_000 or ts >= 10_000_000_000_000_000_000:
         ts = normalise_local_ts(ts)
-    s0 = sp + 1 + _LSP
-    if line.startswith(_STREAM_PREFIX, sp + 1):
+    j = sp + 1
+    if line.startswith(_STREAM_PREFIX, j):
         # fast path (inlined): known stream -> one typed decode
-        e = line.find(b'"', s0)
-        ent = _stream_cache.get(line[s0:e])
-        if ent is not None and ent[2] is not None:
-            try:
-                return _new_tuple(Record, (ts, ent[0], ent[1], ent[2](line[sp + 1 :]).data))
-            except _DECODE_ERRORS as exc:
-                raise BinanceFormatError(f"bad Binance message: {exc}") from None
-    kind, sym, msg = _parse_payload(line, sp + 1)
+        s0 = j + _LSP
+        ent = _stream_cache.get(line[s0 : line.find(b'"', s0)])
+        if ent is not None:
+            dec = ent[2]
+            if dec is not None:
+                try:
+                    return _new_tuple(Record, (ts, ent[0], ent[1], dec(line[j:]).data))
+                except _DECODE_ERRORS as exc:
+                    raise BinanceFormatError(f"bad Binance message: {exc}") from None
+    kind, sym, msg = _parse_payload(line, j)
     return _new_tuple(Record, (ts, kind, sym, msg))
 
 
@@ -549,17 +552,14 @@ class BinanceDiffBook:
         """Feed one diff (a :class:`DepthDiff` or the ``data`` dict of a depthUpdate)."""
         if type(d) is not DepthDiff:
             d = _convert(dict(d), KIND_DEPTH)  # type: ignore[arg-type]
-        futures = self._futures
-        if futures is None:
-            futures = self._futures = d.pu is not None
         state = self._state
-        u = d.u
-        if state == _SYNCED:
+        if state == _SYNCED:  # (_futures is known once a diff has been applied)
             last = self._last_u
-            if (d.pu == last) if futures else (d.U == last + 1):
+            if (d.pu == last) if self._futures else (d.U == last + 1):
                 # hot path, inlined _apply
                 book = self.book
                 book.apply_levels(d.b, d.a)
+                u = d.u
                 book.seq = u
                 book.ts_exchange = d.E * 1_000_000
                 self._last_u = u
@@ -571,12 +571,17 @@ class BinanceDiffBook:
                 elif self._is_crossed:
                     self._is_crossed = False
                 return _APPLIED
+            u = d.u
             if u <= last:
                 self.dropped += 1  # duplicate / old diff
                 return SyncResult.STALE
-            expected = last if futures else last + 1
-            got = (d.pu if d.pu is not None else -1) if futures else d.U
-            return self._gap(d, GapInfo(expected, got, d.U, u, False))
+            if self._futures:
+                return self._gap(d, GapInfo(last, d.pu if d.pu is not None else -1, d.U, u, False))
+            return self._gap(d, GapInfo(last + 1, d.U, d.U, u, False))
+        futures = self._futures
+        if futures is None:
+            futures = self._futures = d.pu is not None
+        u = d.u
         if state == _AWAIT_FIRST:
             L = self._snap_id
             if (u < L) if futures else (u <= L):
