@@ -16,13 +16,18 @@ Endpoint: pybit builds its URL from ``wss://{SUBDOMAIN}.{DOMAIN}.com/v5/public/{
 proxy or a local test server, :class:`EndpointWebSocket` subclasses pybit's ``WebSocket``
 and changes only the endpoint string passed to ``_connect`` (also used on reconnect).
 
-Threading: pybit runs the socket in its own thread; ``on_update`` is called on that
-thread, with the builder locked. Use :meth:`BybitBookStream.snapshot` from elsewhere.
+Trades: with an ``on_trade`` callback the stream also subscribes ``publicTrade.<SYMBOL>``
+on the same pybit socket; :func:`parse_public_trades` (pure) turns each raw message into
+:class:`depthpilot.messages.Trade` objects (``S`` is the taker side).
+
+Threading: pybit runs the socket in its own thread; ``on_update``/``on_trade`` are called
+on that thread, with the builder locked. Use :meth:`BybitBookStream.snapshot` from elsewhere.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from typing import Any, Callable, Mapping
 
@@ -30,9 +35,9 @@ from pybit.unified_trading import WebSocket
 
 from collector.exchanges.bybit import BybitBookBuilder
 from collector.exchanges.core import ApplyResult
-from depthpilot.messages import BookSnapshot
+from depthpilot.messages import BookSnapshot, Side, Trade
 
-__all__ = ["BybitBookStream", "EndpointWebSocket", "ORDERBOOK_DEPTHS"]
+__all__ = ["BybitBookStream", "BybitTradeError", "EndpointWebSocket", "ORDERBOOK_DEPTHS", "parse_public_trades"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,40 @@ log = logging.getLogger(__name__)
 ORDERBOOK_DEPTHS = {"linear": (1, 50, 200, 500, 1000), "inverse": (1, 50, 200, 500, 1000), "spot": (1, 50, 200, 1000)}
 
 UpdateCallback = Callable[[ApplyResult, BybitBookBuilder], Any]
+TradeCallback = Callable[[Trade], Any]
+
+_TAKER = {"Buy": Side.BUY, "Sell": Side.SELL}
+
+
+class BybitTradeError(ValueError):
+    """A ``publicTrade`` message that cannot be turned into trades."""
+
+
+def parse_public_trades(msg: Mapping[str, Any], *, ts_recv: int, exchange: str = "bybit") -> list[Trade]:
+    """Bybit v5 ``publicTrade.<SYMBOL>`` message -> trades, in message order.
+
+    Fields per trade (Bybit v5 docs): ``T`` trade time (ms), ``s`` symbol, ``S`` taker side
+    (Buy/Sell), ``v`` size, ``p`` price, ``i`` trade id. Anything missing or malformed ->
+    :class:`BybitTradeError` (the whole message is refused)."""
+    topic = str(msg.get("topic", ""))
+    if not topic.startswith("publicTrade."):
+        raise BybitTradeError(f"not a publicTrade message: topic={topic!r}")
+    rows = msg.get("data")
+    if not isinstance(rows, list):
+        raise BybitTradeError(f"{topic}: 'data' must be a list, got {type(rows).__name__}")
+    out: list[Trade] = []
+    for r in rows:
+        try:
+            side = _TAKER[r["S"]]
+            price, size, ts = float(r["p"]), float(r["v"]), int(r["T"])
+            symbol, tid = str(r["s"]), str(r["i"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BybitTradeError(f"{topic}: bad trade {r!r}: {type(exc).__name__} {exc}") from None
+        if not (price > 0 and size > 0 and ts > 0):
+            raise BybitTradeError(f"{topic}: bad trade {r!r}: price, size and time must be > 0")
+        out.append(Trade(exchange=exchange, symbol=symbol, ts_exchange=ts * 1_000_000, ts_recv=ts_recv,
+                         price=price, size=size, side=side, trade_id=tid))
+    return out
 
 
 class EndpointWebSocket(WebSocket):
@@ -64,6 +103,7 @@ class BybitBookStream:
         testnet: bool = False,
         endpoint: str | None = None,
         on_update: UpdateCallback | None = None,
+        on_trade: TradeCallback | None = None,
         ws_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         allowed = ORDERBOOK_DEPTHS.get(channel_type)
@@ -76,6 +116,10 @@ class BybitBookStream:
         self.testnet = testnet
         self.endpoint = endpoint
         self.on_update = on_update
+        self.on_trade = on_trade  # given: publicTrade.<SYMBOL> is subscribed too
+        self.trade_topic = f"publicTrade.{self.symbol}"
+        self.trades = 0
+        self.bad_trade_messages = 0
         self.ws_kwargs = dict(ws_kwargs or {})
         self.builder = BybitBookBuilder(self.symbol)
         self.results: Counter[str] = Counter()
@@ -92,6 +136,8 @@ class BybitBookStream:
                       callback_function=self._on_raw)
         self.ws = EndpointWebSocket(endpoint=self.endpoint, **kwargs) if self.endpoint else WebSocket(**kwargs)
         self._subscribe()
+        if self.on_trade is not None:
+            self.ws.trade_stream(self.symbol, self._topic_callback_unused)
 
     def stop(self) -> None:
         if self.ws is not None:
@@ -133,6 +179,9 @@ class BybitBookStream:
                 self.errors.append(str(msg.get("ret_msg")))
                 log.error("bybit subscription failed: %s", msg)
             return  # acks, pongs
+        if str(msg["topic"]).startswith("publicTrade."):
+            self._on_trades(msg)
+            return
         with self._lock:
             result = self.builder.process(msg)
             self.results[result.value] += 1
@@ -140,6 +189,20 @@ class BybitBookStream:
                 self._start_resync()
             if self.on_update is not None:
                 self.on_update(result, self.builder)
+
+    def _on_trades(self, msg: dict) -> None:
+        if self.on_trade is None:
+            return
+        try:
+            trades = parse_public_trades(msg, ts_recv=time.time_ns())
+        except BybitTradeError as exc:
+            self.bad_trade_messages += 1
+            self.errors.append(str(exc)[:300])
+            log.error("bybit: %s", exc)
+            return
+        for t in trades:
+            self.trades += 1
+            self.on_trade(t)
 
     def _start_resync(self) -> None:
         if self._resync_pending or self.ws is None:

@@ -40,7 +40,11 @@ def snapshot_id(s: m.BookSnapshot) -> str:
 
 
 def trade_id(t: m.Trade) -> str:
-    return f"{t.exchange}:{t.symbol}:t:{t.trade_id or t.ts_exchange}:{t.ts_recv}"
+    """The exchange's own trade id when there is one: the same trade seen again (a restarted
+    feed, an overlapping REST page) gets the same message id and is stored/handled once."""
+    if t.trade_id:
+        return f"{t.exchange}:{t.symbol}:t:{t.trade_id}"
+    return f"{t.exchange}:{t.symbol}:t:{t.ts_exchange}:{t.ts_recv}:{t.price}:{t.size}"
 
 
 def _kind_of(reason: str) -> str:

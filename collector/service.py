@@ -11,7 +11,12 @@
   (exchange, symbol), Bybit through pybit's websocket with our own book and every other
   exchange through ccxt (websocket where ccxt.pro has it, else REST polling). A source that
   fails after its retries is restarted with back-off and reported as a ``feed_reconnect``
-  RiskEvent (as is every websocket reconnect of the native Binance source).
+  RiskEvent (as is every websocket reconnect of the native Binance source). With
+  ``COLLECTOR_TRADES`` (default on) every live source also publishes trades: the native
+  Binance trade stream, pybit's ``publicTrade`` topic, and a ccxt trade feed per (exchange,
+  symbol) next to its book feed (``watch_trades`` or ``fetch_trades`` polling; a restarted
+  trade feed resumes after the last trade it published). ``CCXT_API_BASE_URL`` points the
+  ccxt sources at a mirror / proxy / local fake.
 """
 from __future__ import annotations
 
@@ -193,26 +198,54 @@ class CollectorService(Service):
                     self.spawn(lambda sym=symbol: self._run_bybit(sym), f"bybit-{symbol}")
                 else:
                     tasks.append(asyncio.create_task(self._run_ccxt(exchange, symbol)))
+                    if self.settings.collector_trades:
+                        tasks.append(asyncio.create_task(self._run_ccxt_trades(exchange, symbol)))
         while not self.stopping.is_set():
             await asyncio.sleep(0.2)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _ccxt_retry(self, ev: Any) -> None:
+        self.bus.publish(m.RiskEvent(kind="exchange_retry", severity="info", source=self.name, exchange=ev.exchange,
+                                     symbol=ev.symbol, message=f"{ev.operation} {ev.error}: retry in {ev.sleep_s:.1f}s"))
+
     async def _run_ccxt(self, exchange: str, symbol: str) -> None:
+        """ccxt order-book feed for one (exchange, symbol)."""
         from collector.ccxt_source import CcxtBookSource
 
+        await self._run_ccxt_feed(exchange, symbol, "book", lambda: CcxtBookSource(
+            exchange, symbol, depth=self.settings.book_depth, mode=self.settings.collector_ccxt_mode,  # type: ignore[arg-type]
+            on_retry=self._ccxt_retry, api_base_url=self.settings.ccxt_api_base_url))
+
+    async def _run_ccxt_trades(self, exchange: str, symbol: str) -> None:
+        """ccxt trade feed for one (exchange, symbol); a replacement source resumes after the
+        last trade the failed one published (REST: its ``since`` watermark and recent ids)."""
+        from collector.ccxt_source import CcxtTradeSource
+
+        last: list[CcxtTradeSource] = []
+
+        def make() -> CcxtTradeSource:
+            prev = last.pop() if last else None
+            src = CcxtTradeSource(exchange, symbol, mode=self.settings.collector_ccxt_mode,  # type: ignore[arg-type]
+                                  on_retry=self._ccxt_retry, api_base_url=self.settings.ccxt_api_base_url,
+                                  since_ms=prev.since_ms if prev is not None else None,
+                                  seen_ids=prev.seen_ids() if prev is not None else ())
+            last.append(src)
+            return src
+
+        await self._run_ccxt_feed(exchange, symbol, "trades", make)
+
+    async def _run_ccxt_feed(self, exchange: str, symbol: str, what: str, make: Any) -> None:
+        """Run ``make()``'s stream into :meth:`on_message`; a source that fails after its own
+        retries is closed, reported (``feed_reconnect``) and rebuilt with back-off."""
         attempt = 0
         while not self.stopping.is_set():
-            src = CcxtBookSource(exchange, symbol, depth=self.settings.book_depth,
-                                 mode=self.settings.collector_ccxt_mode,  # type: ignore[arg-type]
-                                 on_retry=lambda ev: self.bus.publish(m.RiskEvent(
-                                     kind="exchange_retry", severity="info", source=self.name, exchange=ev.exchange,
-                                     symbol=ev.symbol, message=f"{ev.operation} {ev.error}: retry in {ev.sleep_s:.1f}s")))
+            src = make()
             try:
-                async for snap in src.stream():
+                async for msg in src.stream():
                     attempt = 0
-                    self.on_message(snap)
+                    self.on_message(msg)
                     if self.stopping.is_set():
                         break
             except asyncio.CancelledError:
@@ -220,9 +253,10 @@ class CollectorService(Service):
             except Exception as exc:  # noqa: BLE001 - restart the feed with back-off, reported
                 delay = min(60.0, 2.0 ** attempt)
                 attempt += 1
-                log.warning("%s %s feed failed (%s: %s); restarting in %.0fs", exchange, symbol, type(exc).__name__,
-                            exc, delay)
-                self.bus.publish(self.processor.reconnect(exchange, symbol, f"{type(exc).__name__}: {exc}"[:300]))
+                log.warning("%s %s %s feed failed (%s: %s); restarting in %.0fs", exchange, symbol, what,
+                            type(exc).__name__, exc, delay)
+                self.bus.publish(self.processor.reconnect(exchange, symbol,
+                                                          f"{what}: {type(exc).__name__}: {exc}"[:300]))
                 await asyncio.sleep(delay)
             finally:
                 await src.close()
@@ -246,7 +280,7 @@ class CollectorService(Service):
 
         return BinanceDiffSource(market, s.symbols, depth=s.book_depth, ws_url=ws_url, rest_url=rest_url,  # type: ignore[arg-type]
                                  on_retry=on_retry, on_reconnect=on_reconnect, depth_stream=s.binance_depth_stream,
-                                 trade_stream=s.binance_trade_stream,
+                                 trade_stream=s.binance_trade_stream, trades=s.collector_trades,
                                  reconnect_initial_s=s.collector_reconnect_initial_s)
 
     async def _run_binance(self, exchange: str) -> None:
@@ -279,7 +313,8 @@ class CollectorService(Service):
         depth = 200 if self.settings.book_depth > 50 else 50
         stream = BybitBookStream(symbol, depth=depth, testnet=self.settings.mode.value == "testnet",
                                  on_update=lambda result, builder: self.on_message(
-                                     builder.to_snapshot(self.settings.book_depth)))
+                                     builder.to_snapshot(self.settings.book_depth)),
+                                 on_trade=self.on_message if self.settings.collector_trades else None)
         stream.start()
         self.stopping.wait()
         stream.stop()

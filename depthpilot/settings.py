@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # collector service
     collector_source: str = Field("live", pattern="^(live|replay)$", validation_alias="COLLECTOR_SOURCE")
     collector_ccxt_mode: str = Field("auto", pattern="^(auto|ws|rest)$", validation_alias="COLLECTOR_CCXT_MODE")
+    # live trades next to the books (every live source: native Binance, pybit, ccxt)
+    collector_trades: bool = Field(True, validation_alias="COLLECTOR_TRADES")
+    # ccxt sources: base URL (scheme://host[:port]) replacing every REST API host, paths kept
+    # (a private mirror, a proxy or a local fake exchange); None = the exchanges' own
+    ccxt_api_base_url: str | None = Field(None, validation_alias="CCXT_API_BASE_URL")
     replay_paths: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="REPLAY_PATHS")
     replay_speed: float = Field(1.0, ge=0, validation_alias="REPLAY_SPEED")  # 0 = as fast as possible
     replay_loop: bool = Field(False, validation_alias="REPLAY_LOOP")

@@ -5,7 +5,8 @@ Runs its own event loop in a background thread (pybit's client is thread based).
 ``topic`` set to the subscribed one; ``skip_u`` drops the delta with that update id on
 the FIRST replay only (a lost message), so a correct client detects the gap and
 re-subscribes, and the second replay is complete. ``unsubscribe`` stops the replay.
-Pings are answered with Bybit's text pong.
+A ``publicTrade.*`` subscription replays ``trades`` (raw v5 publicTrade messages, topic
+set to the subscribed one) instead. Pings are answered with Bybit's text pong.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from websockets.asyncio.server import serve
 
 
 class FakeBybitWS:
-    def __init__(self, messages: list[dict], *, skip_u: int | None = None, delay_s: float = 0.001) -> None:
+    def __init__(self, messages: list[dict], *, skip_u: int | None = None, delay_s: float = 0.001,
+                 trades: list[dict] | None = None) -> None:
         self.messages = messages
+        self.trades = trades or []
         self.skip_u = skip_u
         self.delay_s = delay_s
         self.received: list[dict] = []
@@ -34,7 +37,7 @@ class FakeBybitWS:
 
     # ----------------------------------------------------------------- protocol
     async def _replay(self, ws, topic: str, skip: int | None) -> None:
-        for m in self.messages:
+        for m in self.trades if topic.startswith("publicTrade.") else self.messages:
             if skip is not None and m["type"] == "delta" and m["data"]["u"] == skip:
                 continue
             out = copy.deepcopy(m)
@@ -55,6 +58,9 @@ class FakeBybitWS:
                     await ws.send(json.dumps({"success": True, "ret_msg": "", "conn_id": "fake",
                                               "req_id": msg.get("req_id", ""), "op": "subscribe"}))
                     for topic in msg["args"]:
+                        if topic.startswith("publicTrade."):
+                            tasks[topic] = asyncio.create_task(self._replay(ws, topic, None))
+                            continue
                         skip = self.skip_u if self.replays == 0 else None
                         self.replays += 1
                         tasks[topic] = asyncio.create_task(self._replay(ws, topic, skip))
