@@ -32,7 +32,7 @@ Robustness:
   ``heartbeat_s``; a missing pong closes the connection, which then reconnects;
 * REST errors (HTTP 429/418/5xx, timeouts, connection errors) are retried with exponential
   back-off (tenacity), honouring ``Retry-After``; each retry is counted and reported through
-  ``on_retry`` as a :class:`RetryEvent` (same fields as :class:`collector.ccxt_source.RetryEvent`).
+  ``on_retry`` as a :class:`collector.events.RetryEvent` (shared with the ccxt sources).
   Other HTTP errors (e.g. 400 unknown symbol) and exhausted retries end :meth:`stream` with
   :class:`BinanceSourceError` / :class:`BinanceHTTPError` so the caller can restart it.
 """
@@ -56,6 +56,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from collector.events import RetryEvent
 from collector.book import make_snapshot
 from collector.exchanges.binance import (
     EXCHANGE_SPOT,
@@ -233,16 +234,6 @@ def retry_after_s(headers: Any) -> float | None:
     return v if v >= 0 else None
 
 
-@dataclass(frozen=True)
-class RetryEvent:
-    exchange: str
-    symbol: str
-    operation: str  # "depth_snapshot"
-    attempt: int  # the attempt that failed (1-based)
-    error_type: str
-    error: str
-    sleep_s: float  # back-off before the next attempt
-    ts_ns: int = field(default_factory=time.time_ns)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Literal, Mapping
 from urllib.parse import urlsplit
 
@@ -38,6 +38,7 @@ import ccxt.async_support as ccxt_async
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from collector.events import RetryCallback, RetryEvent
 from depthpilot.messages import BookSnapshot, Side, Trade
 
 try:  # ccxt.pro ships inside ccxt >= 4 ("pro" websocket classes)
@@ -237,19 +238,8 @@ class TradeDeduper:
         return len(self._ids)
 
 
-@dataclass(frozen=True)
-class RetryEvent:
-    exchange: str
-    symbol: str
-    operation: str  # "load_markets", "fetch_order_book", "watch_order_book", "fetch_trades", "watch_trades"
-    attempt: int  # the attempt that failed (1-based)
-    error_type: str
-    error: str
-    sleep_s: float  # backoff before the next attempt
-    ts_ns: int = field(default_factory=time.time_ns)
 
 
-RetryCallback = Callable[[RetryEvent], Any]
 
 
 class _CcxtSource:

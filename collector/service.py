@@ -214,7 +214,7 @@ class CollectorService(Service):
         """ccxt order-book feed for one (exchange, symbol)."""
         from collector.ccxt_source import CcxtBookSource
 
-        await self._run_ccxt_feed(exchange, symbol, "book", lambda: CcxtBookSource(
+        await self._supervise(exchange, [symbol], "book", lambda: CcxtBookSource(
             exchange, symbol, depth=self.settings.book_depth, mode=self.settings.collector_ccxt_mode,  # type: ignore[arg-type]
             on_retry=self._ccxt_retry, api_base_url=self.settings.ccxt_api_base_url))
 
@@ -234,29 +234,33 @@ class CollectorService(Service):
             last.append(src)
             return src
 
-        await self._run_ccxt_feed(exchange, symbol, "trades", make)
+        await self._supervise(exchange, [symbol], "trades", make)
 
-    async def _run_ccxt_feed(self, exchange: str, symbol: str, what: str, make: Any) -> None:
-        """Run ``make()``'s stream into :meth:`on_message`; a source that fails after its own
-        retries is closed, reported (``feed_reconnect``) and rebuilt with back-off."""
+    async def _supervise(self, exchange: str, symbols: list[str], what: str, make: Any) -> None:
+        """Run ``make()``'s stream into :meth:`on_message`. A source that fails after its own
+        retries is closed, reported (``feed_reconnect`` per symbol) and rebuilt with back-off;
+        the back-off starts afresh once the feed delivers again."""
         attempt = 0
         while not self.stopping.is_set():
             src = make()
             try:
-                async for msg in src.stream():
-                    attempt = 0
-                    self.on_message(msg)
-                    if self.stopping.is_set():
-                        break
+                async with contextlib.aclosing(src.stream()) as msgs:
+                    async for msg in msgs:
+                        if attempt and (isinstance(msg, m.Trade) or getattr(msg, "valid", False)):
+                            attempt = 0
+                        self.on_message(msg)
+                        if self.stopping.is_set():
+                            return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - restart the feed with back-off, reported
-                delay = min(60.0, 2.0 ** attempt)
+                delay = min(60.0, self.settings.collector_reconnect_initial_s * 2.0 ** attempt)
                 attempt += 1
-                log.warning("%s %s %s feed failed (%s: %s); restarting in %.0fs", exchange, symbol, what,
-                            type(exc).__name__, exc, delay)
-                self.bus.publish(self.processor.reconnect(exchange, symbol,
-                                                          f"{what}: {type(exc).__name__}: {exc}"[:300]))
+                log.warning("%s %s feed failed (%s: %s); restarting in %.1fs", exchange, what, type(exc).__name__,
+                            exc, delay)
+                for symbol in symbols:
+                    self.bus.publish(self.processor.reconnect(exchange, symbol,
+                                                              f"{what}: {type(exc).__name__}: {exc}"[:300]))
                 await asyncio.sleep(delay)
             finally:
                 await src.close()
@@ -284,28 +288,9 @@ class CollectorService(Service):
                                  reconnect_initial_s=s.collector_reconnect_initial_s)
 
     async def _run_binance(self, exchange: str) -> None:
-        """Native Binance diff-depth feed; a source that fails (retries exhausted, refused
-        request) is rebuilt with back-off and reported like the ccxt feeds."""
-        attempt = 0
-        while not self.stopping.is_set():
-            src = self._binance_source(exchange)
-            try:
-                async with contextlib.aclosing(src.stream()) as msgs:
-                    async for msg in msgs:
-                        if attempt and isinstance(msg, m.BookSnapshot) and msg.valid:
-                            attempt = 0  # healthy again: next failure starts the back-off afresh
-                        self.on_message(msg)
-                        if self.stopping.is_set():
-                            return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - restart the feed with back-off, reported
-                delay = min(60.0, 2.0 ** attempt)
-                attempt += 1
-                log.warning("%s feed failed (%s: %s); restarting in %.0fs", exchange, type(exc).__name__, exc, delay)
-                for symbol in self.settings.symbols:
-                    self.bus.publish(self.processor.reconnect(exchange, symbol, f"{type(exc).__name__}: {exc}"[:300]))
-                await asyncio.sleep(delay)
+        """Native Binance diff-depth feed (books and trades of every symbol on one source)."""
+        await self._supervise(exchange, list(self.settings.symbols), "book+trades",
+                              lambda: self._binance_source(exchange))
 
     def _run_bybit(self, symbol: str) -> None:
         from collector.bybit_ws import BybitBookStream
