@@ -156,7 +156,8 @@ def _pipeline_summary(services: list) -> str:
         elif svc.name == "features":
             parts.append(f"features: {st.get('vectors_published', 0):.0f} vectors")
         elif svc.name == "predictor":
-            parts.append(f"predictor: {st.get('signals', 0):.0f} signals")
+            lat = f" (book->signal p50 {st['latency_ms_p50']:.1f} ms)" if "latency_ms_p50" in st else ""
+            parts.append(f"predictor: {st.get('signals', 0):.0f} signals{lat}")
     return "pipeline | " + " | ".join(parts)
 
 

@@ -84,6 +84,10 @@ class FeaturesService(Service):
         with lock:
             before = sum(pl.rejected.values())
             out = pl.on_snapshot(msg)
+            # carry the book's trace so latency can be measured from the exchange to the signal
+            book_trace = {f"book.{k}": v for k, v in msg.trace.items()}
+            for v in out.vectors:
+                v.trace.update(book_trace)
             self._wall[(msg.exchange, msg.symbol)] = time.monotonic_ns()
             if sum(pl.rejected.values()) != before:
                 reason = pl.snap.reason or msg.reason or "invalid"

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class PredictorService(Service):
         self.model = _Loaded(resolve_model(self.settings.predictor_model), self.settings.predictor_threads)
         self.skipped: Counter[str] = Counter()
         self.signals = 0
+        self.latency_ns: deque[int] = deque(maxlen=2000)  # book snapshot created -> signal made
         self.writer = None
         if self.store is not None:
             from depthpilot.store import BatchWriter
@@ -110,6 +112,9 @@ class PredictorService(Service):
             decision = mdl.smoother.update(key, probs)
             sig = mdl.predictor.make_signal(msg.exchange, msg.symbol, msg.ts, probs, decision.decision)
             sig.trace.update({k: v for k, v in msg.trace.items() if k not in sig.trace})
+            born = sig.trace.get("book.created")
+            if born:
+                self.latency_ns.append(time.time_ns() - born)
         self.bus.publish(sig)
         self.signals += 1
         if self.writer is not None:
@@ -119,6 +124,9 @@ class PredictorService(Service):
 
     def stats(self) -> dict[str, float]:
         out = {"signals": float(self.signals)}
+        if self.latency_ns:
+            lat = np.fromiter(self.latency_ns, dtype=np.int64, count=len(self.latency_ns)) / 1e6
+            out["latency_ms_p50"], out["latency_ms_p99"] = (float(x) for x in np.percentile(lat, [50, 99]))
         out.update({f"skipped.{k}": float(v) for k, v in self.skipped.items()})
         out.update({f"model.{k}": float(v) for k, v in self.model.predictor.stats.items()})
         return out

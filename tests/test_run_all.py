@@ -50,4 +50,5 @@ def test_run_all_in_one_process_produces_signals(data_dir):
     counts = dict(re.findall(r"(\w+): (\d+)", last))
     assert int(counts["collector"]) > 100 and int(counts["features"]) > 100, last
     assert int(counts["predictor"]) > 10, last
+    assert re.search(r"book->signal p50 [\d.]+ ms", last), last  # end-to-end latency from the trace stamps
     assert "Traceback" not in out, out

@@ -80,6 +80,7 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
         assert len(blocks) in (n_blocks_closed, n_blocks_closed + 1)
         n_b = len(blocks)
         assert all(v.spec_hash == spec.hash for v in got)
+        assert all("book.created" in v.trace and "book.published" in v.trace for v in snaps)
         assert snaps[0].names == feature_names(spec) and blocks[0].names == aggregate_names(spec)
         np.testing.assert_allclose(np.stack([v.values for v in snaps]), X, rtol=1e-9, atol=0, equal_nan=True)
         np.testing.assert_array_equal([v.ts for v in blocks], bts[:n_b])
