@@ -110,6 +110,7 @@ class CollectorService(Service):
                 self.trade_writer.add(t)  # type: ignore[union-attr]
 
     def on_message(self, msg: m.Message) -> None:
+        msg.stamp("collected")  # when the collector had it (a replay creates messages ahead of pacing)
         with self._lock:
             if isinstance(msg, m.BookSnapshot):
                 out = self.processor.on_snapshot(msg)

@@ -72,7 +72,7 @@ class PredictorService(Service):
         self.model = _Loaded(resolve_model(self.settings.predictor_model), self.settings.predictor_threads)
         self.skipped: Counter[str] = Counter()
         self.signals = 0
-        self.latency_ns: deque[int] = deque(maxlen=2000)  # book snapshot created -> signal made
+        self.latency_ns: deque[int] = deque(maxlen=2000)  # collector had the book -> signal made
         self.writer = None
         if self.store is not None:
             from depthpilot.store import BatchWriter
@@ -112,7 +112,7 @@ class PredictorService(Service):
             decision = mdl.smoother.update(key, probs)
             sig = mdl.predictor.make_signal(msg.exchange, msg.symbol, msg.ts, probs, decision.decision)
             sig.trace.update({k: v for k, v in msg.trace.items() if k not in sig.trace})
-            born = sig.trace.get("book.created")
+            born = sig.trace.get("book.collected") or sig.trace.get("book.created")
             if born:
                 self.latency_ns.append(time.time_ns() - born)
         self.bus.publish(sig)
