@@ -45,14 +45,22 @@ _NS = 1_000_000_000
 
 
 def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[m.Message]]:
-    """One source per path: a raw Binance recording (file or directory of ``*.gz``), or a
-    Tardis-style CSV (``*trades*`` -> trades, otherwise book snapshots)."""
+    """One source per path: a raw Binance recording (file or directory of ``*.gz``), a
+    cryptofeed websocket capture (``OKX.ws.*``, ``KRAKEN_FUTURES.ws.*``, ``BITMEX.ws.*``,
+    ``BYBIT.ws.*``), a Bybit v5 archive (``*.data.zip``), or a Tardis-style CSV (``*trades*``
+    -> trades, otherwise book snapshots). All go through the exchange's own book builder."""
+    from collector.clip_replay import bybit_archive_replay, clip_replay, is_bybit_archive, is_clip
+
     sources: list[Iterable[m.Message]] = []
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"REPLAY_PATHS: {p} does not exist")
         name = p.name.lower()
-        if p.is_dir() or (name.endswith(".gz") and not name.endswith(".csv.gz")):
+        if is_clip(p):
+            sources.append(clip_replay(p, depth))
+        elif is_bybit_archive(p):
+            sources.append(bybit_archive_replay(p, depth))
+        elif p.is_dir() or (name.endswith(".gz") and not name.endswith(".csv.gz")):
             sources.append(BinanceRecordingReplay(p, depth=depth, max_rate_hz=rate_hz))
         elif "trade" in name:
             sources.append(TardisTradesReplay(p))
