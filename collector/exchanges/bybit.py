@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from collector.exchanges.core import ApplyResult, BookBuilder, BookMessageError
+from collector.exchanges.core import ApplyResult, BookBuilder, BookMessageError, IdLevelBookBuilder
 
 __all__ = ["BybitBookBuilder", "BybitV2BookBuilder"]
 
@@ -74,16 +74,11 @@ class BybitBookBuilder(BookBuilder):
             self.book.ts_exchange = int(ts) * 1_000_000
 
 
-class BybitV2BookBuilder(BookBuilder):
+class BybitV2BookBuilder(IdLevelBookBuilder):
     exchange = "bybit"
 
     def __init__(self, symbol: str) -> None:
         super().__init__(symbol.upper())
-        self._levels: dict[int, tuple[bool, float]] = {}  # id -> (is_bid, price)
-
-    def reset(self) -> None:
-        super().reset()
-        self._levels.clear()
 
     def _process(self, msg: Mapping[str, Any]) -> ApplyResult:
         topic = msg.get("topic")
@@ -93,17 +88,8 @@ class BybitV2BookBuilder(BookBuilder):
             return ApplyResult.IGNORED
         kind = msg.get("type")
         data = msg["data"]
-        book = self.book
         if kind == "snapshot":
-            rows = data["order_book"] if isinstance(data, Mapping) else data
-            self._levels = {}
-            bids, asks = [], []
-            for r in rows:
-                is_bid = self._is_bid(r)
-                price = float(r["price"])
-                self._levels[int(r["id"])] = (is_bid, price)
-                (bids if is_bid else asks).append((price, float(r["size"])))
-            book.apply_snapshot(bids, asks)
+            self._load_rows(data["order_book"] if isinstance(data, Mapping) else data)
             self._set_meta(msg)
             return self._on_snapshot_applied()
         if kind != "delta":
@@ -111,32 +97,15 @@ class BybitV2BookBuilder(BookBuilder):
         if not self.has_snapshot:
             return self._awaiting()
         seq = int(msg.get("cross_seq", 0))
-        if seq and seq <= book.seq:
+        if seq and seq <= self.book.seq:
             return ApplyResult.STALE
-        levels = self._levels
-        for r in data.get("delete", ()):
-            lv = levels.pop(int(r["id"]), None)
-            if lv is None:
-                return self._gap(f"delete of unknown level id {r['id']}")
-            (book.set_bid if lv[0] else book.set_ask)(lv[1], 0.0)
-        for r in data.get("update", ()):
-            lv = levels.get(int(r["id"]))
-            if lv is None:
-                return self._gap(f"update of unknown level id {r['id']}")
-            (book.set_bid if lv[0] else book.set_ask)(lv[1], float(r["size"]))
-        for r in data.get("insert", ()):
-            is_bid, price = self._is_bid(r), float(r["price"])
-            levels[int(r["id"])] = (is_bid, price)
-            (book.set_bid if is_bid else book.set_ask)(price, float(r["size"]))
+        for action in ("delete", "update", "insert"):
+            for r in data.get(action, ()):
+                gap = self._apply_row(action, r)
+                if gap is not None:
+                    return gap
         self._set_meta(msg)
         return self._on_delta_applied()
-
-    @staticmethod
-    def _is_bid(r: Mapping[str, Any]) -> bool:
-        side = r["side"]
-        if side not in ("Buy", "Sell"):
-            raise BookMessageError(f"bybit v2: unknown side {side!r}")
-        return side == "Buy"
 
     def _set_meta(self, msg: Mapping[str, Any]) -> None:
         if "cross_seq" in msg:

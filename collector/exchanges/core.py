@@ -181,3 +181,52 @@ class BookBuilder:
             s.resyncs_requested += 1
         if r in (ApplyResult.SNAPSHOT, ApplyResult.APPLIED) and not self.valid and self.reason.startswith("crossed"):
             s.crossed += 1
+
+
+class IdLevelBookBuilder(BookBuilder):
+    """Books whose levels are addressed by an id (BitMEX ``orderBookL2``, Bybit v2
+    ``orderBookL2_25``): snapshot rows, then insert/update/delete by id. An update or delete
+    of an unknown id, or an insert of a known one, is a gap."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(symbol)
+        self._levels: dict[int, tuple[bool, float]] = {}  # id -> (is_bid, price)
+
+    def reset(self) -> None:
+        super().reset()
+        self._levels.clear()
+
+    def _is_bid(self, r: Mapping[str, Any]) -> bool:
+        side = r["side"]
+        if side not in ("Buy", "Sell"):
+            raise BookMessageError(f"{self.exchange}: unknown side {side!r}")
+        return side == "Buy"
+
+    def _load_rows(self, rows: Any) -> None:
+        self._levels = {}
+        bids, asks = [], []
+        for r in rows:
+            is_bid, price = self._is_bid(r), float(r["price"])
+            self._levels[int(r["id"])] = (is_bid, price)
+            (bids if is_bid else asks).append((price, float(r["size"])))
+        self.book.apply_snapshot(bids, asks)
+
+    def _apply_row(self, action: str, r: Mapping[str, Any]) -> ApplyResult | None:
+        """One insert/update/delete; returns a GAP result when the ids disagree, else None."""
+        book, levels, lid = self.book, self._levels, int(r["id"])
+        if action == "insert":
+            if lid in levels:
+                return self._gap(f"insert of existing level id {lid}")
+            is_bid, price = self._is_bid(r), float(r["price"])
+            levels[lid] = (is_bid, price)
+            (book.set_bid if is_bid else book.set_ask)(price, float(r["size"]))
+            return None
+        lv = levels.get(lid)
+        if lv is None:
+            return self._gap(f"{action} of unknown level id {lid}")
+        if action == "delete":
+            del levels[lid]
+            (book.set_bid if lv[0] else book.set_ask)(lv[1], 0.0)
+        else:
+            (book.set_bid if lv[0] else book.set_ask)(lv[1], float(r["size"]))
+        return None
