@@ -31,12 +31,8 @@ def run(url: str, seconds: float, speed: float) -> dict[str, float]:
     services, buses = [], []
     for cls in (PredictorService, FeaturesService, CollectorService):
         bus = connect_bus(url, cls.name).start()
-        if hasattr(bus, "declare"):  # drop what earlier runs left in the shared queues
-            from depthpilot.topology import QUEUES
-
-            for q in ("features.book", "features.trades", "predictor.features"):
-                bus.declare(QUEUES[q])
-                bus.purge(q)
+        for q in ("features.book", "features.trades", "predictor.features"):
+            bus.purge(q)  # drop what earlier runs left in the shared queues
         svc = cls(settings, bus, store)
         svc.start()
         services.append(svc)

@@ -70,10 +70,10 @@ def test_live_mode_needs_keys_and_explicit_confirmation() -> None:
 
 def test_secrets_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
     secret = "1234:" + "tokenpart" * 4  # a made-up bot token shape, built so no scanner mistakes it
-    s = load_settings(TELEGRAM_BOT_TOKEN=secret, BYBIT_API_KEY="KEYKEYKEYKEY", BYBIT_API_SECRET="SECRETSECRETSECRET",
+    s = load_settings(TELEGRAM_BOT_TOKEN=secret, BYBIT_API_KEY="fake-key-1234", BYBIT_API_SECRET="fake-secret-5678",
                       AMQP_URL="amqp://depthpilot:hunter2hunter2@rabbitmq:5672/%2F")
     text = repr(s) + str(s.safe_dict())
-    for needle in (secret, "KEYKEYKEYKEY", "SECRETSECRETSECRET", "hunter2hunter2"):
+    for needle in (secret, "fake-key-1234", "fake-secret-5678", "hunter2hunter2"):
         assert needle not in text
     import logging
 

@@ -104,21 +104,8 @@ class OkxBookBuilder(BookBuilder):
                 return ApplyResult.STALE
             if int(prev_seq) != self._seq_id:
                 return self._gap(f"prevSeqId {prev_seq} != last seqId {self._seq_id}")
-        book, bstr, astr = self.book, self._bid_str, self._ask_str
-        for p, s, *_ in d.get("bids", ()):
-            price, size = float(p), float(s)
-            if size > 0.0:
-                bstr[price] = (p, s)
-            else:
-                bstr.pop(price, None)
-            book.set_bid(price, size)
-        for p, s, *_ in d.get("asks", ()):
-            price, size = float(p), float(s)
-            if size > 0.0:
-                astr[price] = (p, s)
-            else:
-                astr.pop(price, None)
-            book.set_ask(price, size)
+        self._apply_side(d.get("bids", ()), self._bid_str, self.book.set_bid)
+        self._apply_side(d.get("asks", ()), self._ask_str, self.book.set_ask)
         self._set_meta(d, seq_id)
         bad = self._verify(d)
         if bad is not None:
@@ -126,6 +113,17 @@ class OkxBookBuilder(BookBuilder):
         return self._on_delta_applied()
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _apply_side(levels: Any, strs: dict[float, tuple[str, str]], set_level: Any) -> None:
+        """Apply one side's updates, keeping OKX's original strings for the checksum."""
+        for p, s, *_ in levels:
+            price, size = float(p), float(s)
+            if size > 0.0:
+                strs[price] = (p, s)
+            else:
+                strs.pop(price, None)
+            set_level(price, size)
+
     def _set_meta(self, d: Mapping[str, Any], seq_id: Any) -> None:
         if seq_id is not None:
             self._seq_id = int(seq_id)

@@ -191,7 +191,9 @@ class Bus(ABC):
         """Remove and return up to ``max_count`` (body, headers) from ``<queue>.dlq``."""
 
     @abstractmethod
-    def purge(self, queue: str) -> None: ...
+    def purge(self, queue: QueueDef | str) -> None:
+        """Drop every ready message of ``queue``; a topology queue that does not exist yet is
+        declared first (so a service started next finds it empty)."""
 
     @property
     @abstractmethod

@@ -289,7 +289,9 @@ class MemoryBus(Bus):
             out.append((env.body, env.headers))
         return out
 
-    def purge(self, queue: str) -> None:
+    def purge(self, queue: QueueDef | str) -> None:
+        if isinstance(queue, QueueDef) or queue in QUEUES:
+            queue = self.broker.declare(resolve_queue(queue)).name
         q = self.broker.queues.get(queue)
         if q:
             with q.cond:

@@ -602,7 +602,11 @@ class RabbitBus(Bus):
                 out.append((body, dict(props.headers or {})))
         return out
 
-    def purge(self, queue: str) -> None:
+    def purge(self, queue: QueueDef | str) -> None:
+        if isinstance(queue, QueueDef) or queue in QUEUES:
+            qdef = resolve_queue(queue)
+            self._declare_topology([qdef])
+            queue = qdef.name
         with self._blocking() as ch:
             ch.queue_purge(queue)
 

@@ -50,11 +50,7 @@ def test_signals_equal_offline_batch_inference(bus_url, uid, book_features):
     settings = load_settings(AMQP_URL=bus_url, PREDICTOR_MODEL=MODEL)
     store = Store.connect(f"mongomock://{uid}", f"p_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "predictor").start()
-    if hasattr(svc_bus, "declare"):  # the broker is shared: drop vectors other tests left in the queue
-        from depthpilot.topology import QUEUES
-
-        svc_bus.declare(QUEUES["predictor.features"])
-        svc_bus.purge("predictor.features")
+    svc_bus.purge("predictor.features")  # the broker is shared: drop vectors other tests left in the queue
     svc = PredictorService(settings, svc_bus, store)
     svc.start()
     out_q = QueueDef(f"t.signals.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET,
