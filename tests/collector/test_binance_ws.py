@@ -62,9 +62,11 @@ def _source(srv: FakeBinance, market: str, **kw) -> BinanceDiffSource:
     return BinanceDiffSource(market, ["BTCUSDT"], depth=DEPTH, ws_url=srv.ws_url, rest_url=srv.base_url, **kw)
 
 
-async def _collect(src: BinanceDiffSource, srv: FakeBinance, timeout: float = 15.0, min_trades: int = 0) -> list:
+async def _collect(src: BinanceDiffSource, srv: FakeBinance, timeout: float = 15.0, min_trades: int = 0,
+                   until=None) -> list:
     """Messages until the source has emitted a valid book at the last recorded update id (and
-    ``min_trades`` trades: USD-M trades travel on their own connection, so they may trail)."""
+    ``min_trades`` trades: USD-M trades travel on their own connection, so they may trail),
+    or until ``until(msg)`` holds."""
     out: list = []
 
     async def run() -> None:
@@ -74,7 +76,10 @@ async def _collect(src: BinanceDiffSource, srv: FakeBinance, timeout: float = 15
             async for msg in it:
                 out.append(msg)
                 n_trades += isinstance(msg, m.Trade)
-                done = done or (isinstance(msg, m.BookSnapshot) and msg.valid and msg.seq == srv.final_u)
+                if until is not None:
+                    done = done or until(msg)
+                else:
+                    done = done or (isinstance(msg, m.BookSnapshot) and msg.valid and msg.seq == srv.final_u)
                 if done and n_trades >= min_trades:
                     return
 
@@ -289,7 +294,11 @@ def test_connection_is_rotated_before_the_24h_limit():
     async def go():
         async with FakeBinance(rec) as srv:
             src = _source(srv, "spot", max_connection_age_s=0.4)  # stands in for 23 h 50 min
-            return srv, src, await _collect(src, srv)
+            # until a valid book after the first rotation: the recording is finite, so a rotation
+            # that happens to fall after its last diff could never resync (a real feed goes on)
+            return srv, src, await _collect(
+                src, srv, until=lambda msg: src.rotations >= 1 and isinstance(msg, m.BookSnapshot) and msg.valid
+                and src.builders["BTCUSDT"].resyncs >= 1)
 
     srv, src, msgs = _run(go())
     _check_against_replay(msgs, ref)
