@@ -4,7 +4,7 @@
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
 #   make bench          every bench/*.py
 #   make definitions    regenerate rabbitmq/definitions.json from depthpilot.topology
-#   make sample-data    python -m depthpilot.cli sample-data
+#   make sample-data    python -m depthpilot_cli sample-data
 #   make compose-check  validate docker-compose.yml (needs no Docker daemon)
 #   make up / down      docker compose up -d --build / down
 #   make clean          caches and build output (distclean: the venv too)
@@ -55,7 +55,7 @@ endif
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 run: $(STAMP)
-	AMQP_URL=memory:// MONGO_URL=mongomock:// $(PY) -m depthpilot.cli run-all
+	AMQP_URL=memory:// MONGO_URL=mongomock:// $(PY) -m depthpilot_cli run-all
 
 bench: $(STAMP)
 	@shopt -s nullglob; files=(bench/*.py); \
@@ -63,10 +63,10 @@ bench: $(STAMP)
 	for f in "$${files[@]}"; do echo "== $$f"; $(PY) "$$f"; done
 
 definitions: $(STAMP)
-	$(PY) -m depthpilot.cli topology --write
+	$(PY) -m depthpilot_cli topology --write
 
 sample-data: $(STAMP)
-	$(PY) -m depthpilot.cli sample-data
+	$(PY) -m depthpilot_cli sample-data
 
 compose-check: $(STAMP)
 	@test -f .env || echo "no .env: checking docker-compose.yml with .env.example"

@@ -255,6 +255,10 @@ class ControlCommand(Message, tag="control_command"):
     args: dict[str, Any] = msgspec.field(default_factory=dict)
     correlation_id: str = msgspec.field(default_factory=new_id)
     requested_by: str = ""  # e.g. "telegram:12345", "api"
+    # ns since epoch; a command received after this is never executed (dropped, counted and, if
+    # anyone still listens, answered as expired). Every command has one: 30 s unless the sender
+    # sets it (the bus's rpc() sets it from its timeout).
+    expires_at: int = msgspec.field(default_factory=lambda: time.time_ns() + 30_000_000_000)
 
 
 class ControlReply(Message, tag="control_reply"):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from depthpilot import messages as m
-from depthpilot.cli import app
+from depthpilot_cli.main import app
 from depthpilot.paths import models_dir
 from depthpilot.store import Store
 

@@ -23,7 +23,7 @@ def test_run_all_in_one_process_produces_signals(data_dir):
     port = _free_port()
     env = {**os.environ, "DEPTHPILOT_ENV_FILE": "", "API_PORT": str(port), "REPLAY_SPEED": "20",
            "DEPTHPILOT_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "depthpilot.cli", "run-all"], cwd=REPO_ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "run-all"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         import httpx

@@ -299,7 +299,7 @@ def test_derived_files_are_rebuilt_from_raw_like_the_shared_ones(tmp_path, data_
 
     import numpy as np
 
-    from depthpilot.cli import _derive_binance
+    from depthpilot_cli.data import _derive_binance
     from features.io import load_book_snapshots_csv, load_trades_csv
 
     name = "binance-spot-btcusdt-2024-08-08-l2diff"

@@ -18,7 +18,7 @@ from depthpilot.topology import QUEUES, ROUTES, DeliveryClass, definitions_json,
 def test_definitions_file_is_generated_from_code() -> None:
     path = REPO_ROOT / "rabbitmq" / "definitions.json"
     assert path.read_text() == definitions_json(), "stale: run `depthpilot topology --write`"
-    proc = subprocess.run([sys.executable, "-m", "depthpilot.cli", "topology", "--check"], cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "depthpilot_cli", "topology", "--check"], cwd=REPO_ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 

@@ -1,0 +1,3 @@
+from depthpilot_cli.main import app
+
+app(prog_name="depthpilot")

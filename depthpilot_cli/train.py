@@ -1,0 +1,97 @@
+"""``depthpilot train``: LSTM training with walk-forward evaluation against baselines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from depthpilot_cli.common import app, console, load_spec, progress, settings
+
+
+@app.command()
+def train(
+    source: str = typer.Option("klines", help="klines | books | features (a `features build` file) | store"),
+    path: Optional[Path] = typer.Option(None, help="input file/dir (default: the bundled dataset for klines/books)"),
+    out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="artifact directory"),
+    kind: str = typer.Option("snapshot", help="books/store: snapshot | block"),
+    interval: str = typer.Option("", help="store: the FeatureVector interval to train on ('' = per snapshot)"),
+    exchange: Optional[str] = typer.Option(None),
+    symbol: Optional[str] = typer.Option(None),
+    spec: Optional[Path] = typer.Option(None, help="FeatureSpec JSON or a model manifest.json"),
+    columns: str = typer.Option("relative", help="relative (drop price-level columns) | all"),
+    label: str = typer.Option("updown", help="updown (3 classes) | binary_high"),
+    horizon: int = typer.Option(5, help="label horizon in rows"),
+    threshold: float = typer.Option(0.0005, help="return threshold of the label"),
+    seq_len: int = typer.Option(30),
+    hidden: int = typer.Option(32),
+    layers: int = typer.Option(1),
+    dropout: float = typer.Option(0.1),
+    epochs: int = typer.Option(8),
+    folds: int = typer.Option(4),
+    seed: int = typer.Option(0),
+    tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs `pip install depthpilot[tune]`)"),
+) -> None:
+    """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
+    from features.spec import FeatureSpec
+    from predictor.labels import LabelSpec
+    from predictor.sources import (RELATIVE_CANDLE_COLUMNS, SourceError, from_books, from_feature_file, from_klines,
+                                   from_store, relative_columns)
+    from predictor.train import TrainConfig
+    from predictor.train import train as run_train
+
+    from depthpilot.paths import data_dir
+
+    try:
+        if source == "klines":
+            fs = load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
+            data = from_klines(path or data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs)
+            if columns == "relative":
+                data = data.select(RELATIVE_CANDLE_COLUMNS)
+        elif source == "books":
+            fs = load_spec(spec) if spec else FeatureSpec(interval_s=1.0)
+            data = from_books(path or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
+        elif source == "features":
+            if path is None:
+                raise SourceError("--path to a `depthpilot features build` file is required")
+            data = from_feature_file(path)
+        elif source == "store":
+            if not exchange or not symbol:
+                raise SourceError("--source store needs --exchange and --symbol")
+            from depthpilot.service import open_store
+
+            data = from_store(open_store(settings()), exchange, symbol, interval)
+        else:
+            raise SourceError("--source must be klines, books, features or store")
+        if columns == "relative" and source != "klines":
+            data = data.select(relative_columns(data.names))
+        cfg = TrainConfig(label=LabelSpec(kind=label, horizon=horizon, threshold=threshold), seq_len=seq_len,
+                          hidden=hidden, layers=layers, dropout=dropout, max_epochs=epochs, n_folds=folds, seed=seed,
+                          tune_trials=tune, model_name=out.name)
+    except (SourceError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"{len(data.ts)} rows x {len(data.names)} features (spec {data.spec_hash})")
+    with progress() as prog:
+        task = prog.add_task("training", total=None)
+
+        def on_progress(ev) -> None:
+            where = f"fold {ev.fold}/{ev.n_folds}" if ev.stage == "fold" else ev.stage
+            epoch = f" epoch {ev.epoch}" if ev.epoch is not None and ev.epoch >= 0 else ""
+            prog.update(task, completed=ev.step, total=ev.steps_total, description=f"{where}{epoch}")
+
+        artifact = run_train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=on_progress,
+                             features=data.features)
+    man = json.loads((Path(artifact) / "manifest.json").read_text())
+    table = Table("predictor", "accuracy", "log-loss", "brier", title="walk-forward, out of sample")
+    for who, r in man["metrics"]["walk_forward"].items():
+        if isinstance(r, dict) and "mean_fold_accuracy" in r:
+            table.add_row(who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}",
+                          f"{r['mean_fold_brier']:.4f}")
+    Console().print(table)
+    console.print(f"artifact and report.md in {artifact}")
+
+
