@@ -8,12 +8,28 @@ nothing new happens. A rejected submit becomes a ``rejected`` ``OrderReport`` fo
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
+
+import numpy as np
 
 from trader.actions import Action, StopMove
 from trader.domain import OrderRejected, OrderReport, OrderRequest
 from trader.engine import TradingEngine
 from trader.paper import PaperExchange
+
+
+@dataclass(slots=True)
+class BookView:
+    """The book fields the engine and the paper exchange read (a ``BookSnapshot`` works too)."""
+
+    exchange: str
+    symbol: str
+    ts: int  # ns
+    bids: np.ndarray  # float64 (n, 2), best first
+    asks: np.ndarray
+    valid: bool = True
+    reason: str = ""
 
 
 class Simulator:

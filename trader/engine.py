@@ -81,7 +81,7 @@ class TradingEngine:
         """A model signal. Ignored (and counted) when expired, for an unknown symbol, or while
         the symbol's book is invalid or older than ``max_book_age_s``."""
         self.counters["signals"] += 1
-        now = max(self.now, now_ns or 0) or sig.ts
+        now = max(self.now, now_ns or 0, sig.ts)  # the service passes its clock; a backtest the event time
         self.now = now
         st = self.symbols.get(sig.symbol)
         if st is None:
@@ -134,6 +134,8 @@ class TradingEngine:
             return out
         if f.fill_id:
             st.fill_ids.add(f.fill_id)
+        if f.ts_ns > self.now:
+            self.now = f.ts_ns
         ts = f.ts_ns or self.now
         was_side = st.led.side
         realized, trips = st.led.apply(f.side, f.qty, f.price, f.fee, ts)

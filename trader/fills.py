@@ -26,7 +26,9 @@ def walk_levels(levels: np.ndarray, qty: Decimal) -> tuple[list[tuple[Decimal, D
     while rest > 0 and i < n:
         px_f, sz_f = levels[i]
         i += 1
-        if sz_f <= 0.0:
+        if px_f != px_f:  # NaN padding: the side has no more levels
+            break
+        if not sz_f > 0.0:
             continue
         sz = to_decimal(float(sz_f))
         take = sz if sz < rest else rest
