@@ -29,7 +29,8 @@ def run(steps: list[str], cfg: TraderConfig | None = None, n_trades: int | None 
     for step in steps:
         kind, _, arg = step.partition(" ")
         if kind in PROBS:
-            acts = c.book(price, dt=0.5) + c.signal(PROBS[kind], dt=0.5)
+            # a fresh book, the signal, then the next book (orders fill on books at/after the decision)
+            acts = c.book(price, dt=0.5) + c.signal(PROBS[kind], dt=0.5) + c.book(price, dt=0.0)
         elif kind == "p":
             price = float(arg)
             acts = c.book(price)
