@@ -65,6 +65,8 @@ class TradingEngine:
                 self._new_day(ts, out)
         st.book = book
         st.book_ts = ts
+        if st.trading and not st.started_ts:
+            st.started_ts = ts
         bids, asks = book.bids, book.asks
         st.bid = float(bids[0, 0]) if len(bids) else 0.0
         st.ask = float(asks[0, 0]) if len(asks) else 0.0
@@ -251,11 +253,14 @@ class TradingEngine:
         return []
 
     def reset_risk(self) -> list[Action]:
-        """Lift a daily-loss or kill-switch halt (the day's PnL keeps counting)."""
+        """Lift a daily-loss or kill-switch halt. The daily loss budget restarts from here (the
+        day's realised PnL so far is set aside), else the next fill would halt again at once."""
         if not self.halt_reason:
             return []
         was, self.halt_reason = self.halt_reason, ""
-        return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset", ts_ns=self.now)]
+        before, self.day_realized = self.day_realized, ZERO
+        return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset",
+                          data={"day_realized_before": str(before)}, ts_ns=self.now)]
 
     def kill(self, reason: str = "kill switch") -> list[Action]:
         """Stop everything and flatten every position; entries stay halted until ``reset_risk``."""
@@ -266,12 +271,16 @@ class TradingEngine:
             self._close(st, "flatten", out)
         return out
 
-    def set_param(self, name: str, value: Any) -> TraderConfig:
-        """Set one parameter (text is parsed); ``ValueError`` naming it when invalid."""
+    def set_param(self, name: str, value: Any) -> list[Action]:
+        """Set one parameter (text is parsed); ``ValueError`` naming it when invalid. A lowered
+        daily loss limit that is already exceeded halts at once."""
         self.cfg = parse_param(self.cfg, name, value)
         for st in self.symbols.values():
             st.strat.reconfigure(self.cfg)
-        return self.cfg
+        out: list[Action] = []
+        if self.halt_reason != "daily_loss" and self.day_pnl() <= -self.cfg.daily_loss_limit:
+            self._daily_halt(out)
+        return out
 
     def add_instrument(self, inst: Instrument) -> None:
         self.instruments[inst.symbol] = inst
