@@ -76,6 +76,9 @@ class TradingEngine:
             st.book_reason = "" if valid else (getattr(book, "reason", "") or "empty side")
             self._data_state(st, out)
         if st.led.qty:
+            if st.retry_exit and not st.pending:
+                reason, st.retry_exit = st.retry_exit, ""
+                self._close(st, reason, out)
             self._mark(st, out)
         return out
 
@@ -364,15 +367,16 @@ class TradingEngine:
             if st.close_after:
                 reason, st.close_after = st.close_after, ""
                 self._close(st, reason, out)
-        elif st.led.qty:  # an exit that left a rest (thin book, partial fill)
-            p.retries += 1
-            if p.retries <= 3:
-                req = self._order(st, p.req.side, st.led.qty, "exit", p.reason)
-                st.pending[req.client_order_id].retries = p.retries
-                out.append(req)
+        elif st.led.qty:  # an exit that left a rest (thin book, partial fill): retry on the next book
+            st.exit_misses = 0 if p.filled else st.exit_misses + 1
+            if st.exit_misses <= 3:
+                st.retry_exit = p.reason
             else:
-                out.append(self._alert("exit_incomplete", st, f"exit left {st.led.signed_qty} open after 3 retries",
-                                       severity="critical"))
+                st.exit_misses = 0
+                out.append(self._alert("exit_incomplete", st, f"exit left {st.led.signed_qty} open: no liquidity on "
+                                       "4 books in a row; flatten again to retry", severity="critical"))
+        else:
+            st.exit_misses = 0
 
     def _protect(self, st: SymbolState, out: list[Action]) -> None:
         """Initial stop for the position from its average entry."""

@@ -27,7 +27,6 @@ class PendingOrder:
     filled: Decimal = ZERO
     terminal: bool = False
     report_filled: Decimal = ZERO
-    retries: int = 0
 
     def done(self) -> bool:
         """All fills in: the whole quantity, or as much as the terminal report says."""
@@ -61,7 +60,9 @@ class SymbolState:
         self.last_signal_ts = 0
         # orders / stops
         self.pending: dict[str, PendingOrder] = {}
-        self.close_after = ""
+        self.close_after = ""  # close once the entry in flight is done (flatten during an entry)
+        self.retry_exit = ""  # re-send the rest of a partly filled exit on the next book
+        self.exit_misses = 0
         self.fill_ids: set[str] = set()
         self.stop: Decimal | None = None
         self.stop_f = 0.0
@@ -117,7 +118,7 @@ class SymbolState:
             "extreme": None if self.extreme is None else str(self.extreme),
             "pending": [{"req": _req_dict(p.req), "purpose": p.purpose, "reason": p.reason, "filled": str(p.filled)}
                         for p in self.pending.values()],
-            "close_after": self.close_after,
+            "close_after": self.close_after, "retry_exit": self.retry_exit,
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -138,6 +139,7 @@ class SymbolState:
             req = _req_from(p["req"])
             self.pending[req.client_order_id] = PendingOrder(req, p["purpose"], p["reason"], Decimal(p["filled"]))
         self.close_after = d.get("close_after", "")
+        self.retry_exit = d.get("retry_exit", "")
 
 
 def _req_dict(r: OrderRequest) -> dict[str, Any]:

@@ -5,6 +5,8 @@
   Nothing fills on a book seen before the decision: no lookahead.
 * **Matching**: market orders walk the book (:func:`trader.fills.walk_levels`), one
   :class:`FillReport` per touched level, taker fee on each (``Fees.taker``, exact ``Decimal``).
+* **Own impact**: liquidity our orders take from a snapshot is gone for our next orders on the
+  same snapshot (the book is not otherwise changed: other traders' reactions are not modelled).
 * **Partial depth**: when the book's levels run out, what is there fills and the rest is
   cancelled: an ``OrderReport`` ``partially_filled`` then a terminal ``cancelled`` carrying
   ``filled_qty`` and the reason ``book depth exhausted`` (Bybit's ``PartiallyFilledCanceled``).
@@ -58,6 +60,7 @@ class PaperExchange:
         self.stop_f: dict[str, float] = {}
         self.events: list[ExecEvent] = []
         self.n_fills = 0
+        self._used: dict[str, list] = {}  # symbol -> [book, taken from asks, taken from bids]
         self._stop_seq = 0
 
     # ------------------------------------------------------------------ market data
@@ -225,7 +228,12 @@ class PaperExchange:
                 self._report(rep, "cancelled", ZERO, None, "reduce-only order with no position to reduce", ts)
                 return
             qty = min(qty, closing)
-        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty)
+        used = self._used.get(req.symbol)
+        if used is None or used[0] is not book:
+            used = self._used[req.symbol] = [book, ZERO, ZERO]  # liquidity taken from this snapshot
+        k_side = 1 if req.side == "buy" else 2
+        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty, used[k_side])
+        used[k_side] += qty - rest
         inst = self.insts[req.symbol]
         cv, rate = inst.contract_value, self.fees.taker
         filled = value = ZERO
