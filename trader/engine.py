@@ -20,6 +20,7 @@ from trader import reports
 from trader.actions import Action, ClosedTrade, PositionChange, RiskAlert, StopMove
 from trader.config import TraderConfig, parse_param
 from trader.domain import ZERO, FillReport, Instrument, OrderReport, OrderRequest, PositionReport, to_decimal
+from trader.engine_guards import EngineGuards
 from trader.engine_state import DAY_NS, PendingOrder, SymbolState, book_ts
 from trader.ledger import PositionLedger
 from trader.risk import initial_stop, size_entry, trailing_stop
@@ -35,7 +36,7 @@ class BookLike(Protocol):
     valid: bool
 
 
-class TradingEngine:
+class TradingEngine(EngineGuards):
     def __init__(self, config: TraderConfig, instruments: dict[str, Instrument], *, mode: str = "paper") -> None:
         self.cfg = config
         self.mode = mode
@@ -47,6 +48,7 @@ class TradingEngine:
         self.halt_reason = ""  # "" / "daily_loss" / "kill"
         self.closed: list[ClosedTrade] = []
         self.seq = 0
+        self._cache_floats()
         self.counters: dict[str, int] = {"signals": 0, "ignored_expired": 0, "ignored_bad_book": 0,
                                          "ignored_unknown_symbol": 0, "orders": 0, "refused": 0}
 
@@ -145,6 +147,8 @@ class TradingEngine:
         was_side = st.led.side
         realized, trips = st.led.apply(f.side, f.qty, f.price, f.fee, ts)
         self.day_realized += realized - f.fee
+        self._day_f = float(self.day_realized)
+        st.sync_pos()
         p = st.pending.get(f.client_order_id)
         if p is not None:
             p.filled += f.qty
@@ -200,6 +204,7 @@ class TradingEngine:
             out.append(self._alert("position_mismatch", st, f"venue position {rep.qty} @ {rep.avg_price}, engine "
                                    f"had {st.led.signed_qty}; adopting the venue's", severity="warning"))
             st.led = PositionLedger.adopt(rep.qty, rep.avg_price, st.inst.contract_value, rep.ts_ns or self.now)
+            st.sync_pos()
             st.stop, st.stop_kind = None, ""
             st.extreme = rep.avg_price if rep.qty else None
             st.extreme_f = float(rep.avg_price) if rep.qty else 0.0
@@ -262,6 +267,7 @@ class TradingEngine:
             return []
         was, self.halt_reason = self.halt_reason, ""
         before, self.day_realized = self.day_realized, ZERO
+        self._cache_floats()
         return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset",
                           data={"day_realized_before": str(before)}, ts_ns=self.now)]
 
@@ -278,6 +284,7 @@ class TradingEngine:
         """Set one parameter (text is parsed); ``ValueError`` naming it when invalid. A lowered
         daily loss limit that is already exceeded halts at once."""
         self.cfg = parse_param(self.cfg, name, value)
+        self._cache_floats()
         for st in self.symbols.values():
             st.strat.reconfigure(self.cfg)
         out: list[Action] = []
@@ -387,62 +394,6 @@ class TradingEngine:
             out.append(self._alert("stop_clamped_to_liq", st, f"stop {plan.stop} pulled inside liquidation "
                                    f"{plan.liq} (max-loss stop was {plan.raw})", severity="info"))
         out.append(StopMove(st.inst.exchange, st.inst.symbol, plan.stop, "initial", self.now))
-
-    def _mark(self, st: SymbolState, out: list[Action]) -> None:
-        led = st.led
-        px_f = st.bid if led.side > 0 else st.ask  # the exit side
-        if px_f <= 0.0:
-            return
-        if (px_f - st.extreme_f) * led.side > 0.0:
-            st.extreme_f = px_f
-            st.extreme = to_decimal(px_f)
-            if st.stop is not None and not st.pending:
-                new = trailing_stop(led.side, led.avg_price, st.extreme, st.stop, self.cfg, st.inst)
-                if new is not None:
-                    st.stop, st.stop_f, st.stop_kind = new, float(new), "trailing"
-                    out.append(StopMove(st.inst.exchange, st.inst.symbol, new, "trailing", self.now))
-        # daily loss: float pre-check, exact decision
-        st.unreal_f = led.side * float(led.qty) * (px_f - st.avg_f()) * st.cv_f - self.cfg_fee_f * float(led.qty) * px_f
-        if self.halt_reason != "daily_loss":
-            lim = float(self.cfg.daily_loss_limit)
-            if float(self.day_realized) + sum(s.unreal_f for s in self.symbols.values() if s.led.qty) <= -0.98 * lim:
-                if self.day_pnl() <= -self.cfg.daily_loss_limit:
-                    self._daily_halt(out)
-
-    @property
-    def cfg_fee_f(self) -> float:
-        return float(self.cfg.taker_fee)
-
-    def day_pnl(self) -> Decimal:
-        """Today's realised PnL after fees plus unrealised PnL net of an estimated taker exit fee."""
-        return self.day_realized + sum((s.unrealized_net(self.cfg.taker_fee) for s in self.symbols.values()), ZERO)
-
-    def _daily_halt(self, out: list[Action]) -> None:
-        self.halt_reason = "daily_loss"
-        out.append(RiskAlert("daily_loss_limit", "critical", message=f"day PnL {self.day_pnl():.2f} reached the limit "
-                             f"-{self.cfg.daily_loss_limit}: flattening everything, entries halted until the next UTC "
-                             "day or a reset", data={"day_pnl": str(self.day_pnl())}, ts_ns=self.now))
-        for st in self.symbols.values():
-            self._close(st, "limit", out)
-
-    def _new_day(self, ts: int, out: list[Action]) -> None:
-        first = self.day < 0
-        self.day, self.day_realized = ts // DAY_NS, ZERO
-        if self.halt_reason == "daily_loss" and not first:
-            self.halt_reason = ""
-            out.append(RiskAlert("daily_loss_reset", "info", message="new UTC day: daily-loss halt lifted", ts_ns=ts))
-
-    def _data_state(self, st: SymbolState, out: list[Action]) -> None:
-        was = st.data_halt
-        why = [w for w, on in ((f"book invalid: {st.book_reason}", not st.book_valid and st.book_ts),
-                               ("book stale", st.book_stale), ("no fresh signal", st.signal_stale)) if on]
-        st.data_halt = "; ".join(why)
-        if st.data_halt and not was:
-            out.append(self._alert("data_halt", st, f"entries halted: {st.data_halt}"))
-            if self.cfg.flatten_on_data_halt:
-                self._close(st, "flatten", out)
-        elif was and not st.data_halt:
-            out.append(self._alert("data_resumed", st, "data healthy again: entries allowed", severity="info"))
 
     def _trip_closed(self, st: SymbolState, trip: Any, reason: str, out: list[Action]) -> None:
         ct = ClosedTrade(st.inst.exchange, st.inst.symbol, "long" if trip.side > 0 else "short", trip.qty,

@@ -72,14 +72,13 @@ class SymbolState:
         self.extreme: Decimal | None = None  # best exit-side price since entry
         self.extreme_f = 0.0
         self.unreal_f = 0.0
-        self._avg_key: tuple = ()
-        self._avg_f = 0.0
+        self.qty_f = 0.0  # float copies of the position for the per-book pre-checks
+        self.avg_px_f = 0.0
 
-    def avg_f(self) -> float:
-        key = (self.led.qty, len(self.led.lots))
-        if key != self._avg_key:
-            self._avg_key, self._avg_f = key, float(self.led.avg_price)
-        return self._avg_f
+    def sync_pos(self) -> None:
+        """Refresh the float copies after the ledger changed."""
+        self.qty_f = float(self.led.qty)
+        self.avg_px_f = float(self.led.avg_price)
 
     def mark(self) -> Decimal | None:
         """Exit-side price of the position (bid for a long, ask for a short), else mid."""
@@ -128,6 +127,7 @@ class SymbolState:
         self.last_signal, self.last_score = d.get("last_signal", ""), d.get("last_score")
         self.last_signal_ts = int(d.get("last_signal_ts", 0))
         self.led = PositionLedger.from_dict(d["ledger"]) if "ledger" in d else self.led
+        self.sync_pos()
         self.strat.load(d.get("strategy", {}))
         self.stop = None if d.get("stop") is None else Decimal(d["stop"])
         self.stop_f = float(self.stop) if self.stop is not None else 0.0

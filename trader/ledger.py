@@ -9,6 +9,7 @@ the rest (the engine itself never flips: closes are reduce-only).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -50,20 +51,21 @@ class ClosedTrip:
 @dataclass
 class PositionLedger:
     contract_value: Decimal = ONE
-    lots: list[list[Decimal]] = field(default_factory=list)  # [qty > 0, price], FIFO
+    lots: deque[list[Decimal]] = field(default_factory=deque)  # [qty > 0, price], FIFO
     side: int = 0  # +1 long, -1 short, 0 flat
     qty: Decimal = ZERO  # absolute
     realized: Decimal = ZERO  # cumulative, before fees
     fees: Decimal = ZERO  # cumulative
     trip: TripStats = field(default_factory=TripStats)
+    cost: Decimal = ZERO  # sum of lot qty * price (kept incrementally, exact)
+
+    def __post_init__(self) -> None:
+        self.lots = deque(self.lots)
+        self.cost = sum((q * p for q, p in self.lots), ZERO)
 
     @property
     def signed_qty(self) -> Decimal:
         return self.qty if self.side >= 0 else -self.qty
-
-    @property
-    def cost(self) -> Decimal:
-        return sum((q * p for q, p in self.lots), ZERO)
 
     @property
     def avg_price(self) -> Decimal:
@@ -93,10 +95,11 @@ class PositionLedger:
                 lot = self.lots[0]
                 q = lot[0] if lot[0] <= need else need
                 realized += self.side * (price - lot[1]) * q * cv
+                self.cost -= q * lot[1]
                 lot[0] -= q
                 need -= q
                 if not lot[0]:
-                    self.lots.pop(0)
+                    self.lots.popleft()
             self.qty -= take
             rest -= take
             part_fee = fee if not rest else fee * take / qty
@@ -117,6 +120,7 @@ class PositionLedger:
                 self.side = s
                 self.trip = TripStats(side=s, entry_ts=ts_ns)
             self.lots.append([rest, price])
+            self.cost += rest * price
             self.qty += rest
             t = self.trip
             t.entry_qty += rest
@@ -153,6 +157,7 @@ class PositionLedger:
             q = abs(qty_signed)
             led.side = 1 if qty_signed > 0 else -1
             led.qty = q
-            led.lots = [[q, avg_price]]
+            led.lots = deque([[q, avg_price]])
+            led.cost = q * avg_price
             led.trip = TripStats(side=led.side, entry_qty=q, entry_value=q * avg_price, entry_ts=ts_ns)
         return led

@@ -141,4 +141,5 @@ def restore(cls: type, d: dict[str, Any]) -> "TradingEngine":
     for s, sd in d["symbols"].items():
         eng.symbols[s].load(sd)
     eng.closed = [_trade_from(t) for t in d["closed"]]
+    eng._cache_floats()
     return eng
