@@ -292,6 +292,11 @@ class TradingEngine(EngineGuards):
             self._daily_halt(out)
         return out
 
+    def pending_orders(self) -> list[OrderRequest]:
+        """Orders sent and not finished (after a restart: look each up on the venue and feed the
+        report to ``on_order``, its fills to ``on_fill``)."""
+        return [p.req for st in self.symbols.values() for p in st.pending.values()]
+
     def add_instrument(self, inst: Instrument) -> None:
         self.instruments[inst.symbol] = inst
         self.symbols.setdefault(inst.symbol, SymbolState(inst, self.cfg))
@@ -393,6 +398,9 @@ class TradingEngine(EngineGuards):
         if plan.clamped:
             out.append(self._alert("stop_clamped_to_liq", st, f"stop {plan.stop} pulled inside liquidation "
                                    f"{plan.liq} (max-loss stop was {plan.raw})", severity="info"))
+        out.append(self._alert("stop_set", st, f"stop-loss {plan.stop} for {st.led.signed_qty} @ "
+                               f"{st.led.avg_price:.2f} (liquidation {plan.liq:.2f})", severity="info",
+                               stop=plan.stop, liq=plan.liq))
         out.append(StopMove(st.inst.exchange, st.inst.symbol, plan.stop, "initial", self.now))
 
     def _trip_closed(self, st: SymbolState, trip: Any, reason: str, out: list[Action]) -> None:

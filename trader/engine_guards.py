@@ -49,6 +49,8 @@ class EngineGuards:
                 if new is not None:
                     st.stop, st.stop_f, st.stop_kind = new, float(new), "trailing"
                     out.append(StopMove(st.inst.exchange, st.inst.symbol, new, "trailing", self.now))
+                    out.append(self._alert("stop_trailed", st, f"trailing stop to {new} (best {st.extreme})",
+                                           severity="info", stop=new))
         # daily loss: a float pre-check on every book, the exact Decimal decision near the limit
         q = st.qty_f
         st.unreal_f = q * ((px_f - st.avg_px_f) * led.side * st.cv_f - self._fee_f * px_f)

@@ -15,6 +15,7 @@
   position with a reduce-only market order (client id ``stop-...``, reason ``stop``) on that book.
 * **Idempotent** ``submit`` by ``client_order_id``; reduce-only orders are clipped to the
   position (rejected when flat); an entry needing more margin than is available is rejected.
+* **Slippage** of each order against the touch (``slippage[client_order_id]``, quote currency).
 * **Money**: positions (FIFO lots), realised/unrealised PnL, fees and optional funding
   (``apply_funding``) in ``Decimal``, exactly.
 """
@@ -60,6 +61,8 @@ class PaperExchange:
         self.stop_f: dict[str, float] = {}
         self.events: list[ExecEvent] = []
         self.n_fills = 0
+        self.slippage: dict[str, Decimal] = {}  # client order id -> slippage vs the touch
+        self.slippage_total = ZERO
         self._used: dict[str, list] = {}  # symbol -> [book, taken from asks, taken from bids]
         self._stop_seq = 0
 
@@ -245,6 +248,11 @@ class PaperExchange:
             filled += q
             value += q * px
         self.n_fills += len(parts)
+        if parts:  # cost against filling everything at the touch (quote currency, > 0 = worse)
+            lv = book.asks if req.side == "buy" else book.bids
+            slip = (value - to_decimal(float(lv[0, 0])) * filled) * (1 if req.side == "buy" else -1)
+            self.slippage[req.client_order_id] = slip
+            self.slippage_total += slip
         self._sync_cash(req.symbol)
         avg = value / filled if filled else None
         if not led.qty:

@@ -51,7 +51,7 @@ def test_snapshot_restore_continues_the_trailing_stop():
 def test_rebuild_from_the_venue_position_after_a_cold_start():
     eng = TradingEngine(CFG, {SYM: INST})
     acts = eng.on_position(PositionReport(EX, SYM, D("-0.010"), D("61000.0"), ts_ns=T0))
-    assert [a.kind for a in acts if isinstance(a, RiskAlert)] == ["position_mismatch"]
+    assert [a.kind for a in acts if isinstance(a, RiskAlert)] == ["position_mismatch", "stop_set"]
     stops = [a for a in acts if isinstance(a, StopMove)]
     assert len(stops) == 1 and stops[0].stop_price > D("61000")  # a short's stop sits above
     assert eng.positions().positions[0].qty == D("-0.010")
@@ -115,7 +115,7 @@ def test_thin_book_partial_entry_is_protected_and_a_partial_exit_is_retried():
     c = Clock(sim)
     c.book(60000.0, size=0.004, levels=2)
     acts = c.signal(UP) + c.book(60000.0, dt=0, size=0.004, levels=2)
-    assert [a.kind for a in acts if isinstance(a, RiskAlert)] == ["partial_fill"]
+    assert [a.kind for a in acts if isinstance(a, RiskAlert)] == ["partial_fill", "stop_set"]
     pos = sim.engine.positions().positions[0]
     assert pos.qty == D("0.008") and pos.stop_price is not None  # what filled is protected
     c.book(60000.0, size=0.005, levels=1)

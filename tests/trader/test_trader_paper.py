@@ -84,6 +84,7 @@ def test_market_order_walks_the_levels_fees_and_slippage_by_hand(rows, books, i,
     best = levels[0][0]
     slip = sum((p - best) * q for p, q in want) * (1 if side == "buy" else -1)
     assert slip > 0  # walking the book costs
+    assert px.slippage["o1"] == slip == px.slippage_total
     vwap = notional / qty
     assert reports_of(ev)[-1].status == "filled" and reports_of(ev)[-1].avg_price == vwap
     assert (notional - best * qty) * (1 if side == "buy" else -1) == slip  # = (vwap - best) * qty, exactly

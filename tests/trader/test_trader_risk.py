@@ -105,6 +105,7 @@ def test_trailing_stop_in_the_engine_locks_profit_and_exits_as_trailing_stop():
         moves += [a.stop_price for a in acts if isinstance(a, StopMove)]
         trades += [a for a in acts if isinstance(a, ClosedTrade)]
     assert moves == sorted(moves) and len(set(moves)) == len(moves) == 3
+    assert kinds(sim.actions).count("stop_trailed") == 3 and kinds(sim.actions).count("stop_set") == 1
     assert moves[-1] == INST.round_price(entry + (D("60400.0") - entry) / 2, "sell")
     assert len(trades) == 1 and trades[0].exit_reason == "trailing_stop"
     assert trades[0].exit_price == D("60190.0")  # the first book whose bid crossed the stop (60200.1)
@@ -289,7 +290,7 @@ def test_stale_book_and_missing_signals_halt_entries_via_the_timer():
     assert kinds(acts) == ["data_halt"] and "no fresh signal" in acts[0].message
     assert sim.engine.status().symbols[0].book_ok  # the book is fine, the signals are not
     acts = c.signal(UP)
-    assert kinds(acts) == ["data_resumed"]
+    assert kinds(acts) == ["data_resumed", "stop_set"]  # and the entry it allowed
 
 
 def test_kill_switch_flattens_stops_and_halts_until_reset():
