@@ -25,6 +25,7 @@ from trader.engine_state import DAY_NS, PendingOrder, SymbolState, book_ts
 from trader.ledger import PositionLedger
 from trader.risk import initial_stop, size_entry, trailing_stop
 
+FILL_IDS_KEPT = 2000  # per symbol, for de-duplicating redelivered fills (persisted)
 STOP_ORDER_PREFIX = "stop-"  # client ids of venue-side stop orders (paper emulation, adapters)
 
 
@@ -140,7 +141,9 @@ class TradingEngine(EngineGuards):
         if st is None or f.fill_id and f.fill_id in st.fill_ids:
             return out
         if f.fill_id:
-            st.fill_ids.add(f.fill_id)
+            st.fill_ids[f.fill_id] = None
+            if len(st.fill_ids) > FILL_IDS_KEPT:
+                del st.fill_ids[next(iter(st.fill_ids))]
         if f.ts_ns > self.now:
             self.now = f.ts_ns
         ts = f.ts_ns or self.now

@@ -63,7 +63,7 @@ class SymbolState:
         self.close_after = ""  # close once the entry in flight is done (flatten during an entry)
         self.retry_exit = ""  # re-send the rest of a partly filled exit on the next book
         self.exit_misses = 0
-        self.fill_ids: set[str] = set()
+        self.fill_ids: dict[str, None] = {}  # recent venue fill ids, oldest first
         self.stop: Decimal | None = None
         self.stop_f = 0.0
         self.stop_kind = ""  # "initial" / "trailing"
@@ -117,7 +117,7 @@ class SymbolState:
             "extreme": None if self.extreme is None else str(self.extreme),
             "pending": [{"req": _req_dict(p.req), "purpose": p.purpose, "reason": p.reason, "filled": str(p.filled)}
                         for p in self.pending.values()],
-            "close_after": self.close_after, "retry_exit": self.retry_exit,
+            "close_after": self.close_after, "retry_exit": self.retry_exit, "fill_ids": list(self.fill_ids),
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -140,6 +140,7 @@ class SymbolState:
             self.pending[req.client_order_id] = PendingOrder(req, p["purpose"], p["reason"], Decimal(p["filled"]))
         self.close_after = d.get("close_after", "")
         self.retry_exit = d.get("retry_exit", "")
+        self.fill_ids = dict.fromkeys(d.get("fill_ids", []))
 
 
 def _req_dict(r: OrderRequest) -> dict[str, Any]:

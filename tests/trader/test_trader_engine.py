@@ -176,3 +176,38 @@ def test_backtest_on_real_books_is_consistent():
     led = sim.paper.ledgers[SYM]
     assert eng.symbols[SYM].led.signed_qty == led.signed_qty
     assert sum(t.pnl for t in closed) == led.realized - led.fees + (eng.symbols[SYM].led.trip.fees if led.qty else 0)
+
+
+def test_flatten_during_an_entry_in_flight_closes_once_it_fills():
+    sim = harness(CFG, latency_ns=500_000_000)
+    c = Clock(sim)
+    c.book(60000.0)
+    c.signal(UP)
+    assert sim.control("flatten", SYM) == []  # nothing filled yet: remembered
+    acts = c.book(60000.0, dt=0.6)  # the entry fills, the close follows at once
+    reqs = [a for a in acts if isinstance(a, OrderRequest)]
+    assert [(r.reduce_only, r.reason) for r in reqs] == [(True, "flatten")]
+    acts = c.book(60000.0, dt=0.6)
+    assert [t.exit_reason for t in acts if isinstance(t, ClosedTrade)] == ["flatten"]
+
+
+def test_restart_with_an_order_in_flight_reconciles_from_the_venue():
+    sim = harness(CFG, latency_ns=500_000_000)
+    c = Clock(sim)
+    c.book(60000.0)
+    c.signal(UP)
+    state = json.loads(json.dumps(sim.engine.snapshot()))
+    eng2 = TradingEngine.restore(state)
+    (req,) = eng2.pending_orders()
+    from tests.trader.helpers import book
+
+    sim.paper.on_book(book(c.t + 600_000_000, 60000.0, 60000.1))  # the venue fills it while the trader is down
+    events = sim.paper.poll_events()
+    assert sim.paper.lookup(SYM, req.client_order_id).status == "filled"
+    acts = eng2.on_events(events)  # the restarted service feeds what the venue reports
+    assert eng2.pending_orders() == []
+    assert eng2.positions().positions[0].qty == sim.paper.positions()[0].qty
+    assert any(isinstance(a, StopMove) for a in acts)
+    # redelivered fills after the restart are ignored
+    eng2.on_events(events)
+    assert eng2.positions().positions[0].qty == sim.paper.positions()[0].qty
