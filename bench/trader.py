@@ -16,7 +16,6 @@ Run: ``python bench/trader.py [--books N] [--repeat N]``.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from decimal import Decimal
@@ -28,7 +27,7 @@ from depthpilot.messages import Signal  # noqa: E402
 from depthpilot.paths import data_dir  # noqa: E402
 from trader.backtest import BookView, Simulator  # noqa: E402
 from trader.config import TraderConfig  # noqa: E402
-from trader.domain import Fees, FillReport, Instrument, OrderReport, OrderRequest, to_decimal  # noqa: E402
+from trader.domain import Fees, Instrument, OrderReport, OrderRequest, to_decimal  # noqa: E402
 from trader.engine import TradingEngine  # noqa: E402
 from trader.paper import PaperExchange  # noqa: E402
 

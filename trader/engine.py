@@ -17,13 +17,13 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from trader import reports
-from trader.actions import Action, ClosedTrade, PositionChange, RiskAlert, StopMove
+from trader.actions import Action, ClosedTrade, RiskAlert
 from trader.config import TraderConfig, parse_param
 from trader.domain import ZERO, FillReport, Instrument, OrderReport, OrderRequest, PositionReport, to_decimal
 from trader.engine_guards import EngineGuards
 from trader.engine_state import DAY_NS, PendingOrder, SymbolState, book_ts
 from trader.ledger import PositionLedger
-from trader.risk import initial_stop, size_entry, trailing_stop
+from trader.risk import size_entry
 
 FILL_IDS_KEPT = 2000  # per symbol, for de-duplicating redelivered fills (persisted)
 STOP_ORDER_PREFIX = "stop-"  # client ids of venue-side stop orders (paper emulation, adapters)
@@ -392,35 +392,3 @@ class TradingEngine(EngineGuards):
                                        "4 books in a row; flatten again to retry", severity="critical"))
         else:
             st.exit_misses = 0
-
-    def _protect(self, st: SymbolState, out: list[Action]) -> None:
-        """Initial stop for the position from its average entry."""
-        plan = initial_stop(st.led.avg_price, st.led.side, self.cfg, st.inst)
-        st.stop, st.stop_f, st.stop_kind = plan.stop, float(plan.stop), "initial"
-        st.liq = plan.liq
-        if plan.clamped:
-            out.append(self._alert("stop_clamped_to_liq", st, f"stop {plan.stop} pulled inside liquidation "
-                                   f"{plan.liq} (max-loss stop was {plan.raw})", severity="info"))
-        out.append(self._alert("stop_set", st, f"stop-loss {plan.stop} for {st.led.signed_qty} @ "
-                               f"{st.led.avg_price:.2f} (liquidation {plan.liq:.2f})", severity="info",
-                               stop=plan.stop, liq=plan.liq))
-        out.append(StopMove(st.inst.exchange, st.inst.symbol, plan.stop, "initial", self.now))
-
-    def _trip_closed(self, st: SymbolState, trip: Any, reason: str, out: list[Action]) -> None:
-        ct = ClosedTrade(st.inst.exchange, st.inst.symbol, "long" if trip.side > 0 else "short", trip.qty,
-                         trip.entry_price, trip.exit_price, trip.entry_ts, trip.exit_ts, trip.gross, trip.fees,
-                         trip.pnl, reason)
-        self.closed.append(ct)
-        out.append(ct)
-        st.trades_done += 1
-        st.stop, st.stop_kind, st.stop_triggered, st.extreme, st.extreme_f = None, "", False, None, 0.0
-        st.unreal_f = 0.0
-        st.strat.on_closed(trip.side, reason, self.now)
-        if st.n_trades is not None and st.trades_done >= st.n_trades and st.trading:
-            st.trading = False
-            out.append(self._alert("session_complete", st, f"{st.n_trades}-trade session complete", severity="info"))
-
-    def _pos_change(self, st: SymbolState) -> PositionChange:
-        led = st.led
-        return PositionChange(st.inst.exchange, st.inst.symbol, led.signed_qty, led.avg_price, led.realized, led.fees,
-                              st.stop, self.now)

@@ -1,7 +1,7 @@
 """Per-symbol state of the trading engine (plain data, persisted by ``snapshot``/``restore``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 

@@ -14,7 +14,8 @@ import numpy as np
 from trader.domain import ZERO, to_decimal
 
 
-def walk_levels(levels: np.ndarray, qty: Decimal, skip: Decimal = ZERO) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
+def walk_levels(levels: np.ndarray, qty: Decimal,
+                skip: Decimal = ZERO) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     """Take ``qty`` from ``levels`` (float64 (n, 2) [price, size], best first), after the first
     ``skip`` of size (liquidity our earlier orders already took from this same snapshot).
 

@@ -76,7 +76,8 @@ class PositionLedger:
             return ZERO
         return self.side * (mark * self.qty - self.cost) * self.contract_value
 
-    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal, ts_ns: int = 0) -> tuple[Decimal, list[ClosedTrip]]:
+    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal,
+              ts_ns: int = 0) -> tuple[Decimal, list[ClosedTrip]]:
         """Book one fill; returns (realised PnL of this fill before fees, trips it closed)."""
         if qty <= 0:
             raise ValueError(f"fill quantity must be positive, not {qty}")
@@ -150,7 +151,8 @@ class PositionLedger:
                    fees=Decimal(d.get("fees", "0")), trip=trip)
 
     @classmethod
-    def adopt(cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE, ts_ns: int = 0) -> "PositionLedger":
+    def adopt(cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE,
+              ts_ns: int = 0) -> "PositionLedger":
         """A ledger holding a venue-reported position (after a restart without stored fills)."""
         led = cls(contract_value=contract_value)
         if qty_signed:

@@ -50,7 +50,7 @@ class Strategy:
         """Fold one signal's probabilities into the smoothed state; return its reading."""
         cfg = self.cfg
         up = down = 0.0
-        for c, p in zip(classes, probs):
+        for c, p in zip(classes, probs, strict=False):
             if c == cfg.up_class:
                 up = float(p)
             elif c == cfg.down_class:

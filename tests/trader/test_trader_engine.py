@@ -68,10 +68,11 @@ def test_queries_are_control_replies_and_serialise():
     sim.control("flatten", SYM)
     c.book(60100.0, dt=0)
     eng = sim.engine
-    replies = [eng.status(), eng.positions(), eng.pnl("today"), eng.pnl("7d"), eng.pnl("all"), eng.trades(5), eng.risk()]
+    replies = [eng.status(), eng.positions(), eng.pnl("today"), eng.pnl("7d"), eng.pnl("all"), eng.trades(5),
+               eng.risk()]
     kinds = [control.StatusReply, control.PositionsReply, control.PnlReply, control.PnlReply, control.PnlReply,
              control.TradesReply, control.RiskReply]
-    for r, k in zip(replies, kinds):
+    for r, k in zip(replies, kinds, strict=True):
         assert isinstance(r, k)
         assert msgspec.convert(msgspec.to_builtins(r), k, strict=False) == r
     t = eng.trades(5).trades[0]

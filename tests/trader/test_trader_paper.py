@@ -76,7 +76,7 @@ def test_market_order_walks_the_levels_fees_and_slippage_by_hand(rows, books, i,
     px.submit(OrderRequest("o1", "binance", SYM, side, qty, ts_ns=rows[i][0]))
     ev = px.poll_events()
     fills = fills_of(ev)
-    want = [(levels[k][0], levels[k][1]) for k in range(3)] + [(levels[3][0], qty - sum(l[1] for l in levels[:3]))]
+    want = [(levels[k][0], levels[k][1]) for k in range(3)] + [(levels[3][0], qty - sum(lv[1] for lv in levels[:3]))]
     assert [(f.price, f.qty) for f in fills] == want
     assert [f.fee for f in fills] == [p * q * TAKER for p, q in want]
     notional = sum(p * q for p, q in want)
