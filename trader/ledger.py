@@ -146,7 +146,7 @@ class PositionLedger:
                          exit_value=Decimal(t.get("exit_value", "0")), fees=Decimal(t.get("fees", "0")),
                          gross=Decimal(t.get("gross", "0")), entry_ts=int(t.get("entry_ts", 0)))
         return cls(contract_value=Decimal(d.get("contract_value", "1")),
-                   lots=[[Decimal(q), Decimal(p)] for q, p in d.get("lots", [])], side=int(d.get("side", 0)),
+                   lots=deque([Decimal(q), Decimal(p)] for q, p in d.get("lots", [])), side=int(d.get("side", 0)),
                    qty=Decimal(d.get("qty", "0")), realized=Decimal(d.get("realized", "0")),
                    fees=Decimal(d.get("fees", "0")), trip=trip)
 

@@ -96,6 +96,8 @@ class PaperExchange:
         if not led.qty:
             return ZERO
         m = mark if mark is not None else self._mark(symbol)
+        if m is None:
+            raise ValueError(f"paper funding for {symbol}: no mark price (no book yet and none given)")
         pay = led.signed_qty * m * led.contract_value * rate
         self.cash -= pay
         self.funding_paid += pay

@@ -75,7 +75,7 @@ class Strategy:
         if len(rs) < self.cfg.confirm_k:
             return None
         first = rs[0]
-        return first if all(r == first for r in rs) else None
+        return first if all(r == first for r in rs) else None  # type: ignore[return-value]
 
     def blocked(self, side: int, now_ns: int) -> str:
         """Why an entry in ``side`` is not allowed now ('' when it is)."""

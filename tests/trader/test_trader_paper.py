@@ -216,3 +216,10 @@ def test_no_drift_over_10000_fills_on_real_books(rows, books):
     for f in fills:
         mine.apply(f.side, f.qty, f.price, f.fee, f.ts_ns)
     assert (mine.signed_qty, mine.realized, mine.fees, mine.cost) == (led.signed_qty, led.realized, led.fees, led.cost)
+
+
+def test_funding_needs_a_mark():
+    px = paper()
+    px.ledgers[SYM].apply("buy", D("0.001"), D("60000"), D("0"))
+    with pytest.raises(ValueError, match="no mark price"):
+        px.apply_funding(SYM, D("0.0001"))
