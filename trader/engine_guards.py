@@ -26,6 +26,7 @@ class EngineGuards:
     _fee_f: float
     _lim_f: float
     _day_f: float
+    _day_end: int
     closed: list[ClosedTrade]
 
     def _close(self, st: SymbolState, reason: str, out: list[Action]) -> None: ...  # in TradingEngine
@@ -78,6 +79,7 @@ class EngineGuards:
     def _new_day(self, ts: int, out: list[Action]) -> None:
         first = self.day < 0
         self.day, self.day_realized = ts // DAY_NS, ZERO
+        self._day_end = (self.day + 1) * DAY_NS
         self._day_f = 0.0
         if self.halt_reason == "daily_loss" and not first:
             self.halt_reason = ""

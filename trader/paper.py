@@ -67,10 +67,11 @@ class PaperExchange:
         self._stop_seq = 0
 
     # ------------------------------------------------------------------ market data
-    def on_book(self, book: Any) -> None:
+    def on_book(self, book: Any, ts: int | None = None) -> None:
         """Feed the next book of a symbol: fills orders that are due, triggers the stop."""
         sym = book.symbol
-        ts = book_ts(book)
+        if ts is None:
+            ts = book_ts(book)
         self.books[sym] = book
         self.book_ts[sym] = ts
         if not book.valid:
