@@ -105,7 +105,7 @@ class TradingEngine(EngineGuards):
             self.counters["ignored_bad_book"] += 1
             return []
         out: list[Action] = []
-        reading = st.strat.read(sig.classes, sig.probs)
+        reading = st.strat.read(sig.classes, sig.probs, getattr(sig, "decision", ""))
         st.last_signal, st.last_score, st.last_signal_ts = reading, sig.score, now
         if st.signal_stale:
             st.signal_stale = False
