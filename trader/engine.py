@@ -173,7 +173,7 @@ class TradingEngine(EngineGuards):
             self._finish(st, p, out)
         elif p is None and st.led.qty and st.stop is None:
             self._protect(st, out)
-        if self.day_realized <= -self.cfg.daily_loss_limit and self.halt_reason != "daily_loss":
+        if not self.halt_reason and self.day_realized <= -self.cfg.daily_loss_limit:
             self._daily_halt(out)
         return out
 
@@ -294,7 +294,7 @@ class TradingEngine(EngineGuards):
         for st in self.symbols.values():
             st.strat.reconfigure(self.cfg)
         out: list[Action] = []
-        if self.halt_reason != "daily_loss" and self.day_pnl() <= -self.cfg.daily_loss_limit:
+        if not self.halt_reason and self.day_pnl() <= -self.cfg.daily_loss_limit:
             self._daily_halt(out)
         return out
 

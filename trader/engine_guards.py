@@ -58,7 +58,7 @@ class EngineGuards:
         # daily loss: a float pre-check on every book, the exact Decimal decision near the limit
         q = st.qty_f
         st.unreal_f = q * ((px_f - st.avg_px_f) * led.side * st.cv_f - self._fee_f * px_f)
-        if self.halt_reason != "daily_loss":
+        if not self.halt_reason:  # a kill switch halt is never downgraded to a daily one
             tot = self._day_f + (st.unreal_f if len(self.symbols) == 1 else
                                  sum(s.unreal_f for s in self.symbols.values() if s.led.qty))
             if tot <= -0.98 * self._lim_f and self.day_pnl() <= -self.cfg.daily_loss_limit:
