@@ -154,3 +154,21 @@ def test_predictor_decision_mode_follows_signal_decision():
         c.book(60000.0, dt=0)
         acts = sim.signal(msgspec.structs.replace(signal(c.t, *DOWN), decision="up"))
     assert [(a.side, a.reduce_only) for a in acts if isinstance(a, OrderRequest)] == [("buy", False)]
+
+
+@pytest.mark.parametrize("flatten,expected_pos", [(False, D("0.004")), (True, None)])
+def test_stop_trading_with_and_without_flatten(flatten, expected_pos):
+    sim = harness()
+    c = Clock(sim)
+    c.book(60000.0)
+    c.signal(UP)
+    c.book(60000.0, dt=0)
+    acts = sim.control("stop", "all", flatten)
+    assert [o.reason for o in acts if isinstance(o, OrderRequest)] == (["flatten"] if flatten else [])
+    c.book(60000.0)
+    pos = sim.engine.positions().positions
+    assert (pos[0].qty if pos else None) == expected_pos
+    st = sim.engine.status().symbols[0]
+    assert not st.trading
+    c.book(60000.0)
+    assert not [a for a in c.signal(DOWN) if isinstance(a, OrderRequest) and not a.reduce_only]
