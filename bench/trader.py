@@ -147,7 +147,8 @@ def bench_fills(books: list[BookView], qtys: list[Decimal], repeat: int) -> None
             n += naive_submit(b, sides[i], qtys[i], f"o{i}", led, events)
             events.clear()
         best["naive paper"] = max(best["naive paper"], n / (time.perf_counter() - t0))
-        assert n == fills and led.signed_qty == px.ledgers[SYM].signed_qty and led.fees == px.ledgers[SYM].fees
+        assert n == fills and led.signed_qty == px.ledgers[SYM].signed_qty and led.fees == px.ledgers[SYM].fees, (
+            n, fills, led.fees, px.ledgers[SYM].fees)
     print(f"paper fills on {n_levels}-level books ({len(books)} market orders, {fills / len(books):.1f} levels "
           f"walked per order, identical fills and ledgers in both):")
     print(f"  matching only: {best['walk']:,.0f} fills/s vs naive float-and-sort {best['naive walk']:,.0f} fills/s: "

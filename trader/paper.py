@@ -251,7 +251,6 @@ class PaperExchange:
                                   1 if req.side == "buy" else -1)
         used[k_side] += qty - rest
         filled, value = self._fill(req, parts, "taker", ts)
-        self.n_fills += len(parts)
         if parts:  # cost against filling everything at the touch (quote currency, > 0 = worse)
             lv = book.asks if req.side == "buy" else book.bids
             slip = (value - to_decimal(float(lv[0, 0])) * filled) * (1 if req.side == "buy" else -1)

@@ -266,3 +266,13 @@ def test_resting_limit_can_be_cancelled(rows, books):
     assert px.open_orders(SYM) == [] and px.positions() == []
     with pytest.raises(OrderRejected, match="tick"):
         px.submit(OrderRequest("bad", "binance", SYM, "buy", D("0.010"), order_type="limit", price=D("60000.05")))
+
+
+def test_fill_counter_and_ids(rows, books):
+    px = paper()
+    px.on_book(books[5])
+    px.submit(OrderRequest("a", "binance", SYM, "buy", rows[5][1][0][1] + D("0.001"), ts_ns=rows[5][0]))
+    px.submit(OrderRequest("b", "binance", SYM, "sell", D("0.001"), ts_ns=rows[5][0]))
+    f = fills_of(px.poll_events())
+    assert px.n_fills == len(f) == 3
+    assert len({x.fill_id for x in f}) == 3
