@@ -31,7 +31,8 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block")
+    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block",
+                             PIPELINE_CLOCK="replay")  # 2024 books: judged by the replay clock
     store = Store.connect(f"mongomock://{uid}", f"t_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "features").start()
     svc_bus.purge("features.book")  # the broker is shared: drop books other tests left in the queue
@@ -105,7 +106,8 @@ def test_quiet_market_closes_the_open_block(uid, spot25, tmp_path):
     spec = FeatureSpec(depths=(5, 10, 20, 25), interval_s=1.0)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block")
+    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block",
+                             PIPELINE_CLOCK="replay")
     svc_bus = connect_bus(url, "features").start()
     svc = FeaturesService(settings, svc_bus, None).start()
     test_bus = connect_bus(url, "test").start()
