@@ -97,10 +97,12 @@ class StreamingAggregator:
         self._block: int | None = None
         self._closed: int | None = None  # index of the last closed block: never re-opened
         self._broken = False  # a row of the open block followed a reset
+        self.last_broken = False
         self.late = 0  # rows dropped because their block was already closed
 
     def _close(self) -> tuple[int, np.ndarray]:
         row = _assemble(np.array([float(self._n)]), self._sum, self._last, self._prev_last, self._ci)[0]
+        self.last_broken = self._broken  # the closed block's d_* spans a reset (NaN)
         if self._broken:
             row[row.size - self._ci.size:] = np.nan
         bts = (self._block + 1) * self._iv - 1

@@ -128,7 +128,7 @@ class SymbolPipeline:
             self._note_break(ts, True, snap, out)
             self.accepted += 1
             if "snapshot" in self.emit:
-                out.vectors.append(self._vector("snapshot", ts, x))
+                out.vectors.append(self._vector("snapshot", ts, x, self.snap.last_reset))
             self._mid_candle(ts, snap, out)
         for bts, row in self.agg.update(ts, x, self.snap.last_reset if x is not None else False):
             self._block(bts, row, out)
@@ -161,7 +161,7 @@ class SymbolPipeline:
             self.rejected[self.snap.reason or "invalid"] += 1
             return
         if "snapshot" in self.emit:
-            out.vectors.append(self._vector("snapshot", tick.ts, x))
+            out.vectors.append(self._vector("snapshot", tick.ts, x, tick.reset))
         for bts, row in self.agg.update(tick.ts, x, tick.reset):
             self._block(bts, row, out)
 
@@ -225,14 +225,15 @@ class SymbolPipeline:
             self.sampler._event = True
 
     # ------------------------------------------------------------------ internals
-    def _vector(self, kind: str, ts: int, values: np.ndarray) -> m.FeatureVector:
+    def _vector(self, kind: str, ts: int, values: np.ndarray, reset: bool = False) -> m.FeatureVector:
         return m.FeatureVector(exchange=self.exchange, symbol=self.symbol, ts=int(ts), spec_hash=self.spec.hash,
                                values=np.asarray(values, dtype=np.float64), names=self._names[kind],
-                               interval=self._labels[kind], valid=bool(np.isfinite(values).all()))
+                               interval=self._labels[kind], valid=bool(np.isfinite(values).all()),
+                               reset=bool(reset))
 
     def _block(self, bts: int, row: np.ndarray, out: PipelineOutput) -> None:
         if "block" in self.emit:
-            out.vectors.append(self._vector("block", bts, row))
+            out.vectors.append(self._vector("block", bts, row, self.agg.last_broken))
         if self._book_cols:
             _z, events = self.book_anomaly.update(bts, row[self._book_cols])
             out.events.extend(self._risk(e) for e in events)

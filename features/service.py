@@ -190,6 +190,7 @@ class FeaturesService(Service):
         out = {"vectors_published": float(self.published), "anomaly_events": float(self.events),
                "symbols": float(len(self.pipelines)), "late": float(late),
                "future": float(self.counts["future"]), "dropped_old": float(self.counts["dropped_old"]),
+               "stale": float(sum(v for k, v in rejected.items() if "stale" in k.lower())),
                "resets": float(sum(resets.values())), "problems": float(len(self.problems()))}
         out.update({f"rejected.{k}": float(v) for k, v in rejected.items()})
         out.update({f"resets.{k}": float(v) for k, v in resets.items()})
