@@ -67,10 +67,17 @@ def rows_for(seconds: float, row_interval_s: float, what: str = "duration") -> i
 def row_interval_from_features(features: dict[str, Any] | None) -> float | None:
     """Seconds between rows of a model's features (``Manifest.features``), None if the rows
     follow the feed's own event clock or the manifest does not say."""
-    if not features or "spec" not in features or "kind" not in features:
+    if not features or "kind" not in features:
         return None
-    spec = FeatureSpec.from_dict(features["spec"])
-    return spec.row_interval_s(str(features["kind"]))
+    if "spec" in features:
+        return FeatureSpec.from_dict(features["spec"]).row_interval_s(str(features["kind"]))
+    label = str(features.get("interval", ""))  # e.g. vectors read back from the store: "1s", "candle60s"
+    if features["kind"] in ("block", "candle") and label.endswith("s"):
+        try:
+            return float(label.removeprefix("candle")[:-1])
+        except ValueError:
+            return None
+    return None
 
 
 def training_clock(features: dict[str, Any] | None, seq_len: int, horizon: int) -> dict[str, Any]:
