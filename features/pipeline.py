@@ -109,11 +109,14 @@ class SymbolPipeline:
                 self.rejected[REASONS[6]] += 1
                 return out
             ticks = self.sampler.update(ts, snap, ok)
-            self._note_break(ts, ok, snap, out)
+            if ticks is None:  # its tick was already decided (advance): late, counted by the sampler
+                return out
+            why = "" if ok else (snap.reason or "invalid_upstream") if code == -1 else REASONS[code]
+            self._note_break(ts, ok, snap, out, why)
             for tick in ticks:
                 self._tick(tick, out)
             if not ok:
-                self.rejected[(snap.reason or "invalid_upstream") if code == -1 else REASONS[code]] += 1
+                self.rejected[why] += 1
             else:
                 self.accepted += 1
                 self._mid_candle(ts, snap, out)
@@ -138,14 +141,14 @@ class SymbolPipeline:
         if self.candles_from == "mid":
             self._candle_ticks(self.candles.update(ts, 0.5 * (snap.bids[0, 0] + snap.asks[0, 0]), 0.0), out)
 
-    def _note_break(self, ts: int, ok: bool, snap: m.BookSnapshot, out: PipelineOutput) -> None:
+    def _note_break(self, ts: int, ok: bool, snap: m.BookSnapshot, out: PipelineOutput, why: str = "") -> None:
         """Count a state reset: a feed gap, or the first invalid book of a run (resync...)."""
         if self._book_ts is not None and ts - self._book_ts > self.spec.max_gap_ns:
             self.resets["gap"] += 1
             out.resets.append(f"gap: no snapshot for {(ts - self._book_ts) / 1e9:.1f} s "
                               f"(> {self.spec.max_gap_s:g} s)")
         if not ok and not self._broken and self._book_ts is not None:
-            why = snap.reason or (self.snap.reason if not self.sampled else "") or "invalid book"
+            why = why or snap.reason or self.snap.reason or "invalid book"
             kind = "resync" if "resync" in why.lower() else "invalid"
             self.resets[kind] += 1
             out.resets.append(f"{kind}: {why}")

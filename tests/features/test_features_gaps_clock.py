@@ -198,3 +198,17 @@ def test_spec_hash_unchanged_by_default_clock_fields():
         FeatureSpec(interval_s=1.0, sample_interval_s=0.3)
     with pytest.raises(ValueError, match="max_gap_s"):
         FeatureSpec(sample_interval_s=2.0, max_gap_s=1.0)
+
+
+def test_sampled_book_after_its_tick_was_decided_is_late(spot25):
+    ts, bids, asks = (x[:5] for x in spot25)
+    spec = FeatureSpec(depths=(5,), interval_s=1.0, sample_interval_s=0.1, max_gap_s=2.0)
+    pl = SymbolPipeline(spec, "binance", "X", emit=("snapshot",))
+    t0 = (int(ts[0]) // S) * S
+    pl.on_snapshot(_snap(t0 + 10_000_000, bids[0], asks[0]))
+    assert [v.ts for v in pl.advance(t0 + 350_000_000).vectors] == [t0 + 100_000_000, t0 + 200_000_000,
+                                                                     t0 + 300_000_000]
+    out = pl.on_snapshot(_snap(t0 + 250_000_000, bids[1], asks[1]))  # lagging book: tick 300 ms went out
+    assert out.vectors == [] and pl.sampler.late == 1 and pl.late == 1
+    out = pl.on_snapshot(_snap(t0 + 420_000_000, bids[2], asks[2]))
+    assert [v.ts for v in out.vectors] == [t0 + 400_000_000]  # the clock goes on, nothing emitted twice
