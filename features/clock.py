@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sample_clock", "reset_events", "StreamingSampler", "Tick", "fresh_fraction"]
+__all__ = ["StreamingSampler", "Tick", "fresh_fraction", "reset_events", "sample_clock"]
 
 
 def _gap_events(ts: np.ndarray, max_gap_ns: int) -> np.ndarray:

@@ -13,8 +13,9 @@ drops and counts it (``max_age_ns = 0`` turns that check off).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 __all__ = ["FutureInput", "InputClock", "clock_mode"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from features.spec import FeatureSpec
 
-__all__ = ["ClockError", "ModelClock", "row_interval_from_features", "training_clock", "model_clock", "rows_for"]
+__all__ = ["ClockError", "ModelClock", "model_clock", "row_interval_from_features", "rows_for", "training_clock"]
 
 
 class ClockError(ValueError):
@@ -36,11 +36,11 @@ class ModelClock:
 
     @property
     def row_ns(self) -> int:
-        return int(round(self.row_interval_s * 1e9))
+        return round(self.row_interval_s * 1e9)
 
     @property
     def max_gap_ns(self) -> int:
-        return int(round(self.max_gap_s * 1e9))
+        return round(self.max_gap_s * 1e9)
 
     @property
     def seq_len(self) -> int:
@@ -61,7 +61,7 @@ def rows_for(seconds: float, row_interval_s: float, what: str = "duration") -> i
     n = seconds / row_interval_s
     if n < 1 or not math.isclose(n, round(n), rel_tol=0, abs_tol=1e-6):
         raise ClockError(f"{what}={seconds:g} s is not a whole number (>= 1) of {row_interval_s:g} s rows")
-    return int(round(n))
+    return round(n)
 
 
 def row_interval_from_features(features: dict[str, Any] | None) -> float | None:

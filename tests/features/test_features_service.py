@@ -142,7 +142,7 @@ def test_future_books_dead_letter_old_books_drop_resets_and_slow_feed_in_status(
 
     MemoryBroker.reset(uid)
     url = f"memory://{uid}"
-    ts, bids, asks = spot25
+    _ts, bids, asks = spot25
     spec = FeatureSpec(depths=(5, 10), interval_s=1.0, sample_interval_s=0.1, max_gap_s=5.0)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))

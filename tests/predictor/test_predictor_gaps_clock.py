@@ -77,6 +77,12 @@ def test_manifest_records_the_clock_in_seconds_and_old_manifests_convert_or_refu
     finally:
         bus.close()
     assert training_clock({}, 20, 5) == {}
+    from features.spec import FeatureSpec
+
+    sampled = {"kind": "snapshot", "interval": "", "spec": FeatureSpec(interval_s=1.0, sample_interval_s=0.25).to_dict()}
+    assert training_clock(sampled, 8, 4) == {"row_interval_s": 0.25, "seq_len_s": 2.0, "horizon_s": 1.0,
+                                             "max_gap_s": 0.25}
+    assert training_clock({"kind": "block", "interval": "5s"}, 3, 2)["horizon_s"] == 10.0
     assert rows_for(2.0, 0.1) == 20
     with pytest.raises(ClockError, match="whole number"):
         rows_for(0.25, 0.1)
@@ -235,7 +241,7 @@ def test_future_vector_goes_to_dlq_over_rabbitmq_and_signals_continue(amqp_url, 
         dead: list = []
         assert _wait(lambda: dead.extend(test_bus.get_dead_letters("predictor.features")) or
                      any(m.decode(b).id == future.id for b, _ in dead))
-        body, headers = next((b, h) for b, h in dead if m.decode(b).id == future.id)
+        headers = next(h for b, h in dead if m.decode(b).id == future.id)
         assert headers["x-dlq-reason"] == "handler_error"
         assert "FutureInput" in headers["x-dlq-error"] and "ahead of the wall clock" in headers["x-dlq-error"]
         assert svc.counts["future"] == 1
