@@ -158,6 +158,7 @@ class FeatureVector(Message, tag="feature_vector"):
     names: list[str] = msgspec.field(default_factory=list)  # may be omitted on the hot path
     interval: str = ""  # "" = per-snapshot, otherwise the aggregation interval ("1m")
     valid: bool = True
+    reset: bool = False  # per-symbol state restarted at this row (resync, invalid book, feed gap)
 
 
 class Signal(Message, tag="signal"):

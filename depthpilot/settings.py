@@ -89,10 +89,18 @@ class Settings(BaseSettings):
                                                           validation_alias="FEATURES_EMIT")
     features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
     features_store: bool = Field(True, validation_alias="FEATURES_STORE")
+    # input freshness (features and predictor): live inputs are judged by the wall clock,
+    # replayed ones by the replay clock (auto: replay when COLLECTOR_SOURCE=replay)
+    pipeline_clock: str = Field("auto", pattern="^(auto|wall|replay)$", validation_alias="PIPELINE_CLOCK")
+    input_future_tolerance_s: float = Field(5.0, gt=0, validation_alias="INPUT_FUTURE_TOLERANCE_S")
+    input_max_age_s: float = Field(10.0, ge=0, validation_alias="INPUT_MAX_AGE_S")  # 0 = no age limit
 
     # predictor service
     predictor_model: str = Field("book-default", validation_alias="PREDICTOR_MODEL")  # name under predictor/models or a path
     predictor_threads: int = Field(1, ge=1, le=64, validation_alias="PREDICTOR_THREADS")
+    # a symbol receiving vectors without a signal for this long degrades the status (0 = auto:
+    # the model's window length in seconds + 30 s)
+    predictor_silence_s: float = Field(0.0, ge=0, validation_alias="PREDICTOR_SILENCE_S")
 
     # risk limits
     risk_max_position_usd: float = Field(1_000.0, gt=0, validation_alias="RISK_MAX_POSITION_USD")

@@ -9,6 +9,13 @@ snapshot feature, ``last_<f>`` for every snapshot feature, then ``d_<f>`` = last
 block minus last_<f> of the previous emitted block for the spec's change columns (seed
 system's dvol / dvor); NaN for the first block.
 
+Resets: rows flagged ``reset`` (the per-symbol state restarted before them: an invalid book,
+a resync or a feed gap; see :mod:`features.clock`) make ``d_*`` of their block NaN -- a change
+is never measured across a gap. The block's means and lasts are kept.
+
+A closed block is never re-opened: a row for a block already emitted (a late snapshot, e.g.
+after ``advance`` closed the block on the wall clock) is dropped and counted in ``late``.
+
 Batch: :func:`aggregate_blocks`. Streaming: :class:`StreamingAggregator` (sums the block's
 rows in arrival order, exactly as ``np.add.reduceat`` does in batch).
 """
@@ -33,8 +40,10 @@ def _assemble(n: np.ndarray, sums: np.ndarray, last: np.ndarray, prev_last: np.n
     return np.concatenate((n[:, None], mean, last, d), axis=1)
 
 
-def aggregate_blocks(spec: FeatureSpec, ts: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Aggregate (T, F) per-snapshot features (invalid rows all-NaN) with their ns timestamps.
+def aggregate_blocks(spec: FeatureSpec, ts: np.ndarray, X: np.ndarray,
+                     reset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Aggregate (T, F) per-snapshot features (invalid rows all-NaN) with their ns timestamps;
+    ``reset`` (T,) bool marks rows where per-symbol state restarted (``d_*`` NaN in their block).
 
     Returns (block_ts (B,) int64, A (B, len(aggregate_names(spec))))."""
     ts = np.asarray(ts, dtype=np.int64)
@@ -59,6 +68,10 @@ def aggregate_blocks(spec: FeatureSpec, ts: np.ndarray, X: np.ndarray) -> tuple[
     last = Xv[ends]
     prev_last = np.concatenate((np.full((1, F), np.nan), last[:-1]))
     A = _assemble(n, sums, last, prev_last, _change_idx(spec))
+    if reset is not None:
+        rv = np.asarray(reset, dtype=bool)[valid]
+        broken = np.logical_or.reduceat(rv, starts)
+        A[broken, A.shape[1] - len(_change_idx(spec)):] = np.nan
     return (b[starts] + 1) * iv - 1, A
 
 
@@ -82,14 +95,23 @@ class StreamingAggregator:
         self._prev_last = np.full((1, F), np.nan)
         self._n = 0
         self._block: int | None = None
+        self._closed: int | None = None  # index of the last closed block: never re-opened
+        self._broken = False  # a row of the open block followed a reset
+        self.last_broken = False
+        self.late = 0  # rows dropped because their block was already closed
 
     def _close(self) -> tuple[int, np.ndarray]:
         row = _assemble(np.array([float(self._n)]), self._sum, self._last, self._prev_last, self._ci)[0]
+        self.last_broken = self._broken  # the closed block's d_* spans a reset (NaN)
+        if self._broken:
+            row[row.size - self._ci.size:] = np.nan
         bts = (self._block + 1) * self._iv - 1
         self._prev_last = self._last.copy()
         self._sum[:] = 0.0
         self._n = 0
+        self._closed = self._block
         self._block = None
+        self._broken = False
         return bts, row
 
     def advance(self, now_ns: int) -> list[tuple[int, np.ndarray]]:
@@ -97,13 +119,17 @@ class StreamingAggregator:
             return [self._close()]
         return []
 
-    def update(self, ts_ns: int, x: np.ndarray | None) -> list[tuple[int, np.ndarray]]:
+    def update(self, ts_ns: int, x: np.ndarray | None, reset: bool = False) -> list[tuple[int, np.ndarray]]:
+        """Add one row (``None``: an invalid snapshot, only advances time); ``reset``: per-symbol
+        state restarted before this row (its block's ``d_*`` becomes NaN)."""
         out = self.advance(ts_ns)
         if x is None:
             return out
         b = ts_ns // self._iv
-        if self._block is not None and b < self._block:
-            raise ValueError(f"ts {ts_ns} is before the open block")
+        if (self._closed is not None and b <= self._closed) or (self._block is not None and b < self._block):
+            self.late += 1  # its block was emitted already: never re-opened
+            return out
+        self._broken = self._broken or bool(reset)
         if self._block is None:
             self._block = b
             self._sum[0] = x  # first row: the sum starts at exactly x, as reduceat does

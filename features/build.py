@@ -11,7 +11,7 @@ import pandas as pd
 from depthpilot import messages as m
 from features.aggregate import aggregate_blocks
 from features.candles import candle_features, ohlcv_from_mid, ohlcv_from_trades
-from features.engine import batch_features
+from features.engine import feature_rows
 from features.io import RecordingError, load_book_snapshots_csv, load_klines, load_trades_csv, rebuild_binance_books
 from features.pipeline import interval_label, names_for
 from features.spec import FeatureSpec
@@ -75,10 +75,9 @@ def build(spec: FeatureSpec, kind: str, *, ts: np.ndarray | None = None, bids: n
     else:
         if ts is None or bids is None or asks is None:
             raise ValueError(f"{kind} features need books")
-        X = batch_features(spec, ts, (bids, asks))
-        out_ts = ts
+        out_ts, X, reset = feature_rows(spec, ts, (bids, asks))  # the spec's clock (sampled or per book)
         if kind == "block":
-            out_ts, X = aggregate_blocks(spec, ts, X)
+            out_ts, X = aggregate_blocks(spec, out_ts, X, reset=reset)
     df = pd.DataFrame(X, columns=names)
     df.insert(0, "ts", np.asarray(out_ts, dtype=np.int64))
     # the price labels are computed on (never a model input unless named as a feature)

@@ -8,6 +8,19 @@ One :class:`SymbolPipeline` per (exchange, symbol) holds the streaming state:
   or from the mid price when the source has no trades
 * anomaly events     (volume spike on candles, book-distribution on blocks) as RiskEvents
 
+State across gaps: a resync or any invalid book (``BookSnapshot.valid == False`` or failing
+the engine's checks) and a feed gap (no snapshot for more than ``spec.max_gap_s``) restart the
+per-symbol state -- order-flow imbalance and the block change baseline -- and are counted in
+``resets`` (and returned in ``PipelineOutput.resets`` for the service to log). Late snapshots
+(timestamp before an earlier one, or for a block or tick already emitted) are dropped and
+counted, never folded into emitted rows.
+
+Clock: with ``spec.sample_interval_s > 0`` books are sampled on the fixed clock
+(:mod:`features.clock`) before the snapshot features and blocks (mid candles keep every valid
+book) -- the same rows the offline builders produce
+(:func:`features.engine.feature_rows`). A feed that cannot provide the clock (most ticks
+without a new book) is reported in ``clock_problem``.
+
 The service only moves these messages between bus and store.
 """
 from __future__ import annotations
@@ -19,6 +32,8 @@ import numpy as np
 
 from depthpilot import messages as m
 from features.aggregate import StreamingAggregator
+from features.clock import StreamingSampler, Tick
+from features.orderbook import REASONS
 from features.anomaly import AnomalyEvent, StreamingAnomalyDetector
 from features.candles import CandleBuilder, CandleInputError, StreamingCandleFeatures
 from features.engine import StreamingFeatures
@@ -42,6 +57,11 @@ def names_for(spec: FeatureSpec, kind: str) -> list[str]:
 class PipelineOutput:
     vectors: list[m.FeatureVector] = field(default_factory=list)
     events: list[m.RiskEvent] = field(default_factory=list)
+    resets: list[str] = field(default_factory=list)  # "<reason>: <detail>" per state reset
+
+
+SLOW_FEED_WINDOW = 200  # ticks per check of the sampled clock's fill rate
+SLOW_FEED_MIN_FRESH = 0.5  # below this share of ticks with a new book the feed is too slow
 
 
 class SymbolPipeline:
@@ -55,7 +75,10 @@ class SymbolPipeline:
         self.spec, self.exchange, self.symbol, self.emit = spec, exchange, symbol, tuple(emit)
         self.candles_from = candles_from
         self.source = source
-        self.snap = StreamingFeatures(spec)
+        self.sampled = bool(spec.sample_interval_s)
+        self.snap = StreamingFeatures(spec, gap_resets=not self.sampled)
+        self.check = StreamingFeatures(spec)  # validity / order check of sampled-clock input
+        self.sampler = StreamingSampler(spec.sample_interval_ns, spec.max_gap_ns) if self.sampled else None
         self.agg = StreamingAggregator(spec)
         self.candles = CandleBuilder(spec.interval_ns)
         self.candle_feats = StreamingCandleFeatures(spec)
@@ -64,28 +87,105 @@ class SymbolPipeline:
         self.book_anomaly = StreamingAnomalyDetector(spec, [agg_names[i] for i in self._book_cols], "book_distribution")
         self._vol_z = candle_names(spec).index(next(n for n in candle_names(spec) if n.startswith("vol_z_")))
         self.rejected: Counter[str] = Counter()
+        self.resets: Counter[str] = Counter()
         self.accepted = 0
         self.last_ts = 0  # event time of the latest snapshot (ns)
+        self._book_ts: int | None = None  # event time of the latest book that was not late
+        self._broken = False  # inside a run of invalid books (one reset per run)
+        self._win = (0, 0)  # sampler (ticks, fresh) at the start of the fill-rate window
+        self.clock_problem = ""
         self._labels = {k: interval_label(spec, k) for k in EMIT_KINDS}
         self._names = {k: names_for(spec, k) for k in EMIT_KINDS}
 
     # ------------------------------------------------------------------ inputs
     def on_snapshot(self, snap: m.BookSnapshot) -> PipelineOutput:
         out = PipelineOutput()
-        x = self.snap.update_snapshot(snap)
         ts = snap.ts_exchange or snap.ts_recv
         self.last_ts = max(self.last_ts, ts)
+        if self.sampled:
+            code = self.check.check(ts, snap.bids, snap.asks) if snap.valid else -1
+            ok = code == 0
+            if code == 6:
+                self.rejected[REASONS[6]] += 1
+                return out
+            ticks = self.sampler.update(ts, snap, ok)
+            if ticks is None:  # its tick was already decided (advance): late, counted by the sampler
+                return out
+            why = "" if ok else (snap.reason or "invalid_upstream") if code == -1 else REASONS[code]
+            self._note_break(ts, ok, snap, out, why)
+            for tick in ticks:
+                self._tick(tick, out)
+            if not ok:
+                self.rejected[why] += 1
+            else:
+                self.accepted += 1
+                self._mid_candle(ts, snap, out)
+            self._check_clock()
+            return out
+        x = self.snap.update_snapshot(snap)
         if x is None:
             self.rejected[self.snap.reason or "invalid"] += 1
+            if self.snap.reason != REASONS[6]:
+                self._note_break(ts, False, snap, out)
         else:
+            self._note_break(ts, True, snap, out)
             self.accepted += 1
             if "snapshot" in self.emit:
-                out.vectors.append(self._vector("snapshot", ts, x))
-            if self.candles_from == "mid":
-                self._candle_ticks(self.candles.update(ts, 0.5 * (snap.bids[0, 0] + snap.asks[0, 0]), 0.0), out)
-        for bts, row in self.agg.update(ts, x):
+                out.vectors.append(self._vector("snapshot", ts, x, self.snap.last_reset))
+            self._mid_candle(ts, snap, out)
+        for bts, row in self.agg.update(ts, x, self.snap.last_reset if x is not None else False):
             self._block(bts, row, out)
         return out
+
+    def _mid_candle(self, ts: int, snap: m.BookSnapshot, out: PipelineOutput) -> None:
+        if self.candles_from == "mid":
+            self._candle_ticks(self.candles.update(ts, 0.5 * (snap.bids[0, 0] + snap.asks[0, 0]), 0.0), out)
+
+    def _note_break(self, ts: int, ok: bool, snap: m.BookSnapshot, out: PipelineOutput, why: str = "") -> None:
+        """Count a state reset: a feed gap, or the first invalid book of a run (resync...)."""
+        if self._book_ts is not None and ts - self._book_ts > self.spec.max_gap_ns:
+            self.resets["gap"] += 1
+            out.resets.append(f"gap: no snapshot for {(ts - self._book_ts) / 1e9:.1f} s "
+                              f"(> {self.spec.max_gap_s:g} s)")
+        if not ok and not self._broken and self._book_ts is not None:
+            why = why or snap.reason or self.snap.reason or "invalid book"
+            kind = "resync" if "resync" in why.lower() else "invalid"
+            self.resets[kind] += 1
+            out.resets.append(f"{kind}: {why}")
+        self._broken = not ok
+        self._book_ts = ts if self._book_ts is None else max(self._book_ts, ts)
+
+    def _tick(self, tick: Tick, out: PipelineOutput) -> None:
+        if tick.reset:
+            self.snap.reset()
+        book = tick.book
+        x = self.snap.update(tick.ts, book.bids, book.asks)
+        if x is None:  # cannot happen: the sampler only holds books that passed the same checks
+            self.rejected[self.snap.reason or "invalid"] += 1
+            return
+        if "snapshot" in self.emit:
+            out.vectors.append(self._vector("snapshot", tick.ts, x, tick.reset))
+        for bts, row in self.agg.update(tick.ts, x, tick.reset):
+            self._block(bts, row, out)
+
+    def _check_clock(self) -> None:
+        s = self.sampler
+        t0, f0 = self._win
+        n = s.ticks - t0
+        if n < SLOW_FEED_WINDOW:
+            return
+        share = (s.fresh - f0) / n
+        self._win = (s.ticks, s.fresh)
+        if share < SLOW_FEED_MIN_FRESH:
+            self.clock_problem = (f"feed too slow for the {self.spec.sample_interval_s:g} s sample clock: "
+                                  f"only {share:.0%} of the last {n} ticks had a new book")
+        else:
+            self.clock_problem = ""
+
+    @property
+    def late(self) -> int:
+        """Snapshots dropped as late (before an earlier one, or for a tick/block already emitted)."""
+        return self.rejected.get(REASONS[6], 0) + self.agg.late + (self.sampler.late if self.sampler else 0)
 
     def on_trade(self, trade: m.Trade) -> PipelineOutput:
         out = PipelineOutput()
@@ -102,23 +202,41 @@ class SymbolPipeline:
     def advance(self, now_ns: int) -> PipelineOutput:
         """Close the open time block when wall-clock time passed its end (quiet market)."""
         out = PipelineOutput()
+        if self.sampler is not None:
+            for tick in self.sampler.advance(now_ns):
+                self._tick(tick, out)
         for bts, row in self.agg.advance(now_ns):
             self._block(bts, row, out)
         return out
 
-    def reset(self) -> None:
-        """After a book resync: OFI must not span the gap."""
+    def flush(self) -> PipelineOutput:
+        """End of a recording: decide the remaining ticks and close the open block."""
+        out = PipelineOutput()
+        if self.sampler is not None:
+            for tick in self.sampler.flush():
+                self._tick(tick, out)
+        for bts, row in self.agg.flush():
+            self._block(bts, row, out)
+        return out
+
+    def reset(self, reason: str = "reset") -> None:
+        """Restart the per-symbol state by hand (OFI must not span a gap); the block change
+        baseline restarts with the next row."""
         self.snap.reset()
+        self.resets[reason] += 1
+        if self.sampler is not None:
+            self.sampler._event = True
 
     # ------------------------------------------------------------------ internals
-    def _vector(self, kind: str, ts: int, values: np.ndarray) -> m.FeatureVector:
+    def _vector(self, kind: str, ts: int, values: np.ndarray, reset: bool = False) -> m.FeatureVector:
         return m.FeatureVector(exchange=self.exchange, symbol=self.symbol, ts=int(ts), spec_hash=self.spec.hash,
                                values=np.asarray(values, dtype=np.float64), names=self._names[kind],
-                               interval=self._labels[kind], valid=bool(np.isfinite(values).all()))
+                               interval=self._labels[kind], valid=bool(np.isfinite(values).all()),
+                               reset=bool(reset))
 
     def _block(self, bts: int, row: np.ndarray, out: PipelineOutput) -> None:
         if "block" in self.emit:
-            out.vectors.append(self._vector("block", bts, row))
+            out.vectors.append(self._vector("block", bts, row, self.agg.last_broken))
         if self._book_cols:
             _z, events = self.book_anomaly.update(bts, row[self._book_cols])
             out.events.extend(self._risk(e) for e in events)

@@ -15,6 +15,7 @@ from depthpilot import messages as m
 from depthpilot.bus import Delivery
 from depthpilot.paths import models_dir
 from depthpilot.service import Service
+from features.freshness import FutureInput, InputClock, clock_mode
 from features.pipeline import SymbolPipeline
 from features.spec import FeatureSpec
 
@@ -56,13 +57,20 @@ class FeaturesService(Service):
         self._pl_lock = threading.Lock()
         self.published = 0
         self.events = 0
+        self.counts: Counter[str] = Counter()  # future, dropped_old
+        self.clock = InputClock(clock_mode(s.pipeline_clock, s.collector_source),
+                                int(s.input_future_tolerance_s * 1e9), int(s.input_max_age_s * 1e9))
+        self._clock_lock = threading.Lock()
+        self._clock_logged: set[tuple[str, str]] = set()
         self.writer = None
         if self.store is not None and s.features_store:
             from depthpilot.store import BatchWriter
 
             self.writer = BatchWriter(self.store, "features", max_size=500, max_age_s=s.snapshot_store_interval_s)
             self.flush_periodically(self.writer)
-        log.info("features: spec %s, emitting %s", self.spec.hash, ",".join(self.emit))
+        log.info("features: spec %s, emitting %s, %s, %s clock for input freshness", self.spec.hash,
+                 ",".join(self.emit), f"books sampled every {self.spec.sample_interval_s:g} s"
+                 if self.spec.sample_interval_s else "one row per book", self.clock.mode)
         self._wall: dict[tuple[str, str], int] = {}  # wall clock (monotonic ns) at each pipeline's last snapshot
         self.bus.subscribe("features.book", self._on_book)
         self.bus.subscribe("features.trades", self._on_trade)
@@ -77,13 +85,41 @@ class FeaturesService(Service):
                     self.spec, exchange, symbol, self.emit, self.settings.features_candles_from, source=self.name))
             return entry
 
+    def _fresh(self, ts: int, what: str) -> bool:
+        """Raise FutureInput (-> dead-letter with the reason) for an input from the future;
+        False (counted) for one older than the maximum age. Neither touches any state."""
+        with self._clock_lock:
+            try:
+                ok = self.clock.check(ts, what)
+            except FutureInput:
+                self.counts["future"] += 1
+                raise
+            if not ok:
+                self.counts["dropped_old"] += 1
+                n = self.counts["dropped_old"]
+                if n == 1 or n % 1000 == 0:
+                    log.warning("%s is %.1f s old (> %g s): dropped, %d so far", what, self.clock.age_s(ts),
+                                self.clock.max_age_ns / 1e9, n)
+                return False
+            self.clock.accepted(ts)
+            return True
+
     def _on_book(self, msg: m.Message, d: Delivery) -> None:
         if not isinstance(msg, m.BookSnapshot):
             raise TypeError(f"features.book got {msg.type_name}")
+        if not self._fresh(msg.ts_exchange or msg.ts_recv, f"{msg.exchange} {msg.symbol} book"):
+            return
         lock, pl = self._pipeline(msg.exchange, msg.symbol)
         with lock:
             before = sum(pl.rejected.values())
             out = pl.on_snapshot(msg)
+            for r in out.resets:
+                log.info("%s %s: feature state reset (%s)", msg.exchange, msg.symbol, r)
+            if pl.clock_problem and (msg.exchange, msg.symbol) not in self._clock_logged:
+                self._clock_logged.add((msg.exchange, msg.symbol))
+                log.error("%s %s: %s", msg.exchange, msg.symbol, pl.clock_problem)
+            elif not pl.clock_problem:
+                self._clock_logged.discard((msg.exchange, msg.symbol))
             # carry the book's trace so latency can be measured from the exchange to the signal
             book_trace = {f"book.{k}": v for k, v in msg.trace.items()}
             for v in out.vectors:
@@ -115,6 +151,8 @@ class FeaturesService(Service):
     def _on_trade(self, msg: m.Message, d: Delivery) -> None:
         if not isinstance(msg, m.Trade):
             raise TypeError(f"features.trades got {msg.type_name}")
+        if not self._fresh(msg.ts_exchange or msg.ts_recv, f"{msg.exchange} {msg.symbol} trade"):
+            return
         lock, pl = self._pipeline(msg.exchange, msg.symbol)
         with lock:
             out = pl.on_trade(msg)
@@ -130,20 +168,44 @@ class FeaturesService(Service):
             self.bus.publish(ev)
             self.events += 1
 
+    def problems(self) -> list[str]:
+        """Reasons for a degraded status (empty: ok): feeds that cannot provide the clock."""
+        return [f"{ex} {sym}: {pl.clock_problem}" for (ex, sym), (_l, pl) in list(self.pipelines.items())
+                if pl.clock_problem]
 
+    def heartbeat(self) -> m.ServiceHeartbeat:
+        hb = super().heartbeat()
+        if hb.status == "ok" and self.problems():
+            hb.status = "degraded"
+        return hb
 
     def stats(self) -> dict[str, float]:
         rejected: Counter[str] = Counter()
-        for _lock, pl in self.pipelines.values():
+        resets: Counter[str] = Counter()
+        late = 0
+        for _lock, pl in list(self.pipelines.values()):
             rejected.update(pl.rejected)
+            resets.update(pl.resets)
+            late += pl.late
         out = {"vectors_published": float(self.published), "anomaly_events": float(self.events),
-               "symbols": float(len(self.pipelines))}
+               "symbols": float(len(self.pipelines)), "late": float(late),
+               "future": float(self.counts["future"]), "dropped_old": float(self.counts["dropped_old"]),
+               "stale": float(sum(v for k, v in rejected.items() if "stale" in k.lower())),
+               "resets": float(sum(resets.values())), "problems": float(len(self.problems()))}
         out.update({f"rejected.{k}": float(v) for k, v in rejected.items()})
+        out.update({f"resets.{k}": float(v) for k, v in resets.items()})
         return out
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         if cmd.command == "status":
-            return {"spec_hash": self.spec.hash, "emit": list(self.emit)}
+            problems = self.problems()
+            res: dict[str, Any] = {"spec_hash": self.spec.hash, "emit": list(self.emit),
+                                   "sample_interval_s": self.spec.sample_interval_s,
+                                   "max_gap_s": self.spec.max_gap_s, "clock": self.clock.mode,
+                                   "problems": problems}
+            if problems and self.status == "ok":
+                res["status"] = "degraded"
+            return res
         return None
 
 

@@ -26,10 +26,16 @@ __all__ = [
     "candle_names",
     "check_spec_hash",
     "FEATURE_FORMULA_VERSION",
+    "DEFAULT_MAX_GAP_S",
 ]
 
 # Bump when any formula changes meaning: old models then refuse the new features.
 FEATURE_FORMULA_VERSION = 1
+
+DEFAULT_MAX_GAP_S = 10.0
+# fields left out of the canonical JSON (and so of the hash) while at their default, so that
+# specs written before the field existed keep their hash
+_HASH_OPTIONAL = {"sample_interval_s": 0.0, "max_gap_s": DEFAULT_MAX_GAP_S}
 
 DEFAULT_DEPTHS: tuple[int, ...] = (5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 250)
 
@@ -110,6 +116,12 @@ class FeatureSpec:
     anomaly_min_periods: int = 30
     anomaly_threshold: float = 6.0
     version: int = FEATURE_FORMULA_VERSION
+    # Clock (see features.clock). 0 = event clock (one row per snapshot); > 0 = books sampled on a
+    # fixed clock: the row at tick k*sample_interval_s is the last book at or before it.
+    sample_interval_s: float = 0.0
+    # No snapshot for longer than this (or a held book older than this at a tick) is a feed gap:
+    # per-symbol state (OFI, block change baseline) restarts after it.
+    max_gap_s: float = DEFAULT_MAX_GAP_S
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "depths", _ints(self.depths))
@@ -127,6 +139,13 @@ class FeatureSpec:
             raise SpecError("sma_windows and ewma_spans must be >= 1")
         if not (self.interval_s >= 1.0):
             raise SpecError(f"interval_s must be >= 1 s; got {self.interval_s}")
+        if not (self.sample_interval_s >= 0.0) or (0.0 < self.sample_interval_s < 0.001):
+            raise SpecError(f"sample_interval_s must be 0 (event clock) or >= 0.001 s; got {self.sample_interval_s}")
+        if not (self.max_gap_s > 0.0) or self.max_gap_s < self.sample_interval_s:
+            raise SpecError(f"max_gap_s must be > 0 and >= sample_interval_s; got {self.max_gap_s}")
+        if self.sample_interval_s and self.interval_ns % self.sample_interval_ns:
+            raise SpecError(f"interval_s {self.interval_s} must be a multiple of sample_interval_s "
+                            f"{self.sample_interval_s} (blocks are built from sampled rows)")
         if self.vol_bench_min_periods > self.vol_bench_window:
             raise SpecError("vol_bench_min_periods must be <= vol_bench_window")
         if self.anomaly_min_periods > self.anomaly_window:
@@ -137,7 +156,8 @@ class FeatureSpec:
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
+                if not (k in _HASH_OPTIONAL and v == _HASH_OPTIONAL[k])}
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -161,6 +181,22 @@ class FeatureSpec:
     @property
     def interval_ns(self) -> int:
         return int(round(self.interval_s * 1e9))
+
+    @property
+    def sample_interval_ns(self) -> int:
+        """Row clock of sampled specs in ns (0 = event clock)."""
+        return int(round(self.sample_interval_s * 1e9))
+
+    @property
+    def max_gap_ns(self) -> int:
+        return int(round(self.max_gap_s * 1e9))
+
+    def row_interval_s(self, kind: str) -> float | None:
+        """Seconds between consecutive rows of feature ``kind`` (snapshot/block/candle), or None
+        when rows follow the feed's own event clock (unsampled snapshots)."""
+        if kind == "snapshot":
+            return self.sample_interval_s or None
+        return float(self.interval_s)
 
 
 def feature_names(spec: FeatureSpec) -> list[str]:

@@ -11,6 +11,10 @@ Pure numpy (no I/O). Conventions:
   training sample ``t`` must satisfy ``t + h < test_start`` (purge/embargo gap ``>= h``), and the
   same gap separates the early-stopping validation tail from the fitted part of train.
   :func:`check_folds` verifies this and :func:`walk_forward_folds` builds folds that satisfy it.
+* Clock: rows sit on a fixed clock (sampled books, blocks, candles; :mod:`predictor.clock`).
+  Rows can be missing (feed gaps, resyncs), so a window of ``seq_len`` rows or a label over ``h``
+  rows only means ``seq_len`` / ``h`` clock steps when the rows are contiguous:
+  :func:`contiguous_mask` keeps the samples whose window and label span exactly that.
 * :func:`check_feature_leakage` looks for label information inside the features: a column that
   (nearly) equals / perfectly correlates with a forward return over 1..h bars, or with the label.
 """
@@ -30,6 +34,7 @@ __all__ = [
     "Scaler",
     "validate_inputs",
     "sample_mask",
+    "contiguous_mask",
     "make_windows",
     "walk_forward_folds",
     "split_validation_tail",
@@ -80,6 +85,32 @@ def sample_mask(X: np.ndarray, y: np.ndarray, seq_len: int) -> np.ndarray:
         win_ok = np.lib.stride_tricks.sliding_window_view(finite, seq_len).all(axis=1)
         ok[seq_len - 1:] = win_ok
     return ok & (y != UNLABELLED)
+
+
+def contiguous_mask(ts: np.ndarray, row_ns: int, seq_len: int, horizon: int) -> np.ndarray:
+    """Bool (T,): True at t when rows ``t-seq_len+1 .. t+horizon`` are consecutive ticks of the
+    ``row_ns`` clock (the window spans exactly ``(seq_len-1)`` steps, the label ``horizon``
+    steps). Raises DatasetError when rows are not on the clock at all."""
+    ts = np.asarray(ts, dtype=np.int64)
+    T = ts.size
+    d = np.diff(ts)
+    if T > 1 and (d % row_ns).any():
+        bad = int(np.flatnonzero(d % row_ns)[0])
+        raise DatasetError(f"ts is not on the {row_ns / 1e9:g} s row clock: rows {bad} and {bad + 1} are "
+                           f"{d[bad] / 1e9:g} s apart")
+    step = np.concatenate(([False], d == row_ns))  # step[i]: row i directly follows row i-1
+    run = np.zeros(T, dtype=np.int64)  # consecutive steps ending at i
+    if T:
+        c = np.cumsum(~step)  # segment id
+        start = np.flatnonzero(~step)
+        run = np.arange(T) - start[c - 1]
+    ok = np.zeros(T, dtype=bool)
+    # window back: run[t] >= seq_len - 1; label forward: run[t + h] - run[t] == h
+    if T > horizon:
+        fwd = np.zeros(T, dtype=bool)
+        fwd[:T - horizon] = run[horizon:] - run[:T - horizon] == horizon
+        ok = (run >= seq_len - 1) & fwd
+    return ok
 
 
 def make_windows(Xs: np.ndarray, idx: np.ndarray, seq_len: int, dtype=np.float32) -> np.ndarray:

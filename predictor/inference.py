@@ -25,8 +25,14 @@ Invalid input policy: a vector with NaN/inf or the wrong length **resets** that 
 (the next ``seq_len`` valid vectors re-warm it), because an LSTM state that has seen a NaN is
 poisoned for the rest of every window containing it. A vector whose ``ts`` is not after the
 symbol's last ``ts`` is **dropped** (window untouched). With ``max_gap_ns`` set, a larger time gap
-also resets the window (windows never span a feed outage). Each ``None`` is counted in ``stats``
-under its reason: ``warmup``, ``invalid_vector``, ``stale_ts``; a ``gap_reset`` is counted too.
+also resets the window (windows never span a feed outage). With ``row_ns`` set (the model's row
+clock, :mod:`predictor.clock`), a vector whose spacing from the last one is not a whole number of
+rows is **refused** (``off_clock``, window untouched). ``push(..., reset=True)`` restarts the
+window at this vector (the features service restarted its state: resync, invalid book, gap).
+Each ``None`` is counted in ``stats`` under its reason: ``warmup``, ``invalid_vector``,
+``stale_ts``, ``off_clock``; ``gap_reset`` and ``upstream_reset`` are counted too, and
+``last_reset`` names the reset the latest push caused ("" for none) so the caller can restart
+its smoothing too.
 """
 from __future__ import annotations
 
@@ -101,7 +107,8 @@ class _SymbolState:
 class Predictor:
     """Loaded model + per-symbol streaming state. Not thread-safe (one per consumer thread)."""
 
-    def __init__(self, artifact: LoadedArtifact, *, num_threads: int | None = None, max_gap_ns: int | None = None):
+    def __init__(self, artifact: LoadedArtifact, *, num_threads: int | None = None, max_gap_ns: int | None = None,
+                 row_ns: int | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)  # process-wide; 1 is best for batch-1 serving
         self.artifact = artifact
@@ -115,6 +122,8 @@ class Predictor:
         self.n_features = len(self.feature_names)
         self.thresholds = dict(man.thresholds)
         self.max_gap_ns = max_gap_ns
+        self.row_ns = row_ns
+        self.last_reset = ""
         self._mean = artifact.scaler.mean.astype(np.float64)
         self._scale = artifact.scaler.scale.astype(np.float64)
         lstm = self.model.lstm
@@ -149,24 +158,35 @@ class Predictor:
         else:
             self._state.pop(symbol, None)
 
-    def push(self, symbol: str, ts: int, vector: np.ndarray) -> np.ndarray | None:
+    def push(self, symbol: str, ts: int, vector: np.ndarray, reset: bool = False) -> np.ndarray | None:
         """Feed one raw (unscaled) feature vector; probabilities (C,) float64 once ``seq_len``
         consecutive valid vectors were seen, else None (reason counted in ``stats``)."""
+        self.last_reset = ""
         st = self._state.get(symbol)
         if st is None:
             st = self._state[symbol] = self._new_state()
         if st.last_ts is not None and ts <= st.last_ts:
             self.stats["stale_ts"] += 1
             return None
+        if self.row_ns and st.last_ts is not None and (ts - st.last_ts) % self.row_ns:
+            self.stats["off_clock"] += 1
+            return None
         v = np.asarray(vector, dtype=np.float64)
         if v.shape != (self.n_features,) or not np.isfinite(v).all():
+            if st.n:
+                self.last_reset = "invalid vector (NaN/inf or wrong length)"
             self._state[symbol] = st = self._new_state()
             st.last_ts = ts
             self.stats["invalid_vector"] += 1
             return None
         if self.max_gap_ns is not None and st.last_ts is not None and ts - st.last_ts > self.max_gap_ns:
+            self.last_reset = f"gap of {(ts - st.last_ts) / 1e9:g} s > {self.max_gap_ns / 1e9:g} s"
             self._state[symbol] = st = self._new_state()
             self.stats["gap_reset"] += 1
+        elif reset and st.n:
+            self._state[symbol] = st = self._new_state()
+            self.stats["upstream_reset"] += 1
+            self.last_reset = "features restarted (resync, invalid book or feed gap)"
         st.last_ts = ts
         S = self.seq_len
         p = st.n % S

@@ -4,6 +4,15 @@ The model's manifest says which vectors it eats (feature kind/interval, spec has
 names); vectors of another interval are ignored, a spec mismatch is refused loudly (counted
 and logged, never silently fed to the model). ``reload_model`` over the control channel swaps
 the model between two messages: nothing is dropped, windows restart their warm-up.
+
+Time: the model is served on its own row clock (:mod:`predictor.clock`, seconds from the
+manifest; a model without a fixed clock is refused at load). Windows and smoothing restart on
+a gap longer than the clock's ``max_gap_s``, on an invalid vector and when the features service
+flags a reset. A vector from the future (beyond ``INPUT_FUTURE_TOLERANCE_S`` of the wall clock
+live, of the replay clock in replay) raises, so the bus dead-letters it with the reason, and
+never touches state; one older than ``INPUT_MAX_AGE_S`` is dropped and counted. A symbol that
+receives vectors but yields no signal for ``PREDICTOR_SILENCE_S`` degrades the status
+(:meth:`PredictorService.problems`), as do vectors off the model's clock.
 """
 from __future__ import annotations
 
@@ -20,7 +29,9 @@ from depthpilot import messages as m
 from depthpilot.bus import Delivery
 from depthpilot.paths import models_dir
 from depthpilot.service import Service
+from features.freshness import FutureInput, InputClock, clock_mode
 from predictor.artifact import load_artifact
+from predictor.clock import model_clock
 from predictor.inference import Predictor
 from predictor.smoothing import DecisionSmoother, SmoothingConfig
 
@@ -43,8 +54,10 @@ class _Loaded:
     def __init__(self, path: Path, threads: int) -> None:
         art = load_artifact(path)
         self.path = path
-        self.predictor = Predictor(art, num_threads=threads)
         man = art.manifest
+        self.clock = model_clock(man)  # ClockError: a model without a fixed row clock is refused
+        self.predictor = Predictor(art, num_threads=threads, max_gap_ns=self.clock.max_gap_ns,
+                                   row_ns=self.clock.row_ns)
         self.model_id = man.model_id
         self.spec_hash = man.spec_hash
         self.names = list(man.feature_names)
@@ -71,6 +84,14 @@ class PredictorService(Service):
         self._lock = threading.Lock()
         self.model = _Loaded(resolve_model(self.settings.predictor_model), self.settings.predictor_threads)
         self.skipped: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()  # future, dropped_old, resets
+        s = self.settings
+        self.clock = InputClock(clock_mode(s.pipeline_clock, s.collector_source),
+                                int(s.input_future_tolerance_s * 1e9), int(s.input_max_age_s * 1e9))
+        self.mono = time.monotonic  # injectable for tests
+        self._last_vec: dict[str, float] = {}  # monotonic time of the last vector per symbol
+        self._since: dict[str, float] = {}  # ... of the last signal (or the first vector without one)
+        self._last_skip: dict[str, str] = {}  # why the latest vector gave no signal
         self.signals = 0
         self.latency_ns: deque[int] = deque(maxlen=2000)  # collector had the book -> signal made
         self.writer = None
@@ -79,8 +100,11 @@ class PredictorService(Service):
 
             self.writer = BatchWriter(self.store, "signals", max_size=500, max_age_s=1.0)
             self.flush_periodically(self.writer)
-        log.info("predictor: model %s (spec %s, %s vectors)", self.model.model_id, self.model.spec_hash,
-                 self.model.interval or "snapshot")
+        c = self.model.clock
+        log.info("predictor: model %s (spec %s, %s vectors) on a %g s row clock (%s): window %g s, horizon %g s, "
+                 "max gap %g s; %s clock for input freshness", self.model.model_id, self.model.spec_hash,
+                 self.model.interval or "snapshot", c.row_interval_s, c.source, c.seq_len_s, c.horizon_s,
+                 c.max_gap_s, self.clock.mode)
         self.bus.subscribe("predictor.features", self._on_features)
 
     def _skip(self, reason: str, fv: m.FeatureVector, detail: str = "") -> None:
@@ -97,18 +121,49 @@ class PredictorService(Service):
             if msg.interval != mdl.interval:
                 self.skipped["other_interval"] += 1
                 return
+            key = f"{msg.exchange}:{msg.symbol}"
+            now = self.mono()
+            self._last_vec[key] = now
+            self._since.setdefault(key, now)
+            try:  # before anything else: a vector from the future must not touch any state
+                fresh = self.clock.check(msg.ts, f"{msg.exchange} {msg.symbol} feature vector")
+            except FutureInput:
+                self.counts["future"] += 1
+                self._last_skip[key] = "from the future"
+                raise  # -> predictor.features.dlq with the reason
+            if not fresh:
+                self.counts["dropped_old"] += 1
+                self._last_skip[key] = "too old"
+                n = self.counts["dropped_old"]
+                if n == 1 or n % 1000 == 0:
+                    log.warning("%s %s: vector %.1f s old (> %g s) dropped, %d so far", msg.exchange, msg.symbol,
+                                self.clock.age_s(msg.ts), self.clock.max_age_ns / 1e9, n)
+                return
+            self.clock.accepted(msg.ts)
             if msg.spec_hash != mdl.spec_hash:
                 self._skip("spec_mismatch", msg, f"vector spec {msg.spec_hash} != model spec {mdl.spec_hash}")
+                self._last_skip[key] = "spec mismatch"
                 return
             try:
                 x = msg.values[mdl.columns(msg.names)]
             except ValueError as exc:
                 self._skip("columns", msg, str(exc))
+                self._last_skip[key] = "missing columns"
                 return
-            key = f"{msg.exchange}:{msg.symbol}"
-            probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan))
-            if probs is None:
-                return  # warm-up / invalid vector: counted in predictor.stats
+            before = mdl.predictor.stats["off_clock"]
+            probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan), reset=msg.reset)
+            if mdl.predictor.last_reset:
+                mdl.smoother.reset(key)  # smoothing never mixes probabilities from both sides of a reset
+                self.counts["resets"] += 1
+                log.info("%s %s: window and smoothing reset (%s)", msg.exchange, msg.symbol, mdl.predictor.last_reset)
+            if probs is None:  # warm-up / invalid / stale / off-clock vector: counted in predictor.stats
+                off = mdl.predictor.stats["off_clock"] != before
+                self._last_skip[key] = "off the model's clock" if off else "warm-up / invalid / stale vector"
+                if off:
+                    self._skip("off_clock", msg, f"ts {msg.ts} is not on the model's {mdl.clock.row_interval_s:g} s clock")
+                return
+            self._since[key] = now
+            self._last_skip.pop(key, None)
             decision = mdl.smoother.update(key, probs)
             sig = mdl.predictor.make_signal(msg.exchange, msg.symbol, msg.ts, probs, decision.decision)
             sig.trace.update({k: v for k, v in msg.trace.items() if k not in sig.trace})
@@ -122,8 +177,34 @@ class PredictorService(Service):
 
 
 
+    def silence_s(self) -> float:
+        return self.settings.predictor_silence_s or (self.model.clock.seq_len_s + 30.0)
+
+    def problems(self) -> list[str]:
+        """Reasons for a degraded status (empty: ok): symbols receiving vectors but yielding no
+        signal for longer than ``silence_s()``."""
+        now = self.mono()
+        limit = self.silence_s()
+        out = []
+        for key, last in list(self._last_vec.items()):
+            quiet = now - self._since.get(key, now)
+            if now - last <= limit and quiet > limit:
+                out.append(f"{key.replace(':', ' ')}: receives feature vectors but no signal for {quiet:.0f} s "
+                           f"(> {limit:g} s; last vector: {self._last_skip.get(key, 'no reason recorded')})")
+        return out
+
+    def heartbeat(self) -> m.ServiceHeartbeat:
+        hb = super().heartbeat()
+        if hb.status == "ok" and self.problems():
+            hb.status = "degraded"
+        return hb
+
     def stats(self) -> dict[str, float]:
-        out = {"signals": float(self.signals)}
+        ps = self.model.predictor.stats
+        out = {"signals": float(self.signals), "future": float(self.counts["future"]),
+               "dropped_old": float(self.counts["dropped_old"]), "resets": float(self.counts["resets"]),
+               "late": float(ps["stale_ts"]), "off_clock": float(ps["off_clock"]),
+               "problems": float(len(self.problems()))}
         if self.latency_ns:
             lat = np.fromiter(self.latency_ns, dtype=np.int64, count=len(self.latency_ns)) / 1e6
             out["latency_ms_p50"], out["latency_ms_p99"] = (float(x) for x in np.percentile(lat, [50, 99]))
@@ -133,8 +214,13 @@ class PredictorService(Service):
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         if cmd.command == "status":
-            return {"model_id": self.model.model_id, "spec_hash": self.model.spec_hash,
-                    "interval": self.model.interval}
+            problems = self.problems()
+            res: dict[str, Any] = {"model_id": self.model.model_id, "spec_hash": self.model.spec_hash,
+                                   "interval": self.model.interval, "clock": self.model.clock.to_dict(),
+                                   "input_clock": self.clock.mode, "problems": problems}
+            if problems and self.status == "ok":
+                res["status"] = "degraded"
+            return res
         if cmd.command == "reload_model":
             target = str(cmd.args.get("model") or self.settings.predictor_model)
             new = _Loaded(resolve_model(target), self.settings.predictor_threads)  # load outside the lock

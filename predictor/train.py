@@ -30,12 +30,14 @@ import torch
 from torch import nn
 
 from predictor.artifact import ArtifactPath, Manifest, git_commit, save_artifact
+from predictor.clock import row_interval_from_features, training_clock
 from predictor.dataset import (
     DatasetError,
     Fold,
     Scaler,
     check_feature_leakage,
     check_folds,
+    contiguous_mask,
     make_windows,
     sample_mask,
     split_validation_tail,
@@ -84,6 +86,9 @@ class TrainConfig:
     tune_trials: int = 0  # > 0: optuna search before training (needs optuna)
     tune_timeout_s: float | None = None
     model_name: str = "lstm"
+    # seconds between rows (the features' fixed clock; 0 = take it from ``features``): samples
+    # whose window or label spans missing rows are left out (predictor.dataset.contiguous_mask)
+    row_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.seq_len < 1 or self.hidden < 1 or self.layers < 1:
@@ -250,6 +255,8 @@ def _prepare(cfg: TrainConfig, X, ts, prices: Prices, names):
     check_feature_leakage(X, prices.close, y, list(names), cfg.label.horizon,
                           max_abs_corr=cfg.max_abs_feature_corr)
     mask = sample_mask(X, y, cfg.seq_len)
+    if cfg.row_interval_s:
+        mask &= contiguous_mask(ts, int(round(cfg.row_interval_s * 1e9)), cfg.seq_len, cfg.label.horizon)
     T = len(X)
     test_size = cfg.test_size or T // (cfg.n_folds + 2)
     train_size = cfg.train_size or 2 * test_size
@@ -351,6 +358,8 @@ def train(
         raise ValueError("spec_hash is required (the artifact is bound to its feature spec)")
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
+    if not config.row_interval_s and row_interval_from_features(features):
+        config = replace(config, row_interval_s=row_interval_from_features(features))
     tuning = None
     if config.tune_trials > 0:
         config, tuning = tune(config, X, ts, prices, names, config.tune_trials, config.tune_timeout_s, progress)
@@ -408,6 +417,7 @@ def train(
                     "label_counts": {c: int(label_counts[i]) for i, c in enumerate(classes)}},
         features=dict(features or {}),
         train_config=config.to_dict() | ({"tuning": tuning} if tuning else {}),
+        clock=training_clock(features, config.seq_len, config.label.horizon),
         git_commit=git_commit(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -2,9 +2,9 @@
 
 * ``klines-default``: 1-minute candle indicators (scale-free columns only) on the real
   Binance BTCUSDT klines, up/flat/down over the next 5 minutes;
-* ``book-default``: per-snapshot order-book features on the real Binance spot L2 recording
-  (rebuilt at 250 levels), up/flat/down on the mid 2 s ahead: the model the ``make run``
-  demo serves.
+* ``book-default``: order-book features on the real Binance spot L2 recording (rebuilt at 250
+  levels), books sampled on a 100 ms clock, a 2 s window, up/flat/down on the mid 2 s ahead:
+  the model the ``make run`` demo serves.
 
     python -m predictor.train_default [klines|book|all]
 """
@@ -18,6 +18,7 @@ from typing import Callable
 
 from depthpilot.paths import data_dir, models_dir
 from features.spec import FeatureSpec
+from predictor.clock import rows_for
 from predictor.labels import LabelSpec
 from predictor.smoothing import SmoothingConfig
 from predictor.sources import RELATIVE_CANDLE_COLUMNS, TrainingData, from_books, from_klines, relative_columns
@@ -34,10 +35,15 @@ KLINES_CONFIG = TrainConfig(
     smoothing=SmoothingConfig(k=3, prob_threshold=0.45), signal_ttl_s=120.0,
 )
 
-BOOK_SPEC = FeatureSpec(interval_s=1.0)
+# books sampled every 100 ms (the last book at or before each tick); window and horizon in seconds
+BOOK_SPEC = FeatureSpec(interval_s=1.0, sample_interval_s=0.1, max_gap_s=2.0)
+BOOK_WINDOW_S = 2.0
+BOOK_HORIZON_S = 2.0
 BOOK_CONFIG = TrainConfig(
-    label=LabelSpec(kind="updown", horizon=20, threshold=0.00002),
-    seq_len=20, hidden=32, layers=1, dropout=0.1, lr=3e-3, batch_size=128,
+    label=LabelSpec(kind="updown", horizon=rows_for(BOOK_HORIZON_S, BOOK_SPEC.sample_interval_s, "horizon"),
+                    threshold=0.00002),
+    seq_len=rows_for(BOOK_WINDOW_S, BOOK_SPEC.sample_interval_s, "window"), hidden=32, layers=1, dropout=0.1,
+    lr=3e-3, batch_size=128,
     max_epochs=10, patience=3, n_folds=3, train_stride=1, seed=0, model_name="book-default",
     smoothing=SmoothingConfig(k=5, prob_threshold=0.5), signal_ttl_s=5.0,
 )

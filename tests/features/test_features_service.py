@@ -31,7 +31,8 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block")
+    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block",
+                             PIPELINE_CLOCK="replay")  # 2024 books: judged by the replay clock
     store = Store.connect(f"mongomock://{uid}", f"t_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "features").start()
     svc_bus.purge("features.book")  # the broker is shared: drop books other tests left in the queue
@@ -105,7 +106,8 @@ def test_quiet_market_closes_the_open_block(uid, spot25, tmp_path):
     spec = FeatureSpec(depths=(5, 10, 20, 25), interval_s=1.0)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block")
+    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block",
+                             PIPELINE_CLOCK="replay")
     svc_bus = connect_bus(url, "features").start()
     svc = FeaturesService(settings, svc_bus, None).start()
     test_bus = connect_bus(url, "test").start()
@@ -123,6 +125,71 @@ def test_quiet_market_closes_the_open_block(uid, spot25, tmp_path):
             time.sleep(0.05)
         assert len(got) == 1 and got[0].interval == "1s" and got[0].values[0] == 3.0  # n_snapshots
         assert got[0].ts == (int(ts[0]) // 1_000_000_000 + 1) * 1_000_000_000 - 1
+    finally:
+        svc.stop()
+        test_bus.close()
+        svc_bus.close()
+
+
+def test_future_books_dead_letter_old_books_drop_resets_and_slow_feed_in_status(uid, spot25, tmp_path, caplog):
+    """Live (wall clock): a book from the future goes to features.book.dlq with the reason and
+    touches no state; a book older than the limit is dropped and counted; a resync resets the
+    state with a log line; a feed slower than the sample clock degrades the status."""
+    import logging
+
+    from depthpilot.bus.memory import MemoryBroker
+    from features.service import FeaturesService
+
+    MemoryBroker.reset(uid)
+    url = f"memory://{uid}"
+    _ts, bids, asks = spot25
+    spec = FeatureSpec(depths=(5, 10), interval_s=1.0, sample_interval_s=0.1, max_gap_s=5.0)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot",
+                             PIPELINE_CLOCK="wall", INPUT_MAX_AGE_S="30")
+    svc_bus = connect_bus(url, "features").start()
+    svc = FeaturesService(settings, svc_bus, None).start()
+    test_bus = connect_bus(url, "test").start()
+    got: list[m.FeatureVector] = []
+    now = time.time_ns()
+
+    def book(t, i, **kw):
+        return m.BookSnapshot(exchange="binance", symbol="L", ts_exchange=int(t), ts_recv=int(t), seq=i,
+                              bids=bids[i], asks=asks[i], **kw)
+
+    try:
+        test_bus.subscribe(QueueDef(f"t.live.{uid}", MARKET_EXCHANGE, ("features.*.L",), DeliveryClass.MARKET,
+                                    max_length=10_000), lambda msg, d: got.append(msg))
+        caplog.set_level(logging.INFO, logger="depthpilot.features")
+        fut = book(now + 365 * 86400 * 10**9, 0)
+        test_bus.publish(fut)
+        test_bus.publish(book(now - 66 * 10**9, 1))  # after a stall: 66 s old
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and svc.stats()["dropped_old"] < 1:
+            time.sleep(0.02)
+        dead = test_bus.get_dead_letters("features.book")
+        assert len(dead) == 1 and m.decode(dead[0][0]).id == fut.id
+        assert dead[0][1]["x-dlq-reason"] == "handler_error" and "ahead of the wall clock" in dead[0][1]["x-dlq-error"]
+        st = svc.stats()
+        assert st["future"] == 1 and st["dropped_old"] == 1 and st["symbols"] == 0  # no state was created
+        # a slow feed (one book per second on a 100 ms clock) with a resync in the middle
+        t0 = now - 27 * 10**9
+        for i in range(28):
+            test_bus.publish(book(t0 + i * 10**9, 2 + i, valid=(i != 15), reason="" if i != 15 else "resyncing"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not svc.problems():
+            time.sleep(0.02)
+        assert svc.stats()["dropped_old"] == 1
+        probs = svc.problems()
+        assert len(probs) == 1 and "too slow for the 0.1 s sample clock" in probs[0]
+        assert svc.heartbeat().status == "degraded"
+        reply = test_bus.rpc(m.ControlCommand(target="features", command="status"), 5)
+        assert reply.ok and reply.result["status"] == "degraded" and reply.result["problems"] == probs
+        stats = reply.result["stats"]
+        assert stats["resets"] == 1 and stats["resets.resync"] == 1 and stats["future"] == 1
+        assert any("feature state reset (resync: resyncing)" in r.getMessage() for r in caplog.records)
+        assert got and all(v.ts % 100_000_000 == 0 for v in got)
     finally:
         svc.stop()
         test_bus.close()

@@ -71,10 +71,13 @@ def test_streaming_equals_batch_with_invalid_snapshots(usdm25):
     assert (codes != 0).sum() == len(expected)
     np.testing.assert_array_equal(np.isnan(S), np.isnan(X))
     assert rel_err(S, X) <= 1e-9
-    # OFI after an invalid row is taken against the last *valid* book
+    # an invalid book resets OFI: the next valid book is not compared with the one before it
     j = feature_names(SPEC25).index("ofi")
     ref = batch_features(SPEC25, ts[[199, 201]], (bids[[199, 201]], asks[[199, 201]]))
-    assert X[201, j] == ref[1, j]
+    assert ref[1, j] != 0.0 and X[201, j] == 0.0
+    # a late (ts going backwards) book is only dropped: OFI at 601 is against 599
+    ref = batch_features(SPEC25, ts[[599, 601]], (bids[[599, 601]], asks[[599, 601]]))
+    assert X[601, j] == ref[1, j]
 
 
 def test_validate_one_agrees_with_batch_rules(spot25):

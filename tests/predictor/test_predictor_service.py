@@ -47,7 +47,7 @@ def test_signals_equal_offline_batch_inference(bus_url, uid, book_features):
 
     art, data = book_features
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=bus_url, PREDICTOR_MODEL=MODEL)
+    settings = load_settings(AMQP_URL=bus_url, PREDICTOR_MODEL=MODEL, PIPELINE_CLOCK="replay")  # 2024 vectors
     store = Store.connect(f"mongomock://{uid}", f"p_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "predictor").start()
     svc_bus.purge("predictor.features")  # the broker is shared: drop vectors other tests left in the queue
