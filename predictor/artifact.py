@@ -76,6 +76,8 @@ class Manifest:
     # which feature vectors feed the model: {"kind", "interval", "spec"} (see features.pipeline)
     features: dict[str, Any] = field(default_factory=dict)
     train_config: dict[str, Any] = field(default_factory=dict)
+    # baselines fitted on the final model's training labels (predictor.evaluate.FittedBaselines)
+    baselines: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     created_at: str = ""
     torch_version: str = torch.__version__
