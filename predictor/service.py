@@ -3,7 +3,9 @@
 The model's manifest says which vectors it eats (feature kind/interval, spec hash, feature
 names); vectors of another interval are ignored, a spec mismatch is refused loudly (counted
 and logged, never silently fed to the model). ``reload_model`` over the control channel swaps
-the model between two messages: nothing is dropped, windows restart their warm-up.
+the model between two messages: nothing is dropped, and the new model is warmed on each symbol's
+last vectors (replayed under the lock before the swap), so the very next vector yields a signal
+of the new model -- the same one it would give had it been serving all along.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ class _Loaded:
         self.smoother = DecisionSmoother(art.classes, SmoothingConfig.from_dict(
             {k: v for k, v in man.thresholds.items() if k in SmoothingConfig.__dataclass_fields__}))
         self._idx: dict[tuple[str, ...], np.ndarray] = {}
+        # vectors a successor needs to resume where this model stands: a full window + smoother history
+        self.warm_rows = self.predictor.seq_len + self.smoother.cfg.k - 1
 
     def columns(self, names: list[str]) -> np.ndarray:
         key = tuple(names)
@@ -71,6 +75,7 @@ class PredictorService(Service):
         self._lock = threading.Lock()
         self.model = _Loaded(resolve_model(self.settings.predictor_model), self.settings.predictor_threads)
         self.skipped: Counter[str] = Counter()
+        self._recent: dict[str, deque] = {}  # per symbol: last (ts, values, names, valid) accepted
         self.signals = 0
         self.latency_ns: deque[int] = deque(maxlen=2000)  # collector had the book -> signal made
         self.writer = None
@@ -106,6 +111,10 @@ class PredictorService(Service):
                 self._skip("columns", msg, str(exc))
                 return
             key = f"{msg.exchange}:{msg.symbol}"
+            recent = self._recent.get(key)
+            if recent is None:
+                recent = self._recent[key] = deque(maxlen=mdl.warm_rows)
+            recent.append((msg.ts, msg.values, msg.names, msg.valid))
             probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan))
             if probs is None:
                 return  # warm-up / invalid vector: counted in predictor.stats
@@ -121,6 +130,26 @@ class PredictorService(Service):
             self.writer.add(sig)
 
 
+    def _warm(self, new: _Loaded) -> int:
+        """Replay each symbol's last vectors into ``new`` (caller holds the lock). Vectors of
+        another spec/interval would be refused by ``new``: then its windows warm up from scratch."""
+        old = self.model
+        if (new.spec_hash, new.interval) != (old.spec_hash, old.interval):
+            self._recent.clear()
+            return 0
+        warmed = 0
+        for key, recent in self._recent.items():
+            for ts, values, names, valid in recent:
+                try:
+                    x = values[new.columns(names)]
+                except ValueError:
+                    break  # the new model needs columns these vectors lack
+                probs = new.predictor.push(key, ts, x if valid else np.full_like(x, np.nan))
+                if probs is not None:
+                    new.smoother.update(key, probs)
+            warmed += new.predictor.ready(key)
+            self._recent[key] = deque(recent, maxlen=new.warm_rows)
+        return warmed
 
     def stats(self) -> dict[str, float]:
         out = {"signals": float(self.signals)}
@@ -139,9 +168,11 @@ class PredictorService(Service):
             target = str(cmd.args.get("model") or self.settings.predictor_model)
             new = _Loaded(resolve_model(target), self.settings.predictor_threads)  # load outside the lock
             with self._lock:
+                warmed = self._warm(new)
                 old, self.model = self.model, new
-            log.info("model reloaded: %s -> %s", old.model_id, new.model_id)
-            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash}
+            log.info("model reloaded: %s -> %s (%d symbols warm)", old.model_id, new.model_id, warmed)
+            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash,
+                    "warm_symbols": warmed}
         return None
 
 
