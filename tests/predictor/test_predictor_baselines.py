@@ -152,3 +152,34 @@ def test_evaluate_on_new_data_uses_the_stored_training_baselines(trained, klines
     windows = np.stack([X[t - art.seq_len + 1:t + 1] for t in idx])
     probs = Predictor(art).predict_windows(windows)
     assert res["model"]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y[idx])))
+
+
+@pytest.mark.parametrize("name", ["book-default", "klines-default"])
+def test_bundled_models_carry_their_training_baselines(name):
+    from depthpilot.paths import models_dir
+    from predictor.artifact import load_artifact
+    from predictor.holdout import stored_baselines
+
+    art = load_artifact(models_dir() / name)
+    fb = stored_baselines(art)
+    C = len(art.classes)
+    assert fb.horizon == art.label.horizon
+    assert fb.priors.shape == (C,) and fb.priors.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(fb.transition.sum(axis=1), np.ones(C))
+
+
+def test_evaluate_on_refuses_an_artifact_without_stored_baselines(trained, tmp_path):
+    import shutil
+
+    from predictor.artifact import ArtifactError, load_artifact
+    from predictor.holdout import evaluate_on
+
+    p = tmp_path / "old"
+    shutil.copytree(trained["path"], p)
+    man = json.loads((p / "manifest.json").read_text())
+    del man["baselines"]
+    (p / "manifest.json").write_text(json.dumps(man))
+    art = load_artifact(p)
+    d = trained["data"]
+    with pytest.raises(ArtifactError, match="no fitted baselines"):
+        evaluate_on(art, d.X, np.zeros(len(d.ts), dtype=np.int64))
