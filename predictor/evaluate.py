@@ -9,6 +9,10 @@ Every model fold is scored next to three baselines on exactly the same test samp
 * ``random``      -- a class drawn from the training priors (seeded); probabilities = priors (so its
   log-loss/Brier equal ``majority``'s; it differs on accuracy/precision/recall).
 
+The baselines are fitted once (:func:`fit_baselines` -> :class:`FittedBaselines`, stored in the
+model manifest) and applied to any test rows (:func:`predict_baselines`), so scoring new data
+(:func:`predictor.holdout.evaluate_on`) uses the training priors and transition table.
+
 Metrics: accuracy, per-class precision/recall, log-loss, multi-class Brier score, reliability
 bins of the top-class confidence and the expected calibration error (ECE).
 """

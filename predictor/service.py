@@ -114,7 +114,8 @@ class PredictorService(Service):
             recent = self._recent.get(key)
             if recent is None:
                 recent = self._recent[key] = deque(maxlen=mdl.warm_rows)
-            recent.append((msg.ts, msg.values, msg.names, msg.valid))
+            if not recent or msg.ts > recent[-1][0]:  # a redelivered/stale vector is not history
+                recent.append((msg.ts, msg.values, msg.names, msg.valid))
             probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan))
             if probs is None:
                 return  # warm-up / invalid vector: counted in predictor.stats

@@ -106,6 +106,7 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
         assert reply.ok, reply.error
         assert reply.result["old_model_id"] == old.manifest.model_id
         assert reply.result["model_id"] == new.manifest.model_id
+        assert reply.result["warm_symbols"] == 1  # the stream's symbol resumes warm on the new model
         at_reload = published[0]
         feeder.join(30)
         assert not pub_error, pub_error
