@@ -261,6 +261,19 @@ def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Se
             lines.append(f"| {who} | " + " | ".join(_fmt(v) for v in vals) + " |")
         sup = r.metrics["model"]["support"]
         lines += ["", "test class support: " + ", ".join(f"{c}={sup[c]}" for c in classes), ""]
+    if any(r.tuning for r in results):
+        lines += ["## Nested tuning", "",
+                  "Each fold's hyperparameters were selected on inner folds inside its training rows only;",
+                  "the fold's test block above never took part in the selection.", "",
+                  "| fold | rows searched | trials | inner log-loss | chosen |", "|---|---|---:|---:|---|"]
+        for r in results:
+            t = r.tuning or {}
+            if t:
+                lines.append(f"| {r.index} | {t['rows'][0]}..{t['rows'][1] - 1} | {t['n_trials']} | "
+                             f"{t['best_value']:.4f} | " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                                                                     f"{k}={v}" for k, v in t["best_params"].items())
+                             + " |")
+        lines.append("")
     rel = results[-1].metrics["model"]["reliability"] if results else None
     if rel:
         lines += ["## Reliability (model, last fold, top-class confidence)", "",

@@ -72,3 +72,4 @@ def test_train_with_tuning_records_every_selection(klines, tmp_path, small_confi
             "hidden", "layers", "dropout", "lr", "seq_len"}
     assert man["seq_len"] == tuning["final"]["best_params"]["seq_len"]
     assert {e.stage for e in events} == {"tune", "fold", "final", "done"}
+    assert "## Nested tuning" in (p / "report.md").read_text()
