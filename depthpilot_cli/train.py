@@ -33,11 +33,16 @@ def train(
     epochs: int = typer.Option(8),
     folds: int = typer.Option(4),
     seed: int = typer.Option(0),
-    tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs `pip install depthpilot[tune]`)"),
+    tune: int = typer.Option(0, "--tune", help="optuna trials per training window: nested, inside each walk-forward "
+                             "fold's training rows only (needs `pip install depthpilot[tune]`)"),
+    allow_imbalanced: bool = typer.Option(False, "--allow-imbalanced",
+                                          help="train even when the labels leave a class almost empty "
+                                               "(warned about and recorded in the manifest and report)"),
 ) -> None:
     """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
     from features.spec import FeatureSpec
-    from predictor.labels import LabelSpec
+    from predictor.dataset import DatasetError
+    from predictor.labels import ImbalancedLabels, LabelError, LabelSpec, check_label_balance, make_labels
     from predictor.sources import (RELATIVE_CANDLE_COLUMNS, SourceError, from_books, from_feature_file, from_klines,
                                    from_store, relative_columns)
     from predictor.train import TrainConfig
@@ -70,10 +75,18 @@ def train(
             data = data.select(relative_columns(data.names))
         cfg = TrainConfig(label=LabelSpec(kind=label, horizon=horizon, threshold=threshold), seq_len=seq_len,
                           hidden=hidden, layers=layers, dropout=dropout, max_epochs=epochs, n_folds=folds, seed=seed,
-                          tune_trials=tune, model_name=out.name)
+                          tune_trials=tune, model_name=out.name, allow_imbalanced=allow_imbalanced)
     except (SourceError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    try:  # before anything is printed or fitted: labels that leave a class almost empty
+        check_label_balance(cfg.label, make_labels(cfg.label, data.prices), cfg.min_class_share)
+    except ImbalancedLabels as exc:
+        if not allow_imbalanced:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(2) from None
+        console.print(f"[bold yellow]WARNING: {exc}; training anyway (--allow-imbalanced), "
+                      "recorded in the manifest and report[/bold yellow]", markup=True, highlight=False)
     console.print(f"{len(data.ts)} rows x {len(data.names)} features (spec {data.spec_hash})")
     with progress() as prog:
         task = prog.add_task("training", total=None)
@@ -83,8 +96,13 @@ def train(
             epoch = f" epoch {ev.epoch}" if ev.epoch is not None and ev.epoch >= 0 else ""
             prog.update(task, completed=ev.step, total=ev.steps_total, description=f"{where}{epoch}")
 
-        artifact = run_train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=on_progress,
-                             features=data.features)
+        try:
+            artifact = run_train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out,
+                                 progress=on_progress, features=data.features)
+        except (DatasetError, LabelError) as exc:
+            prog.stop()
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(2) from None
     man = json.loads((Path(artifact) / "manifest.json").read_text())
     table = Table("predictor", "accuracy", "log-loss", "brier", title="walk-forward, out of sample")
     for who, r in man["metrics"]["walk_forward"].items():
@@ -92,6 +110,8 @@ def train(
             table.add_row(who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}",
                           f"{r['mean_fold_brier']:.4f}")
     Console().print(table)
+    for w in man["metrics"].get("warnings", []):
+        console.print(f"[bold yellow]WARNING: {w}[/bold yellow]", highlight=False)
     console.print(f"artifact and report.md in {artifact}")
 
 

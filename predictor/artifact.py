@@ -78,6 +78,8 @@ class Manifest:
     train_config: dict[str, Any] = field(default_factory=dict)
     # row clock in seconds: row_interval_s, seq_len_s, horizon_s, max_gap_s (predictor.clock)
     clock: dict[str, Any] = field(default_factory=dict)
+    # baselines fitted on the final model's training labels (predictor.evaluate.FittedBaselines)
+    baselines: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     created_at: str = ""
     torch_version: str = torch.__version__

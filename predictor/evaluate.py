@@ -9,6 +9,10 @@ Every model fold is scored next to three baselines on exactly the same test samp
 * ``random``      -- a class drawn from the training priors (seeded); probabilities = priors (so its
   log-loss/Brier equal ``majority``'s; it differs on accuracy/precision/recall).
 
+The baselines are fitted once (:func:`fit_baselines` -> :class:`FittedBaselines`, stored in the
+model manifest) and applied to any test rows (:func:`predict_baselines`), so scoring new data
+(:func:`predictor.holdout.evaluate_on`) uses the training priors and transition table.
+
 Metrics: accuracy, per-class precision/recall, log-loss, multi-class Brier score, reliability
 bins of the top-class confidence and the expected calibration error (ECE).
 """
@@ -25,6 +29,9 @@ __all__ = [
     "classification_metrics",
     "reliability_bins",
     "baseline_predictions",
+    "FittedBaselines",
+    "fit_baselines",
+    "predict_baselines",
     "FoldResult",
     "aggregate",
     "write_report",
@@ -89,19 +96,39 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[s
     }
 
 
-def baseline_predictions(y_all: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, n_classes: int,
-                         horizon: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{name: (probs (N, C), pred (N,))} for the baselines on ``test_idx``; fitted on ``train_idx``
-    labels only. ``y_all`` is the full label array (persistence reads ``y[t-h]``, known at t)."""
+@dataclass(frozen=True)
+class FittedBaselines:
+    """The baselines' parameters, fitted on training labels only and stored in the model manifest
+    so that new data is scored with the *training* priors and transition table (never its own)."""
+
+    horizon: int
+    priors: np.ndarray  # (C,) Laplace-smoothed training class frequencies
+    transition: np.ndarray  # (C, C): row = y[t-h], column = P(y[t] | y[t-h]) on training pairs
+    seed: int = 0  # default seed of the random baseline
+
+    @property
+    def majority(self) -> int:
+        return int(np.argmax(self.priors))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"horizon": int(self.horizon), "priors": self.priors.tolist(),
+                "transition": self.transition.tolist(), "seed": int(self.seed)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FittedBaselines":
+        return cls(horizon=int(d["horizon"]), priors=np.asarray(d["priors"], dtype=np.float64),
+                   transition=np.asarray(d["transition"], dtype=np.float64), seed=int(d.get("seed", 0)))
+
+
+def fit_baselines(y_all: np.ndarray, train_idx: np.ndarray, n_classes: int, horizon: int,
+                  seed: int = 0) -> FittedBaselines:
+    """Priors and the persistence transition table from the labels at ``train_idx`` only
+    (a transition pair counts when both ``t-h`` and ``t`` are training samples)."""
+    y_all = np.asarray(y_all, dtype=np.int64)
+    train_idx = np.asarray(train_idx, dtype=np.int64)
     ytr = y_all[train_idx]
     prior = np.bincount(ytr, minlength=n_classes).astype(np.float64) + 1.0  # Laplace
     prior /= prior.sum()
-    n = len(test_idx)
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    maj = int(np.argmax(prior))
-    out["majority"] = (np.tile(prior, (n, 1)), np.full(n, maj, dtype=np.int64))
-
-    # persistence: y[t-h]; transition table P(y[t] | y[t-h]) from train pairs whose both ends are train
     trans = np.ones((n_classes, n_classes))
     tr_set = np.zeros(len(y_all), dtype=bool)
     tr_set[train_idx] = True
@@ -110,16 +137,37 @@ def baseline_predictions(y_all: np.ndarray, train_idx: np.ndarray, test_idx: np.
     ok[ok] &= tr_set[prev_tr[ok]]
     np.add.at(trans, (y_all[prev_tr[ok]], ytr[ok]), 1.0)
     trans /= trans.sum(axis=1, keepdims=True)
-    prev = test_idx - horizon
+    return FittedBaselines(horizon=int(horizon), priors=prior, transition=trans, seed=int(seed))
+
+
+def predict_baselines(fb: FittedBaselines, y_all: np.ndarray, test_idx: np.ndarray,
+                      seed: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (probs (N, C), pred (N,))} on ``test_idx`` from fitted baselines. Persistence reads
+    ``y_all[t-h]`` (the last label known at t); where that is unknown it falls back to majority.
+    ``seed`` (default ``fb.seed``) seeds the random baseline."""
+    y_all = np.asarray(y_all, dtype=np.int64)
+    test_idx = np.asarray(test_idx, dtype=np.int64)
+    prior, C, h = fb.priors, len(fb.priors), fb.horizon
+    n = len(test_idx)
+    maj = fb.majority
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {
+        "majority": (np.tile(prior, (n, 1)), np.full(n, maj, dtype=np.int64))}
+    prev = test_idx - h
     last = np.where(prev >= 0, y_all[np.maximum(prev, 0)], -1)
     known = last >= 0
     pers_pred = np.where(known, last, maj).astype(np.int64)
-    pers_probs = np.where(known[:, None], trans[np.maximum(last, 0)], prior)
+    pers_probs = np.where(known[:, None], fb.transition[np.maximum(last, 0)], prior)
     out["persistence"] = (pers_probs, pers_pred)
-
-    rng = np.random.default_rng(seed)
-    out["random"] = (np.tile(prior, (n, 1)), rng.choice(n_classes, size=n, p=prior).astype(np.int64))
+    rng = np.random.default_rng(fb.seed if seed is None else seed)
+    out["random"] = (np.tile(prior, (n, 1)), rng.choice(C, size=n, p=prior).astype(np.int64))
     return out
+
+
+def baseline_predictions(y_all: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, n_classes: int,
+                         horizon: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (probs (N, C), pred (N,))} for the baselines on ``test_idx``; fitted on ``train_idx``
+    labels only. ``y_all`` is the full label array (persistence reads ``y[t-h]``, known at t)."""
+    return predict_baselines(fit_baselines(y_all, train_idx, n_classes, horizon, seed), y_all, test_idx)
 
 
 @dataclass
@@ -134,6 +182,8 @@ class FoldResult:
     best_epoch: int = 0
     y_test: np.ndarray | None = None
     probs_test: np.ndarray | None = None
+    tuning: dict[str, Any] | None = None  # nested tuning of this fold: rows searched, best params
+
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -141,7 +191,7 @@ class FoldResult:
             "n_train": self.n_train, "n_test": self.n_test, "best_epoch": self.best_epoch,
             "metrics": {k: {m: v for m, v in d.items() if m != "reliability"} | {"ece": d["reliability"]["ece"]}
                         for k, d in self.metrics.items()},
-        }
+        } | ({"tuning": self.tuning} if self.tuning else {})
 
 
 def aggregate(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str, Any]:
@@ -211,6 +261,19 @@ def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Se
             lines.append(f"| {who} | " + " | ".join(_fmt(v) for v in vals) + " |")
         sup = r.metrics["model"]["support"]
         lines += ["", "test class support: " + ", ".join(f"{c}={sup[c]}" for c in classes), ""]
+    if any(r.tuning for r in results):
+        lines += ["## Nested tuning", "",
+                  "Each fold's hyperparameters were selected on inner folds inside its training rows only;",
+                  "the fold's test block above never took part in the selection.", "",
+                  "| fold | rows searched | trials | inner log-loss | chosen |", "|---|---|---:|---:|---|"]
+        for r in results:
+            t = r.tuning or {}
+            if t:
+                lines.append(f"| {r.index} | {t['rows'][0]}..{t['rows'][1] - 1} | {t['n_trials']} | "
+                             f"{t['best_value']:.4f} | " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
+                                                                     f"{k}={v}" for k, v in t["best_params"].items())
+                             + " |")
+        lines.append("")
     rel = results[-1].metrics["model"]["reliability"] if results else None
     if rel:
         lines += ["## Reliability (model, last fold, top-class confidence)", "",

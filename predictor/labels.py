@@ -22,13 +22,29 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["LabelError", "LabelSpec", "Prices", "make_labels", "forward_return", "UNLABELLED"]
+__all__ = ["LabelError", "ImbalancedLabels", "LabelSpec", "Prices", "make_labels", "forward_return",
+           "class_counts", "check_label_balance", "UNLABELLED"]
 
 UNLABELLED = -1
 
 
 class LabelError(ValueError):
     """Bad label definition or price input."""
+
+
+class ImbalancedLabels(LabelError):
+    """The label parameters leave a class (almost) empty: a model would learn one class."""
+
+    def __init__(self, counts: dict[str, int], min_share: float, spec: "LabelSpec"):
+        self.counts = counts
+        self.min_share = min_share
+        n = max(sum(counts.values()), 1)
+        rare = [c for c, k in counts.items() if k < min_share * n]
+        desc = ", ".join(f"{c}={k}" for c, k in counts.items())
+        super().__init__(
+            f"labels (horizon={spec.horizon}, threshold={spec.threshold:g}) leave class(es) {', '.join(rare)} "
+            f"below {min_share:.0%} of {n} labelled rows ({desc}): lower --threshold or raise --horizon "
+            f"(or pass --allow-imbalanced)")
 
 
 @dataclass(frozen=True)
@@ -139,3 +155,20 @@ def make_labels(spec: LabelSpec, prices: Prices) -> np.ndarray:
         lab[r < -spec.threshold] = 0
         y[ok] = lab[ok]
     return y
+
+
+def class_counts(y: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Labelled rows per class name (unlabelled rows not counted)."""
+    c = np.bincount(y[y != UNLABELLED], minlength=len(classes))
+    return {name: int(c[i]) for i, name in enumerate(classes)}
+
+
+def check_label_balance(spec: LabelSpec, y: np.ndarray, min_share: float) -> dict[str, int]:
+    """Class counts of ``y``; raise :class:`ImbalancedLabels` if any class holds fewer than
+    ``min_share`` of the labelled rows (e.g. a threshold far above the typical move over the
+    horizon labels nearly everything "flat")."""
+    counts = class_counts(y, spec.classes)
+    n = sum(counts.values())
+    if n == 0 or min(counts.values()) < min_share * n:
+        raise ImbalancedLabels(counts, min_share, spec)
+    return counts

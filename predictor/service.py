@@ -3,7 +3,9 @@
 The model's manifest says which vectors it eats (feature kind/interval, spec hash, feature
 names); vectors of another interval are ignored, a spec mismatch is refused loudly (counted
 and logged, never silently fed to the model). ``reload_model`` over the control channel swaps
-the model between two messages: nothing is dropped, windows restart their warm-up.
+the model between two messages: nothing is dropped, and the new model is warmed on each symbol's
+last vectors since the latest reset (replayed under the lock before the swap), so the very next
+vector yields a signal of the new model -- the same one it would give had it been serving all along.
 
 Time: the model is served on its own row clock (:mod:`predictor.clock`, seconds from the
 manifest; a model without a fixed clock is refused at load). Windows and smoothing restart on
@@ -65,6 +67,8 @@ class _Loaded:
         self.smoother = DecisionSmoother(art.classes, SmoothingConfig.from_dict(
             {k: v for k, v in man.thresholds.items() if k in SmoothingConfig.__dataclass_fields__}))
         self._idx: dict[tuple[str, ...], np.ndarray] = {}
+        # vectors a successor needs to resume where this model stands: a full window + smoother history
+        self.warm_rows = self.predictor.seq_len + self.smoother.cfg.k - 1
 
     def columns(self, names: list[str]) -> np.ndarray:
         key = tuple(names)
@@ -92,6 +96,7 @@ class PredictorService(Service):
         self._last_vec: dict[str, float] = {}  # monotonic time of the last vector per symbol
         self._since: dict[str, float] = {}  # ... of the last signal (or the first vector without one)
         self._last_skip: dict[str, str] = {}  # why the latest vector gave no signal
+        self._recent: dict[str, deque] = {}  # per symbol: last (ts, values, names, valid) accepted
         self.signals = 0
         self.latency_ns: deque[int] = deque(maxlen=2000)  # collector had the book -> signal made
         self.writer = None
@@ -152,12 +157,18 @@ class PredictorService(Service):
                 return
             before = mdl.predictor.stats["off_clock"]
             probs = mdl.predictor.push(key, msg.ts, x if msg.valid else np.full_like(x, np.nan), reset=msg.reset)
+            recent = self._recent.get(key)
+            if recent is None:
+                recent = self._recent[key] = deque(maxlen=mdl.warm_rows)
             if mdl.predictor.last_reset:
                 mdl.smoother.reset(key)  # smoothing never mixes probabilities from both sides of a reset
+                recent.clear()  # nor does a successor model warm up on rows from before it
                 self.counts["resets"] += 1
                 log.info("%s %s: window and smoothing reset (%s)", msg.exchange, msg.symbol, mdl.predictor.last_reset)
+            off = mdl.predictor.stats["off_clock"] != before
+            if not off and (not recent or msg.ts > recent[-1][0]):  # a redelivered/stale vector is not history
+                recent.append((msg.ts, msg.values, msg.names, msg.valid, msg.reset))
             if probs is None:  # warm-up / invalid / stale / off-clock vector: counted in predictor.stats
-                off = mdl.predictor.stats["off_clock"] != before
                 self._last_skip[key] = "off the model's clock" if off else "warm-up / invalid / stale vector"
                 if off:
                     self._skip("off_clock", msg, f"ts {msg.ts} is not on the model's {mdl.clock.row_interval_s:g} s clock")
@@ -176,6 +187,28 @@ class PredictorService(Service):
             self.writer.add(sig)
 
 
+    def _warm(self, new: _Loaded) -> int:
+        """Replay each symbol's last vectors into ``new`` (caller holds the lock). Vectors of
+        another spec/interval would be refused by ``new``: then its windows warm up from scratch."""
+        old = self.model
+        if (new.spec_hash, new.interval) != (old.spec_hash, old.interval):
+            self._recent.clear()
+            return 0
+        warmed = 0
+        for key, recent in self._recent.items():
+            for ts, values, names, valid, reset in recent:
+                try:
+                    x = values[new.columns(names)]
+                except ValueError:
+                    break  # the new model needs columns these vectors lack
+                probs = new.predictor.push(key, ts, x if valid else np.full_like(x, np.nan), reset=reset)
+                if new.predictor.last_reset:
+                    new.smoother.reset(key)
+                if probs is not None:
+                    new.smoother.update(key, probs)
+            warmed += new.predictor.ready(key)
+            self._recent[key] = deque(recent, maxlen=new.warm_rows)
+        return warmed
 
     def silence_s(self) -> float:
         return self.settings.predictor_silence_s or (self.model.clock.seq_len_s + 30.0)
@@ -225,9 +258,11 @@ class PredictorService(Service):
             target = str(cmd.args.get("model") or self.settings.predictor_model)
             new = _Loaded(resolve_model(target), self.settings.predictor_threads)  # load outside the lock
             with self._lock:
+                warmed = self._warm(new)
                 old, self.model = self.model, new
-            log.info("model reloaded: %s -> %s", old.model_id, new.model_id)
-            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash}
+            log.info("model reloaded: %s -> %s (%d symbols warm)", old.model_id, new.model_id, warmed)
+            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash,
+                    "warm_symbols": warmed}
         return None
 
 

@@ -7,6 +7,10 @@
   the model the ``make run`` demo serves.
 
     python -m predictor.train_default [klines|book|all]
+    python -m predictor.train_default baselines   # (re)store the fitted baselines in both manifests
+
+Label parameters: ``klines-default`` horizon 5 bars (5 min), threshold 0.0005 (5 bp);
+``book-default`` horizon 20 snapshots (~2 s), threshold 0.00002 (0.2 bp).
 """
 from __future__ import annotations
 
@@ -66,6 +70,35 @@ def train_one(which: str, out_dir: Path | None = None,
                  features=data.features)
 
 
+def store_baselines(which: str, path: Path | None = None) -> dict:
+    """Fit the baselines on the final training rows recorded in an existing artifact's manifest
+    (same data, labels and sample mask as its training) and write them into the manifest; the
+    weights are untouched. For artifacts trained before manifests carried baselines."""
+    import numpy as np
+
+    from predictor.artifact import MANIFEST_FILE
+    from predictor.dataset import sample_mask
+    from predictor.evaluate import fit_baselines
+    from predictor.labels import make_labels
+
+    data, cfg = (klines_data(), KLINES_CONFIG) if which == "klines" else (book_data(), BOOK_CONFIG)
+    mpath = (path or models_dir() / cfg.model_name) / MANIFEST_FILE
+    man = json.loads(mpath.read_text())
+    if man["spec_hash"] != data.spec_hash or man["feature_names"] != data.names:
+        raise SystemExit(f"{mpath}: the data does not match the model's features")
+    label = LabelSpec.from_dict(man["label"])
+    y = make_labels(label, data.prices)
+    rng = man["data_range"]
+    mask = sample_mask(data.X, y, int(man["seq_len"]))
+    idx = np.flatnonzero(mask & (data.ts >= rng["final_train_start_ts"]) & (data.ts <= rng["final_train_end_ts"]))
+    fb = fit_baselines(y, idx, label.n_classes, label.horizon, seed=int(man["train_config"].get("seed", 0)))
+    man["baselines"] = fb.to_dict()
+    tmp = mpath.with_suffix(".tmp")
+    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
+    tmp.replace(mpath)
+    return man["baselines"]
+
+
 def _print_progress(ev: ProgressEvent) -> None:
     if ev.stage in ("fold", "final"):
         who = f"fold {ev.fold}" if ev.stage == "fold" else "final"
@@ -75,6 +108,10 @@ def _print_progress(ev: ProgressEvent) -> None:
 
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if which == "baselines":
+        for w in ("klines", "book"):
+            print(w, store_baselines(w))
+        sys.exit(0)
     for w in (("klines", "book") if which == "all" else (which,)):
         t0 = time.perf_counter()
         path = train_one(w, progress=_print_progress)

@@ -147,3 +147,18 @@ def test_validate_inputs_errors(klines):
         validate_inputs(X, ts, names, 99)
     with pytest.raises(DatasetError, match="2-D"):
         validate_inputs(X[:, 0], ts, names, 100)
+
+
+def test_label_balance_check_counts_by_hand():
+    from predictor.labels import ImbalancedLabels, LabelSpec, check_label_balance
+
+    spec = LabelSpec("updown", horizon=2, threshold=0.001)
+    y = np.array([1] * 96 + [0, 0, 2, 2, -1, -1])  # down 2, flat 96, up 2 of 100 labelled rows
+    with pytest.raises(ImbalancedLabels) as ei:
+        check_label_balance(spec, y, 0.05)
+    msg = str(ei.value)
+    assert "down=2, flat=96, up=2" in msg and "lower --threshold or raise --horizon" in msg
+    assert "\n" not in msg and ei.value.counts == {"down": 2, "flat": 96, "up": 2}
+    assert check_label_balance(spec, y, 0.02) == {"down": 2, "flat": 96, "up": 2}  # exactly 2% passes
+    with pytest.raises(ImbalancedLabels):
+        check_label_balance(spec, np.full(5, -1), 0.05)  # nothing labelled at all

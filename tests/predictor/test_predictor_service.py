@@ -90,14 +90,17 @@ def test_signals_equal_offline_batch_inference(bus_url, uid, book_features):
         svc.writer.flush()
         assert store.count("signals", symbol=symbol) == expected_n
 
-        # hot reload over the control channel: keeps consuming, nothing lost
+        # hot reload over the control channel: keeps consuming, nothing lost, and the reloaded model
+        # resumes warm (test_predictor_reload.py swaps to a different model under a steady stream)
         reply = test_bus.rpc(m.ControlCommand(target="predictor", command="reload_model", args={"model": MODEL}), 10)
         assert reply.ok and reply.result["model_id"] == art.manifest.model_id
         before = len(got)
         for i in range(N, N + seq + 4):
             test_bus.publish(m.FeatureVector(exchange="binance", symbol=symbol, ts=int(data.ts[i]),
                                              spec_hash=data.spec_hash, values=data.X[i], names=names, interval=""))
-        assert _wait(lambda: len(got) == before + 5)
+        assert _wait(lambda: len(got) == before + seq + 4), f"{len(got) - before}/{seq + 4} after the reload"
+        time.sleep(0.3)
+        assert len(got) == before + seq + 4
     finally:
         svc.stop()
         if hasattr(test_bus, "delete_queue"):
