@@ -8,8 +8,15 @@ from decimal import Decimal
 import pytest
 
 from tests.trader.fakes.bybit_v5 import API_KEY, API_SECRET, FakeBybit
-from trader.domain import (ExecutionClient, ExecutionError, FillReport, OrderOutcomeUnknown, OrderRejected,
-                           OrderRequest, PositionReport)
+from trader.domain import (
+    ExecutionClient,
+    ExecutionError,
+    FillReport,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderRequest,
+    PositionReport,
+)
 from trader.execution import RetryPolicy, make_execution_client
 from trader.execution.common import venue_order_id
 
@@ -39,16 +46,16 @@ def test_instruments_and_leverage(fake: FakeBybit) -> None:
     inst = c.instruments(["BTCUSDT", "ETHUSDT"])
     btc = inst["BTCUSDT"]
     assert (btc.tick_size, btc.lot_step, btc.min_qty, btc.min_notional) == (
-        Decimal("0.10"), Decimal("0.001"), Decimal("0.001"), Decimal("5"))
-    assert btc.max_leverage == Decimal("100") and btc.max_qty == Decimal("1190.000")
+        Decimal("0.10"), Decimal("0.001"), Decimal("0.001"), Decimal(5))
+    assert btc.max_leverage == Decimal(100) and btc.max_qty == Decimal("1190.000")
     with pytest.raises(ExecutionError, match="unknown linear symbol"):
         c.instruments(["DOGEUSDT"])
-    c.set_leverage("BTCUSDT", Decimal("5"))
-    c.set_leverage("BTCUSDT", Decimal("5"))  # 110043 "leverage not modified" is success
+    c.set_leverage("BTCUSDT", Decimal(5))
+    c.set_leverage("BTCUSDT", Decimal(5))  # 110043 "leverage not modified" is success
     assert fake.state.leverage["BTCUSDT"] == 5
     assert [r.answered for r in fake.hits("/v5/position/set-leverage")] == ["0", "110043"]
     with pytest.raises(OrderRejected) as ei:
-        c.set_leverage("BTCUSDT", Decimal("150"))
+        c.set_leverage("BTCUSDT", Decimal(150))
     assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 2
 
 
@@ -63,7 +70,7 @@ def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
     assert c.lookup("BTCUSDT", "never-sent") is None
     [pos] = c.positions(["BTCUSDT"])
     assert pos.qty == Decimal("0.010") and pos.avg_price == Decimal("64123.4") and pos.stop_price is None
-    assert c.balance()["USDT"] < Decimal("10000")  # the taker fee
+    assert c.balance()["USDT"] < Decimal(10000)  # the taker fee
     events = c.poll_events()
     fills = [e for e in events if isinstance(e, FillReport)]
     assert [(f.client_order_id, f.qty, f.price) for f in fills] == [("intent-1", Decimal("0.010"), Decimal("64123.4"))]
@@ -134,7 +141,7 @@ def test_rate_limits_back_off_then_succeed(fake: FakeBybit) -> None:
 
 
 def test_insufficient_balance_is_rejected_once(fake: FakeBybit) -> None:
-    fake.state.wallet = Decimal("10")
+    fake.state.wallet = Decimal(10)
     c = client(fake)
     with pytest.raises(OrderRejected) as ei:
         c.submit(buy("intent-poor"))
@@ -151,23 +158,23 @@ def test_refused_locally_when_rules_cannot_be_met(fake: FakeBybit) -> None:
         c.submit(buy("tiny", "0.0009"))
     assert ei.value.code == "local"
     with pytest.raises(OrderRejected, match="notional"):
-        c.submit(buy("small", "0.001", price=Decimal("1000")))  # 1 USDT < min notional 5
+        c.submit(buy("small", "0.001", price=Decimal(1000)))  # 1 USDT < min notional 5
     assert fake.hits(CREATE) == []
 
 
 def test_trading_stop_placed_moved_and_removed(fake: FakeBybit) -> None:
     c = client(fake)
     with pytest.raises(OrderRejected, match="no position"):
-        c.set_stop("BTCUSDT", Decimal("63000"))
+        c.set_stop("BTCUSDT", Decimal(63000))
     c.submit(buy("intent-stop"))
     c.set_stop("BTCUSDT", Decimal("63000.04"))
     assert c.positions(["BTCUSDT"])[0].stop_price == Decimal("63000.1")  # long: rounded up to the tick
-    c.set_stop("BTCUSDT", Decimal("63500"))  # the trailing stop ratchets
-    c.set_stop("BTCUSDT", Decimal("63500"))  # 34040 not modified: fine
-    assert Decimal(fake.state.positions["BTCUSDT"]["sl"]) == Decimal("63500")
+    c.set_stop("BTCUSDT", Decimal(63500))  # the trailing stop ratchets
+    c.set_stop("BTCUSDT", Decimal(63500))  # 34040 not modified: fine
+    assert Decimal(fake.state.positions["BTCUSDT"]["sl"]) == Decimal(63500)
     assert [r.answered for r in fake.hits("/v5/position/trading-stop")] == ["0", "0", "34040"]
     with pytest.raises(OrderRejected) as ei:
-        c.set_stop("BTCUSDT", Decimal("65000"))  # above the price for a long
+        c.set_stop("BTCUSDT", Decimal(65000))  # above the price for a long
     assert ei.value.code == "10001"
     c.set_stop("BTCUSDT", None)
     assert c.positions(["BTCUSDT"])[0].stop_price is None
@@ -188,7 +195,7 @@ def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBybit, caplog:
     fake.fail("/v5/order/realtime", "500", times=50)
     with pytest.raises(OrderOutcomeUnknown) as e2:
         good.submit(buy("intent-secret"))
-    fake.state.wallet = Decimal("1")
+    fake.state.wallet = Decimal(1)
     with pytest.raises(OrderRejected) as e3:
         good.submit(buy("intent-secret-2"))
     texts += [str(e2.value), str(e3.value), repr(good), caplog.text]

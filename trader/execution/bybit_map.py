@@ -15,7 +15,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from trader.domain import FillReport, Instrument, OrderReport, OrderStatus, PositionReport, Side
+from trader.domain import (
+    FillReport,
+    Instrument,
+    OrderReport,
+    OrderStatus,
+    PositionReport,
+    Side,
+)
 from trader.execution.common import dec
 
 EXCHANGE = "bybit"

@@ -27,11 +27,31 @@ import requests
 from pybit.exceptions import FailedRequestError, InvalidRequestError
 from pybit.unified_trading import HTTP
 
-from trader.domain import (ExecEvent, ExecutionError, Instrument, Mode, OrderOutcomeUnknown, OrderRejected,
-                           OrderReport, OrderRequest, PositionReport, RetryableExecutionError)
+from trader.domain import (
+    ExecEvent,
+    ExecutionError,
+    Instrument,
+    Mode,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderReport,
+    OrderRequest,
+    PositionReport,
+    RetryableExecutionError,
+)
 from trader.execution import bybit_map as bm
-from trader.execution.common import (RateLimited, Redactor, RetryPolicy, RetryStats, call_with_retry, prepare_order,
-                                     retrying, venue_order_id)
+from trader.execution.common import (
+    LIBRARY_LOGGERS,
+    LogRedactor,
+    RateLimited,
+    Redactor,
+    RetryPolicy,
+    RetryStats,
+    call_with_retry,
+    prepare_order,
+    retrying,
+    venue_order_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +73,7 @@ class BybitExecution:
         self.retry = retry or RetryPolicy()
         self.stats = RetryStats()
         self._redact = Redactor(api_key, api_secret)
+        LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
         self._http = HTTP(testnet=(mode == "testnet"), api_key=api_key, api_secret=api_secret,
                           timeout=timeout_s, recv_window=recv_window_ms, max_retries=1, force_retry=False,
                           log_requests=False)

@@ -12,11 +12,22 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+)
 
-from trader.domain import Instrument, OrderRejected, OrderRequest, RetryableExecutionError
+from trader.domain import (
+    Instrument,
+    OrderRejected,
+    OrderRequest,
+    RetryableExecutionError,
+)
 
 T = TypeVar("T")
 
@@ -75,6 +86,33 @@ class Redactor:
         for s in self._secrets:
             out = out.replace(s, "***")
         return " ".join(out.split())  # one line
+
+
+class LogRedactor(logging.Filter):
+    """Scrubs credentials out of the venue libraries' own log records (ccxt logs every request's
+    headers, X-MBX-APIKEY included, at DEBUG). One instance per logger, shared by all clients."""
+
+    _secrets: ClassVar[set[str]] = set()
+
+    @classmethod
+    def protect(cls, *secrets: str | None, loggers: tuple[str, ...] = ()) -> None:
+        cls._secrets.update(s for s in secrets if s and len(s) >= 4)
+        for name in loggers:
+            lg = logging.getLogger(name)
+            if not any(isinstance(f, cls) for f in lg.filters):
+                lg.addFilter(cls())
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        hit = [s for s in self._secrets if s in msg]
+        if hit:
+            for s in hit:
+                msg = msg.replace(s, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "urllib3.connectionpool")
 
 
 class RateLimited(RetryableExecutionError):

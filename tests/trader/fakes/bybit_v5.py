@@ -74,7 +74,7 @@ class BybitState:
     positions: dict[str, dict] = field(default_factory=dict)  # symbol -> {size (signed), avg, sl}
     leverage: dict[str, Decimal] = field(default_factory=dict)
     executions: list[dict] = field(default_factory=list)
-    wallet: Decimal = Decimal("10000")
+    wallet: Decimal = Decimal(10000)
     taker_fee: Decimal = Decimal("0.00055")
 
 
@@ -95,14 +95,14 @@ class FakeBybit:
         self.url = ""
 
     # ------------------------------------------------------------------ control
-    def start(self) -> "FakeBybit":
+    def start(self) -> FakeBybit:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 fake._serve(self, "GET")
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 fake._serve(self, "POST")
 
             def log_message(self, *a: Any) -> None:
@@ -123,10 +123,10 @@ class FakeBybit:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeBybit":
+    def __enter__(self) -> FakeBybit:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def fail(self, path: str, kind: str, times: int = 1) -> None:
