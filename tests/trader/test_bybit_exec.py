@@ -124,6 +124,15 @@ def test_timeout_and_failed_lookup_is_outcome_unknown(fake: FakeBybit) -> None:
     assert len(fake.hits("/v5/order/realtime")) == FAST.attempts
 
 
+def test_server_error_on_create_is_looked_up_then_resent(fake: FakeBybit) -> None:
+    c = client(fake)
+    fake.fail(CREATE, "500")  # refused before processing: no order
+    rep = c.submit(buy("intent-5xx"))
+    assert rep.status == "filled" and len(fake.state.orders) == 1
+    seq = [(r.path, r.answered) for r in fake.requests if r.path in (CREATE, "/v5/order/realtime", "/v5/order/history")]
+    assert seq[:4] == [(CREATE, "500"), ("/v5/order/realtime", "0"), ("/v5/order/history", "0"), (CREATE, "0")]
+
+
 def test_rate_limits_back_off_then_succeed(fake: FakeBybit) -> None:
     c = client(fake)
     fake.fail(CREATE, "10006", times=2)

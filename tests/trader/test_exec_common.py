@@ -20,6 +20,7 @@ from trader.execution.common import (
     backoff_delay,
     dec,
     prepare_order,
+    retry_after,
     venue_order_id,
 )
 
@@ -63,6 +64,11 @@ def test_backoff_is_exponential_capped_and_honours_hints() -> None:
     assert [backoff_delay(p, n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert backoff_delay(p, 1, retry_after_s=3.0) == 3.0
     assert backoff_delay(p, 1, retry_after_s=60.0) == 4.0
+
+
+def test_retry_after_header() -> None:
+    assert retry_after("2") == 2.0 and retry_after(None) == 0.0 and retry_after("-3") == 0.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 def test_redaction(caplog: pytest.LogCaptureFixture) -> None:

@@ -52,6 +52,7 @@ from trader.execution.common import (
     RetryStats,
     call_with_retry,
     prepare_order,
+    retry_after,
     retrying,
     venue_order_id,
 )
@@ -114,14 +115,19 @@ class BybitExecution:
                 after = max(0.0, (int(reset) - time.time() * 1000) / 1000) if reset else 0.0
                 raise RateLimited(msg, retry_after_s=after) from None
             if code in bm.RETRYABLE:
+                if what == "create" and code in bm.SERVER_SIDE:
+                    raise _SentNoAnswer(msg) from None  # it may have been placed: look it up first
                 raise RetryableExecutionError(msg) from None
+            if code in bm.AUTH:
+                raise ExecutionError(msg) from None
             raise OrderRejected(msg, code=str(code)) from None
         except FailedRequestError as e:
             msg = self._redact(f"{where}: HTTP {e.status_code} {e.message}")
             if e.status_code in (429, 403):
-                ra = (e.resp_headers or {}).get("Retry-After")
-                raise RateLimited(msg, retry_after_s=float(ra) if ra else 0.0) from None
+                raise RateLimited(msg, retry_after_s=retry_after((e.resp_headers or {}).get("Retry-After"))) from None
             if isinstance(e.status_code, int) and e.status_code >= 500:
+                if what == "create":
+                    raise _SentNoAnswer(msg) from None  # a gateway error after the order went in?
                 raise RetryableExecutionError(msg) from None
             raise ExecutionError(msg) from None
         except (requests.Timeout, requests.ConnectionError) as e:

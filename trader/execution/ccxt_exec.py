@@ -51,6 +51,7 @@ from trader.execution.common import (
     call_with_retry,
     dec,
     prepare_order,
+    retry_after,
     retrying,
     venue_order_id,
 )
@@ -122,11 +123,9 @@ class CcxtExecution:
             if kind == "rate":
                 hdr = getattr(self._ex, "last_response_headers", None) or {}
                 ra = hdr.get("Retry-After") or hdr.get("retry-after")
-                raise RateLimited(msg, retry_after_s=float(ra) if ra else 0.0) from None
-            if kind == "unknown" and what == "create":
-                raise _SentNoAnswer(msg) from None
-            if kind == "retry" and what == "create" and not code:
-                raise _SentNoAnswer(msg) from None  # connection dropped: it may have arrived
+                raise RateLimited(msg, retry_after_s=retry_after(ra)) from None
+            if kind in ("unknown", "retry") and what == "create":
+                raise _SentNoAnswer(msg) from None  # timeout / dropped / 5xx: it may have gone in
             if kind in ("retry", "unknown"):
                 raise RetryableExecutionError(msg) from None
             if kind in ("reject", "duplicate", "not_found"):

@@ -143,6 +143,14 @@ class RetryStats:
     delays_s: list[float] = field(default_factory=list)
 
 
+def retry_after(value: object) -> float:
+    """An HTTP ``Retry-After`` in seconds (delta-seconds only; an HTTP-date or garbage -> 0)."""
+    try:
+        return max(0.0, float(str(value))) if value not in (None, "") else 0.0
+    except ValueError:
+        return 0.0
+
+
 def backoff_delay(policy: RetryPolicy, attempt: int, retry_after_s: float = 0.0) -> float:
     """Delay before try ``attempt + 1`` (``attempt`` >= 1 tries done)."""
     expo = min(policy.max_delay_s, policy.base_delay_s * (2 ** (attempt - 1)))
