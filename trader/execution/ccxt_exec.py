@@ -11,8 +11,12 @@ by rebasing every ``urls['api']`` entry (paths kept).
 
 Idempotency: ``newClientOrderId`` is derived from the intent's ``client_order_id``. Binance
 only refuses a duplicate id among OPEN orders (-4116) - a filled market order's id can be
-reused - so ``submit`` looks the id up (``fetch_order`` with ``origClientOrderId``) before it
-creates, and after a create that timed out, before anything is re-sent.
+reused - so ``submit`` looks the id up (``fetch_order`` with the unified ``clientOrderId``
+param; Binance sends it as ``origClientOrderId``) before it creates, and after a create that
+timed out, before anything is re-sent. Other ccxt venues work as far as they support these
+unified calls; only ``binanceusdm`` is tested.
+
+Not thread-safe: one worker thread per client.
 
 Stop-loss: one reduce-only ``STOP_MARKET`` with ``closePosition`` per position, replaced by
 cancel + create when it moves (Binance allows one closePosition stop per direction).
@@ -215,7 +219,7 @@ class CcxtExecution:
         vid = venue_order_id(client_order_id)
         try:
             o = self._retry("lookup", symbol, self._ex.fetch_order, "", self._unified[symbol],
-                            {"origClientOrderId": vid})
+                            {"clientOrderId": vid})
         except OrderRejected as e:
             if e.code in cm.BINANCE_NOT_FOUND or e.code == "not_found":
                 return None
@@ -228,7 +232,7 @@ class CcxtExecution:
         self._load()
         try:
             self._retry("cancel", symbol, self._ex.cancel_order, "", self._unified[symbol],
-                        {"origClientOrderId": venue_order_id(client_order_id)})
+                        {"clientOrderId": venue_order_id(client_order_id)})
         except OrderRejected as e:
             if e.code not in cm.BINANCE_NOT_FOUND and e.code != "not_found":
                 raise
