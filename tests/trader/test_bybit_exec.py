@@ -137,11 +137,12 @@ def test_rate_limits_back_off_then_succeed(fake: FakeBybit) -> None:
     c = client(fake)
     fake.fail(CREATE, "10006", times=2)
     fake.fail(CREATE, "429")
+    fake.fail(CREATE, "403")  # Bybit's IP rate limit
     rep = c.submit(buy("intent-rl"))
     assert rep.status == "filled" and len(fake.state.orders) == 1
     hits = fake.hits(CREATE)
-    assert [h.answered for h in hits] == ["10006", "10006", "429", "0"]
-    assert c.stats.retries == 3 and c.stats.rate_limited == 3
+    assert [h.answered for h in hits] == ["10006", "10006", "429", "403", "0"]
+    assert c.stats.retries == 4 and c.stats.rate_limited == 4
     gaps = [b.t - a.t for a, b in zip(hits, hits[1:])]
     for gap, delay in zip(gaps, c.stats.delays_s):
         assert gap >= delay * 0.95

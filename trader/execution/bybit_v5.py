@@ -141,11 +141,11 @@ class BybitExecution:
 
     # ------------------------------------------------------------------ instruments, leverage
     def instruments(self, symbols: list[str]) -> dict[str, Instrument]:
-        missing = [s for s in symbols if s not in self._instruments]
-        if missing:
-            res = self._retry("instruments", self._http.get_instruments_info, category=self.category)
+        for sym in [s for s in symbols if s not in self._instruments]:  # one symbol per call: no paging
+            res = self._retry("instruments", self._http.get_instruments_info, category=self.category, symbol=sym)
             for row in res.get("list", []):
-                self._instruments[row["symbol"]] = bm.instrument(row)
+                if row.get("symbol") == sym:
+                    self._instruments[sym] = bm.instrument(row)
         unknown = [s for s in symbols if s not in self._instruments]
         if unknown:
             raise ExecutionError(f"bybit: unknown {self.category} symbol(s) {unknown}")
