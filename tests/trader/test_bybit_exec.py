@@ -287,3 +287,25 @@ def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeByb
     assert has_fill("intent-ok")(wait_events(good, has_fill("intent-ok")))
     c.close()
     good.close()
+
+
+def test_fake_checks_timestamp_and_recv_window(fake: FakeBybit) -> None:
+    """The fake's own guard: a correctly signed request outside recv_window is refused (10002)."""
+    import hashlib
+    import hmac
+    import time
+
+    import requests
+
+    def get(ts: int, recv: int = 5000) -> int:
+        q = "accountType=UNIFIED"
+        sign = hmac.new(API_SECRET.encode(), f"{ts}{API_KEY}{recv}{q}".encode(), hashlib.sha256).hexdigest()
+        r = requests.get(f"{fake.url}/v5/account/wallet-balance?{q}", timeout=2, headers={
+            "X-BAPI-API-KEY": API_KEY, "X-BAPI-SIGN": sign, "X-BAPI-TIMESTAMP": str(ts),
+            "X-BAPI-RECV-WINDOW": str(recv)})
+        return r.json()["retCode"]
+
+    now = int(time.time() * 1000)
+    assert get(now) == 0
+    assert get(now - 8000) == 10002 and get(now - 8000, recv=10000) == 0
+    assert get(now + 5000) == 10002  # from the future

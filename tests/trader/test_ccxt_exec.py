@@ -199,3 +199,26 @@ def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBinanceUSDM, c
         for s in (API_SECRET, bad_secret, API_KEY):
             assert s not in t
     assert "retry" in caplog.text
+
+
+def test_fake_checks_signature_timestamp_and_recv_window(fake: FakeBinanceUSDM) -> None:
+    """The fake's own guard, with hand-signed requests: stale or future timestamps -1021,
+    a signature over other parameters -1022, an unknown key -2015."""
+    import hashlib
+    import hmac
+    import time
+
+    import requests
+
+    def get(ts: int, recv: int = 5000, key: str = API_KEY, tamper: bool = False) -> int:
+        q = f"timestamp={ts}&recvWindow={recv}"
+        sig = hmac.new(API_SECRET.encode(), q.encode(), hashlib.sha256).hexdigest()
+        if tamper:
+            q = q.replace(f"recvWindow={recv}", f"recvWindow={recv + 1}")
+        r = requests.get(f"{fake.url}/fapi/v3/account?{q}&signature={sig}", headers={"X-MBX-APIKEY": key}, timeout=2)
+        return r.status_code if r.status_code == 200 else r.json()["code"]
+
+    now = int(time.time() * 1000)
+    assert get(now) == 200
+    assert get(now - 8000) == -1021 and get(now - 8000, recv=10000) == 200 and get(now + 5000) == -1021
+    assert get(now, tamper=True) == -1022 and get(now, key="someone-else") == -2015
