@@ -112,7 +112,8 @@ class LogRedactor(logging.Filter):
         return True
 
 
-LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "urllib3.connectionpool")
+LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "pybit._websocket_stream", "websocket",
+                   "urllib3.connectionpool")
 
 
 class RateLimited(RetryableExecutionError):
