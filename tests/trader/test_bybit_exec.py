@@ -14,6 +14,7 @@ from trader.domain import (
     FillReport,
     OrderOutcomeUnknown,
     OrderRejected,
+    OrderReport,
     OrderRequest,
     PositionReport,
 )
@@ -85,6 +86,25 @@ def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
     # cancelling a filled order: 110001 -> the order as it is
     assert c.cancel("BTCUSDT", "intent-2").status == "filled"
     assert c.open_orders() == []
+
+
+def test_limit_order_rests_fills_and_cancels_through_rest_polling(fake: FakeBybit) -> None:
+    c = client(fake)
+    rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
+    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders["lim-1"]["price"]) == Decimal("64000")
+    assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
+    assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []  # nothing new since submit
+    fake.fill("lim-1")
+    ev = c.poll_events()
+    [order] = [e for e in ev if isinstance(e, OrderReport)]
+    [fill] = [e for e in ev if isinstance(e, FillReport)]
+    assert (order.status, order.filled_qty, order.avg_price) == ("filled", Decimal("0.01"), Decimal("64000.0"))
+    assert (fill.client_order_id, fill.price, fill.liquidity) == ("lim-1", Decimal("64000.0"), "maker")
+    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.01")]
+    c.submit(buy("lim-2", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("70000")))
+    assert c.cancel("BTCUSDT", "lim-2").status == "cancelled"
+    assert [e.status for e in c.poll_events() if isinstance(e, OrderReport)] == ["cancelled"]
+    assert c.poll_events() == [] and c.open_orders() == []
 
 
 def test_long_client_order_id_maps_to_a_stable_order_link_id(fake: FakeBybit) -> None:
@@ -255,6 +275,10 @@ def test_private_stream_feeds_poll_events(wsfake: FakeBybit) -> None:
     c.set_stop("BTCUSDT", Decimal(63000))
     ev = wait_events(c, lambda evs: any(isinstance(e, PositionReport) for e in evs))
     assert [e.stop_price for e in ev if isinstance(e, PositionReport)] == [Decimal("63000.0")]
+    c.submit(buy("lim-ws", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("64500")))
+    wsfake.fill("lim-ws")
+    ev = wait_events(c, lambda evs: has_fill("lim-ws")(evs) and any(isinstance(e, OrderReport) for e in evs))
+    assert [(e.client_order_id, e.status) for e in ev if isinstance(e, OrderReport)] == [("lim-ws", "filled")]
     assert len(wsfake.hits("/v5/execution/list")) == rest_polls  # nothing polled while the stream is up
     c.close()
 

@@ -107,7 +107,9 @@ class CcxtExecution:
         self._instruments: dict[str, Instrument] = {}
         self._unified: dict[str, str] = {}  # market id -> ccxt symbol
         self._cids: dict[str, str] = {}  # venue client id -> client_order_id
-        self._tracked: dict[str, OrderReport] = {}
+        self._watch: dict[str, tuple[str, str]] = {}  # venue client id -> (symbol, client_order_id), until terminal
+        self._emitted: dict[str, tuple[str, Decimal]] = {}  # venue client id -> (status, filled) reported
+        self._traded: set[str] = set()  # symbols whose account trades are polled
         self._cid_by_order: dict[str, str] = {}  # exchange order id -> client_order_id
         self._seen_fills: set[str] = set()
         self._fills_since_ms = int(time.time() * 1000) - 60_000
@@ -175,7 +177,7 @@ class CcxtExecution:
         existing = self.lookup(req.symbol, req.client_order_id)
         if existing is not None:
             log.info("%s: client id %s already known to the venue (redelivery): returning it", where, vid)
-            return existing
+            return self._handed_out(vid, existing)
         params: dict[str, Any] = {"clientOrderId": vid}
         if req.reduce_only:
             params["reduceOnly"] = True
@@ -191,22 +193,23 @@ class CcxtExecution:
                     found = self._lookup_or_unknown(req, where)
                     if found is None:
                         raise OrderOutcomeUnknown(f"{where}: duplicate client id but the order is not found") from None
-                    return found
+                    return self._handed_out(vid, found)
                 except _SentNoAnswer as e:
                     log.warning("%s: %s; looking the order up before anything is re-sent", where, e)
                     found = self._lookup_or_unknown(req, where)
                     if found is not None:
-                        return found
+                        return self._handed_out(vid, found)
                     raise RetryableExecutionError(f"{where}: no answer and no such order: re-sending") from None
-                rep = cm.order_report(self.exchange, req.symbol, o, req.client_order_id)
-                self._track(vid, rep)
-                return rep
+                return self._handed_out(vid, cm.order_report(self.exchange, req.symbol, o, req.client_order_id))
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
 
-    def _track(self, vid: str, rep: OrderReport) -> None:
-        self._tracked[vid] = rep
-        if rep.exchange_order_id:
-            self._cid_by_order[rep.exchange_order_id] = rep.client_order_id
+    def _handed_out(self, vid: str, rep: OrderReport) -> OrderReport:
+        """``submit`` returns ``rep``: later changes of it (and its fills) come from ``poll_events``."""
+        self._emitted[vid] = (rep.status, rep.filled_qty)
+        self._traded.add(rep.symbol)
+        if not rep.terminal:
+            self._watch[vid] = (rep.symbol, rep.client_order_id)
+        return rep
 
     def _lookup_or_unknown(self, req: OrderRequest, where: str) -> OrderReport | None:
         try:
@@ -225,7 +228,8 @@ class CcxtExecution:
                 return None
             raise
         rep = cm.order_report(self.exchange, symbol, o, client_order_id)
-        self._track(vid, rep)
+        if rep.exchange_order_id:
+            self._cid_by_order[rep.exchange_order_id] = client_order_id
         return rep
 
     def cancel(self, symbol: str, client_order_id: str) -> OrderReport | None:
@@ -295,7 +299,7 @@ class CcxtExecution:
     # ------------------------------------------------------------------ events (REST polling)
     def poll_events(self) -> list[ExecEvent]:
         events: list[ExecEvent] = []
-        symbols = sorted({r.symbol for r in self._tracked.values()} | set(self._positions))
+        symbols = sorted(self._traded | set(self._positions))
         for sym in symbols:
             trades = self._retry("fills", sym, self._ex.fetch_my_trades, self._unified[sym], self._fills_since_ms)
             for t in sorted(trades, key=lambda t: t.get("timestamp") or 0):
@@ -307,12 +311,13 @@ class CcxtExecution:
                 events.append(cm.fill_report(self.exchange, sym, t, cid))
         if events:
             self._fills_since_ms = max(self._fills_since_ms, max(e.ts_ns for e in events) // 1_000_000 - 5_000)
-        for vid, last in list(self._tracked.items()):
-            now = self.lookup(last.symbol, last.client_order_id) if not last.terminal else last
-            if now is not None and (now.status, now.filled_qty) != (last.status, last.filled_qty):
+        for vid, (sym, cid) in list(self._watch.items()):
+            now = self.lookup(sym, cid)
+            if now is not None and self._emitted.get(vid) != (now.status, now.filled_qty):
+                self._emitted[vid] = (now.status, now.filled_qty)
                 events.append(now)
             if now is None or now.terminal:
-                self._tracked.pop(vid, None)
+                self._watch.pop(vid, None)
         current = {p.symbol: p for p in self.positions(symbols or None)} if symbols else {}
         for sym in set(current) | set(self._positions):
             new, old = current.get(sym), self._positions.get(sym)
