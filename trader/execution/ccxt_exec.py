@@ -96,7 +96,9 @@ class CcxtExecution:
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
         self._ex = getattr(ccxt, venue)({
             "apiKey": api_key, "secret": api_secret, "timeout": int(timeout_s * 1000), "enableRateLimit": True,
-            "options": {"fetchCurrencies": False, "recvWindow": recv_window_ms, **(options or {})}})
+            # open_orders(None) is a deliberate all-symbol query (Binance weighs it 40x): no ccxt refusal
+            "options": {"fetchCurrencies": False, "recvWindow": recv_window_ms,
+                        "warnOnFetchOpenOrdersWithoutSymbol": False, **(options or {})}})
         if base_url:
             self._ex.urls["api"] = rebase_urls(self._ex.urls["api"], base_url)
         elif mode == "testnet":
