@@ -55,9 +55,11 @@ def test_instruments_and_leverage(fake: FakeBybit) -> None:
     c.set_leverage("BTCUSDT", Decimal(5))  # 110043 "leverage not modified" is success
     assert fake.state.leverage["BTCUSDT"] == 5
     assert [r.answered for r in fake.hits("/v5/position/set-leverage")] == ["0", "110043"]
+    c.set_leverage("ETHUSDT", Decimal("10.00"))
+    assert fake.hits("/v5/position/set-leverage")[-1].params["buyLeverage"] == "10"
     with pytest.raises(OrderRejected) as ei:
         c.set_leverage("BTCUSDT", Decimal(150))
-    assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 2
+    assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 3
 
 
 def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:

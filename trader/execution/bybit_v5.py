@@ -155,7 +155,7 @@ class BybitExecution:
         inst = self.instruments([symbol])[symbol]
         if leverage < 1 or (inst.max_leverage is not None and leverage > inst.max_leverage):
             raise OrderRejected(f"bybit {symbol}: leverage {leverage} outside 1..{inst.max_leverage}", code="local")
-        lev = str(leverage.normalize())
+        lev = format(leverage.normalize(), "f")  # 10, not 1E+1
         self._retry("set_leverage", self._http.set_leverage, category=self.category, symbol=symbol,
                     buyLeverage=lev, sellLeverage=lev)
 
