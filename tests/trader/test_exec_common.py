@@ -136,3 +136,19 @@ def test_factory_guards() -> None:
     c.close()
     with pytest.raises(ValueError, match="unknown ccxt exchange"):
         make_execution_client(venue="nosuchvenue", mode="live", api_key="k" * 8, api_secret="s" * 8)
+
+
+def test_factory_picks_the_venue_environment() -> None:
+    """No network: only where the clients would connect."""
+    demo = make_execution_client(venue="binanceusdm", mode="testnet", api_key="k" * 8, api_secret="s" * 8)
+    live = make_execution_client(venue="binanceusdm", mode="live", api_key="k" * 8, api_secret="s" * 8)
+    assert demo._ex.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com")
+    assert live._ex.urls["api"]["fapiPrivate"].startswith("https://fapi.binance.com")
+    by = make_execution_client(venue="bybit", mode="testnet", api_key="k" * 8, api_secret="s" * 8)
+    assert by._http.endpoint == "https://api-testnet.bybit.com"
+    assert by._stream is not None and by._stream.url == "wss://stream-testnet.bybit.com/v5/private"
+    local = make_execution_client(venue="bybit", mode="live", api_key="k" * 8, api_secret="s" * 8,
+                                  base_url="http://127.0.0.1:9")
+    assert local._http.endpoint == "http://127.0.0.1:9" and local._stream is None  # REST polling only
+    for c in (demo, live, by, local):
+        c.close()
