@@ -284,6 +284,7 @@ class ServiceHeartbeat(Message, tag="service_heartbeat"):
     uptime_s: float = 0.0
     stats: dict[str, float] = msgspec.field(default_factory=dict)
     ts: int = msgspec.field(default_factory=now_ns)
+    problems: list[str] = msgspec.field(default_factory=list)  # why the status is "degraded"
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (

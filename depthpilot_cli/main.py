@@ -70,14 +70,19 @@ def control(
     timeout: float = typer.Option(5.0),
 ) -> None:
     """Send a control command over the bus and print the reply."""
+    import time
+
     from depthpilot import messages as m
     from depthpilot.bus import RpcTimeout, connect_bus
 
     s = settings()
     args = dict(a.split("=", 1) for a in arg)
     bus = connect_bus(s.amqp_url, "cli").start()
+    # the deadline travels with the command: a service that gets it after we gave up drops it
+    cmd = m.ControlCommand(target=target, command=command, args=args, requested_by="cli",
+                           expires_at=time.time_ns() + int(timeout * 1e9))
     try:
-        reply = bus.rpc(m.ControlCommand(target=target, command=command, args=args, requested_by="cli"), timeout)
+        reply = bus.rpc(cmd, timeout)
     except RpcTimeout as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
