@@ -2,6 +2,7 @@
 #
 #   make test           venv + install (only when pyproject.toml changed) + local RabbitMQ + pytest
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
+#   make lint           ruff check, ruff format --check, mypy depthpilot (all three run; fails if any fails)
 #   make bench          every bench/*.py
 #   make definitions    regenerate rabbitmq/definitions.json from depthpilot.topology
 #   make sample-data    python -m depthpilot_cli sample-data
@@ -29,7 +30,7 @@ ENSURE_RABBITMQ ?= 1
 COMPOSE ?= $(VENV)/bin/docker-compose
 COMPOSE_ENV_FILE := $(if $(wildcard .env),.env,.env.example)
 
-.PHONY: help install test run bench definitions sample-data compose-check up down clean distclean
+.PHONY: help install test lint run bench definitions sample-data compose-check up down clean distclean
 
 help:
 	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
@@ -53,6 +54,13 @@ ifeq ($(ENSURE_RABBITMQ),1)
 	scripts/ensure_rabbitmq.sh
 endif
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	@rc=0; \
+	$(VENV)/bin/ruff check . || rc=1; \
+	$(VENV)/bin/ruff format --check . || rc=1; \
+	$(VENV)/bin/mypy depthpilot || rc=1; \
+	exit $$rc
 
 run: $(STAMP)
 	AMQP_URL=memory:// MONGO_URL=mongomock:// $(PY) -m depthpilot_cli run-all

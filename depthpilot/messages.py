@@ -310,7 +310,7 @@ AnyMessage = Union[tuple(MESSAGE_TYPES)]  # type: ignore[valid-type]
 
 # ndarray wire form (MessagePack ext 1): 1 byte dtype code, 1 byte ndim, ndim*uint32 shape, raw bytes.
 _EXT_NDARRAY = 1
-_DTYPES = {0: np.dtype("<f8"), 1: np.dtype("<f4"), 2: np.dtype("<i8")}
+_DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f8"), 1: np.dtype("<f4"), 2: np.dtype("<i8")}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 
 

@@ -3,7 +3,6 @@ gave up is dropped (logged, counted, answered "expired"), never executed later. 
 in-memory bus and the real broker, through the real ``depthpilot control`` CLI."""
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
