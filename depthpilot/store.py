@@ -276,10 +276,12 @@ _MOCK_LOCK = threading.Lock()
 
 
 def _mock_client(url: str) -> Any:
+    from depthpilot.extras import MissingExtra, require
+
     try:
-        import mongomock_ng
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise StoreError("mongomock:// needs the 'mongomock-ng' package") from exc
+        mongomock_ng = require("mongomock_ng", "demo", "MONGO_URL=mongomock:// (the embedded store)")
+    except MissingExtra as exc:
+        raise StoreError(str(exc)) from None
     with _MOCK_LOCK:
         client = _MOCK_CLIENTS.get(url)
         if client is None:

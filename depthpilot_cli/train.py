@@ -33,7 +33,7 @@ def train(
     epochs: int = typer.Option(8),
     folds: int = typer.Option(4),
     seed: int = typer.Option(0),
-    tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs `pip install depthpilot[tune]`)"),
+    tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs the train extra: `pip install depthpilot[train]`)"),
 ) -> None:
     """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
     from features.spec import FeatureSpec

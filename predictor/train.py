@@ -308,7 +308,8 @@ def tune(cfg: TrainConfig, X, ts, prices: Prices, names, n_trials: int, timeout_
     try:
         import optuna
     except ImportError as exc:
-        raise TuningUnavailable("--tune needs optuna: pip install optuna (or depthpilot[tune])") from exc
+        raise TuningUnavailable("--tune needs the 'train' extra (no module 'optuna'): "
+                                "pip install 'depthpilot[train]'") from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     def objective(trial):
