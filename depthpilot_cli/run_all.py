@@ -20,7 +20,7 @@ def run_all(
 ) -> None:
     """Run every service in ONE process on the in-memory bus and store. Ctrl-C or SIGTERM stops it."""
     from depthpilot.bus import connect_bus
-    from depthpilot.service import open_store, setup_logging
+    from depthpilot.service import close_bus, open_store, setup_logging
 
     if memory:
         os.environ["AMQP_URL"] = "memory://"
@@ -75,10 +75,15 @@ def run_all(
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        unconfirmed = 0
         for svc, bus in reversed(services):
             svc.stop()
-            bus.close()
+            unconfirmed += close_bus(bus)
     console.print(_pipeline_summary(services), soft_wrap=True)
+    if unconfirmed:
+        console.print(f"[red]{unconfirmed} published state messages were never confirmed by the broker[/red]")
+        console.print("stopped")
+        raise typer.Exit(3)
     console.print("stopped")
 
 
