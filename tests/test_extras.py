@@ -36,3 +36,29 @@ def test_embedded_store_without_mongomock_says_demo(monkeypatch: pytest.MonkeyPa
 
 def test_present_module_is_returned() -> None:
     assert require("json", "dev", "x").dumps([1]) == "[1]"
+
+
+def test_services_run_without_any_extra() -> None:
+    """The runtime image installs no extra: every service module and the CLI import, and the
+    bundled model loads, with the train/demo/dev packages made unimportable."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    code = (
+        "import sys, importlib\n"
+        "for mod in ('sklearn', 'matplotlib', 'optuna', 'mongomock_ng', 'pytest', 'websockets', 'compose'):\n"
+        "    sys.modules[mod] = None\n"
+        "for mod in ('collector.service', 'features.service', 'predictor.service', 'trader.service',\n"
+        "            'notifier.service', 'tgbot.service', 'api.service', 'depthpilot_cli.main'):\n"
+        "    importlib.import_module(mod)\n"
+        "from predictor.artifact import load_artifact\n"
+        "from depthpilot.paths import models_dir\n"
+        "load_artifact(models_dir() / 'book-default')\n"
+        "print('runtime ok')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "runtime ok" in proc.stdout, proc.stderr
