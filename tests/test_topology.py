@@ -100,3 +100,19 @@ def test_routing_keys_are_safe_words() -> None:
                    side=m.Side.BUY)
     assert routing_key(snap) == "trade.binance.BTC-USDT-USDT"
     assert key_segment("") == "_"
+
+
+def test_every_queue_argument_is_explicit() -> None:
+    """Behaviour never rests on a broker's or vhost's defaults (default queue type, RabbitMQ 4's
+    quorum delivery limit of 20, unbounded state queues)."""
+    for q in QUEUES.values():
+        args = q.arguments()
+        if q.delivery is DeliveryClass.MARKET:
+            assert {"x-queue-type", "x-max-length", "x-overflow", "x-message-ttl"} <= set(args), q.name
+            assert args["x-queue-type"] == "classic"
+        else:
+            assert {"x-queue-type", "x-delivery-limit", "x-max-length", "x-overflow", "x-dead-letter-strategy"} \
+                <= set(args), q.name
+            assert args["x-overflow"] == "reject-publish"  # a full state queue refuses, never drops
+        if q.name.endswith(".control"):
+            assert args["x-message-ttl"] > 0, q.name
