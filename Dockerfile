@@ -19,15 +19,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 FROM base AS builder
 RUN python -m venv /opt/venv
 # CPU-only torch first: from PyPI, `torch` is a CUDA build of several GB. Keep the version
-# equal to the pin in pyproject.toml.
-ARG TORCH_VERSION=2.13.0
+# equal to the pin in pyproject.toml and requirements/constraints.txt.
+ARG TORCH_VERSION=2.13.0+cpu
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}"
-# Dependencies only (from pyproject.toml), in their own layer: a code change does not
-# reinstall them. torch is already satisfied by the CPU build above.
+# Runtime dependencies only (pyproject.toml's `dependencies`, no extras), at the exact versions of
+# the lock (requirements/constraints.txt, `make lock`), in their own layer: a code change does
+# not reinstall them. torch is already satisfied by the CPU build above.
 COPY pyproject.toml /src/pyproject.toml
+COPY requirements/constraints.txt /src/requirements/constraints.txt
 RUN python -c "import tomllib; deps = tomllib.load(open('/src/pyproject.toml', 'rb'))['project']['dependencies']; open('/tmp/requirements.txt', 'w').write('\n'.join(deps) + '\n')" \
- && pip install -r /tmp/requirements.txt
+ && pip install -c /src/requirements/constraints.txt --extra-index-url "${TORCH_INDEX_URL}" -r /tmp/requirements.txt
 # The project itself (no editable install, no dev extras).
 COPY . /src
 RUN pip install --no-deps /src \

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.book import make_snapshot  # noqa: E402
-from collector.exchanges.binance import BinanceDiffBook, SyncResult, parse_line  # noqa: E402
+from collector.exchanges.binance import BinanceDiffBook, parse_line  # noqa: E402
 from depthpilot.paths import data_dir  # noqa: E402
 
 DATASETS = {
@@ -159,8 +159,8 @@ def main() -> int:
             continue
         lines = load_lines(raw)
         futures = market == "usdm"
-        n_ref, t_ref, ref = best_of(lambda: run_reference(lines, futures), args.repeat)
-        n_col, t_col, col = best_of(lambda: run_collector(lines), args.repeat)
+        n_ref, t_ref, ref = best_of(lambda lines=lines, futures=futures: run_reference(lines, futures), args.repeat)
+        n_col, t_col, col = best_of(lambda lines=lines: run_collector(lines), args.repeat)
         if col.gaps or col.book.is_crossed():
             print(f"[{market}] WARNING: gaps={col.gaps} crossed={col.book.is_crossed()}")
         same = col.book.best_bid_price() == ref.best_bid and col.book.best_ask_price() == ref.best_ask
@@ -174,7 +174,7 @@ def main() -> int:
         print(f"[{market}]   reference (json + naive dict book): {rate_ref:12,.0f} msg/s  ({1e6 / rate_ref:6.2f} us/msg)")
         print(f"[{market}]   collector (msgspec + L2Book)      : {rate_col:12,.0f} msg/s  ({1e6 / rate_col:6.2f} us/msg)")
         print(f"[{market}]   ratio collector/reference         : {rate_col / rate_ref:6.2f}x")
-        n_w, t_w, col_w = best_of(lambda: run_collector(lines, args.depth), args.repeat)
+        n_w, t_w, col_w = best_of(lambda lines=lines: run_collector(lines, args.depth), args.repeat)
         assert col_w.book.bids == col.book.bids and col_w.book.asks == col.book.asks
         rate_w = n_w / t_w
         print(

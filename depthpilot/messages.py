@@ -285,6 +285,7 @@ class ServiceHeartbeat(Message, tag="service_heartbeat"):
     uptime_s: float = 0.0
     stats: dict[str, float] = msgspec.field(default_factory=dict)
     ts: int = msgspec.field(default_factory=now_ns)
+    problems: list[str] = msgspec.field(default_factory=list)  # why the status is "degraded"
 
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
@@ -310,7 +311,7 @@ AnyMessage = Union[tuple(MESSAGE_TYPES)]  # type: ignore[valid-type]
 
 # ndarray wire form (MessagePack ext 1): 1 byte dtype code, 1 byte ndim, ndim*uint32 shape, raw bytes.
 _EXT_NDARRAY = 1
-_DTYPES = {0: np.dtype("<f8"), 1: np.dtype("<f4"), 2: np.dtype("<i8")}
+_DTYPES: dict[int, np.dtype[Any]] = {0: np.dtype("<f8"), 1: np.dtype("<f4"), 2: np.dtype("<i8")}
 _DTYPE_CODES = {v: k for k, v in _DTYPES.items()}
 
 

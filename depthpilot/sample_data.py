@@ -331,6 +331,15 @@ def _fetch_one(client: httpx.Client, entry: SourceFile, target: Path, base_url: 
                 p.unlink(missing_ok=True)
 
 
+def _remove_empty(dirs: list[Path]) -> None:
+    """Remove those of ``dirs`` (parents first) that are empty, deepest first."""
+    for d in reversed(dirs):
+        try:
+            d.rmdir()
+        except OSError:
+            pass  # not empty (a completed file) or already gone: keep it
+
+
 def _provenance_note(ds: Dataset, entries: list[SourceFile], base_url: str) -> str:
     lines = [
         f"# {ds.name}",
@@ -374,18 +383,26 @@ def fetch(
     HTTP statuses fail at once. A short ``PROVENANCE.md`` is written in each dataset folder that
     has none. ``progress(name, bytes_done, bytes_total)`` is called as bytes arrive.
 
-    Returns the paths downloaded by this call (empty when everything was already present).
+    Returns the paths downloaded by this call (empty when everything was already present). A failed
+    fetch keeps the files it completed but leaves no empty directory behind (``dest`` included).
     """
     dest = Path(dest)
     selected = files(datasets)
     downloaded: list[Path] = []
-    with httpx.Client(timeout=timeout, follow_redirects=True) as client:
-        for entry in selected:
-            target = dest / entry.dataset / entry.path
-            if is_present(target, entry):
-                continue
-            _fetch_one(client, entry, target, base_url, progress, retries, retry_wait)
-            downloaded.append(target)
+    created: list[Path] = []  # directories this call made, parents first
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=True) as client:
+            for entry in selected:
+                target = dest / entry.dataset / entry.path
+                if is_present(target, entry):
+                    continue
+                created.extend(d for d in reversed([target.parent, *target.parent.parents])
+                               if d not in created and not d.exists())
+                _fetch_one(client, entry, target, base_url, progress, retries, retry_wait)
+                downloaded.append(target)
+    except BaseException:
+        _remove_empty(created)
+        raise
     for ds in DATASETS:
         note = dest / ds.name / "PROVENANCE.md"
         if any(e.dataset == ds.name for e in selected) and not note.exists():

@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from depthpilot import messages as m
 from depthpilot.bus import Bus, connect_bus
@@ -73,6 +74,9 @@ class Service:
         self.started_at = time.monotonic()
         self.stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._subscriptions: list[Any] = []
+        self._writers: list[Any] = []
+        self.expired_commands = 0
         self.status = "starting"
 
     # --------------------------------------------------------------- to override
@@ -84,6 +88,11 @@ class Service:
 
     def stats(self) -> dict[str, float]:
         return {}
+
+    def problems(self) -> list[str]:
+        """Reasons this service is degraded right now (a dead feed, a stale model...), one short
+        line each; empty when healthy. Heartbeats and the status reply carry them."""
+        return []
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         """Return a result dict for commands this service knows, None for unknown ones."""
@@ -99,7 +108,7 @@ class Service:
     def flush_periodically(self, *writers: Any, every_s: float = 0.25) -> None:
         """Flush store BatchWriters when due, off the consumer threads; a failed write stays
         buffered and is retried on the next tick; a final flush happens on stop()."""
-        self._writers = getattr(self, "_writers", []) + list(writers)
+        self._writers.extend(writers)
 
         def loop() -> None:
             while not self.stopping.wait(every_s):
@@ -111,35 +120,90 @@ class Service:
 
         self.spawn(loop, "store")
 
+    def subscribe(self, queue: Any, handler: Any, **kwargs: Any) -> Any:
+        """``bus.subscribe`` that the service remembers, so ``stop()`` stops consuming first."""
+        sub = self.bus.subscribe(queue, handler, **kwargs)
+        self._subscriptions.append(sub)
+        return sub
+
+    @contextmanager
+    def _recording_subscriptions(self) -> Iterator[None]:
+        """While ``setup()`` runs, direct ``self.bus.subscribe(...)`` calls are recorded too."""
+        bus_subscribe = self.bus.subscribe
+
+        def recording(queue: Any, handler: Any, **kwargs: Any) -> Any:
+            sub = bus_subscribe(queue, handler, **kwargs)
+            self._subscriptions.append(sub)
+            return sub
+
+        self.bus.subscribe = recording  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del self.bus.subscribe  # back to the class's method
+
     def start(self) -> "Service":
-        self.bus.subscribe(control_queue(self.name), self._on_control)
-        self.setup()
+        self.subscribe(control_queue(self.name), self._on_control)
+        with self._recording_subscriptions():
+            self.setup()
         self.status = "ok"
         self.spawn(self._heartbeat_loop, "heartbeat")
         log.info("%s started (%s)", self.name, self.instance)
         return self
 
     def stop(self) -> None:
+        """Shutdown in the order that loses nothing: stop consuming (each cancel waits for the
+        handler that is running) -> stop sources (``teardown``) and the service's threads ->
+        flush the store writers -> wait for publisher confirms. The caller closes the bus;
+        ``bus.close()`` reports what stayed unconfirmed."""
         if self.stopping.is_set():
             return
         self.stopping.set()
         self.status = "stopping"
+        for sub in reversed(self._subscriptions):
+            try:
+                sub.cancel()
+            except Exception:  # noqa: BLE001 - keep shutting down; unacked messages are redelivered
+                log.exception("%s: cancelling the consumer of %s failed", self.name,
+                              getattr(getattr(sub, "queue", None), "name", "?"))
+        self._subscriptions.clear()
         try:
             self.teardown()
         finally:
             for t in self._threads:
                 t.join(timeout=5)
-            for w in getattr(self, "_writers", []):
+            for w in self._writers:
                 try:
                     w.flush()
                 except Exception:  # noqa: BLE001 - reported; the data stays in the writer's buffer
                     log.exception("%s: final flush of %s failed", self.name, w.collection)
+            try:
+                if not self.bus.flush(5.0):
+                    log.error("%s: some published state messages are not confirmed yet", self.name)
+            except Exception:  # noqa: BLE001 - reported; bus.close() counts what is left
+                log.exception("%s: waiting for publisher confirms failed", self.name)
+
+    def all_problems(self) -> list[str]:
+        """The service's own problems plus the bus's (``bus.health_problems()`` when it has it)."""
+        found: list[str] = []
+        bus_problems = getattr(self.bus, "health_problems", None)
+        for source in (bus_problems, self.problems):
+            if source is None:
+                continue
+            try:
+                found.extend(str(p) for p in (source() or []))
+            except Exception as exc:  # noqa: BLE001 - a failing health probe is itself a problem
+                found.append(f"health check failed: {type(exc).__name__}: {exc}")
+        return found
 
     def heartbeat(self) -> m.ServiceHeartbeat:
         stats = {k: float(v) for k, v in self.bus.stats.as_dict().items()}
+        stats["expired_commands"] = float(self.expired_commands)
         stats.update(self.stats())
-        return m.ServiceHeartbeat(service=self.name, instance=self.instance, status=self.status,  # type: ignore[arg-type]
-                                  uptime_s=time.monotonic() - self.started_at, stats=stats)
+        problems = self.all_problems()
+        status = "degraded" if problems and self.status == "ok" else self.status
+        return m.ServiceHeartbeat(service=self.name, instance=self.instance, status=status,  # type: ignore[arg-type]
+                                  uptime_s=time.monotonic() - self.started_at, stats=stats, problems=problems)
 
     def _heartbeat_loop(self) -> None:
         beat_file = os.environ.get("DEPTHPILOT_HEARTBEAT_FILE")  # container healthcheck reads its mtime
@@ -155,13 +219,21 @@ class Service:
     def _on_control(self, cmd: m.Message, delivery: Any) -> m.ControlReply | None:
         if not isinstance(cmd, m.ControlCommand):
             raise TypeError(f"control queue got {cmd.type_name}")
+        late_s = (time.time_ns() - cmd.expires_at) / 1e9
+        if late_s > 0:
+            # the sender has given up (and told its user so): executing now would act on a
+            # command the user was told failed
+            self.expired_commands += 1
+            log.warning("%s: dropped expired command %r from %r (%.1f s past its deadline)", self.name,
+                        cmd.command, cmd.requested_by or "?", late_s)
+            return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False, error="expired")
         try:
             if cmd.command == "ping":
                 result: dict[str, Any] | None = {"pong": True}
             elif cmd.command == "status":
                 hb = self.heartbeat()
                 result = {"service": self.name, "instance": self.instance, "status": hb.status,
-                          "uptime_s": round(hb.uptime_s, 1), "stats": hb.stats}
+                          "uptime_s": round(hb.uptime_s, 1), "stats": hb.stats, "problems": hb.problems}
                 extra = self.handle_command(cmd)
                 if extra:
                     result.update(extra)
@@ -222,11 +294,22 @@ def run_service(service_cls: type[Service], argv: list[str] | None = None) -> in
             pass
     finally:
         svc.stop()
-        bus.close()
+        unconfirmed = close_bus(bus)
+    if unconfirmed:
+        log.error("%s: %d published state messages were never confirmed by the broker", service_cls.name,
+                  unconfirmed)
+        return 3
     return 0
 
 
-def healthcheck_main(service: str) -> int:
+def close_bus(bus: Bus, timeout: float = 5.0) -> int:
+    """Close ``bus`` and return how many published state messages stayed unconfirmed
+    (``bus.close()`` returns that count; a bus that returns nothing counts as 0)."""
+    left: Any = bus.close(timeout)
+    return int(left or 0)
+
+
+def healthcheck_main(service: str, timeout_s: float = 5.0) -> int:
     """Container healthcheck: the bus answers a ping from ``service`` within 5 s."""
     try:
         settings = load_settings()
@@ -236,7 +319,9 @@ def healthcheck_main(service: str) -> int:
     bus = connect_bus(settings.amqp_url, f"healthcheck-{service}")
     try:
         bus.start()
-        reply = bus.rpc(m.ControlCommand(target=service, command="ping", requested_by="healthcheck"), timeout=5)
+        cmd = m.ControlCommand(target=service, command="ping", requested_by="healthcheck",
+                               expires_at=time.time_ns() + int(timeout_s * 1e9))
+        reply = bus.rpc(cmd, timeout=timeout_s)
         return 0 if reply.ok else 1
     except Exception as exc:  # noqa: BLE001
         print(f"unhealthy: {exc}", file=sys.stderr)

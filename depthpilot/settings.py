@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         return self
 
     # ------------------------------------------------------------------ helpers
-    def __repr_args__(self):  # type: ignore[override]
+    def __repr_args__(self):
         return list(self.safe_dict().items())
 
     @property

@@ -276,10 +276,12 @@ _MOCK_LOCK = threading.Lock()
 
 
 def _mock_client(url: str) -> Any:
+    from depthpilot.extras import MissingExtra, require
+
     try:
-        import mongomock_ng
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise StoreError("mongomock:// needs the 'mongomock-ng' package") from exc
+        mongomock_ng = require("mongomock_ng", "demo", "MONGO_URL=mongomock:// (the embedded store)")
+    except MissingExtra as exc:
+        raise StoreError(str(exc)) from None
     with _MOCK_LOCK:
         client = _MOCK_CLIENTS.get(url)
         if client is None:
@@ -326,7 +328,7 @@ class Store:
             store = cls(_mock_client(url)[db], snapshot_ttl_s=snapshot_ttl_s, url=url)
             store.ensure_indexes()
             return store
-        client = None
+        client: Any = None
         try:
             client = pymongo.MongoClient(url, serverSelectionTimeoutMS=server_selection_timeout_ms, tz_aware=True)
             client.admin.command("ping")
@@ -442,8 +444,9 @@ class Store:
             details = exc.details or {}
             errors = details.get("writeErrors", [])
             other = [e for e in errors if e.get("code") != 11000]
-            if other or details.get("writeConcernErrors"):
-                first = (other or details.get("writeConcernErrors"))[0]
+            concern_errors: list[Any] = details.get("writeConcernErrors") or []
+            if other or concern_errors:
+                first = (other or concern_errors)[0]
                 raise StoreError(
                     f"insert into {coll.name!r} failed: {len(other)} non-duplicate errors, first: "
                     f"code {first.get('code')}: {first.get('errmsg')}"
@@ -527,7 +530,7 @@ class Store:
         orders = self.db.orders
         if isinstance(msg, m.OrderIntent):
             body = m.to_builtins(msg)
-            on_insert = self._intent_doc(msg, mode)
+            on_insert: dict[str, Any] = self._intent_doc(msg, mode)
             try:
                 res = orders.update_one(
                     {"client_order_id": msg.client_order_id, "$or": [{"intent": None}, {"intent.id": msg.id}]},
@@ -559,7 +562,7 @@ class Store:
         fields.update(filled_qty=fq, status_rank=rank, tns=tns, time=ns_to_datetime(tns), msg_id=msg.id)
         if mode is not None:
             fields["mode"] = mode
-        on_insert: dict[str, Any] = {"created_tns": tns}
+        on_insert = {"created_tns": tns}
         if mode is None:
             on_insert["mode"] = None
         try:

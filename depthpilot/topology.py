@@ -45,6 +45,12 @@ DEAD_LETTER_EXCHANGE = "depthpilot.dlx"
 DEFAULT_MARKET_MAX_LENGTH = 10_000
 DEFAULT_MARKET_TTL_MS = 60_000
 DEFAULT_DELIVERY_LIMIT = 5
+# State queues: a bound far above any backlog we expect; a full queue refuses publishes
+# (the publisher gets a nack and keeps the message buffered) instead of dropping anything.
+DEFAULT_STATE_MAX_LENGTH = 1_000_000
+# Control queues: the broker drops a command after 60 s whatever its deadline says; services
+# also drop any command past its own ``expires_at`` (Service._on_control).
+CONTROL_TTL_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,12 @@ class QueueDef:
         return f"{self.name}.dlq"
 
     def arguments(self) -> dict[str, Any]:
+        """Every argument that shapes behaviour is set explicitly, so a broker version's or a
+        vhost's defaults (default queue type, RabbitMQ 4's quorum delivery limit of 20...) never
+        decide it. Supported by RabbitMQ 3.10 and later (quorum queues with message TTL)."""
         args: dict[str, Any] = {}
         if self.delivery is DeliveryClass.MARKET:
+            args["x-queue-type"] = "classic"
             if self.max_length is not None:
                 args["x-max-length"] = self.max_length
                 args["x-overflow"] = "drop-head"
@@ -94,8 +104,12 @@ class QueueDef:
             args["x-queue-type"] = "quorum"
             args["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
             args["x-dead-letter-routing-key"] = self.name
-            if self.delivery_limit is not None:
-                args["x-delivery-limit"] = self.delivery_limit
+            args["x-dead-letter-strategy"] = "at-most-once"
+            args["x-delivery-limit"] = self.delivery_limit if self.delivery_limit is not None else DEFAULT_DELIVERY_LIMIT
+            args["x-max-length"] = self.max_length if self.max_length is not None else DEFAULT_STATE_MAX_LENGTH
+            args["x-overflow"] = "reject-publish"
+            if self.message_ttl_ms is not None:
+                args["x-message-ttl"] = self.message_ttl_ms
         if self.single_active_consumer:
             args["x-single-active-consumer"] = True
         return args
@@ -131,12 +145,15 @@ def _market(name: str, *keys: str, max_length: int = DEFAULT_MARKET_MAX_LENGTH, 
                     single_active_consumer=sac)
 
 
-def _state(name: str, *keys: str) -> QueueDef:
-    return QueueDef(name, STATE_EXCHANGE, keys, _S, delivery_limit=DEFAULT_DELIVERY_LIMIT)
+def _state(name: str, *keys: str, ttl_ms: int | None = None) -> QueueDef:
+    return QueueDef(name, STATE_EXCHANGE, keys, _S, max_length=DEFAULT_STATE_MAX_LENGTH, message_ttl_ms=ttl_ms,
+                    delivery_limit=DEFAULT_DELIVERY_LIMIT)
 
 
 def control_queue(service: str) -> QueueDef:
-    return _state(f"{service}.control", f"control.{service}", "control.all")
+    """A service's control queue. Commands expire (broker TTL; the service also checks each
+    command's own deadline), so a command nobody was around to answer never runs later."""
+    return _state(f"{service}.control", f"control.{service}", "control.all", ttl_ms=CONTROL_TTL_MS)
 
 
 QUEUES: dict[str, QueueDef] = {

@@ -32,7 +32,7 @@ def settings():
 
 def service_class(name: str):
     mod = importlib.import_module(f"{name}.service")
-    return getattr(mod, "SERVICE")
+    return mod.SERVICE
 
 
 def time_arg(value: Optional[str], name: str) -> Optional[int]:

@@ -110,13 +110,20 @@ def features_build(
 
 @app.command("sample-data")
 def sample_data(
-    dest: Path = typer.Option(REPO_ROOT / "data", help="where to put the recordings (DEPTHPILOT_DATA_DIR)"),
+    dest: Optional[Path] = typer.Option(None, help="where to put the recordings (default: DEPTHPILOT_DATA_DIR "
+                                                   "if set, else ./data in the repository)"),
     dataset: list[str] = typer.Option([], "--dataset", help="only these datasets (repeatable)"),
 ) -> None:
     """Download the public recordings the tests, demo and bundled models use (needs internet),
     verify their checksums, and derive the top-25 book / trade CSVs from the raw Binance files
-    with the collector's own replay."""
+    with the collector's own replay. A failed download leaves no empty directory behind."""
+    import os
+
     from depthpilot.sample_data import SampleDataError, fetch, files
+
+    if dest is None:
+        env_dir = os.environ.get("DEPTHPILOT_DATA_DIR")
+        dest = Path(env_dir).expanduser() if env_dir else REPO_ROOT / "data"
 
     wanted = dataset or None
     with progress() as prog:

@@ -27,8 +27,10 @@ def topology(
 
     text = definitions_json()
     if check:
-        current = path.read_text() if path.exists() else ""
-        if current != text:
+        if not path.exists():
+            console.print(f"[red]{path} is missing: run `depthpilot topology --write`[/red]")
+            raise typer.Exit(1)
+        if path.read_text() != text:
             console.print(f"[red]{path} is stale: run `depthpilot topology --write`[/red]")
             raise typer.Exit(1)
         console.print(f"{path} is up to date")
@@ -43,12 +45,16 @@ def topology(
 
 @app.command()
 def config() -> None:
-    """Show the effective settings (secrets masked)."""
+    """Show the effective settings (secrets masked) and the data directory they resolve to."""
+    from depthpilot.paths import data_dir
+
     s = settings()
     table = Table("setting", "value")
     for k, v in s.safe_dict().items():
         table.add_row(k, json.dumps(v) if not isinstance(v, str) else v)
-    Console().print(table)
+    d = data_dir()
+    table.add_row("data directory (resolved)", f"{d}" + ("" if d.is_dir() else " (missing: `make sample-data`)"))
+    Console(width=200).print(table)
 
 
 @app.command()
@@ -70,14 +76,19 @@ def control(
     timeout: float = typer.Option(5.0),
 ) -> None:
     """Send a control command over the bus and print the reply."""
+    import time
+
     from depthpilot import messages as m
     from depthpilot.bus import RpcTimeout, connect_bus
 
     s = settings()
     args = dict(a.split("=", 1) for a in arg)
     bus = connect_bus(s.amqp_url, "cli").start()
+    # the deadline travels with the command: a service that gets it after we gave up drops it
+    cmd = m.ControlCommand(target=target, command=command, args=args, requested_by="cli",
+                           expires_at=time.time_ns() + int(timeout * 1e9))
     try:
-        reply = bus.rpc(m.ControlCommand(target=target, command=command, args=args, requested_by="cli"), timeout)
+        reply = bus.rpc(cmd, timeout)
     except RpcTimeout as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

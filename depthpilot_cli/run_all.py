@@ -1,9 +1,12 @@
 """``depthpilot run-all``: every service in ONE process on the in-memory bus and store."""
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
@@ -15,11 +18,9 @@ def run_all(
     duration: Optional[float] = typer.Option(None, help="stop after N seconds (default: until Ctrl-C)"),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="in-process bus and store (no Docker, no keys)"),
 ) -> None:
-    """Run every service in ONE process on the in-memory bus and store."""
-    import os
-
+    """Run every service in ONE process on the in-memory bus and store. Ctrl-C or SIGTERM stops it."""
     from depthpilot.bus import connect_bus
-    from depthpilot.service import open_store, setup_logging
+    from depthpilot.service import close_bus, open_store, setup_logging
 
     if memory:
         os.environ["AMQP_URL"] = "memory://"
@@ -28,6 +29,7 @@ def run_all(
         os.environ.setdefault("COLLECTOR_SOURCE", "replay")
         os.environ.setdefault("REPLAY_SPEED", "5")
         os.environ.setdefault("REPLAY_LOOP", "true")
+    ensure_demo_data()
     s = settings()
     setup_logging(s)
     store = open_store(s)
@@ -54,6 +56,11 @@ def run_all(
             raise typer.Exit(2) from None
     console.print(f"[green]running {', '.join(svc.name for svc, _ in services)} in one process; Ctrl-C to stop[/green]")
     stop = threading.Event()
+
+    def _on_sigterm(_signum: int, _frame: Any) -> None:
+        stop.set()  # like Ctrl-C: summary, services stopped, exit 0
+
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     t0 = time.monotonic()
     last_report = t0
     try:
@@ -67,11 +74,43 @@ def run_all(
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
+        unconfirmed = 0
         for svc, bus in reversed(services):
             svc.stop()
-            bus.close()
+            unconfirmed += close_bus(bus)
     console.print(_pipeline_summary(services), soft_wrap=True)
+    if unconfirmed:
+        console.print(f"[red]{unconfirmed} published state messages were never confirmed by the broker[/red]")
+        console.print("stopped")
+        raise typer.Exit(3)
     console.print("stopped")
+
+
+def ensure_demo_data(base_url: str | None = None) -> None:
+    """The replay demo needs a recording. When none is found (and REPLAY_PATHS is not set), fetch
+    the sample one (checksummed) into the data directory; when that is impossible (no network),
+    exit 2 with one line saying what to do."""
+    from collector.service import DEFAULT_RECORDING
+    from depthpilot.paths import REPO_ROOT, data_dir
+    from depthpilot.sample_data import DEFAULT_BASE_URL, SampleDataError, fetch
+
+    if os.environ.get("COLLECTOR_SOURCE", "live") != "replay" or os.environ.get("REPLAY_PATHS"):
+        return
+    if (data_dir() / DEFAULT_RECORDING).exists():
+        return
+    env_dir = os.environ.get("DEPTHPILOT_DATA_DIR")
+    dest = Path(env_dir).expanduser() if env_dir else REPO_ROOT / "data"
+    dataset = DEFAULT_RECORDING.split("/", 1)[0]
+    console.print(f"no recording {DEFAULT_RECORDING} in {data_dir()}: fetching the sample recording into {dest}")
+    try:
+        fetch(dest, base_url=base_url or DEFAULT_BASE_URL, datasets=[dataset], retries=1, retry_wait=0.5)
+    except SampleDataError:
+        console.print(f"[red]no recordings found in {data_dir()} and they cannot be downloaded from here: "
+                      "set DEPTHPILOT_DATA_DIR to a directory that holds them, or run `make sample-data` "
+                      "on a machine with internet[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    os.environ["DEPTHPILOT_DATA_DIR"] = str(dest)
 
 
 def _pipeline_summary(services: list) -> str:

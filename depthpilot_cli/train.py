@@ -34,7 +34,7 @@ def train(
     folds: int = typer.Option(4),
     seed: int = typer.Option(0),
     tune: int = typer.Option(0, "--tune", help="optuna trials per training window: nested, inside each walk-forward "
-                             "fold's training rows only (needs `pip install depthpilot[tune]`)"),
+                             "fold's training rows only (needs the train extra: `pip install depthpilot[train]`)"),
     allow_imbalanced: bool = typer.Option(False, "--allow-imbalanced",
                                           help="train even when the labels leave a class almost empty "
                                                "(warned about and recorded in the manifest and report)"),

@@ -135,7 +135,9 @@ class Scaler:
 
     @classmethod
     def fit(cls, X: np.ndarray) -> "Scaler":
-        from sklearn.preprocessing import StandardScaler
+        from depthpilot.extras import require
+
+        StandardScaler = require("sklearn.preprocessing", "train", "fitting a scaler (training)").StandardScaler
 
         rows = X[np.isfinite(X).all(axis=1)]
         if len(rows) < 2:

@@ -65,7 +65,10 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[s
                            pred: np.ndarray | None = None, n_bins: int = 10) -> dict[str, Any]:
     """Metrics of probability forecasts ``probs`` (N, C) for true labels ``y`` (N,).
     ``pred`` overrides the hard prediction (default arg-max)."""
-    from sklearn.metrics import precision_recall_fscore_support
+    from depthpilot.extras import require
+
+    precision_recall_fscore_support = require("sklearn.metrics", "train",
+                                              "evaluating a model (training)").precision_recall_fscore_support
 
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -286,7 +289,7 @@ def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Se
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     else:
-        lines += ["", "_matplotlib not installed: no plots._"]
+        lines += ["", "_matplotlib not installed (`pip install 'depthpilot[train]'`): no plots._"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     return {"report": report, "plots": plots, "aggregate": agg}

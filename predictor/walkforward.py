@@ -159,7 +159,8 @@ def tune(cfg: TrainConfig, X, ts, prices: Prices, names, n_trials: int, timeout_
     try:
         import optuna
     except ImportError as exc:
-        raise TuningUnavailable("--tune needs optuna: pip install optuna (or depthpilot[tune])") from exc
+        raise TuningUnavailable("--tune needs the 'train' extra (no module 'optuna'): "
+                                "pip install 'depthpilot[train]'") from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     inner = replace(cfg, n_folds=cfg.tune_inner_folds, test_size=None, train_size=None, tune_trials=0,
                     allow_imbalanced=True)  # the balance verdict belongs to the whole data set

@@ -362,7 +362,10 @@ def test_env_example_is_safe() -> None:
     example = _env_example()
     assert example["DEPTHPILOT_MODE"] == "paper"
     assert example["DEPTHPILOT_LIVE_TRADING_CONFIRM"] != "yes"
-    assert example["AMQP_URL"] == "memory://" and example["MONGO_URL"] == "mongomock://"
+    # the documented defaults: the local development broker (guest works from loopback only) or
+    # the in-process bus, and the in-process store
+    assert example["AMQP_URL"] in ("memory://", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert example["MONGO_URL"] == "mongomock://"
     for secret in ("BYBIT_API_KEY", "BYBIT_API_SECRET", "TELEGRAM_BOT_TOKEN"):
         assert example[secret] == "", secret
     for password in ("RABBITMQ_PASSWORD", "MONGO_ROOT_PASSWORD"):

@@ -314,3 +314,12 @@ def test_derived_files_are_rebuilt_from_raw_like_the_shared_ones(tmp_path, data_
     tr, tr0 = load_trades_csv(ds / "derived_trades.csv.gz"), load_trades_csv(data_dir / name / "derived_trades.csv.gz")
     for k in ("ts", "price", "size", "side"):
         np.testing.assert_array_equal(tr[k], tr0[k])
+
+
+def test_failed_fetch_leaves_no_empty_directory(data_dir: Path, tmp_path: Path):
+    dest = tmp_path / "new" / "data"
+    with _Server(data_dir, mode="404") as srv:
+        with pytest.raises(SampleDataError, match="HTTP 404"):
+            fetch(dest, base_url=srv.url, datasets=["hyperliquid-btc-l2book-2025-01-26"], **FAST)
+    assert not (tmp_path / "new").exists(), list(tmp_path.rglob("*"))
+    assert tmp_path.exists()  # what existed before stays

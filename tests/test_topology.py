@@ -45,17 +45,24 @@ def test_every_state_message_reaches_a_queue() -> None:
 @pytest.mark.rabbitmq
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl not on this machine")
 def test_broker_accepts_definitions_and_bus_agrees(amqp_url: str, tmp_path) -> None:
-    """The generated file imports into the real broker, and the bus then declares the same
-    objects without a PRECONDITION_FAILED (arguments identical)."""
+    """The generated file imports into the real broker (into the tests' own vhost), and the bus
+    then declares the same objects without a PRECONDITION_FAILED (arguments identical)."""
+    from urllib.parse import unquote, urlsplit
+
     from depthpilot.bus.rabbit import RabbitBus
 
-    proc = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"], input=definitions_json(),
+    vhost = unquote(urlsplit(amqp_url).path[1:]) or "/"
+    defs = json.loads(definitions_json())
+    for kind in ("vhosts", "exchanges", "queues", "bindings"):
+        for item in defs[kind]:
+            item["name" if kind == "vhosts" else "vhost"] = vhost
+    proc = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"], input=json.dumps(defs),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the import is asynchronous
-        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True,
-                                timeout=60).stdout.split()
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
         if all(q in listed for q in QUEUES):
             break
         time.sleep(0.5)
@@ -93,3 +100,19 @@ def test_routing_keys_are_safe_words() -> None:
                    side=m.Side.BUY)
     assert routing_key(snap) == "trade.binance.BTC-USDT-USDT"
     assert key_segment("") == "_"
+
+
+def test_every_queue_argument_is_explicit() -> None:
+    """Behaviour never rests on a broker's or vhost's defaults (default queue type, RabbitMQ 4's
+    quorum delivery limit of 20, unbounded state queues)."""
+    for q in QUEUES.values():
+        args = q.arguments()
+        if q.delivery is DeliveryClass.MARKET:
+            assert {"x-queue-type", "x-max-length", "x-overflow", "x-message-ttl"} <= set(args), q.name
+            assert args["x-queue-type"] == "classic"
+        else:
+            assert {"x-queue-type", "x-delivery-limit", "x-max-length", "x-overflow", "x-dead-letter-strategy"} \
+                <= set(args), q.name
+            assert args["x-overflow"] == "reject-publish"  # a full state queue refuses, never drops
+        if q.name.endswith(".control"):
+            assert args["x-message-ttl"] > 0, q.name

@@ -79,7 +79,7 @@ def test_random_operations_match_naive_reference(window, seed):
     tick = rng.choice([0.01, 0.5, 1.0])
     grid = [round(1000.0 + i * tick, 2) for i in range(rng.choice([8, 60, 300]))]
     book, ref = L2Book(window), NaiveBook()
-    for step in range(400):
+    for _step in range(400):
         op = rng.random()
         if op < 0.70:  # a diff batch (may repeat a price, delete absent levels, cross the book)
             bl = _random_levels(rng, grid, rng.randint(0, 25), 0.0)

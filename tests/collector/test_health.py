@@ -32,7 +32,11 @@ def test_counters_latency_and_staleness():
     h = FeedHealth("binance", "BTCUSDT", max_age_s=5)
     assert h.stale(now_ns=0) and h.staleness_s(0) is None
     h.on_update(ts_recv_ns=100 * S, ts_exchange_ns=100 * S - 40_000_000)
-    h.on_gap(); h.on_gap(); h.on_resync(); h.on_reconnect(); h.on_crossed()
+    h.on_gap()
+    h.on_gap()
+    h.on_resync()
+    h.on_reconnect()
+    h.on_crossed()
     snap = h.snapshot(now_ns=103 * S)
     assert snap["gaps"] == 2 and snap["resyncs"] == 1 and snap["reconnects"] == 1 and snap["crossed"] == 1
     assert snap["last_latency_ms"] == pytest.approx(40.0)
