@@ -1,12 +1,116 @@
-"""The trader service wiring. Its domain logic arrives with its own issue; for now it starts,
-connects, answers control commands (ping/status) and publishes heartbeats."""
+"""The trader service wiring: signals and books from the bus into the trading engine, orders
+out through the execution worker, every trading message published (state class, publisher
+confirmed) and stored, the control layer answered. The logic lives in pure modules
+(``trader/engine.py`` and friends); the binding in :mod:`trader.runtime`.
+"""
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from depthpilot import messages as m
+from depthpilot.control import ControlServer
 from depthpilot.service import Service
+from trader import control_handlers
+from trader.engine import TradingEngine
+from trader.runtime import TraderRuntime
+from trader.settings_map import execution_plan, trader_config
+from trader.venues import build_client, restore_paper
+
+log = logging.getLogger("trader.service")
 
 
 class TraderService(Service):
     name = "trader"
+    tick_interval_s = 0.25
+
+    def setup(self) -> None:
+        s = self.settings
+        plan = execution_plan(s)
+        if plan.note:
+            log.warning("%s", plan.note)
+        symbols = list(dict.fromkeys([*s.symbols, *s.trader_autostart]))
+        client, insts = build_client(plan, s, symbols)
+        key = f"trader:{plan.mode}:{plan.exchange}"
+        engine = TraderRuntime.load_engine(self.store, key,
+                                           lambda: TradingEngine(trader_config(s), insts, mode=plan.mode))
+        for sym, inst in insts.items():
+            if sym not in engine.symbols:
+                engine.add_instrument(inst)
+        if plan.venue == "paper":
+            restore_paper(client, self.store, plan.mode)
+        self.plan = plan
+        self.runtime = rt = TraderRuntime(engine, client, bus=self.bus, store=self.store, mode=plan.mode,
+                                          exchange=plan.exchange, poll_interval_s=s.trader_poll_interval_s,
+                                          state_key=key, source=self.name)
+        rt.start()
+        self.control = ControlServer()
+        control_handlers.register(self.control, rt, model_id=s.predictor_model)
+        for sym in s.trader_autostart:
+            rt.act(lambda e, sym=sym: e.start(sym))
+            log.info("trading %s on %s (%s) from start-up (TRADER_AUTOSTART)", sym, plan.exchange, plan.mode)
+        self._reconnects = self.bus.stats.reconnects
+        self.bus.subscribe("trader.book", self._on_book)
+        self.bus.subscribe("trader.signals", self._on_signal)
+        self.spawn(self._timer, "timer")
+
+    def teardown(self) -> None:
+        rt = getattr(self, "runtime", None)
+        if rt is not None:
+            rt.stop()
+
+    # ------------------------------------------------------------------ consumers
+    def _on_book(self, msg: m.Message, _delivery: Any) -> None:
+        if not isinstance(msg, m.BookSnapshot):
+            raise TypeError(f"trader.book got a {msg.type_name}")
+        if msg.exchange == self.runtime.exchange and msg.symbol in self.runtime.engine.symbols:
+            self.runtime.on_book(msg)
+
+    def _on_signal(self, msg: m.Message, _delivery: Any) -> None:
+        if not isinstance(msg, m.Signal):
+            raise TypeError(f"trader.signals got a {msg.type_name}")
+        if msg.exchange == self.runtime.exchange:
+            self.runtime.on_signal(msg)
+
+    def _timer(self) -> None:
+        while not self.stopping.wait(self.tick_interval_s):
+            try:
+                self.runtime.tick()
+                if self.bus.stats.reconnects != self._reconnects:  # the broker came back: venue truth again
+                    self._reconnects = self.bus.stats.reconnects
+                    self.runtime.reconcile()
+                self.status = "degraded" if self.problems() else "ok"
+            except Exception:  # noqa: BLE001 - logged; the next tick retries, status shows it
+                log.exception("trader timer failed")
+                self.status = "degraded"
+
+    # ------------------------------------------------------------------ control, health
+    def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
+        if cmd.command == "status":
+            return {"mode": self.plan.mode, "exchange": self.plan.exchange}
+        return self.control.handle(cmd)
+
+    def problems(self) -> list[str]:
+        rt = getattr(self, "runtime", None)
+        if rt is None:
+            return []
+        out = []
+        if rt.worker.failure or not rt.worker.alive and not self.stopping.is_set():
+            out.append(rt.worker.failure or "execution worker is not running")
+        return out
+
+    def stats(self) -> dict[str, float]:
+        rt = getattr(self, "runtime", None)
+        if rt is None:
+            return {}
+        out = {k: float(v) for k, v in rt.counters.items()}
+        out.update({f"exec_{k}": float(v) for k, v in rt.worker.counters.items()})
+        with rt.lock:
+            eng = rt.engine
+            out["open_positions"] = float(sum(1 for st in eng.symbols.values() if st.led.qty))
+            out["closed_trades_total"] = float(len(eng.closed))
+            out["pnl_total"] = float(sum((t.pnl for t in eng.closed), start=0))
+        return out
 
 
 SERVICE = TraderService
