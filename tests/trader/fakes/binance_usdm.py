@@ -1,0 +1,428 @@
+"""A local fake Binance USD-M futures venue (``/fapi``) for the real ccxt ``binanceusdm`` client.
+
+``http.server`` on 127.0.0.1 (random free port) in a thread: ``FakeBinanceUSDM().start()``,
+point ccxt's ``urls['api']`` entries at ``fake.url`` (paths kept), ``stop()`` at the end.
+
+Signed endpoints are verified like Binance: ``X-MBX-APIKEY`` must be known (-2015), the
+``signature`` parameter must be HMAC-SHA256(secret, totalParams) where totalParams is the
+query string (without the signature) followed by the request body (-1022), ``timestamp``
+within ``recvWindow`` (default 5000, max 60000) of the server clock and not more than 1 s
+ahead (-1021). Errors are HTTP 400 ``{"code": ..., "msg": ...}``; the rate limit is HTTP 429
+``-1003`` with ``Retry-After``.
+
+Venue rules modelled: market orders fill at once at ``state.fill_price[symbol]``;
+``newClientOrderId`` must be unique among OPEN orders (-4116 otherwise) - like Binance, a
+filled order's id may be reused, so a client must look an id up before re-sending it;
+initial margin beyond the available balance -2019; reduce-only that would not reduce -2022;
+an unknown order -2013 (query) / -2011 (cancel). Conditional orders (STOP_MARKET,
+closePosition) live on the algo-order API (``/fapi/v1/algoOrder``, ``openAlgoOrders``) as on
+Binance since late 2025; at most one closePosition stop per direction (-4130).
+
+Faults (``fail(path, kind, times, method=None)``): ``"429"`` (+ ``Retry-After: retry_after_s``), ``"500"``,
+``"503"``, ``"delay"`` (processed - an order IS accepted - but answered after ``delay_s``).
+Every request is recorded in ``fake.requests``.
+
+Test-only code: never talks to anything but loopback.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import count
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+API_KEY = "fake-binance-key-0001"
+API_SECRET = "fake-binance-secret-" + "w3R8" * 4
+
+PUBLIC = {"/fapi/v1/exchangeInfo", "/fapi/v1/time", "/fapi/v1/ping"}
+
+
+class VenueError(Exception):
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code, self.msg, self.status = code, msg, status
+
+
+@dataclass
+class Req:
+    method: str
+    path: str
+    params: dict[str, str]
+    t: float = field(default_factory=time.monotonic)
+    answered: str = "200"
+
+
+def _symbol(symbol: str, tick: str, step: str, min_qty: str, max_qty: str, min_notional: str) -> dict:
+    return {
+        "symbol": symbol, "pair": symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000", "baseAsset": symbol[:-4], "quoteAsset": "USDT", "marginAsset": "USDT",
+        "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
+        "underlyingType": "COIN", "underlyingSubType": ["PoW"], "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "filters": [
+            {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": tick},
+            {"filterType": "LOT_SIZE", "stepSize": step, "maxQty": max_qty, "minQty": min_qty},
+            {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "maxQty": max_qty, "minQty": min_qty},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200}, {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MIN_NOTIONAL", "notional": min_notional},
+            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
+             "multiplierDecimal": "4"}],
+        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                       "TRAILING_STOP_MARKET"],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"], "permissionSets": ["GRID", "COPY"]}
+
+
+@dataclass
+class BinanceState:
+    symbols: dict[str, dict] = field(default_factory=lambda: {
+        "BTCUSDT": _symbol("BTCUSDT", "0.10", "0.001", "0.001", "1000", "100"),
+        "ETHUSDT": _symbol("ETHUSDT", "0.01", "0.001", "0.001", "10000", "20"),
+    })
+    fill_price: dict[str, Decimal] = field(default_factory=lambda: {"BTCUSDT": Decimal("64123.4"),
+                                                                    "ETHUSDT": Decimal("3120.55")})
+    orders: list[dict] = field(default_factory=list)  # every order ever accepted, in order
+    algo_orders: list[dict] = field(default_factory=list)
+    trades: list[dict] = field(default_factory=list)  # account trades (/fapi/v1/userTrades)
+    positions: dict[str, dict] = field(default_factory=dict)  # symbol -> {amt (signed), entry}
+    leverage: dict[str, int] = field(default_factory=dict)
+    wallet: Decimal = Decimal(10000)
+    taker_fee: Decimal = Decimal("0.0005")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FakeBinanceUSDM:
+    def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5,
+                 retry_after_s: int = 0) -> None:
+        self.keys = {api_key: api_secret}
+        self.delay_s = delay_s
+        self.retry_after_s = retry_after_s
+        self.state = BinanceState()
+        self.requests: list[Req] = []
+        self._faults: dict[str, deque[str]] = {}
+        self._lock = threading.Lock()
+        self._ids = count(8_000_000_001)
+        self._server: ThreadingHTTPServer | None = None
+        self.url = ""
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> FakeBinanceUSDM:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake._serve(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._serve(self, "POST")
+
+            def do_DELETE(self) -> None:
+                fake._serve(self, "DELETE")
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-binance",
+                         daemon=True).start()
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeBinanceUSDM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def fail(self, path: str, kind: str, times: int = 1, method: str | None = None) -> None:
+        """The next ``times`` requests to ``path`` (only ``method`` ones if given) get ``kind``
+        (``"ok"`` queues a normal answer, to let one request through before a fault)."""
+        key = f"{method} {path}" if method else path
+        self._faults.setdefault(key, deque()).extend([kind] * times)
+
+    def hits(self, path: str, method: str | None = None) -> list[Req]:
+        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
+
+    # ------------------------------------------------------------------ HTTP
+    def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
+        parts = urlsplit(h.path)
+        body = h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode()
+        params = dict(parse_qsl(parts.query)) | dict(parse_qsl(body))
+        rec = Req(method, parts.path, {k: v for k, v in params.items() if k != "signature"})
+        with self._lock:
+            self.requests.append(rec)
+            faults = self._faults.get(f"{method} {parts.path}") or self._faults.get(parts.path)
+            fault = faults.popleft() if faults else ""
+        if fault == "429":
+            rec.answered = "429"
+            return self._send(h, 429, {"code": -1003, "msg": "Too many requests; current limit of IP is 2400 requests"
+                                                              " per minute."}, {"Retry-After": str(self.retry_after_s)})
+        if fault in ("500", "503"):
+            rec.answered = fault
+            return self._send(h, int(fault), {"code": -1001, "msg": "Internal error; unable to process your request."})
+        try:
+            if parts.path not in PUBLIC:
+                self._auth(h, parts.query, body, params)
+            with self._lock:
+                out = self._route(method, parts.path, params)
+            status = 200
+        except VenueError as e:
+            out, status = {"code": e.code, "msg": e.msg}, e.status
+            rec.answered = str(e.code)
+        if fault == "delay":
+            rec.answered = "delay"
+            time.sleep(self.delay_s)
+        self._send(h, status, out)
+
+    def _send(self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): the request was still processed
+
+    def _auth(self, h: BaseHTTPRequestHandler, query: str, body: str, params: dict[str, str]) -> None:
+        key = h.headers.get("X-MBX-APIKEY", "")
+        if key not in self.keys:
+            raise VenueError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        sig = params.get("signature", "")
+
+        def strip(s: str) -> str:
+            return "&".join(kv for kv in s.split("&") if kv and not kv.startswith("signature="))
+
+        total = strip(query) + strip(body)
+        want = hmac.new(self.keys[key].encode(), total.encode(), hashlib.sha256).hexdigest()
+        if not sig or not hmac.compare_digest(want, sig):
+            raise VenueError(-1022, "Signature for this request is not valid.")
+        try:
+            ts, recv = int(params["timestamp"]), int(params.get("recvWindow", 5000))
+        except (KeyError, ValueError):
+            raise VenueError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") from None
+        now = _now_ms()
+        if recv > 60000 or ts >= now + 1000 or now - ts > recv:
+            raise VenueError(-1021, "Timestamp for this request is outside of the recvWindow.")
+
+    def _route(self, method: str, path: str, p: dict[str, str]) -> Any:
+        routes = {
+            ("GET", "/fapi/v1/exchangeInfo"): self._exchange_info,
+            ("GET", "/fapi/v1/time"): lambda p: {"serverTime": _now_ms()},
+            ("POST", "/fapi/v1/leverage"): self._leverage,
+            ("GET", "/fapi/v1/leverageBracket"): self._brackets,
+            ("POST", "/fapi/v1/order"): self._create,
+            ("GET", "/fapi/v1/order"): self._query,
+            ("DELETE", "/fapi/v1/order"): self._cancel,
+            ("GET", "/fapi/v1/openOrders"): self._open_orders,
+            ("GET", "/fapi/v1/userTrades"): self._user_trades,
+            ("POST", "/fapi/v1/algoOrder"): self._create_algo,
+            ("DELETE", "/fapi/v1/algoOrder"): self._cancel_algo,
+            ("GET", "/fapi/v1/openAlgoOrders"): self._open_algo,
+            ("GET", "/fapi/v3/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v3/account"): self._account,
+        }
+        fn = routes.get((method, path))
+        if fn is None:
+            raise VenueError(-1000, f"fake: no route {method} {path}", 404)
+        return fn(p)
+
+    # ------------------------------------------------------------------ venue
+    def _sym(self, p: dict[str, str]) -> dict:
+        s = self.state.symbols.get(p.get("symbol", ""))
+        if s is None:
+            raise VenueError(-1121, "Invalid symbol.")
+        return s
+
+    def _exchange_info(self, p: dict) -> dict:
+        return {"timezone": "UTC", "serverTime": _now_ms(), "futuresType": "U_MARGINED",
+                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
+                                "limit": 2400}], "exchangeFilters": [],
+                "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+                "symbols": list(self.state.symbols.values())}
+
+    def _leverage(self, p: dict) -> dict:
+        self._sym(p)
+        lev = int(p["leverage"])
+        if not 1 <= lev <= 125:
+            raise VenueError(-4028, f"Leverage {lev} is not valid")
+        self.state.leverage[p["symbol"]] = lev
+        return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": p["symbol"]}
+
+    def _brackets(self, p: dict) -> list:
+        return [{"symbol": s, "brackets": [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000,
+                                            "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}]}
+                for s in self.state.symbols if not p.get("symbol") or p["symbol"] == s]
+
+    def _available(self) -> Decimal:
+        used = sum((abs(pos["amt"]) * pos["entry"] / self.state.leverage.get(s, 20)
+                    for s, pos in self.state.positions.items()), Decimal(0))
+        return self.state.wallet - used
+
+    def _create(self, p: dict) -> dict:
+        sym = self._sym(p)
+        cid = p.get("newClientOrderId", "")
+        if any(o["clientOrderId"] == cid and o["status"] == "NEW" for o in self.state.orders):
+            raise VenueError(-4116, "ClientOrderId is duplicated.")
+        lot = next(f for f in sym["filters"] if f["filterType"] == "MARKET_LOT_SIZE")
+        qty = Decimal(p.get("quantity", "0"))
+        if qty < Decimal(lot["minQty"]) or qty > Decimal(lot["maxQty"]) or qty % Decimal(lot["stepSize"]) != 0:
+            raise VenueError(-1111, "Precision is over the maximum defined for this asset.")
+        if p.get("type") != "MARKET":
+            raise VenueError(-1116, "Invalid orderType (this fake fills MARKET orders only).")
+        s = p["symbol"]
+        price = self.state.fill_price[s]
+        sign = 1 if p["side"] == "BUY" else -1
+        pos = self.state.positions.get(s, {"amt": Decimal(0), "entry": Decimal(0)})
+        reduce_only = p.get("reduceOnly") == "true"
+        if reduce_only and not (pos["amt"] * sign < 0 and qty <= abs(pos["amt"])):
+            raise VenueError(-2022, "ReduceOnly Order is rejected.")
+        increases = pos["amt"] == 0 or pos["amt"] * sign > 0
+        min_notional = Decimal(next(f for f in sym["filters"] if f["filterType"] == "MIN_NOTIONAL")["notional"])
+        if not reduce_only and qty * price < min_notional:
+            raise VenueError(-4164, f"Order's notional must be no smaller than {min_notional} (unless you choose reduce only).")
+        if increases and qty * price / self.state.leverage.get(s, 20) > self._available():
+            raise VenueError(-2019, "Margin is insufficient.")
+        self.state.wallet -= qty * price * self.state.taker_fee
+        new = pos["amt"] + sign * qty
+        if new == 0:
+            self.state.wallet += (price - pos["entry"]) * pos["amt"]
+            self.state.positions.pop(s, None)
+        elif increases:
+            self.state.positions[s] = {"amt": new, "entry": (abs(pos["amt"]) * pos["entry"] + qty * price) / abs(new)}
+        else:
+            self.state.wallet += (price - pos["entry"]) * (sign * -qty)
+            self.state.positions[s] = {**pos, "amt": new}
+        now = _now_ms()
+        order = {"orderId": next(self._ids), "symbol": s, "status": "FILLED", "clientOrderId": cid, "price": "0.00",
+                 "avgPrice": str(price), "origQty": p["quantity"], "executedQty": p["quantity"],
+                 "cumQty": p["quantity"], "cumQuote": str(qty * price), "timeInForce": "GTC", "type": "MARKET",
+                 "reduceOnly": reduce_only, "closePosition": False, "side": p["side"], "positionSide": "BOTH",
+                 "stopPrice": "0.00", "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "MARKET",
+                 "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
+                 "time": now, "updateTime": now}
+        self.state.orders.append(order)
+        fee = qty * price * self.state.taker_fee
+        self.state.trades.append({
+            "symbol": s, "id": next(self._ids), "orderId": order["orderId"], "side": p["side"], "price": str(price),
+            "qty": p["quantity"], "realizedPnl": "0", "quoteQty": str(qty * price), "commission": str(fee),
+            "commissionAsset": "USDT", "time": now, "positionSide": "BOTH", "buyer": p["side"] == "BUY",
+            "maker": False})
+        return order
+
+    def _find(self, p: dict) -> dict:
+        self._sym(p)
+        for o in reversed(self.state.orders):
+            if o["symbol"] == p["symbol"] and (o["clientOrderId"] == p.get("origClientOrderId")
+                                               or str(o["orderId"]) == p.get("orderId")):
+                return o
+        raise VenueError(-2013, "Order does not exist.")
+
+    def _query(self, p: dict) -> dict:
+        return self._find(p)
+
+    def _cancel(self, p: dict) -> dict:
+        try:
+            o = self._find(p)
+        except VenueError:
+            raise VenueError(-2011, "Unknown order sent.") from None
+        if o["status"] != "NEW":
+            raise VenueError(-2011, "Unknown order sent.")
+        o["status"] = "CANCELED"
+        return o
+
+    def _open_orders(self, p: dict) -> list:
+        return [o for o in self.state.orders if o["status"] == "NEW" and (not p.get("symbol") or o["symbol"] == p["symbol"])]
+
+    def _user_trades(self, p: dict) -> list:
+        self._sym(p)
+        start = int(p.get("startTime", 0))
+        return [t for t in self.state.trades if t["symbol"] == p["symbol"] and t["time"] >= start]
+
+    def _create_algo(self, p: dict) -> dict:
+        self._sym(p)
+        if p.get("algoType") != "CONDITIONAL" or p.get("type") != "STOP_MARKET":
+            raise VenueError(-1116, "Invalid orderType (this fake keeps CONDITIONAL STOP_MARKET algo orders only).")
+        if p.get("closePosition") != "true" or "quantity" in p:
+            raise VenueError(-4137, "Quantity must be zero with closePosition equals true")
+        s, side, trigger = p["symbol"], p["side"], Decimal(p["triggerPrice"])
+        if any(a["symbol"] == s and a["side"] == side and a["algoStatus"] == "NEW" for a in self.state.algo_orders):
+            raise VenueError(-4130, "An open stop or take profit order with GTE and closePosition in the direction is existing.")
+        px = self.state.fill_price[s]
+        if (side == "SELL" and trigger >= px) or (side == "BUY" and trigger <= px):
+            raise VenueError(-2021, "Order would immediately trigger.")
+        now = _now_ms()
+        algo = {"algoId": next(self._ids), "clientAlgoId": p.get("clientAlgoId", ""), "algoType": "CONDITIONAL",
+                "orderType": "STOP_MARKET", "symbol": s, "side": side, "positionSide": "BOTH", "timeInForce": "GTC",
+                "quantity": "0", "algoStatus": "NEW", "triggerPrice": p["triggerPrice"], "price": "0",
+                "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE",
+                "priceMatch": "NONE", "closePosition": True, "priceProtect": False, "reduceOnly": True,
+                "activatePrice": "", "callbackRate": "", "createTime": now, "updateTime": now, "triggerTime": 0,
+                "goodTillDate": 0}
+        self.state.algo_orders.append(algo)
+        return algo
+
+    def _cancel_algo(self, p: dict) -> dict:
+        for a in self.state.algo_orders:
+            if a["algoStatus"] == "NEW" and (a["clientAlgoId"] == p.get("clientAlgoId") or str(a["algoId"]) == p.get("algoId")):
+                a["algoStatus"] = "CANCELED"
+                return {"algoId": a["algoId"], "clientAlgoId": a["clientAlgoId"], "code": "200", "msg": "success"}
+        raise VenueError(-2011, "Unknown order sent.")
+
+    def _open_algo(self, p: dict) -> list:
+        return [a for a in self.state.algo_orders
+                if a["algoStatus"] == "NEW" and (not p.get("symbol") or a["symbol"] == p["symbol"])]
+
+    def _position_risk(self, p: dict) -> list:
+        out = []
+        for s, pos in self.state.positions.items():
+            if p.get("symbol") and s != p["symbol"]:
+                continue
+            mark = self.state.fill_price[s]
+            lev = self.state.leverage.get(s, 20)
+            out.append({"symbol": s, "positionSide": "BOTH", "positionAmt": str(pos["amt"]),
+                        "entryPrice": str(pos["entry"]), "breakEvenPrice": str(pos["entry"]), "markPrice": str(mark),
+                        "unRealizedProfit": str((mark - pos["entry"]) * pos["amt"]), "liquidationPrice": "0",
+                        "isolatedMargin": "0", "notional": str(mark * pos["amt"]), "marginAsset": "USDT",
+                        "isolatedWallet": "0", "initialMargin": str(abs(mark * pos["amt"]) / lev),
+                        "maintMargin": "0", "positionInitialMargin": str(abs(mark * pos["amt"]) / lev),
+                        "openOrderInitialMargin": "0", "adl": 1, "bidNotional": "0", "askNotional": "0",
+                        "updateTime": _now_ms()})
+        return out
+
+    def _account(self, p: dict) -> dict:
+        upnl = sum(((self.state.fill_price[s] - pos["entry"]) * pos["amt"] for s, pos in self.state.positions.items()),
+                   Decimal(0))
+        wallet, avail = self.state.wallet, self._available()
+        asset = {"asset": "USDT", "walletBalance": str(wallet), "unrealizedProfit": str(upnl),
+                 "marginBalance": str(wallet + upnl), "maintMargin": "0", "initialMargin": str(wallet - avail),
+                 "positionInitialMargin": str(wallet - avail), "openOrderInitialMargin": "0", "crossWalletBalance": str(wallet),
+                 "crossUnPnl": str(upnl), "availableBalance": str(avail), "maxWithdrawAmount": str(avail),
+                 "updateTime": _now_ms()}
+        return {"totalInitialMargin": str(wallet - avail), "totalMaintMargin": "0", "totalWalletBalance": str(wallet),
+                "totalUnrealizedProfit": str(upnl), "totalMarginBalance": str(wallet + upnl),
+                "totalPositionInitialMargin": str(wallet - avail), "totalOpenOrderInitialMargin": "0",
+                "totalCrossWalletBalance": str(wallet), "totalCrossUnPnl": str(upnl), "availableBalance": str(avail),
+                "maxWithdrawAmount": str(avail), "assets": [asset], "positions": []}

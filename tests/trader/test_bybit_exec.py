@@ -1,0 +1,205 @@
+"""Bybit v5 execution: the REAL pybit client against a local fake Bybit that verifies every
+private request's HMAC signature, timestamp and recv_window (tests/trader/fakes/bybit_v5.py)."""
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+
+from tests.trader.fakes.bybit_v5 import API_KEY, API_SECRET, FakeBybit
+from trader.domain import (
+    ExecutionClient,
+    ExecutionError,
+    FillReport,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderRequest,
+    PositionReport,
+)
+from trader.execution import RetryPolicy, make_execution_client
+from trader.execution.common import venue_order_id
+
+FAST = RetryPolicy(attempts=5, base_delay_s=0.05, max_delay_s=0.4, deadline_s=5.0)
+CREATE = "/v5/order/create"
+
+
+@pytest.fixture
+def fake():
+    with FakeBybit(delay_s=0.8) as f:
+        yield f
+
+
+def client(fake: FakeBybit, secret: str = API_SECRET, **kw):
+    return make_execution_client(venue="bybit", mode="testnet", api_key=API_KEY, api_secret=secret,
+                                 base_url=fake.url, timeout_s=kw.pop("timeout_s", 0.4), retry=FAST, **kw)
+
+
+def buy(cid: str, qty: str = "0.0105", **kw) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, exchange="bybit", symbol="BTCUSDT", side=kw.pop("side", "buy"),
+                        qty=Decimal(qty), **kw)
+
+
+def test_instruments_and_leverage(fake: FakeBybit) -> None:
+    c = client(fake)
+    assert isinstance(c, ExecutionClient)
+    inst = c.instruments(["BTCUSDT", "ETHUSDT"])
+    btc = inst["BTCUSDT"]
+    assert (btc.tick_size, btc.lot_step, btc.min_qty, btc.min_notional) == (
+        Decimal("0.10"), Decimal("0.001"), Decimal("0.001"), Decimal(5))
+    assert btc.max_leverage == Decimal(100) and btc.max_qty == Decimal("1190.000")
+    with pytest.raises(ExecutionError, match="unknown linear symbol"):
+        c.instruments(["DOGEUSDT"])
+    c.set_leverage("BTCUSDT", Decimal(5))
+    c.set_leverage("BTCUSDT", Decimal(5))  # 110043 "leverage not modified" is success
+    assert fake.state.leverage["BTCUSDT"] == 5
+    assert [r.answered for r in fake.hits("/v5/position/set-leverage")] == ["0", "110043"]
+    with pytest.raises(OrderRejected) as ei:
+        c.set_leverage("BTCUSDT", Decimal(150))
+    assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 2
+
+
+def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
+    c = client(fake)
+    rep = c.submit(buy("intent-1"))
+    order = fake.state.orders["intent-1"]
+    assert order["qty"] == "0.010"  # floored to the 0.001 step before it left
+    assert rep.status == "filled" and rep.filled_qty == Decimal("0.010") and rep.avg_price == Decimal("64123.4")
+    assert rep.client_order_id == "intent-1" and rep.exchange_order_id == order["orderId"]
+    assert c.lookup("BTCUSDT", "intent-1") == rep
+    assert c.lookup("BTCUSDT", "never-sent") is None
+    [pos] = c.positions(["BTCUSDT"])
+    assert pos.qty == Decimal("0.010") and pos.avg_price == Decimal("64123.4") and pos.stop_price is None
+    assert c.balance()["USDT"] < Decimal(10000)  # the taker fee
+    events = c.poll_events()
+    fills = [e for e in events if isinstance(e, FillReport)]
+    assert [(f.client_order_id, f.qty, f.price) for f in fills] == [("intent-1", Decimal("0.010"), Decimal("64123.4"))]
+    assert fills[0].fee == Decimal("0.010") * Decimal("64123.4") * Decimal("0.00055")
+    assert any(isinstance(e, PositionReport) and e.qty == Decimal("0.010") for e in events)
+    assert c.poll_events() == []  # nothing new: fills deduplicated by execId
+    # closing: reduce-only sell, position gone, a flat PositionReport
+    c.submit(buy("intent-2", "0.010", side="sell", reduce_only=True))
+    assert c.positions() == []
+    ev = c.poll_events()
+    assert any(isinstance(e, PositionReport) and e.qty == 0 for e in ev)
+    # cancelling a filled order: 110001 -> the order as it is
+    assert c.cancel("BTCUSDT", "intent-2").status == "filled"
+    assert c.open_orders() == []
+
+
+def test_long_client_order_id_maps_to_a_stable_order_link_id(fake: FakeBybit) -> None:
+    c = client(fake)
+    cid = "signal:binanceusdm:BTCUSDT:1722470400000000000:open-long"
+    rep = c.submit(buy(cid))
+    link = venue_order_id(cid)
+    assert len(link) <= 36 and link in fake.state.orders and rep.client_order_id == cid
+    assert client(fake).lookup("BTCUSDT", cid).exchange_order_id == rep.exchange_order_id  # a fresh process
+
+
+def test_redelivered_intent_creates_no_second_order(fake: FakeBybit) -> None:
+    first = client(fake).submit(buy("intent-dup"))
+    again = client(fake).submit(buy("intent-dup"))  # e.g. after a restart: only the venue knows
+    assert again.exchange_order_id == first.exchange_order_id and again.status == "filled"
+    assert len(fake.state.orders) == 1 and len(fake.state.executions) == 1
+    assert [r.answered for r in fake.hits(CREATE)] == ["0", "110072"]
+
+
+def test_timeout_after_accept_leads_to_a_lookup_not_a_second_order(fake: FakeBybit) -> None:
+    c = client(fake)
+    fake.fail(CREATE, "delay")  # accepted, answered after 0.8 s > the 0.4 s client timeout
+    rep = c.submit(buy("intent-slow"))
+    assert rep.status == "filled" and rep.client_order_id == "intent-slow"
+    assert len(fake.hits(CREATE)) == 1 and len(fake.state.orders) == 1
+    creates, lookups = fake.hits(CREATE)[0], fake.hits("/v5/order/realtime")
+    assert lookups and lookups[0].t > creates.t and lookups[0].params["orderLinkId"] == "intent-slow"
+
+
+def test_timeout_and_failed_lookup_is_outcome_unknown(fake: FakeBybit) -> None:
+    c = client(fake)
+    fake.fail(CREATE, "delay")
+    fake.fail("/v5/order/realtime", "500", times=50)
+    with pytest.raises(OrderOutcomeUnknown, match="intent-lost"):
+        c.submit(buy("intent-lost"))
+    assert len(fake.hits(CREATE)) == 1  # never re-sent blind
+    assert len(fake.hits("/v5/order/realtime")) == FAST.attempts
+
+
+def test_rate_limits_back_off_then_succeed(fake: FakeBybit) -> None:
+    c = client(fake)
+    fake.fail(CREATE, "10006", times=2)
+    fake.fail(CREATE, "429")
+    rep = c.submit(buy("intent-rl"))
+    assert rep.status == "filled" and len(fake.state.orders) == 1
+    hits = fake.hits(CREATE)
+    assert [h.answered for h in hits] == ["10006", "10006", "429", "0"]
+    assert c.stats.retries == 3 and c.stats.rate_limited == 3
+    gaps = [b.t - a.t for a, b in zip(hits, hits[1:])]
+    for gap, delay in zip(gaps, c.stats.delays_s):
+        assert gap >= delay * 0.95
+    assert c.stats.delays_s[2] >= 0.2  # exponential: 0.05 * 2**2 on the third retry
+    # pybit's own sleep-and-retry on 10006 is off: every retry is ours (counted above)
+
+
+def test_insufficient_balance_is_rejected_once(fake: FakeBybit) -> None:
+    fake.state.wallet = Decimal(10)
+    c = client(fake)
+    with pytest.raises(OrderRejected) as ei:
+        c.submit(buy("intent-poor"))
+    assert ei.value.code == "110007" and "110007" in str(ei.value)
+    assert len(fake.hits(CREATE)) == 1 and fake.state.orders == {}
+    with pytest.raises(OrderRejected) as ei:
+        c.submit(buy("intent-ro", side="sell", reduce_only=True))
+    assert ei.value.code == "110017"
+
+
+def test_refused_locally_when_rules_cannot_be_met(fake: FakeBybit) -> None:
+    c = client(fake)
+    with pytest.raises(OrderRejected, match="quantity 0.000 is not positive") as ei:
+        c.submit(buy("tiny", "0.0009"))
+    assert ei.value.code == "local"
+    with pytest.raises(OrderRejected, match="notional"):
+        c.submit(buy("small", "0.001", price=Decimal(1000)))  # 1 USDT < min notional 5
+    assert fake.hits(CREATE) == []
+
+
+def test_trading_stop_placed_moved_and_removed(fake: FakeBybit) -> None:
+    c = client(fake)
+    with pytest.raises(OrderRejected, match="no position"):
+        c.set_stop("BTCUSDT", Decimal(63000))
+    c.submit(buy("intent-stop"))
+    c.set_stop("BTCUSDT", Decimal("63000.04"))
+    assert c.positions(["BTCUSDT"])[0].stop_price == Decimal("63000.1")  # long: rounded up to the tick
+    c.set_stop("BTCUSDT", Decimal(63500))  # the trailing stop ratchets
+    c.set_stop("BTCUSDT", Decimal(63500))  # 34040 not modified: fine
+    assert Decimal(fake.state.positions["BTCUSDT"]["sl"]) == Decimal(63500)
+    assert [r.answered for r in fake.hits("/v5/position/trading-stop")] == ["0", "0", "34040"]
+    with pytest.raises(OrderRejected) as ei:
+        c.set_stop("BTCUSDT", Decimal(65000))  # above the price for a long
+    assert ei.value.code == "10001"
+    c.set_stop("BTCUSDT", None)
+    assert c.positions(["BTCUSDT"])[0].stop_price is None
+
+
+def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBybit, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    bad_secret = "wrong-secret-" + "Zq9" * 5
+    bad = client(fake, secret=bad_secret)
+    bad.instruments(["BTCUSDT"])  # public: fine
+    with pytest.raises(ExecutionError) as ei:
+        bad.balance()
+    assert "10004" in str(ei.value) and fake.requests[-1].answered == "10004"
+    texts = [str(ei.value), repr(bad)]
+    good = client(fake)
+    fake.fail(CREATE, "10006")
+    fake.fail(CREATE, "delay")
+    fake.fail("/v5/order/realtime", "500", times=50)
+    with pytest.raises(OrderOutcomeUnknown) as e2:
+        good.submit(buy("intent-secret"))
+    fake.state.wallet = Decimal(1)
+    with pytest.raises(OrderRejected) as e3:
+        good.submit(buy("intent-secret-2"))
+    texts += [str(e2.value), str(e3.value), repr(good), caplog.text]
+    for t in texts:
+        for s in (API_SECRET, bad_secret, API_KEY):
+            assert s not in t
+    assert "retry" in caplog.text  # the retries were reported
