@@ -69,7 +69,9 @@ class TraderRuntime:
         self.worker = ExecWorker(client, self.on_exec_events, self._exec_error, poll_interval_s=poll_interval_s)
         self.signals: dict[str, m.Signal] = {}
         self.counters = {"signals": 0, "books": 0, "intents": 0, "fills": 0, "order_updates": 0, "risk_events": 0,
-                         "closed_trades": 0, "publish_errors": 0, "store_errors": 0, "reconciles": 0}
+                         "closed_trades": 0, "publish_errors": 0, "store_errors": 0, "reconciles": 0,
+                         "duplicate_fills": 0}
+        self._fills_seen: dict[str, None] = {}
         self.signal_to_intent_ns: list[int] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -124,19 +126,41 @@ class TraderRuntime:
         """Venue reports (worker thread): stored, published, then fed to the engine."""
         now = self.clock.now()
         with self.lock:
+            fresh: list[Any] = []
             for ev in events:
                 if isinstance(ev, FillReport):
                     msg = mm.fill_message(ev, now)
+                    if not self._new_fill(msg):  # seen before (venue re-sent it after a restart): once only
+                        self.counters["duplicate_fills"] += 1
+                        continue
                     self.counters["fills"] += 1
-                    self._store(lambda: self.store.insert_fill(msg, mode=self.mode))
                     self._publish(msg)
                 elif isinstance(ev, OrderReport):
                     upd = mm.order_update(ev, now)
                     self.counters["order_updates"] += 1
                     self._store(lambda: self.store.upsert_order(upd, mode=self.mode))
                     self._publish(upd)
-            actions = self.engine.on_events(events)
+                fresh.append(ev)
+            actions = self.engine.on_events(fresh)
             self.dispatch(actions, force_save=True)
+
+    def _new_fill(self, msg: m.Fill) -> bool:
+        """Append the fill to the store; False when the store already holds it (by message id or
+        by (client order id, venue fill id)). Without a store: remembered in memory."""
+        key = msg.id
+        if key in self._fills_seen:
+            return False
+        self._fills_seen[key] = None
+        if len(self._fills_seen) > 100_000:
+            self._fills_seen.pop(next(iter(self._fills_seen)))
+        if self.store is None:
+            return True
+        try:
+            return bool(self.store.insert_fill(msg, mode=self.mode))
+        except Exception:  # noqa: BLE001 - the store is down: count it, trust the engine's own dedup
+            self.counters["store_errors"] += 1
+            log.exception("storing fill %s failed", msg.fill_id)
+            return True
 
     def tick(self) -> None:
         """Periodic: the engine's timer (day roll-over, stale data halts)."""
@@ -165,6 +189,14 @@ class TraderRuntime:
                 changed = True
             elif isinstance(a, StopMove):
                 self.worker.set_stop(a.symbol, a.stop_price)
+                st = self.engine.symbols.get(a.symbol)
+                if st is not None and st.led.qty:  # the stored/published position carries its stop
+                    led = st.led
+                    pos = mm.position_message(PositionChange(a.exchange, a.symbol, led.signed_qty, led.avg_price,
+                                                             led.realized, led.fees, a.stop_price,
+                                                             a.ts_ns or self.clock.now()), self.mode)
+                    self._store(lambda: self.store.upsert_position(pos))
+                    self._publish(pos)
                 changed = True
             elif isinstance(a, RiskAlert):
                 ev = mm.risk_message(a, self.source)
