@@ -22,7 +22,16 @@ from depthpilot_cli.common import app, console, settings
 
 trade_app = typer.Typer(no_args_is_help=True, help="Trade through the trader service (start, stop, flatten, ...)")
 app.add_typer(trade_app, name="trade")
-out = Console()
+
+
+class _Out:
+    """stdout console made per use, so the terminal width (or COLUMNS) is read when printing."""
+
+    def print(self, *objects: Any, **kw: Any) -> None:
+        Console().print(*objects, **kw)
+
+
+out = _Out()
 
 TIMEOUT = typer.Option(5.0, "--timeout", help="seconds to wait; the command expires after that")
 
@@ -34,12 +43,12 @@ def _call(req: c.Request, timeout: float) -> Any:
     try:
         bus = connect_bus(s.amqp_url, "cli").start()
     except Exception as exc:  # noqa: BLE001 - one line, exit 1
-        console.print(f"[red]cannot reach the bus: {exc}[/red]")
+        console.print(f"[red]cannot reach the bus: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     try:
         return c.ControlClient(bus, requested_by="cli", timeout_s=timeout).call(req)
     except c.ControlError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{exc}[/red]", soft_wrap=True)  # one line, whatever the width
         raise typer.Exit(1) from None
     finally:
         bus.close()
