@@ -36,9 +36,10 @@ class StopMove:
 class RiskAlert:
     """One risk action or finding; the service publishes it as a ``RiskEvent`` message.
 
-    ``kind``: ``order_refused``, ``size_capped``, ``stop_clamped_to_liq``, ``daily_loss_limit``,
-    ``daily_loss_reset``, ``data_halt``, ``data_resumed``, ``kill_switch``, ``risk_reset``,
-    ``position_mismatch``, ``order_rejected``, ``partial_fill``.
+    ``kind``: ``order_refused``, ``size_capped``, ``stop_set``, ``stop_trailed``,
+    ``stop_clamped_to_liq``, ``daily_loss_limit``, ``daily_loss_reset``, ``data_halt``,
+    ``data_resumed``, ``kill_switch``, ``risk_reset``, ``position_mismatch``, ``order_rejected``,
+    ``partial_fill``, ``exit_incomplete``, ``session_complete``.
     """
 
     kind: str

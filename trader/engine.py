@@ -17,13 +17,15 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from trader import reports
-from trader.actions import Action, ClosedTrade, PositionChange, RiskAlert, StopMove
+from trader.actions import Action, ClosedTrade, RiskAlert
 from trader.config import TraderConfig, parse_param
 from trader.domain import ZERO, FillReport, Instrument, OrderReport, OrderRequest, PositionReport, to_decimal
+from trader.engine_guards import EngineGuards
 from trader.engine_state import DAY_NS, PendingOrder, SymbolState, book_ts
 from trader.ledger import PositionLedger
-from trader.risk import initial_stop, size_entry, trailing_stop
+from trader.risk import size_entry
 
+FILL_IDS_KEPT = 2000  # per symbol, for de-duplicating redelivered fills (persisted)
 STOP_ORDER_PREFIX = "stop-"  # client ids of venue-side stop orders (paper emulation, adapters)
 
 
@@ -35,7 +37,7 @@ class BookLike(Protocol):
     valid: bool
 
 
-class TradingEngine:
+class TradingEngine(EngineGuards):
     def __init__(self, config: TraderConfig, instruments: dict[str, Instrument], *, mode: str = "paper") -> None:
         self.cfg = config
         self.mode = mode
@@ -47,6 +49,7 @@ class TradingEngine:
         self.halt_reason = ""  # "" / "daily_loss" / "kill"
         self.closed: list[ClosedTrade] = []
         self.seq = 0
+        self._cache_floats()
         self.counters: dict[str, int] = {"signals": 0, "ignored_expired": 0, "ignored_bad_book": 0,
                                          "ignored_unknown_symbol": 0, "orders": 0, "refused": 0}
 
@@ -65,6 +68,8 @@ class TradingEngine:
                 self._new_day(ts, out)
         st.book = book
         st.book_ts = ts
+        if st.trading and not st.started_ts:
+            st.started_ts = ts
         bids, asks = book.bids, book.asks
         st.bid = float(bids[0, 0]) if len(bids) else 0.0
         st.ask = float(asks[0, 0]) if len(asks) else 0.0
@@ -74,6 +79,9 @@ class TradingEngine:
             st.book_reason = "" if valid else (getattr(book, "reason", "") or "empty side")
             self._data_state(st, out)
         if st.led.qty:
+            if st.retry_exit and not st.pending:
+                reason, st.retry_exit = st.retry_exit, ""
+                self._close(st, reason, out)
             self._mark(st, out)
         return out
 
@@ -133,13 +141,17 @@ class TradingEngine:
         if st is None or f.fill_id and f.fill_id in st.fill_ids:
             return out
         if f.fill_id:
-            st.fill_ids.add(f.fill_id)
+            st.fill_ids[f.fill_id] = None
+            if len(st.fill_ids) > FILL_IDS_KEPT:
+                del st.fill_ids[next(iter(st.fill_ids))]
         if f.ts_ns > self.now:
             self.now = f.ts_ns
         ts = f.ts_ns or self.now
         was_side = st.led.side
         realized, trips = st.led.apply(f.side, f.qty, f.price, f.fee, ts)
         self.day_realized += realized - f.fee
+        self._day_f = float(self.day_realized)
+        st.sync_pos()
         p = st.pending.get(f.client_order_id)
         if p is not None:
             p.filled += f.qty
@@ -195,6 +207,7 @@ class TradingEngine:
             out.append(self._alert("position_mismatch", st, f"venue position {rep.qty} @ {rep.avg_price}, engine "
                                    f"had {st.led.signed_qty}; adopting the venue's", severity="warning"))
             st.led = PositionLedger.adopt(rep.qty, rep.avg_price, st.inst.contract_value, rep.ts_ns or self.now)
+            st.sync_pos()
             st.stop, st.stop_kind = None, ""
             st.extreme = rep.avg_price if rep.qty else None
             st.extreme_f = float(rep.avg_price) if rep.qty else 0.0
@@ -251,11 +264,15 @@ class TradingEngine:
         return []
 
     def reset_risk(self) -> list[Action]:
-        """Lift a daily-loss or kill-switch halt (the day's PnL keeps counting)."""
+        """Lift a daily-loss or kill-switch halt. The daily loss budget restarts from here (the
+        day's realised PnL so far is set aside), else the next fill would halt again at once."""
         if not self.halt_reason:
             return []
         was, self.halt_reason = self.halt_reason, ""
-        return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset", ts_ns=self.now)]
+        before, self.day_realized = self.day_realized, ZERO
+        self._cache_floats()
+        return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset",
+                          data={"day_realized_before": str(before)}, ts_ns=self.now)]
 
     def kill(self, reason: str = "kill switch") -> list[Action]:
         """Stop everything and flatten every position; entries stay halted until ``reset_risk``."""
@@ -266,12 +283,22 @@ class TradingEngine:
             self._close(st, "flatten", out)
         return out
 
-    def set_param(self, name: str, value: Any) -> TraderConfig:
-        """Set one parameter (text is parsed); ``ValueError`` naming it when invalid."""
+    def set_param(self, name: str, value: Any) -> list[Action]:
+        """Set one parameter (text is parsed); ``ValueError`` naming it when invalid. A lowered
+        daily loss limit that is already exceeded halts at once."""
         self.cfg = parse_param(self.cfg, name, value)
+        self._cache_floats()
         for st in self.symbols.values():
             st.strat.reconfigure(self.cfg)
-        return self.cfg
+        out: list[Action] = []
+        if self.halt_reason != "daily_loss" and self.day_pnl() <= -self.cfg.daily_loss_limit:
+            self._daily_halt(out)
+        return out
+
+    def pending_orders(self) -> list[OrderRequest]:
+        """Orders sent and not finished (after a restart: look each up on the venue and feed the
+        report to ``on_order``, its fills to ``on_fill``)."""
+        return [p.req for st in self.symbols.values() for p in st.pending.values()]
 
     def add_instrument(self, inst: Instrument) -> None:
         self.instruments[inst.symbol] = inst
@@ -355,97 +382,13 @@ class TradingEngine:
             if st.close_after:
                 reason, st.close_after = st.close_after, ""
                 self._close(st, reason, out)
-        elif st.led.qty:  # an exit that left a rest (thin book, partial fill)
-            p.retries += 1
-            if p.retries <= 3:
-                req = self._order(st, p.req.side, st.led.qty, "exit", p.reason)
-                st.pending[req.client_order_id].retries = p.retries
-                out.append(req)
+        elif st.led.qty:  # an exit that left a rest (thin book, partial fill): retry on the next book
+            st.exit_misses = 0 if p.filled else st.exit_misses + 1
+            if st.exit_misses <= 3:
+                st.retry_exit = p.reason
             else:
-                out.append(self._alert("exit_incomplete", st, f"exit left {st.led.signed_qty} open after 3 retries",
-                                       severity="critical"))
-
-    def _protect(self, st: SymbolState, out: list[Action]) -> None:
-        """Initial stop for the position from its average entry."""
-        plan = initial_stop(st.led.avg_price, st.led.side, self.cfg, st.inst)
-        st.stop, st.stop_f, st.stop_kind = plan.stop, float(plan.stop), "initial"
-        st.liq = plan.liq
-        if plan.clamped:
-            out.append(self._alert("stop_clamped_to_liq", st, f"stop {plan.stop} pulled inside liquidation "
-                                   f"{plan.liq} (max-loss stop was {plan.raw})", severity="info"))
-        out.append(StopMove(st.inst.exchange, st.inst.symbol, plan.stop, "initial", self.now))
-
-    def _mark(self, st: SymbolState, out: list[Action]) -> None:
-        led = st.led
-        px_f = st.bid if led.side > 0 else st.ask  # the exit side
-        if px_f <= 0.0:
-            return
-        if (px_f - st.extreme_f) * led.side > 0.0:
-            st.extreme_f = px_f
-            st.extreme = to_decimal(px_f)
-            if st.stop is not None and not st.pending:
-                new = trailing_stop(led.side, led.avg_price, st.extreme, st.stop, self.cfg, st.inst)
-                if new is not None:
-                    st.stop, st.stop_f, st.stop_kind = new, float(new), "trailing"
-                    out.append(StopMove(st.inst.exchange, st.inst.symbol, new, "trailing", self.now))
-        # daily loss: float pre-check, exact decision
-        st.unreal_f = led.side * float(led.qty) * (px_f - st.avg_f()) * st.cv_f - self.cfg_fee_f * float(led.qty) * px_f
-        if self.halt_reason != "daily_loss":
-            lim = float(self.cfg.daily_loss_limit)
-            if float(self.day_realized) + sum(s.unreal_f for s in self.symbols.values() if s.led.qty) <= -0.98 * lim:
-                if self.day_pnl() <= -self.cfg.daily_loss_limit:
-                    self._daily_halt(out)
-
-    @property
-    def cfg_fee_f(self) -> float:
-        return float(self.cfg.taker_fee)
-
-    def day_pnl(self) -> Decimal:
-        """Today's realised PnL after fees plus unrealised PnL net of an estimated taker exit fee."""
-        return self.day_realized + sum((s.unrealized_net(self.cfg.taker_fee) for s in self.symbols.values()), ZERO)
-
-    def _daily_halt(self, out: list[Action]) -> None:
-        self.halt_reason = "daily_loss"
-        out.append(RiskAlert("daily_loss_limit", "critical", message=f"day PnL {self.day_pnl():.2f} reached the limit "
-                             f"-{self.cfg.daily_loss_limit}: flattening everything, entries halted until the next UTC "
-                             "day or a reset", data={"day_pnl": str(self.day_pnl())}, ts_ns=self.now))
-        for st in self.symbols.values():
-            self._close(st, "limit", out)
-
-    def _new_day(self, ts: int, out: list[Action]) -> None:
-        first = self.day < 0
-        self.day, self.day_realized = ts // DAY_NS, ZERO
-        if self.halt_reason == "daily_loss" and not first:
-            self.halt_reason = ""
-            out.append(RiskAlert("daily_loss_reset", "info", message="new UTC day: daily-loss halt lifted", ts_ns=ts))
-
-    def _data_state(self, st: SymbolState, out: list[Action]) -> None:
-        was = st.data_halt
-        why = [w for w, on in ((f"book invalid: {st.book_reason}", not st.book_valid and st.book_ts),
-                               ("book stale", st.book_stale), ("no fresh signal", st.signal_stale)) if on]
-        st.data_halt = "; ".join(why)
-        if st.data_halt and not was:
-            out.append(self._alert("data_halt", st, f"entries halted: {st.data_halt}"))
-            if self.cfg.flatten_on_data_halt:
-                self._close(st, "flatten", out)
-        elif was and not st.data_halt:
-            out.append(self._alert("data_resumed", st, "data healthy again: entries allowed", severity="info"))
-
-    def _trip_closed(self, st: SymbolState, trip: Any, reason: str, out: list[Action]) -> None:
-        ct = ClosedTrade(st.inst.exchange, st.inst.symbol, "long" if trip.side > 0 else "short", trip.qty,
-                         trip.entry_price, trip.exit_price, trip.entry_ts, trip.exit_ts, trip.gross, trip.fees,
-                         trip.pnl, reason)
-        self.closed.append(ct)
-        out.append(ct)
-        st.trades_done += 1
-        st.stop, st.stop_kind, st.stop_triggered, st.extreme, st.extreme_f = None, "", False, None, 0.0
-        st.unreal_f = 0.0
-        st.strat.on_closed(trip.side, reason, self.now)
-        if st.n_trades is not None and st.trades_done >= st.n_trades and st.trading:
-            st.trading = False
-            out.append(self._alert("session_complete", st, f"{st.n_trades}-trade session complete", severity="info"))
-
-    def _pos_change(self, st: SymbolState) -> PositionChange:
-        led = st.led
-        return PositionChange(st.inst.exchange, st.inst.symbol, led.signed_qty, led.avg_price, led.realized, led.fees,
-                              st.stop, self.now)
+                st.exit_misses = 0
+                out.append(self._alert("exit_incomplete", st, f"exit left {st.led.signed_qty} open: no liquidity on "
+                                       "4 books in a row; flatten again to retry", severity="critical"))
+        else:
+            st.exit_misses = 0

@@ -1,7 +1,7 @@
 """Per-symbol state of the trading engine (plain data, persisted by ``snapshot``/``restore``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -27,7 +27,6 @@ class PendingOrder:
     filled: Decimal = ZERO
     terminal: bool = False
     report_filled: Decimal = ZERO
-    retries: int = 0
 
     def done(self) -> bool:
         """All fills in: the whole quantity, or as much as the terminal report says."""
@@ -61,8 +60,10 @@ class SymbolState:
         self.last_signal_ts = 0
         # orders / stops
         self.pending: dict[str, PendingOrder] = {}
-        self.close_after = ""
-        self.fill_ids: set[str] = set()
+        self.close_after = ""  # close once the entry in flight is done (flatten during an entry)
+        self.retry_exit = ""  # re-send the rest of a partly filled exit on the next book
+        self.exit_misses = 0
+        self.fill_ids: dict[str, None] = {}  # recent venue fill ids, oldest first
         self.stop: Decimal | None = None
         self.stop_f = 0.0
         self.stop_kind = ""  # "initial" / "trailing"
@@ -71,14 +72,13 @@ class SymbolState:
         self.extreme: Decimal | None = None  # best exit-side price since entry
         self.extreme_f = 0.0
         self.unreal_f = 0.0
-        self._avg_key: tuple = ()
-        self._avg_f = 0.0
+        self.qty_f = 0.0  # float copies of the position for the per-book pre-checks
+        self.avg_px_f = 0.0
 
-    def avg_f(self) -> float:
-        key = (self.led.qty, len(self.led.lots))
-        if key != self._avg_key:
-            self._avg_key, self._avg_f = key, float(self.led.avg_price)
-        return self._avg_f
+    def sync_pos(self) -> None:
+        """Refresh the float copies after the ledger changed."""
+        self.qty_f = float(self.led.qty)
+        self.avg_px_f = float(self.led.avg_price)
 
     def mark(self) -> Decimal | None:
         """Exit-side price of the position (bid for a long, ask for a short), else mid."""
@@ -117,7 +117,7 @@ class SymbolState:
             "extreme": None if self.extreme is None else str(self.extreme),
             "pending": [{"req": _req_dict(p.req), "purpose": p.purpose, "reason": p.reason, "filled": str(p.filled)}
                         for p in self.pending.values()],
-            "close_after": self.close_after,
+            "close_after": self.close_after, "retry_exit": self.retry_exit, "fill_ids": list(self.fill_ids),
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -127,6 +127,7 @@ class SymbolState:
         self.last_signal, self.last_score = d.get("last_signal", ""), d.get("last_score")
         self.last_signal_ts = int(d.get("last_signal_ts", 0))
         self.led = PositionLedger.from_dict(d["ledger"]) if "ledger" in d else self.led
+        self.sync_pos()
         self.strat.load(d.get("strategy", {}))
         self.stop = None if d.get("stop") is None else Decimal(d["stop"])
         self.stop_f = float(self.stop) if self.stop is not None else 0.0
@@ -138,6 +139,8 @@ class SymbolState:
             req = _req_from(p["req"])
             self.pending[req.client_order_id] = PendingOrder(req, p["purpose"], p["reason"], Decimal(p["filled"]))
         self.close_after = d.get("close_after", "")
+        self.retry_exit = d.get("retry_exit", "")
+        self.fill_ids = dict.fromkeys(d.get("fill_ids", []))
 
 
 def _req_dict(r: OrderRequest) -> dict[str, Any]:

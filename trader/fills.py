@@ -14,8 +14,10 @@ import numpy as np
 from trader.domain import ZERO, to_decimal
 
 
-def walk_levels(levels: np.ndarray, qty: Decimal) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
-    """Take ``qty`` from ``levels`` (float64 (n, 2) [price, size], best first).
+def walk_levels(levels: np.ndarray, qty: Decimal,
+                skip: Decimal = ZERO) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
+    """Take ``qty`` from ``levels`` (float64 (n, 2) [price, size], best first), after the first
+    ``skip`` of size (liquidity our earlier orders already took from this same snapshot).
 
     Returns ``([(price, qty), ...], unfilled)``: one entry per touched level, ``unfilled`` > 0
     when the book ran out (partial depth)."""
@@ -31,6 +33,12 @@ def walk_levels(levels: np.ndarray, qty: Decimal) -> tuple[list[tuple[Decimal, D
         if not sz_f > 0.0:
             continue
         sz = to_decimal(float(sz_f))
+        if skip:
+            used = sz if sz < skip else skip
+            skip -= used
+            sz -= used
+            if not sz:
+                continue
         take = sz if sz < rest else rest
         out.append((to_decimal(float(px_f)), take))
         rest -= take

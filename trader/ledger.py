@@ -9,6 +9,7 @@ the rest (the engine itself never flips: closes are reduce-only).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -50,20 +51,21 @@ class ClosedTrip:
 @dataclass
 class PositionLedger:
     contract_value: Decimal = ONE
-    lots: list[list[Decimal]] = field(default_factory=list)  # [qty > 0, price], FIFO
+    lots: deque[list[Decimal]] = field(default_factory=deque)  # [qty > 0, price], FIFO
     side: int = 0  # +1 long, -1 short, 0 flat
     qty: Decimal = ZERO  # absolute
     realized: Decimal = ZERO  # cumulative, before fees
     fees: Decimal = ZERO  # cumulative
     trip: TripStats = field(default_factory=TripStats)
+    cost: Decimal = ZERO  # sum of lot qty * price (kept incrementally, exact)
+
+    def __post_init__(self) -> None:
+        self.lots = deque(self.lots)
+        self.cost = sum((q * p for q, p in self.lots), ZERO)
 
     @property
     def signed_qty(self) -> Decimal:
         return self.qty if self.side >= 0 else -self.qty
-
-    @property
-    def cost(self) -> Decimal:
-        return sum((q * p for q, p in self.lots), ZERO)
 
     @property
     def avg_price(self) -> Decimal:
@@ -74,7 +76,8 @@ class PositionLedger:
             return ZERO
         return self.side * (mark * self.qty - self.cost) * self.contract_value
 
-    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal, ts_ns: int = 0) -> tuple[Decimal, list[ClosedTrip]]:
+    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal,
+              ts_ns: int = 0) -> tuple[Decimal, list[ClosedTrip]]:
         """Book one fill; returns (realised PnL of this fill before fees, trips it closed)."""
         if qty <= 0:
             raise ValueError(f"fill quantity must be positive, not {qty}")
@@ -93,10 +96,11 @@ class PositionLedger:
                 lot = self.lots[0]
                 q = lot[0] if lot[0] <= need else need
                 realized += self.side * (price - lot[1]) * q * cv
+                self.cost -= q * lot[1]
                 lot[0] -= q
                 need -= q
                 if not lot[0]:
-                    self.lots.pop(0)
+                    self.lots.popleft()
             self.qty -= take
             rest -= take
             part_fee = fee if not rest else fee * take / qty
@@ -117,6 +121,7 @@ class PositionLedger:
                 self.side = s
                 self.trip = TripStats(side=s, entry_ts=ts_ns)
             self.lots.append([rest, price])
+            self.cost += rest * price
             self.qty += rest
             t = self.trip
             t.entry_qty += rest
@@ -141,18 +146,20 @@ class PositionLedger:
                          exit_value=Decimal(t.get("exit_value", "0")), fees=Decimal(t.get("fees", "0")),
                          gross=Decimal(t.get("gross", "0")), entry_ts=int(t.get("entry_ts", 0)))
         return cls(contract_value=Decimal(d.get("contract_value", "1")),
-                   lots=[[Decimal(q), Decimal(p)] for q, p in d.get("lots", [])], side=int(d.get("side", 0)),
+                   lots=deque([Decimal(q), Decimal(p)] for q, p in d.get("lots", [])), side=int(d.get("side", 0)),
                    qty=Decimal(d.get("qty", "0")), realized=Decimal(d.get("realized", "0")),
                    fees=Decimal(d.get("fees", "0")), trip=trip)
 
     @classmethod
-    def adopt(cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE, ts_ns: int = 0) -> "PositionLedger":
+    def adopt(cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE,
+              ts_ns: int = 0) -> "PositionLedger":
         """A ledger holding a venue-reported position (after a restart without stored fills)."""
         led = cls(contract_value=contract_value)
         if qty_signed:
             q = abs(qty_signed)
             led.side = 1 if qty_signed > 0 else -1
             led.qty = q
-            led.lots = [[q, avg_price]]
+            led.lots = deque([[q, avg_price]])
+            led.cost = q * avg_price
             led.trip = TripStats(side=led.side, entry_qty=q, entry_value=q * avg_price, entry_ts=ts_ns)
         return led

@@ -5,6 +5,8 @@
   Nothing fills on a book seen before the decision: no lookahead.
 * **Matching**: market orders walk the book (:func:`trader.fills.walk_levels`), one
   :class:`FillReport` per touched level, taker fee on each (``Fees.taker``, exact ``Decimal``).
+* **Own impact**: liquidity our orders take from a snapshot is gone for our next orders on the
+  same snapshot (the book is not otherwise changed: other traders' reactions are not modelled).
 * **Partial depth**: when the book's levels run out, what is there fills and the rest is
   cancelled: an ``OrderReport`` ``partially_filled`` then a terminal ``cancelled`` carrying
   ``filled_qty`` and the reason ``book depth exhausted`` (Bybit's ``PartiallyFilledCanceled``).
@@ -13,6 +15,7 @@
   position with a reduce-only market order (client id ``stop-...``, reason ``stop``) on that book.
 * **Idempotent** ``submit`` by ``client_order_id``; reduce-only orders are clipped to the
   position (rejected when flat); an entry needing more margin than is available is rejected.
+* **Slippage** of each order against the touch (``slippage[client_order_id]``, quote currency).
 * **Money**: positions (FIFO lots), realised/unrealised PnL, fees and optional funding
   (``apply_funding``) in ``Decimal``, exactly.
 """
@@ -58,6 +61,9 @@ class PaperExchange:
         self.stop_f: dict[str, float] = {}
         self.events: list[ExecEvent] = []
         self.n_fills = 0
+        self.slippage: dict[str, Decimal] = {}  # client order id -> slippage vs the touch
+        self.slippage_total = ZERO
+        self._used: dict[str, list] = {}  # symbol -> [book, taken from asks, taken from bids]
         self._stop_seq = 0
 
     # ------------------------------------------------------------------ market data
@@ -90,6 +96,8 @@ class PaperExchange:
         if not led.qty:
             return ZERO
         m = mark if mark is not None else self._mark(symbol)
+        if m is None:
+            raise ValueError(f"paper funding for {symbol}: no mark price (no book yet and none given)")
         pay = led.signed_qty * m * led.contract_value * rate
         self.cash -= pay
         self.funding_paid += pay
@@ -225,7 +233,12 @@ class PaperExchange:
                 self._report(rep, "cancelled", ZERO, None, "reduce-only order with no position to reduce", ts)
                 return
             qty = min(qty, closing)
-        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty)
+        used = self._used.get(req.symbol)
+        if used is None or used[0] is not book:
+            used = self._used[req.symbol] = [book, ZERO, ZERO]  # liquidity taken from this snapshot
+        k_side = 1 if req.side == "buy" else 2
+        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty, used[k_side])
+        used[k_side] += qty - rest
         inst = self.insts[req.symbol]
         cv, rate = inst.contract_value, self.fees.taker
         filled = value = ZERO
@@ -237,6 +250,11 @@ class PaperExchange:
             filled += q
             value += q * px
         self.n_fills += len(parts)
+        if parts:  # cost against filling everything at the touch (quote currency, > 0 = worse)
+            lv = book.asks if req.side == "buy" else book.bids
+            slip = (value - to_decimal(float(lv[0, 0])) * filled) * (1 if req.side == "buy" else -1)
+            self.slippage[req.client_order_id] = slip
+            self.slippage_total += slip
         self._sync_cash(req.symbol)
         avg = value / filled if filled else None
         if not led.qty:

@@ -7,12 +7,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from depthpilot.control import (
-    PnlReply, PositionsReply, PositionView, RiskReply, StatusReply, SymbolStatus, TradesReply, TradeView,
+    PnlReply, PositionsReply, PositionView, RiskReply, StatusReply, SymbolStatus, TradesReply,
 )
 from trader.actions import ClosedTrade
 from trader.config import config_from_dict, config_to_dict
 from trader.domain import ZERO, Instrument
 from trader.engine_state import DAY_NS
+from trader.wire import trade_view
 
 if TYPE_CHECKING:
     from trader.engine import TradingEngine
@@ -63,14 +64,8 @@ def pnl(eng: "TradingEngine", period: str = "today", now_ns: int | None = None) 
                     trades=len(trades), wins=sum(1 for t in trades if t.pnl > 0))
 
 
-def _view(t: ClosedTrade) -> TradeView:
-    return TradeView(exchange=t.exchange, symbol=t.symbol, side=t.side, qty=t.qty, entry_price=t.entry_price,
-                     exit_price=t.exit_price, entry_ts=t.entry_ts, exit_ts=t.exit_ts, pnl=t.pnl, fees=t.fees,
-                     exit_reason=t.exit_reason)
-
-
 def trades(eng: "TradingEngine", n: int = 10) -> TradesReply:
-    return TradesReply(trades=[_view(t) for t in eng.closed[-n:][::-1]] if n > 0 else [])
+    return TradesReply(trades=[trade_view(t) for t in eng.closed[-n:][::-1]] if n > 0 else [])
 
 
 def risk(eng: "TradingEngine") -> RiskReply:
@@ -141,4 +136,5 @@ def restore(cls: type, d: dict[str, Any]) -> "TradingEngine":
     for s, sd in d["symbols"].items():
         eng.symbols[s].load(sd)
     eng.closed = [_trade_from(t) for t in d["closed"]]
+    eng._cache_floats()
     return eng

@@ -102,7 +102,8 @@ def size_entry(price: Decimal, cfg: TraderConfig, inst: Instrument, *, symbol_no
         if cap < notional:
             notional, capped_by = cap, name
     if inst.max_leverage is not None and cfg.leverage > inst.max_leverage:
-        return Sizing(ZERO, ZERO, capped_by, f"leverage {cfg.leverage} is above {inst.symbol}'s maximum {inst.max_leverage}")
+        return Sizing(ZERO, ZERO, capped_by,
+                      f"leverage {cfg.leverage} is above {inst.symbol}'s maximum {inst.max_leverage}")
     if notional <= 0:
         return Sizing(ZERO, ZERO, capped_by, f"no room left under {capped_by}")
     qty = inst.round_qty(notional / (price * inst.contract_value))

@@ -50,7 +50,7 @@ class Strategy:
         """Fold one signal's probabilities into the smoothed state; return its reading."""
         cfg = self.cfg
         up = down = 0.0
-        for c, p in zip(classes, probs):
+        for c, p in zip(classes, probs, strict=False):
             if c == cfg.up_class:
                 up = float(p)
             elif c == cfg.down_class:
@@ -75,7 +75,7 @@ class Strategy:
         if len(rs) < self.cfg.confirm_k:
             return None
         first = rs[0]
-        return first if all(r == first for r in rs) else None
+        return first if all(r == first for r in rs) else None  # type: ignore[return-value]
 
     def blocked(self, side: int, now_ns: int) -> str:
         """Why an entry in ``side`` is not allowed now ('' when it is)."""

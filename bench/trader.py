@@ -1,0 +1,192 @@
+"""Trader core speed on real books (Binance USD-M BTCUSDT recording), pure path, one core.
+
+* **decision latency**: ``TradingEngine.on_signal`` for a confirmed signal while flat, i.e.
+  signal -> filters -> strategy -> sizing -> ``OrderRequest`` (p50 / p99 / max, µs), and for a
+  signal that decides nothing;
+* **paper fills/s on 250-level books** (rebuilt from the raw diffs): ``PaperExchange.submit``
+  of market orders walking several levels (one ``FillReport`` per level, Decimal fees, ledger),
+  against a naive reference in the same run that converts the whole book to ``Decimal``, sorts
+  it and walks it (same fills, checked);
+* **books + strategy snapshots/s**: the backtest loop (:class:`trader.backtest.Simulator`:
+  paper exchange + engine, trailing stop and daily-loss marks) over every top-25 snapshot with
+  a signal every 20 books; the goal is >= 100k snapshots/s.
+
+Run: ``python bench/trader.py [--books N] [--repeat N]``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from depthpilot.messages import Signal  # noqa: E402
+from depthpilot.paths import data_dir  # noqa: E402
+from trader.backtest import BookView, Simulator  # noqa: E402
+from trader.config import TraderConfig  # noqa: E402
+from trader.domain import Fees, Instrument, OrderReport, OrderRequest, to_decimal  # noqa: E402
+from trader.engine import TradingEngine  # noqa: E402
+from trader.paper import PaperExchange  # noqa: E402
+
+USDM = "binance-usdm-btcusdt-2024-07-18-l2diff"
+SYM = "BTCUSDT"
+INST = Instrument("binance", SYM, tick_size=Decimal("0.1"), lot_step=Decimal("0.001"), min_qty=Decimal("0.001"),
+                  min_notional=Decimal("5"))
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def sig(ts: int, up: float, down: float) -> Signal:
+    return Signal(exchange="binance", symbol=SYM, ts=ts, model_id="bench", classes=["down", "flat", "up"],
+                  probs=[down, max(0.0, 1 - up - down), up], score=up - down, expires_at=ts + 10**10)
+
+
+# --------------------------------------------------------------------------- decision latency
+
+
+def bench_decision(books: list[BookView], n: int) -> None:
+    eng = TradingEngine(TraderConfig(confirm_k=1), {SYM: INST})
+    eng.start(SYM)
+    lat_order: list[float] = []
+    lat_none: list[float] = []
+    pc = time.perf_counter_ns
+    for i in range(n):
+        b = books[i % len(books)]
+        eng.on_book(b)
+        s = sig(b.ts, 0.8, 0.1)
+        t0 = pc()
+        acts = eng.on_signal(s)
+        t1 = pc()
+        req = acts[-1]
+        assert isinstance(req, OrderRequest), acts
+        lat_order.append((t1 - t0) / 1e3)
+        # the venue refuses it: flat again, ready for the next sample
+        eng.on_order(OrderReport(req.client_order_id, "binance", SYM, req.side, req.qty, "rejected", ts_ns=b.ts))
+        s2 = sig(b.ts, 0.3, 0.3)
+        t0 = pc()
+        eng.on_signal(s2)
+        lat_none.append((pc() - t0) / 1e3)
+    print(f"decision latency, signal -> OrderRequest ({n} samples): p50 {pct(lat_order, .5):.1f} µs, "
+          f"p99 {pct(lat_order, .99):.1f} µs, max {max(lat_order):.1f} µs")
+    print(f"decision latency, signal -> no action:    p50 {pct(lat_none, .5):.1f} µs, p99 {pct(lat_none, .99):.1f} µs")
+
+
+# --------------------------------------------------------------------------- paper fills
+
+
+def naive_fills(book: BookView, side: str, qty: Decimal) -> list[tuple[Decimal, Decimal]]:
+    """Reference: every level of the side to Decimal, sort by price, walk."""
+    lv = book.asks if side == "buy" else book.bids
+    levels = [(Decimal(str(float(p))), Decimal(str(float(s)))) for p, s in lv.tolist() if p == p]
+    levels.sort(key=lambda x: x[0], reverse=(side == "sell"))
+    out, rest = [], qty
+    for p, s in levels:
+        if rest <= 0:
+            break
+        t = min(s, rest)
+        out.append((p, t))
+        rest -= t
+    return out
+
+
+def naive_account(parts: list[tuple[Decimal, Decimal]], fee_rate: Decimal, state: dict) -> None:
+    for p, q in parts:
+        state["fees"] += p * q * fee_rate
+        state["n"] += 1
+
+
+def bench_fills(books: list[BookView], qtys: list[Decimal], repeat: int) -> None:
+    n_levels = max(len(b.asks) for b in books)
+    best_ours = best_ref = 0.0
+    fills = 0
+    for _ in range(repeat):
+        px = PaperExchange({SYM: INST}, fees=Fees(), balance=Decimal("1e12"))
+        t0 = time.perf_counter()
+        for i, b in enumerate(books):
+            px.on_book(b)
+            px.submit(OrderRequest(f"o{i}", "binance", SYM, "buy" if i % 2 else "sell", qtys[i], ts_ns=b.ts))
+            px.events.clear()
+        dt = time.perf_counter() - t0
+        fills = px.n_fills
+        best_ours = max(best_ours, fills / dt)
+        st = {"fees": Decimal(0), "n": 0}
+        rate = Fees().taker
+        t0 = time.perf_counter()
+        for i, b in enumerate(books):
+            naive_account(naive_fills(b, "buy" if i % 2 else "sell", qtys[i]), rate, st)
+        dt = time.perf_counter() - t0
+        best_ref = max(best_ref, st["n"] / dt)
+        assert st["n"] == fills, (st["n"], fills)
+    print(f"paper fills on {n_levels}-level books: {best_ours:,.0f} fills/s ({fills / len(books):.1f} levels walked "
+          f"per order, {len(books)} orders); naive convert-sort-walk reference {best_ref:,.0f} fills/s; "
+          f"ratio {best_ours / best_ref:.1f}x")
+
+
+# --------------------------------------------------------------------------- books + strategy
+
+
+def bench_backtest(books: list[BookView], repeat: int) -> None:
+    best = 0.0
+    for _ in range(repeat):
+        cfg = TraderConfig(confirm_k=2, trailing_activation_fraction=Decimal("0.0002"), stop_cooldown_s=5)
+        eng = TradingEngine(cfg, {SYM: INST})
+        sim = Simulator(eng, PaperExchange({SYM: INST}, balance=Decimal("100000"), latency_ns=50_000_000),
+                        keep_actions=False)
+        sim.control("start", SYM)
+        mid_ref = None
+        t0 = time.perf_counter()
+        n_in_pos = 0
+        for i, b in enumerate(books):
+            sim.book(b)
+            if eng.symbols[SYM].led.qty:
+                n_in_pos += 1
+            if i % 20:
+                continue
+            mid = b.bids[0, 0] + b.asks[0, 0]
+            if mid_ref is not None:
+                p = (0.8, 0.1) if mid > mid_ref else (0.1, 0.8) if mid < mid_ref else (0.3, 0.3)
+                sim.signal(sig(b.ts, *p))
+            mid_ref = mid
+        dt = time.perf_counter() - t0
+        best = max(best, len(books) / dt)
+    print(f"books + strategy (backtest loop, top-25 books): {best:,.0f} snapshots/s over {len(books)} books, "
+          f"{len(eng.closed)} round trips, in a position on {n_in_pos / len(books):.0%} of books "
+          f"(goal >= 100,000/s)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--books", type=int, default=3000, help="250-level books to rebuild for the fill benchmark")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    import random
+
+    from features.io import load_book_snapshots_csv, rebuild_binance_books
+
+    d = data_dir() / USDM
+    ts, bids, asks = load_book_snapshots_csv(d / "derived_book_snapshot_25.csv.gz")
+    top25 = [BookView("binance", SYM, int(ts[i]), bids[i], asks[i]) for i in range(len(ts))]
+    bench_decision(top25, len(top25))
+    bench_backtest(top25, args.repeat)
+    ts2, b2, a2 = rebuild_binance_books(sorted((d / "raw").glob("*.gz")), depth=250, futures=True,
+                                        max_snapshots=args.books)
+    books250 = [BookView("binance", SYM, int(ts2[i]), b2[i], a2[i]) for i in range(len(ts2))]
+    rng = random.Random(1)
+    qtys = []  # each order walks k levels (k = 1..8): the first k-1 whole, a part of the k-th
+    for i, b in enumerate(books250):
+        lv = b.asks if i % 2 else b.bids
+        k = rng.randint(1, 8)
+        whole = sum((to_decimal(float(s)) for s in lv[:k - 1, 1]), Decimal(0))
+        part = INST.round_qty(to_decimal(float(lv[k - 1, 1])) * Decimal(rng.random())) or INST.lot_step
+        qtys.append(whole + min(part, to_decimal(float(lv[k - 1, 1]))))
+    bench_fills(books250, qtys, args.repeat)
+
+
+if __name__ == "__main__":
+    main()

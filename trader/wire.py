@@ -1,0 +1,52 @@
+"""Engine actions and execution reports as bus messages (``depthpilot.messages``) and control
+views. Pure mapping, no I/O: the trader service publishes what these return.
+
+Bus messages carry floats (they are telemetry); the exact ``Decimal`` values live in the
+engine, its snapshot and the store.
+"""
+from __future__ import annotations
+
+from depthpilot import messages as m
+from depthpilot.control import TradeView
+from trader.actions import ClosedTrade, PositionChange, RiskAlert
+from trader.domain import FillReport, OrderReport, OrderRequest
+
+
+def risk_event(a: RiskAlert, source: str = "trader") -> m.RiskEvent:
+    return m.RiskEvent(kind=a.kind, severity=a.severity, source=source, exchange=a.exchange, symbol=a.symbol,
+                       message=a.message, data=dict(a.data), ts=a.ts_ns or m.now_ns())
+
+
+def order_intent(r: OrderRequest, signal_id: str = "") -> m.OrderIntent:
+    return m.OrderIntent(client_order_id=r.client_order_id, exchange=r.exchange, symbol=r.symbol, side=r.side,
+                         qty=float(r.qty), order_type=r.order_type,
+                         price=None if r.price is None else float(r.price), reduce_only=r.reduce_only,
+                         reason=r.reason, signal_id=signal_id)
+
+
+def order_update(r: OrderReport) -> m.OrderUpdate:
+    return m.OrderUpdate(client_order_id=r.client_order_id, exchange=r.exchange, symbol=r.symbol, status=r.status,
+                         side=r.side, qty=float(r.qty), filled_qty=float(r.filled_qty),
+                         avg_price=None if r.avg_price is None else float(r.avg_price),
+                         exchange_order_id=r.exchange_order_id, reason=r.reason, ts=r.ts_ns)
+
+
+def fill(f: FillReport) -> m.Fill:
+    return m.Fill(client_order_id=f.client_order_id, exchange=f.exchange, symbol=f.symbol, side=f.side,
+                  qty=float(f.qty), price=float(f.price), fee=float(f.fee), fee_ccy=f.fee_ccy,
+                  liquidity=f.liquidity, fill_id=f.fill_id, ts=f.ts_ns)
+
+
+def position_update(p: PositionChange, mode: str = "paper", unrealized: float = 0.0,
+                    mark: float | None = None) -> m.PositionUpdate:
+    return m.PositionUpdate(exchange=p.exchange, symbol=p.symbol, qty=float(p.qty), avg_price=float(p.avg_price),
+                            realized_pnl=float(p.realized_pnl), unrealized_pnl=unrealized,
+                            fees_paid=float(p.fees_paid), mark_price=mark,
+                            stop_price=None if p.stop_price is None else float(p.stop_price),
+                            mode=mode, ts=p.ts_ns)  # type: ignore[arg-type]
+
+
+def trade_view(t: ClosedTrade) -> TradeView:
+    return TradeView(exchange=t.exchange, symbol=t.symbol, side=t.side, qty=t.qty, entry_price=t.entry_price,
+                     exit_price=t.exit_price, entry_ts=t.entry_ts, exit_ts=t.exit_ts, pnl=t.pnl, fees=t.fees,
+                     exit_reason=t.exit_reason)
