@@ -146,10 +146,9 @@ QUEUES: dict[str, QueueDef] = {
         _market("features.book", "book.*.*", sac=True),
         _market("features.trades", "trade.*.*", sac=True),
         _market("predictor.features", "features.*.*", sac=True),
-        # the trader: model signals, and the books it marks positions with (paper fills too);
-        # single active consumer: one trader instance owns the positions, a replica stands by
-        _market("trader.signals", "signals.*.*", max_length=1_000, sac=True),
-        _market("trader.book", "book.*.*", max_length=1_000, sac=True),
+        # the trader: model signals, and the books it marks positions with (paper fills too)
+        _market("trader.signals", "signals.*.*", max_length=1_000),
+        _market("trader.book", "book.*.*", max_length=1_000),
         _market("api.heartbeats", "heartbeat.*", max_length=1_000),
         # state consumers
         _state("notifier.events", "order.update.#", "fill.#", "risk.#", "notify.#"),

@@ -53,10 +53,12 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         return c.Ack(message="risk halt lifted" if actions else "no risk halt to lift")
 
     def set_param(req: c.SetParameter) -> c.Ack:
-        with rt.lock:
-            cfg = rt.engine.set_param(req.name, req.value)
-            rt.dispatch([], force_save=True)
-        return c.Ack(message=f"{req.name} = {getattr(cfg, req.name)}", data={req.name: str(getattr(cfg, req.name))})
+        actions = rt.act(lambda e: e.set_param(req.name, req.value))  # a lowered loss limit may halt at once
+        cfg = rt.engine.cfg
+        halted = "; limit already exceeded: flattening, entries halted" if _orders(actions) or any(
+            getattr(a, "kind", "") == "daily_loss_limit" for a in actions) else ""
+        return c.Ack(message=f"{req.name} = {getattr(cfg, req.name)}{halted}",
+                     data={req.name: str(getattr(cfg, req.name))})
 
     def status(req: c.Status) -> c.StatusReply:
         with rt.lock:

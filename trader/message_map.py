@@ -1,4 +1,5 @@
-"""Engine actions and venue reports as bus messages (pure conversions, exact Decimals).
+"""What the service adds to :mod:`trader.wire` (the pure action/report -> message mapping):
+deterministic message ids and store records. Exact Decimals throughout.
 
 * ``OrderRequest`` -> :class:`~depthpilot.messages.OrderIntent` (the intent id is derived from
   the client order id, so a re-sent intent is the same message and deduplicated downstream);
@@ -14,8 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from depthpilot import messages as m
+from trader import wire
 from trader.actions import ClosedTrade, PositionChange, RiskAlert
-from trader.domain import FillReport, OrderReport, OrderRequest, PositionReport
+from trader.domain import FillReport, OrderReport, OrderRequest
 
 
 def _id(*parts: object) -> str:
@@ -23,43 +25,32 @@ def _id(*parts: object) -> str:
 
 
 def intent_message(req: OrderRequest, signal_id: str = "") -> m.OrderIntent:
-    return m.OrderIntent(id=_id("intent", req.client_order_id), client_order_id=req.client_order_id,
-                         exchange=req.exchange, symbol=req.symbol, side=m.Side(req.side), qty=req.qty,
-                         order_type=req.order_type, price=req.price, reduce_only=req.reduce_only,
-                         reason=req.reason, signal_id=signal_id)
+    msg = wire.order_intent(req, signal_id)
+    msg.id = _id("intent", req.client_order_id)
+    return msg
 
 
 def order_update(rep: OrderReport, ts_ns: int) -> m.OrderUpdate:
-    ts = rep.ts_ns or ts_ns
-    return m.OrderUpdate(id=_id("order", rep.client_order_id, rep.status, rep.filled_qty, ts),
-                         client_order_id=rep.client_order_id, exchange=rep.exchange, symbol=rep.symbol,
-                         status=rep.status, side=m.Side(rep.side), qty=rep.qty, filled_qty=rep.filled_qty,
-                         avg_price=rep.avg_price, exchange_order_id=rep.exchange_order_id, reason=rep.reason, ts=ts)
+    msg = wire.order_update(rep)
+    msg.ts = rep.ts_ns or ts_ns
+    msg.id = _id("order", rep.client_order_id, rep.status, rep.filled_qty, msg.ts)
+    return msg
 
 
 def fill_message(f: FillReport, ts_ns: int) -> m.Fill:
-    key = f.fill_id or f"{f.client_order_id}:{f.qty}:{f.price}:{f.ts_ns}"
-    return m.Fill(id=_id("fill", f.exchange, key), client_order_id=f.client_order_id, exchange=f.exchange,
-                  symbol=f.symbol, side=m.Side(f.side), qty=f.qty, price=f.price, fee=f.fee, fee_ccy=f.fee_ccy,
-                  liquidity=f.liquidity, fill_id=f.fill_id, ts=f.ts_ns or ts_ns)
+    msg = wire.fill(f)
+    msg.ts = f.ts_ns or ts_ns
+    msg.id = _id("fill", f.exchange, f.fill_id or f"{f.client_order_id}:{f.qty}:{f.price}:{f.ts_ns}")
+    return msg
 
 
 def position_message(pc: PositionChange, mode: str, mark: Decimal | None = None,
                      unrealized: Decimal = Decimal(0)) -> m.PositionUpdate:
-    return m.PositionUpdate(exchange=pc.exchange, symbol=pc.symbol, qty=pc.qty, avg_price=pc.avg_price,
-                            realized_pnl=pc.realized_pnl, fees_paid=pc.fees_paid, unrealized_pnl=unrealized,
-                            mark_price=mark, stop_price=pc.stop_price, mode=mode, ts=pc.ts_ns)  # type: ignore[arg-type]
-
-
-def venue_position_message(p: PositionReport, mode: str, ts_ns: int) -> m.PositionUpdate:
-    return m.PositionUpdate(exchange=p.exchange, symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,
-                            unrealized_pnl=p.unrealized_pnl, stop_price=p.stop_price, mode=mode,  # type: ignore[arg-type]
-                            ts=p.ts_ns or ts_ns)
+    return wire.position_update(pc, mode, unrealized, mark)
 
 
 def risk_message(a: RiskAlert, source: str = "trader") -> m.RiskEvent:
-    return m.RiskEvent(kind=a.kind, severity=a.severity, source=source, exchange=a.exchange, symbol=a.symbol,
-                       message=a.message, data=dict(a.data), ts=a.ts_ns or m.now_ns())
+    return wire.risk_event(a, source)
 
 
 def trade_id(t: ClosedTrade) -> str:
