@@ -240,9 +240,13 @@ class TraderRuntime:
             self.counters["store_errors"] += 1
             log.exception("storing trading state failed")
 
+    SNAPSHOT_TRADES = 1000  # closed trades kept in the saved engine state (all of them are in the store)
+
     def _save(self) -> None:
         if self.store is not None:
-            self._store(lambda: self.store.set_state(self.state_key, self.engine.snapshot()))
+            snap = self.engine.snapshot()
+            snap["closed"] = snap.get("closed", [])[-self.SNAPSHOT_TRADES:]  # bounded: saved after every change
+            self._store(lambda: self.store.set_state(self.state_key, snap))
 
     # ------------------------------------------------------------------ reconciliation
     def reconcile(self, timeout_s: float = 15.0) -> None:
