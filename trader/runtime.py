@@ -271,14 +271,25 @@ class TraderRuntime:
         missing = set(orders) - {r.client_order_id for r in found}
         with self.lock:
             reports: list[Any] = list(found)
-            for cid in missing:  # never reached the venue: close the books on it
+            for cid in missing:  # never reached the venue: close the books on it (engine and store)
                 st = self.engine.symbols.get(orders[cid] or "")
                 p = st.pending.get(cid) if st else None
+                o = None if p is not None or self.store is None else self.store.order(cid)
                 if p is not None:
                     reports.append(OrderReport(cid, p.req.exchange, p.req.symbol, p.req.side, p.req.qty, "rejected",
                                                reason="not found at the venue after a restart"))
+                elif o is not None:
+                    reports.append(OrderReport(cid, o["exchange"], o["symbol"], o["side"], o["qty"], "rejected",
+                                               reason="not found at the venue after a restart"))
             if reports:
                 self.on_exec_events(reports)
+            known = set(orders) | {cid for st in self.engine.symbols.values() for cid in st.pending}
+            strangers = [o for o in open_orders if o.client_order_id not in known]
+            if strangers:  # someone else's orders on our account: say so, leave them alone
+                self.dispatch([RiskAlert("unknown_open_order", "warning", self.exchange, o.symbol,
+                                         f"open order {o.client_order_id or o.exchange_order_id} on {self.exchange} "
+                                         f"was not placed by this trader ({o.side} {o.qty})", ts_ns=self.clock.now())
+                               for o in strangers])
             by_sym = {p.symbol: p for p in venue_pos}
             now = self.clock.now()
             for sym in symbols:

@@ -286,3 +286,29 @@ def test_run_all_view_renders_replies():
     text = con.export_text()
     assert "open positions" in text and "PnL after fees" in text
     assert run_view.line(run_view.TradingView(error="trader did not answer")).endswith("did not answer")
+
+
+def test_start_up_closes_the_books_on_an_intent_that_never_reached_the_venue(uid):
+    """A crash between recording an intent and sending it: on start-up the order is looked up at
+    the venue by client order id, not found, and marked rejected (never sent blindly later)."""
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.store import Store
+    from trader.service import TraderService
+
+    MemoryBroker.reset(uid)
+    s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}")
+    store = Store.connect(s.mongo_url, f"orphan_{uid}")
+    req = OrderRequest("dp-BTCUSDT-orphan", "binance", "BTCUSDT", "buy", Decimal("0.002"), reason="signal")
+    store.upsert_order(mm.intent_message(req), mode="paper")
+    bus = connect_bus(s.amqp_url, "trader").start()
+    svc = TraderService(s, bus, store).start()
+    try:
+        o = store.order("dp-BTCUSDT-orphan")
+        assert o["status"] == "rejected" and "not found at the venue" in o["reason"]
+        assert store.open_orders(mode="paper") == []
+        assert svc.runtime.worker.counters["submitted"] == 0  # nothing re-sent
+    finally:
+        svc.stop()
+        bus.close()
+        store.drop_database()
