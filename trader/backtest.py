@@ -16,6 +16,7 @@ import numpy as np
 from trader.actions import Action, StopMove
 from trader.domain import OrderRejected, OrderReport, OrderRequest
 from trader.engine import TradingEngine
+from trader.engine_state import book_ts
 from trader.paper import PaperExchange
 
 
@@ -40,10 +41,10 @@ class Simulator:
         self.actions: list[Action] = []
 
     def book(self, book: Any) -> list[Action]:
-        self.paper.on_book(book)
-        ev = self.paper.events
-        out = self.engine.on_events(self.paper.poll_events()) if ev else []
-        out += self.engine.on_book(book)
+        ts = book_ts(book)
+        self.paper.on_book(book, ts)
+        out = self.engine.on_events(self.paper.poll_events()) if self.paper.events else []
+        out += self.engine.on_book(book, ts)
         return self._run(out) if out else out
 
     def signal(self, sig: Any, now_ns: int | None = None) -> list[Action]:

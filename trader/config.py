@@ -17,6 +17,7 @@ class TraderConfig:
     # ------------------------------------------------------------ strategy (signal -> decision)
     up_class: str = "up"  # class names in Signal.classes
     down_class: str = "down"
+    use_signal_decision: bool = False  # take Signal.decision (the predictor's smoothing) as the reading
     smoothing_alpha: float = 1.0  # EMA weight of the newest probabilities (1.0 = no smoothing)
     entry_threshold: float = 0.55  # smoothed P(up) / P(down) needed for a directional reading
     confirm_k: int = 2  # the last K readings must agree before an entry / a signal exit

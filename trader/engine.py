@@ -45,6 +45,7 @@ class TradingEngine(EngineGuards):
         self.symbols: dict[str, SymbolState] = {s: SymbolState(i, config) for s, i in self.instruments.items()}
         self.now = 0
         self.day = -1
+        self._day_end = 0  # first ns of the next UTC day
         self.day_realized = ZERO  # after fees, current UTC day
         self.halt_reason = ""  # "" / "daily_loss" / "kill"
         self.closed: list[ClosedTrade] = []
@@ -54,17 +55,19 @@ class TradingEngine(EngineGuards):
                                          "ignored_unknown_symbol": 0, "orders": 0, "refused": 0}
 
     # ================================================================== data events
-    def on_book(self, book: BookLike) -> list[Action]:
-        """A new order book (``BookSnapshot`` or alike): keeps the marks, moves the trailing stop,
-        checks the daily loss limit and book validity. Fast path when flat and nothing changes."""
+    def on_book(self, book: BookLike, ts: int | None = None) -> list[Action]:
+        """A new order book (``BookSnapshot`` or alike; ``ts`` defaults to its ``ts`` or
+        ``ts_recv``): keeps the marks, moves the trailing stop, checks the daily loss limit and
+        book validity. Fast path when flat and nothing changes."""
         st = self.symbols.get(book.symbol)
         if st is None:
             return []
-        ts = book_ts(book)
+        if ts is None:
+            ts = book_ts(book)
         out: list[Action] = []
         if ts > self.now:
             self.now = ts
-            if ts // DAY_NS != self.day:
+            if ts >= self._day_end:
                 self._new_day(ts, out)
         st.book = book
         st.book_ts = ts
@@ -102,7 +105,7 @@ class TradingEngine(EngineGuards):
             self.counters["ignored_bad_book"] += 1
             return []
         out: list[Action] = []
-        reading = st.strat.read(sig.classes, sig.probs)
+        reading = st.strat.read(sig.classes, sig.probs, getattr(sig, "decision", ""))
         st.last_signal, st.last_score, st.last_signal_ts = reading, sig.score, now
         if st.signal_stale:
             st.signal_stale = False
@@ -170,7 +173,7 @@ class TradingEngine(EngineGuards):
             self._finish(st, p, out)
         elif p is None and st.led.qty and st.stop is None:
             self._protect(st, out)
-        if self.day_realized <= -self.cfg.daily_loss_limit and self.halt_reason != "daily_loss":
+        if not self.halt_reason and self.day_realized <= -self.cfg.daily_loss_limit:
             self._daily_halt(out)
         return out
 
@@ -291,7 +294,7 @@ class TradingEngine(EngineGuards):
         for st in self.symbols.values():
             st.strat.reconfigure(self.cfg)
         out: list[Action] = []
-        if self.halt_reason != "daily_loss" and self.day_pnl() <= -self.cfg.daily_loss_limit:
+        if not self.halt_reason and self.day_pnl() <= -self.cfg.daily_loss_limit:
             self._daily_halt(out)
         return out
 

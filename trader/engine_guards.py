@@ -26,6 +26,7 @@ class EngineGuards:
     _fee_f: float
     _lim_f: float
     _day_f: float
+    _day_end: int
     closed: list[ClosedTrade]
 
     def _close(self, st: SymbolState, reason: str, out: list[Action]) -> None: ...  # in TradingEngine
@@ -57,7 +58,7 @@ class EngineGuards:
         # daily loss: a float pre-check on every book, the exact Decimal decision near the limit
         q = st.qty_f
         st.unreal_f = q * ((px_f - st.avg_px_f) * led.side * st.cv_f - self._fee_f * px_f)
-        if self.halt_reason != "daily_loss":
+        if not self.halt_reason:  # a kill switch halt is never downgraded to a daily one
             tot = self._day_f + (st.unreal_f if len(self.symbols) == 1 else
                                  sum(s.unreal_f for s in self.symbols.values() if s.led.qty))
             if tot <= -0.98 * self._lim_f and self.day_pnl() <= -self.cfg.daily_loss_limit:
@@ -78,6 +79,7 @@ class EngineGuards:
     def _new_day(self, ts: int, out: list[Action]) -> None:
         first = self.day < 0
         self.day, self.day_realized = ts // DAY_NS, ZERO
+        self._day_end = (self.day + 1) * DAY_NS
         self._day_f = 0.0
         if self.halt_reason == "daily_loss" and not first:
             self.halt_reason = ""

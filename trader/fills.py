@@ -14,10 +14,12 @@ import numpy as np
 from trader.domain import ZERO, to_decimal
 
 
-def walk_levels(levels: np.ndarray, qty: Decimal,
-                skip: Decimal = ZERO) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
+def walk_levels(levels: np.ndarray, qty: Decimal, skip: Decimal = ZERO, limit: float | None = None,
+                sign: int = 1) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     """Take ``qty`` from ``levels`` (float64 (n, 2) [price, size], best first), after the first
-    ``skip`` of size (liquidity our earlier orders already took from this same snapshot).
+    ``skip`` of size (liquidity our earlier orders already took from this same snapshot). With a
+    ``limit`` price, stop at the first level beyond it (``sign`` +1 for asks: above it is beyond,
+    -1 for bids: below it is beyond).
 
     Returns ``([(price, qty), ...], unfilled)``: one entry per touched level, ``unfilled`` > 0
     when the book ran out (partial depth)."""
@@ -29,6 +31,8 @@ def walk_levels(levels: np.ndarray, qty: Decimal,
         px_f, sz_f = levels[i]
         i += 1
         if px_f != px_f:  # NaN padding: the side has no more levels
+            break
+        if limit is not None and (px_f - limit) * sign > 0.0:
             break
         if not sz_f > 0.0:
             continue

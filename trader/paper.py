@@ -10,6 +10,9 @@
 * **Partial depth**: when the book's levels run out, what is there fills and the rest is
   cancelled: an ``OrderReport`` ``partially_filled`` then a terminal ``cancelled`` carrying
   ``filled_qty`` and the reason ``book depth exhausted`` (Bybit's ``PartiallyFilledCanceled``).
+* **Limit orders**: the marketable part walks the book up to the limit price (taker); the rest
+  rests and fills at its price as a maker (``Fees.maker``) once the opposite best trades
+  through it (touching is not enough: a conservative queue position). ``cancel`` removes it.
 * **Venue-side stop**: ``set_stop`` arms a stop on the position; it triggers when the book's best
   exit-side price crosses it (bid <= stop for a long, ask >= stop for a short) and closes the
   position with a reduce-only market order (client id ``stop-...``, reason ``stop``) on that book.
@@ -65,12 +68,14 @@ class PaperExchange:
         self.slippage_total = ZERO
         self._used: dict[str, list] = {}  # symbol -> [book, taken from asks, taken from bids]
         self._stop_seq = 0
+        self.resting: dict[str, list[OrderRequest]] = {}  # limit orders on the book (maker)
 
     # ------------------------------------------------------------------ market data
-    def on_book(self, book: Any) -> None:
+    def on_book(self, book: Any, ts: int | None = None) -> None:
         """Feed the next book of a symbol: fills orders that are due, triggers the stop."""
         sym = book.symbol
-        ts = book_ts(book)
+        if ts is None:
+            ts = book_ts(book)
         self.books[sym] = book
         self.book_ts[sym] = ts
         if not book.valid:
@@ -82,6 +87,8 @@ class PaperExchange:
                 self.waiting[sym] = [(t, r) for t, r in w if t > ts]
                 for req in due:
                     self._execute(req, book, ts)
+        if self.resting.get(sym):
+            self._match_resting(sym, book, ts)
         sf = self.stop_f.get(sym)
         if sf is not None:
             led = self.ledgers[sym]
@@ -123,9 +130,10 @@ class PaperExchange:
         inst = self.insts.get(req.symbol)
         if inst is None:
             raise OrderRejected(f"paper {self.exchange}: unknown symbol {req.symbol}", code="symbol")
-        if req.order_type != "market":
-            raise OrderRejected(f"paper {self.exchange} {req.symbol}: only market orders are simulated", code="type")
-        px = self._touch(req.symbol, req.side)
+        if req.order_type == "limit" and (req.price is None or req.price <= 0 or req.price % inst.tick_size):
+            raise OrderRejected(f"paper {self.exchange} {req.symbol}: limit price {req.price} is not a positive "
+                                f"multiple of the tick {inst.tick_size}", code="price")
+        px = req.price if req.order_type == "limit" else self._touch(req.symbol, req.side)
         why = inst.violation(req.qty, px if px is not None else inst.tick_size)
         if req.reduce_only and why.startswith("notional"):
             why = ""  # closing dust is allowed
@@ -157,6 +165,7 @@ class PaperExchange:
         if rep is None or rep.terminal:
             return rep
         self.waiting[symbol] = [(t, r) for t, r in self.waiting.get(symbol, []) if r.client_order_id != client_order_id]
+        self.resting[symbol] = [r for r in self.resting.get(symbol, []) if r.client_order_id != client_order_id]
         return self._report(rep, "cancelled", rep.filled_qty, rep.avg_price, "cancelled by request", rep.ts_ns)
 
     def set_stop(self, symbol: str, stop_price: Decimal | None) -> None:
@@ -237,19 +246,11 @@ class PaperExchange:
         if used is None or used[0] is not book:
             used = self._used[req.symbol] = [book, ZERO, ZERO]  # liquidity taken from this snapshot
         k_side = 1 if req.side == "buy" else 2
-        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty, used[k_side])
+        lim = float(req.price) if req.order_type == "limit" and req.price is not None else None
+        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty, used[k_side], lim,
+                                  1 if req.side == "buy" else -1)
         used[k_side] += qty - rest
-        inst = self.insts[req.symbol]
-        cv, rate = inst.contract_value, self.fees.taker
-        filled = value = ZERO
-        for k, (px, q) in enumerate(parts):
-            fee = q * px * cv * rate
-            led.apply(req.side, q, px, fee, ts)
-            self.events.append(FillReport(req.client_order_id, inst.exchange, req.symbol, req.side, q, px, fee,
-                                          self.settle_ccy, "taker", f"{req.client_order_id}-{k}", ts))
-            filled += q
-            value += q * px
-        self.n_fills += len(parts)
+        filled, value = self._fill(req, parts, "taker", ts)
         if parts:  # cost against filling everything at the touch (quote currency, > 0 = worse)
             lv = book.asks if req.side == "buy" else book.bids
             slip = (value - to_decimal(float(lv[0, 0])) * filled) * (1 if req.side == "buy" else -1)
@@ -259,7 +260,11 @@ class PaperExchange:
         avg = value / filled if filled else None
         if not led.qty:
             self.set_stop(req.symbol, None)
-        if rest and filled:
+        if rest and lim is not None:  # the rest of a limit order rests on the book as a maker
+            self.resting.setdefault(req.symbol, []).append(req)
+            if filled:
+                self._report(rep, "partially_filled", filled, avg, "rest on the book", ts)
+        elif rest and filled:
             self._report(rep, "partially_filled", filled, avg, DEPTH_EXHAUSTED, ts)
             self._report(self.orders[req.client_order_id], "cancelled", filled, avg,
                          f"{DEPTH_EXHAUSTED}: filled {filled} of {qty}, rest cancelled", ts)
@@ -284,3 +289,54 @@ class PaperExchange:
         self.orders[req.client_order_id] = rep
         self.events.append(rep)
         self._execute(req, book, ts)
+
+    def _fill(self, req: OrderRequest, parts: list[tuple[Decimal, Decimal]], liq: str,
+              ts: int) -> tuple[Decimal, Decimal]:
+        """Book fills of ``req`` (one per level): fee, ledger, ``FillReport``; returns (qty, value)."""
+        inst = self.insts[req.symbol]
+        led = self.ledgers[req.symbol]
+        cv = inst.contract_value
+        rate = self.fees.taker if liq == "taker" else self.fees.maker
+        filled = value = ZERO
+        k0 = self.n_fills
+        for k, (px, q) in enumerate(parts):
+            fee = q * px * cv * rate
+            led.apply(req.side, q, px, fee, ts)
+            self.events.append(FillReport(req.client_order_id, inst.exchange, req.symbol, req.side, q, px, fee,
+                                          self.settle_ccy, liq, f"{req.client_order_id}-{k0 + k}", ts))  # type: ignore[arg-type]
+            filled += q
+            value += q * px
+        self.n_fills += len(parts)
+        return filled, value
+
+    def _match_resting(self, sym: str, book: Any, ts: int) -> None:
+        """A resting limit order fills at its own price, as a maker, once the opposite side trades
+        through it (best ask below a buy's price, best bid above a sell's): a conservative queue
+        model (touching the price is not enough)."""
+        bid = float(book.bids[0, 0]) if len(book.bids) else None
+        ask = float(book.asks[0, 0]) if len(book.asks) else None
+        keep = []
+        for req in self.resting[sym]:
+            lim = float(req.price)  # type: ignore[arg-type]
+            through = (ask is not None and ask < lim) if req.side == "buy" else (bid is not None and bid > lim)
+            if not through:
+                keep.append(req)
+                continue
+            rep = self.orders[req.client_order_id]
+            qty = req.qty - rep.filled_qty
+            led = self.ledgers[sym]
+            if req.reduce_only:
+                qty = min(qty, led.qty if led.side == (-1 if req.side == "buy" else 1) else ZERO)
+            if qty > 0:
+                q, v = self._fill(req, [(req.price, qty)], "maker", ts)  # type: ignore[list-item]
+                filled = rep.filled_qty + q
+                value = (rep.avg_price or ZERO) * rep.filled_qty + v
+                self._sync_cash(sym)
+                if not led.qty:
+                    self.set_stop(sym, None)
+                self._report(rep, "filled" if filled == req.qty else "cancelled", filled, value / filled,
+                             "limit filled" if filled == req.qty else "reduce-only: rest cancelled", ts)
+            else:
+                self._report(rep, "cancelled", rep.filled_qty, rep.avg_price,
+                             "reduce-only order with nothing to reduce", ts)
+        self.resting[sym] = keep

@@ -131,6 +131,7 @@ def restore(cls: type, d: dict[str, Any]) -> "TradingEngine":
     insts = {i["symbol"]: _inst_from(i) for i in d["instruments"]}
     eng = cls(config_from_dict(d["config"]), insts, mode=d.get("mode", "paper"))
     eng.now, eng.day = int(d["now"]), int(d["day"])
+    eng._day_end = (eng.day + 1) * DAY_NS if eng.day >= 0 else 0
     eng.day_realized, eng.halt_reason, eng.seq = Decimal(d["day_realized"]), d["halt_reason"], int(d["seq"])
     eng.counters.update(d.get("counters", {}))
     for s, sd in d["symbols"].items():

@@ -46,9 +46,12 @@ class Strategy:
         if self.readings.maxlen != cfg.confirm_k:
             self.readings = deque(self.readings, maxlen=cfg.confirm_k)
 
-    def read(self, classes: list[str], probs: list[float]) -> Reading:
-        """Fold one signal's probabilities into the smoothed state; return its reading."""
+    def read(self, classes: list[str], probs: list[float], decision: str = "") -> Reading:
+        """Fold one signal's probabilities into the smoothed state; return its reading (with
+        ``use_signal_decision``, the predictor's own decision: "up"/"down", anything else flat)."""
         cfg = self.cfg
+        if cfg.use_signal_decision:
+            return self._push("up" if decision == "up" else "down" if decision == "down" else "flat")
         up = down = 0.0
         for c, p in zip(classes, probs, strict=False):
             if c == cfg.up_class:
@@ -65,6 +68,9 @@ class Strategy:
             r = "down"
         else:
             r = "flat"
+        return self._push(r)
+
+    def _push(self, r: Reading) -> Reading:
         self.readings.append(r)
         if self.blocked_dir and DIR_OF[r] != self.blocked_dir:
             self.blocked_dir = 0

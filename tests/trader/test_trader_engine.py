@@ -12,7 +12,7 @@ from depthpilot import control
 from trader.actions import ClosedTrade, RiskAlert, StopMove
 from trader.backtest import BookView, Simulator
 from trader.config import TraderConfig, config_from_dict, config_to_dict
-from trader.domain import FillReport, OrderRequest, PositionReport
+from trader.domain import FillReport, OrderRequest, PositionReport, to_decimal
 from trader.engine import TradingEngine
 from trader.paper import PaperExchange
 from tests.trader.helpers import DOWN, EX, INST, S, SYM, T0, UP, Clock, harness, need_data
@@ -212,3 +212,28 @@ def test_restart_with_an_order_in_flight_reconciles_from_the_venue():
     # redelivered fills after the restart are ignored
     eng2.on_events(events)
     assert eng2.positions().positions[0].qty == sim.paper.positions()[0].qty
+
+
+def test_takes_collector_book_snapshots_as_they_are():
+    """``BookSnapshot`` messages from the collector's replay (time = ``ts_recv``) drive the
+    engine and the paper exchange directly."""
+    from itertools import islice
+
+    from collector.replay import TardisBookSnapshotReplay
+    from tests.trader.helpers import signal
+
+    path = need_data("binance-usdm-btcusdt-2024-07-18-l2diff/derived_book_snapshot_25.csv.gz")
+    snaps = list(islice(TardisBookSnapshotReplay(path), 300))
+    inst = INST
+    eng = TradingEngine(CFG, {snaps[0].symbol: inst})
+    sim = Simulator(eng, PaperExchange({snaps[0].symbol: inst}, balance=D("100000")))
+    sim.control("start", snaps[0].symbol)
+    for k, s in enumerate(snaps):
+        sim.book(s)
+        if k == 100:
+            sim.signal(signal(s.ts_recv, *UP, symbol=s.symbol))
+    assert eng.now == snaps[-1].ts_recv
+    pos = eng.positions().positions[0]
+    # decided on book 100 (signal time = its ts_recv, no latency): filled on that book's best ask
+    assert pos.avg_price == to_decimal(float(snaps[100].asks[0, 0]))
+    assert pos.opened_ts == snaps[100].ts_recv

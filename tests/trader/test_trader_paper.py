@@ -223,3 +223,56 @@ def test_funding_needs_a_mark():
     px.ledgers[SYM].apply("buy", D("0.001"), D("60000"), D("0"))
     with pytest.raises(ValueError, match="no mark price"):
         px.apply_funding(SYM, D("0.0001"))
+
+
+def test_limit_order_marketable_part_then_maker_fill_on_real_books(rows, books):
+    """A buy limit one tick above the best ask at book i: the levels up to it fill as taker,
+    the rest rests; it fills as maker at its price on the first later book whose best ask is
+    strictly below it."""
+    i = 1500
+    _, asks, _ = rows[i]
+    limit = asks[0][0] + D("0.1")
+    take = sum(a for p, a in asks if p <= limit)
+    qty = take + D("0.500")
+    px = paper()
+    px.on_book(books[i])
+    px.submit(OrderRequest("lim", "binance", SYM, "buy", qty, order_type="limit", price=limit, ts_ns=rows[i][0]))
+    ev = px.poll_events()
+    taker = fills_of(ev)
+    assert [(f.price, f.qty, f.liquidity) for f in taker] == [(p, a, "taker") for p, a in asks if p <= limit]
+    assert px.lookup(SYM, "lim").status == "partially_filled" and px.open_orders(SYM)
+    j = next(k for k in range(i + 1, len(rows)) if rows[k][1][0][0] < limit)
+    for k in range(i + 1, j):
+        px.on_book(books[k])
+    assert fills_of(px.events) == []
+    px.on_book(books[j])
+    (maker,) = fills_of(px.poll_events())
+    assert (maker.price, maker.qty, maker.liquidity) == (limit, D("0.500"), "maker")
+    assert maker.fee == limit * D("0.500") * D("0.0002")
+    rep = px.lookup(SYM, "lim")
+    assert rep.status == "filled"
+    assert rep.avg_price == (sum(p * a for p, a in asks if p <= limit) + limit * D("0.5")) / qty
+    assert px.open_orders(SYM) == []
+
+
+def test_resting_limit_can_be_cancelled(rows, books):
+    px = paper()
+    px.on_book(books[0])
+    low = rows[0][2][0][0] - D("500")
+    px.submit(OrderRequest("far", "binance", SYM, "buy", D("0.010"), order_type="limit", price=low, ts_ns=rows[0][0]))
+    assert px.open_orders(SYM)[0].client_order_id == "far"
+    assert px.cancel(SYM, "far").status == "cancelled"
+    px.on_book(books[1])
+    assert px.open_orders(SYM) == [] and px.positions() == []
+    with pytest.raises(OrderRejected, match="tick"):
+        px.submit(OrderRequest("bad", "binance", SYM, "buy", D("0.010"), order_type="limit", price=D("60000.05")))
+
+
+def test_fill_counter_and_ids(rows, books):
+    px = paper()
+    px.on_book(books[5])
+    px.submit(OrderRequest("a", "binance", SYM, "buy", rows[5][1][0][1] + D("0.001"), ts_ns=rows[5][0]))
+    px.submit(OrderRequest("b", "binance", SYM, "sell", D("0.001"), ts_ns=rows[5][0]))
+    f = fills_of(px.poll_events())
+    assert px.n_fills == len(f) == 3
+    assert len({x.fill_id for x in f}) == 3

@@ -310,3 +310,15 @@ def test_kill_switch_flattens_stops_and_halts_until_reset():
     sim.control("start", SYM)
     c.book(60000.0)
     assert len(orders(c.signal(DOWN))) == 1
+
+
+def test_a_loss_after_the_kill_switch_does_not_downgrade_the_halt():
+    sim, c = _loss_setup("20")
+    c.book(59990.0)
+    sim.control("kill")  # closes at 59990: about -12.6 after fees
+    assert sim.engine.day_realized < -12
+    assert kinds(sim.control("set_param", "daily_loss_limit", "10")) == []  # no second, weaker halt
+    assert sim.engine.status().halt_reason == "kill"
+    day_end = (c.t // (86_400 * S) + 1) * 86_400 * S
+    c.book(59000.0, dt=(day_end - c.t) / S)  # a new day does not lift a kill
+    assert sim.engine.status().halt_reason == "kill"

@@ -52,6 +52,7 @@ K2 = TraderConfig(confirm_k=2, trailing_enabled=False)
 NEUTRAL_EXIT = TraderConfig(confirm_k=1, exit_on_neutral=True, trailing_enabled=False)
 NO_BLOCK = TraderConfig(confirm_k=1, block_same_direction_reentry=False, stop_cooldown_s=60, trailing_enabled=False,
                         leverage=D("10"), max_loss_fraction=D("0.2"))  # initial stop 2 % away
+DECISION = TraderConfig(confirm_k=1, use_signal_decision=True, trailing_enabled=False)
 SMOOTH = TraderConfig(confirm_k=1, smoothing_alpha=0.5, entry_threshold=0.6, trailing_enabled=False)
 
 CASES = [
@@ -78,6 +79,7 @@ CASES = [
      "L x:stop L"),
     ("the cooldown is per direction", ["u", "p 58700", "p 60000", "d"], NO_BLOCK, "L x:stop S"),
     ("paused: no entries", ["pause", "u", "u"], None, ""),
+    ("predictor decision mode ignores the probabilities", ["u", "d"], DECISION, ""),
     ("resumed: entries again", ["pause", "u", "resume", "u"], None, "L"),
 ]
 
@@ -136,3 +138,37 @@ def test_signal_from_invalid_or_stale_book_is_ignored(how):
     assert acts == [] or not any(isinstance(a, OrderRequest) for a in acts)
     assert sim.engine.counters["ignored_bad_book"] == 1
     assert sim.engine.status().symbols[0].last_signal == ""  # never reached the strategy
+
+
+def test_predictor_decision_mode_follows_signal_decision():
+    import msgspec
+
+    from tests.trader.helpers import signal
+
+    sim = harness(TraderConfig(confirm_k=2, use_signal_decision=True, trailing_enabled=False))
+    c = Clock(sim)
+    c.book(60000.0)
+    # probabilities say down, the predictor's smoothed decision says up: the decision wins
+    for _ in range(2):
+        c.t += S
+        c.book(60000.0, dt=0)
+        acts = sim.signal(msgspec.structs.replace(signal(c.t, *DOWN), decision="up"))
+    assert [(a.side, a.reduce_only) for a in acts if isinstance(a, OrderRequest)] == [("buy", False)]
+
+
+@pytest.mark.parametrize("flatten,expected_pos", [(False, D("0.004")), (True, None)])
+def test_stop_trading_with_and_without_flatten(flatten, expected_pos):
+    sim = harness()
+    c = Clock(sim)
+    c.book(60000.0)
+    c.signal(UP)
+    c.book(60000.0, dt=0)
+    acts = sim.control("stop", "all", flatten)
+    assert [o.reason for o in acts if isinstance(o, OrderRequest)] == (["flatten"] if flatten else [])
+    c.book(60000.0)
+    pos = sim.engine.positions().positions
+    assert (pos[0].qty if pos else None) == expected_pos
+    st = sim.engine.status().symbols[0]
+    assert not st.trading
+    c.book(60000.0)
+    assert not [a for a in c.signal(DOWN) if isinstance(a, OrderRequest) and not a.reduce_only]
