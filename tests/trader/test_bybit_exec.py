@@ -203,3 +203,77 @@ def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBybit, caplog:
         for s in (API_SECRET, bad_secret, API_KEY):
             assert s not in t
     assert "retry" in caplog.text  # the retries were reported
+
+
+# --------------------------------------------------------------------------- private websocket
+
+
+def wait_events(c, pred, timeout_s: float = 3.0) -> list:
+    import time
+
+    got: list = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got += c.poll_events()
+        if pred(got):
+            return got
+        time.sleep(0.02)
+    return got
+
+
+@pytest.fixture
+def wsfake():
+    with FakeBybit(delay_s=0.8, ws=True) as f:
+        yield f
+
+
+def has_fill(cid: str):
+    return lambda evs: any(isinstance(e, FillReport) and e.client_order_id == cid for e in evs)
+
+
+def test_private_stream_feeds_poll_events(wsfake: FakeBybit) -> None:
+    c = client(wsfake, private_ws_url=wsfake.ws_url)
+    assert c.poll_events() == [] and c.stream_healthy  # connected, authenticated, one REST catch-up
+    assert wsfake.ws.auths == [True]
+    rest_polls = len(wsfake.hits("/v5/execution/list"))
+    c.submit(buy("intent-ws"))
+    ev = wait_events(c, lambda evs: has_fill("intent-ws")(evs) and any(isinstance(e, PositionReport) for e in evs))
+    fills = [e for e in ev if isinstance(e, FillReport)]
+    assert [(f.client_order_id, f.qty) for f in fills] == [("intent-ws", Decimal("0.010"))]
+    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.010")]
+    assert not [e for e in ev if not isinstance(e, (FillReport, PositionReport))]  # submit already returned the order
+    c.set_stop("BTCUSDT", Decimal(63000))
+    ev = wait_events(c, lambda evs: any(isinstance(e, PositionReport) for e in evs))
+    assert [e.stop_price for e in ev if isinstance(e, PositionReport)] == [Decimal("63000.0")]
+    assert len(wsfake.hits("/v5/execution/list")) == rest_polls  # nothing polled while the stream is up
+    c.close()
+
+
+def test_stream_down_falls_back_to_rest_and_recovers(wsfake: FakeBybit) -> None:
+    c = client(wsfake, private_ws_url=wsfake.ws_url, ws_reconnect_s=0.2)
+    c.poll_events()
+    wsfake.ws.refuse = True
+    wsfake.ws.drop()
+    c.submit(buy("intent-down"))
+    ev = wait_events(c, has_fill("intent-down"))
+    assert has_fill("intent-down")(ev) and not c.stream_healthy
+    assert len(wsfake.hits("/v5/execution/list")) >= 2  # REST polling covered the outage
+    wsfake.ws.refuse = False
+    c.submit(buy("intent-back", side="sell", reduce_only=True))  # while it reconnects
+    ev = wait_events(c, lambda evs: c.stream_healthy and has_fill("intent-back")(evs))
+    assert c.stream_healthy and [e.client_order_id for e in ev if isinstance(e, FillReport)] == ["intent-back"]
+    assert c._stream.connects == 2
+    c.close()
+
+
+def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeBybit) -> None:
+    c = make_execution_client(venue="bybit", mode="testnet", api_key=API_KEY, api_secret="wrong-" + "Q" * 12,
+                              base_url=wsfake.url, private_ws_url=wsfake.ws_url, timeout_s=0.4, retry=FAST)
+    with pytest.raises(ExecutionError, match="10004"):
+        c.poll_events()  # the stream's auth is refused, then REST is refused too
+    assert wsfake.ws.auths == [False] and not c.stream_healthy
+    good = client(wsfake, private_ws_url=wsfake.ws_url)
+    good.submit(buy("intent-ok"))
+    assert has_fill("intent-ok")(wait_events(good, has_fill("intent-ok")))
+    c.close()
+    good.close()

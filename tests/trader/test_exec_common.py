@@ -13,8 +13,15 @@ from trader.domain import Instrument, OrderRejected, OrderRequest
 from trader.execution import bybit_map as bm
 from trader.execution import ccxt_map as cm
 from trader.execution import make_execution_client
-from trader.execution.common import (LogRedactor, Redactor, RetryPolicy, backoff_delay, dec, prepare_order,
-                                     venue_order_id)
+from trader.execution.common import (
+    LogRedactor,
+    Redactor,
+    RetryPolicy,
+    backoff_delay,
+    dec,
+    prepare_order,
+    venue_order_id,
+)
 
 BTC = Instrument(exchange="bybit", symbol="BTCUSDT", tick_size=Decimal("0.1"), lot_step=Decimal("0.001"),
                  min_qty=Decimal("0.001"), min_notional=Decimal(5), max_qty=Decimal(100))

@@ -87,7 +87,8 @@ def position_report(p: dict[str, Any]) -> PositionReport | None:
     liq = dec(p.get("liqPrice"))
     return PositionReport(
         exchange=EXCHANGE, symbol=p["symbol"], qty=size if p.get("side") == "Buy" else -size,
-        avg_price=dec(p.get("avgPrice"), Decimal(0)) or Decimal(0), stop_price=stop if stop else None,
+        avg_price=dec(p.get("avgPrice") or p.get("entryPrice"), Decimal(0)) or Decimal(0),
+        stop_price=stop if stop else None,
         liq_price=liq if liq else None, leverage=dec(p.get("leverage")),
         unrealized_pnl=dec(p.get("unrealisedPnl"), Decimal(0)) or Decimal(0),
         ts_ns=int(p.get("updatedTime") or 0) * 1_000_000)

@@ -13,8 +13,10 @@ Idempotency: ``orderLinkId`` is derived from the intent's ``client_order_id``; a
 (110072) is looked up and returned; a create that times out is looked up before anything is
 re-sent; only if that lookup also fails does ``submit`` raise ``OrderOutcomeUnknown``.
 
-Events: REST polling (executions since the last seen, tracked orders, positions). The
-private WebSocket is not wired yet.
+Events: the private WebSocket (``order``/``execution``/``position``, see
+:mod:`trader.execution.bybit_stream`) when ``private_ws_url`` is given and it is up; REST
+polling (executions since the last seen, watched orders, positions) when it is down, and once
+to catch up when it comes back. Either way fills are deduplicated by execId.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from trader.domain import (
     RetryableExecutionError,
 )
 from trader.execution import bybit_map as bm
+from trader.execution.bybit_stream import BybitPrivateStream
 from trader.execution.common import (
     LIBRARY_LOGGERS,
     LogRedactor,
@@ -65,7 +68,8 @@ class BybitExecution:
 
     def __init__(self, *, api_key: str, api_secret: str, mode: Mode = "testnet", base_url: str | None = None,
                  timeout_s: float = 10.0, recv_window_ms: int = 5000, category: str = "linear",
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, private_ws_url: str | None = None,
+                 ws_reconnect_s: float = 5.0) -> None:
         if mode == "paper":
             raise ValueError("BybitExecution is for mode testnet/live; paper trading uses the paper exchange")
         self.mode: Mode = mode
@@ -82,10 +86,13 @@ class BybitExecution:
             self._http.endpoint = base_url.rstrip("/")
         self._instruments: dict[str, Instrument] = {}
         self._cids: dict[str, str] = {}  # orderLinkId -> client_order_id
-        self._tracked: dict[str, OrderReport] = {}  # orderLinkId -> last report (non-terminal + last seen)
+        self._watch: dict[str, str] = {}  # orderLinkId -> symbol: orders polled until terminal
+        self._emitted: dict[str, tuple[str, Decimal]] = {}  # orderLinkId -> (status, filled) reported
         self._seen_exec: set[str] = set()
         self._exec_since_ms = int(time.time() * 1000) - 60_000
         self._positions: dict[str, PositionReport] = {}
+        self._stream = (BybitPrivateStream(url=private_ws_url, api_key=api_key, api_secret=api_secret,
+                                           reconnect_s=ws_reconnect_s) if private_ws_url else None)
 
     def __repr__(self) -> str:
         return f"BybitExecution(mode={self.mode!r}, endpoint={self._http.endpoint!r})"
@@ -171,12 +178,12 @@ class BybitExecution:
                     found = self._lookup_or_unknown(req.symbol, link, where)
                     if found is None:
                         raise OrderOutcomeUnknown(f"{where}: duplicate orderLinkId but the order is not found") from None
-                    return found
+                    return self._handed_out(link, req.symbol, found)
                 except _SentNoAnswer as e:
                     log.warning("%s: %s; looking the order up before anything is re-sent", where, e)
                     found = self._lookup_or_unknown(req.symbol, link, where)
                     if found is not None:
-                        return found
+                        return self._handed_out(link, req.symbol, found)
                     raise RetryableExecutionError(f"{where}: no answer and no such order: re-sending") from None
                 report = OrderReport(client_order_id=req.client_order_id, exchange=self.exchange, symbol=req.symbol,
                                      side=req.side, qty=req.qty, status="accepted",
@@ -186,9 +193,15 @@ class BybitExecution:
                     report = self.lookup(req.symbol, req.client_order_id) or report
                 except ExecutionError as e:  # accepted; fills will come through poll_events
                     log.warning("%s: accepted, status lookup failed: %s", where, e)
-                self._tracked[link] = report
-                return report
+                return self._handed_out(link, req.symbol, report)
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
+
+    def _handed_out(self, link: str, symbol: str, report: OrderReport) -> OrderReport:
+        """``submit`` returns ``report``: later changes of it come from ``poll_events``."""
+        self._emitted[link] = (report.status, report.filled_qty)
+        if not report.terminal:
+            self._watch[link] = symbol
+        return report
 
     def _lookup_or_unknown(self, symbol: str, link: str, where: str) -> OrderReport | None:
         try:
@@ -202,7 +215,6 @@ class BybitExecution:
             rows = res.get("list") or []
             if rows:
                 rep = bm.order_report(rows[0], self._cid(link))
-                self._tracked[link] = rep
                 return rep
         return None
 
@@ -249,37 +261,90 @@ class BybitExecution:
     def balance(self) -> dict[str, Decimal]:
         return bm.balances(self._retry("balance", self._http.get_wallet_balance, accountType="UNIFIED"))
 
-    # ------------------------------------------------------------------ events (REST polling)
+    # ------------------------------------------------------------------ events
     def poll_events(self) -> list[ExecEvent]:
-        """New fills (executions since the last poll, deduplicated by execId), status changes of
-        orders this client placed, and changed positions."""
+        """New fills (deduplicated by execId), status changes of orders this client placed, and
+        changed positions: from the private WebSocket when it is up, from REST polling when it
+        is not (plus one REST catch-up right after it comes back)."""
+        events: list[ExecEvent] = []
+        if self._stream is None:
+            return self._rest_poll()
+        ok = self._stream.ensure()
+        for msg in self._stream.drain():
+            events += self._from_ws(msg)
+        if not ok:
+            events += self._rest_poll()
+        elif self._stream.down_since is not None:
+            events += self._rest_poll()  # what happened while it was down
+            self._stream.mark_recovered()
+        return events
+
+    @property
+    def stream_healthy(self) -> bool:
+        return self._stream is not None and self._stream.healthy()
+
+    def _emit_fill(self, e: dict[str, Any]) -> list[ExecEvent]:
+        if e["execId"] in self._seen_exec or e.get("execType", "Trade") != "Trade":
+            return []
+        self._seen_exec.add(e["execId"])
+        self._exec_since_ms = max(self._exec_since_ms, int(e.get("execTime") or 0) - 5_000)
+        return [bm.fill_report(e, self._cid(e.get("orderLinkId", "")))]
+
+    def _emit_order(self, rep: OrderReport) -> list[ExecEvent]:
+        link = venue_order_id(rep.client_order_id)
+        state = (rep.status, rep.filled_qty)
+        if self._emitted.get(link) == state:
+            return []
+        self._emitted[link] = state
+        if rep.terminal:
+            self._watch.pop(link, None)
+        return [rep]
+
+    def _emit_position(self, sym: str, new: PositionReport | None) -> list[ExecEvent]:
+        old = self._positions.get(sym)
+        if new is None:
+            if old is None:
+                return []
+            self._positions.pop(sym)
+            return [PositionReport(exchange=self.exchange, symbol=sym, qty=Decimal(0), avg_price=Decimal(0),
+                                   ts_ns=time.time_ns())]
+        if old is not None and (new.qty, new.avg_price, new.stop_price) == (old.qty, old.avg_price, old.stop_price):
+            return []
+        self._positions[sym] = new
+        return [new]
+
+    def _from_ws(self, msg: dict[str, Any]) -> list[ExecEvent]:
+        topic, rows, out = msg.get("topic", ""), msg.get("data") or [], []
+        for r in rows:
+            if r.get("category", self.category) != self.category:
+                continue
+            if topic == "execution":
+                out += self._emit_fill(r)
+            elif topic == "order":
+                out += self._emit_order(bm.order_report(r, self._cid(r.get("orderLinkId", ""))))
+            elif topic == "position":
+                out += self._emit_position(r["symbol"], bm.position_report(r))
+        return out
+
+    def _rest_poll(self) -> list[ExecEvent]:
         events: list[ExecEvent] = []
         res = self._retry("executions", self._http.get_executions, category=self.category,
                           startTime=self._exec_since_ms)
         for e in sorted(res.get("list") or [], key=lambda e: int(e.get("execTime") or 0)):
-            if e["execId"] in self._seen_exec or e.get("execType", "Trade") != "Trade":
-                continue
-            self._seen_exec.add(e["execId"])
-            self._exec_since_ms = max(self._exec_since_ms, int(e.get("execTime") or 0) - 5_000)
-            events.append(bm.fill_report(e, self._cid(e.get("orderLinkId", ""))))
-        for link, last in list(self._tracked.items()):
-            now = self._lookup_link(last.symbol, link)
-            if now is not None and (now.status, now.filled_qty) != (last.status, last.filled_qty):
-                events.append(now)
-            if now is None or now.terminal:
-                self._tracked.pop(link, None)
+            events += self._emit_fill(e)
+        for link, symbol in list(self._watch.items()):
+            now = self._lookup_link(symbol, link)
+            if now is None:
+                self._watch.pop(link, None)
+            else:
+                events += self._emit_order(now)
         current = {p.symbol: p for p in self.positions()}
-        for sym in set(current) | set(self._positions):
-            new, old = current.get(sym), self._positions.get(sym)
-            if new is None and old is not None:
-                events.append(PositionReport(exchange=self.exchange, symbol=sym, qty=Decimal(0),
-                                             avg_price=Decimal(0), ts_ns=time.time_ns()))
-            elif new is not None and (old is None or (new.qty, new.avg_price, new.stop_price)
-                                      != (old.qty, old.avg_price, old.stop_price)):
-                events.append(new)
-        self._positions = current
+        for sym in sorted(set(current) | set(self._positions)):
+            events += self._emit_position(sym, current.get(sym))
         return events
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
         self._http.client.close()
 

@@ -36,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.trader.fakes.bybit_private_ws import FakeBybitPrivateWS
+
 API_KEY = "fake-bybit-key-0001"
 API_SECRET = "fake-bybit-secret-" + "x7Q2" * 4
 
@@ -83,8 +85,11 @@ def _now_ms() -> int:
 
 
 class FakeBybit:
-    def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5) -> None:
+    def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5,
+                 ws: bool = False) -> None:
         self.keys = {api_key: api_secret}
+        self.ws = FakeBybitPrivateWS(self.keys) if ws else None
+        self.ws_url = ""
         self.delay_s = delay_s
         self.state = BybitState()
         self.requests: list[Req] = []
@@ -115,9 +120,13 @@ class FakeBybit:
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
+        if self.ws is not None:
+            self.ws_url = self.ws.start()
         return self
 
     def stop(self) -> None:
+        if self.ws is not None:
+            self.ws.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -294,7 +303,21 @@ class FakeBybit:
             "symbol": sym, "orderId": oid, "orderLinkId": link, "side": p["side"], "execId": str(uuid.uuid4()),
             "execPrice": str(price), "execQty": p["qty"], "execValue": str(qty * price), "execFee": str(fee),
             "feeRate": str(self.state.taker_fee), "execType": "Trade", "isMaker": False, "execTime": str(now)})
+        self._publish("order", [{**self.state.orders[link], "category": "linear"}])
+        self._publish("execution", [{**self.state.executions[-1], "category": "linear"}])
+        self._publish_position(sym)
         return self._ok({"orderId": oid, "orderLinkId": link})
+
+    def _publish(self, topic: str, rows: list[dict]) -> None:
+        if self.ws is not None:
+            self.ws.publish(topic, rows)
+
+    def _publish_position(self, sym: str) -> None:
+        """Bybit's position stream: ``entryPrice``; a closed position is size "0", side ""."""
+        rows = self._positions({"symbol": sym})["result"]["list"]
+        row = rows[0] if rows else {"symbol": sym, "side": "", "size": "0", "avgPrice": "0", "stopLoss": "0.00"}
+        row = {**row, "entryPrice": row.pop("avgPrice"), "category": "linear"}
+        self._publish("position", [row])
 
     def _cancel(self, p: dict) -> dict:
         o = self.state.orders.get(p.get("orderLinkId", ""))
@@ -333,6 +356,7 @@ class FakeBybit:
         if (pos["sl"] and sl and Decimal(pos["sl"]) == Decimal(sl)) or (not pos["sl"] and not sl):
             return self._err(34040, "not modified")
         pos["sl"] = sl
+        self._publish_position(sym)
         return self._ok({})
 
     def _positions(self, p: dict) -> dict:
