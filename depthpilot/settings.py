@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     trader_paper_balance: Decimal = Field(Decimal("10000"), gt=0, validation_alias="TRADER_PAPER_BALANCE")
     trader_poll_interval_s: float = Field(0.05, gt=0, le=10, validation_alias="TRADER_POLL_INTERVAL_S")
     bybit_base_url: str | None = Field(None, validation_alias="BYBIT_BASE_URL")  # a mirror / local fake venue
+    bybit_private_ws_url: str | None = Field(None, validation_alias="BYBIT_PRIVATE_WS_URL")
 
     # telegram
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")

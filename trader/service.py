@@ -40,6 +40,9 @@ class TraderService(Service):
         if plan.venue == "paper":
             restore_paper(client, self.store, plan.mode)
         self.plan = plan
+        # Bybit pushes fills/orders/positions over its private WebSocket unless a REST base URL
+        # without a stream URL was given (trader.execution.make_execution_client)
+        self._has_stream = plan.venue == "bybit" and bool(s.bybit_private_ws_url or not s.bybit_base_url)
         self.runtime = rt = TraderRuntime(engine, client, bus=self.bus, store=self.store, mode=plan.mode,
                                           exchange=plan.exchange, poll_interval_s=s.trader_poll_interval_s,
                                           state_key=key, source=self.name)
@@ -50,6 +53,7 @@ class TraderService(Service):
             rt.act(lambda e, sym=sym: e.start(sym))
             log.info("trading %s on %s (%s) from start-up (TRADER_AUTOSTART)", sym, plan.exchange, plan.mode)
         self._reconnects = self.bus.stats.reconnects
+        self._venue_up = self._venue_stream_up()
         self.bus.subscribe("trader.book", self._on_book)
         self.bus.subscribe("trader.signals", self._on_signal)
         self.spawn(self._timer, "timer")
@@ -76,13 +80,21 @@ class TraderService(Service):
         while not self.stopping.wait(self.tick_interval_s):
             try:
                 self.runtime.tick()
-                if self.bus.stats.reconnects != self._reconnects:  # the broker came back: venue truth again
+                venue_up = self._venue_stream_up()
+                if self.bus.stats.reconnects != self._reconnects or venue_up and not self._venue_up:
+                    # the broker or the venue's private stream came back: venue truth again
                     self._reconnects = self.bus.stats.reconnects
                     self.runtime.reconcile()
+                self._venue_up = venue_up
                 self.status = "degraded" if self.problems() else "ok"
             except Exception:  # noqa: BLE001 - logged; the next tick retries, status shows it
                 log.exception("trader timer failed")
                 self.status = "degraded"
+
+    def _venue_stream_up(self) -> bool:
+        """True while the venue's private stream is healthy (venues without one: always)."""
+        healthy = getattr(self.runtime.client, "stream_healthy", None)
+        return bool(healthy()) if callable(healthy) and self._has_stream else True
 
     # ------------------------------------------------------------------ control, health
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:

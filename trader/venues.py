@@ -39,7 +39,8 @@ def build_client(plan: ExecutionPlan, settings: Any, symbols: list[str]) -> tupl
     from trader.execution import make_execution_client
 
     client = make_execution_client(venue=plan.venue, mode=plan.mode, api_key=settings.bybit_api_key,  # type: ignore[arg-type]
-                                   api_secret=settings.bybit_api_secret, base_url=settings.bybit_base_url)
+                                   api_secret=settings.bybit_api_secret, base_url=settings.bybit_base_url,
+                                   private_ws_url=settings.bybit_private_ws_url or None)
     insts = client.instruments(symbols)
     return client, insts
 
