@@ -69,3 +69,17 @@ def trade_notification(t: ClosedTrade, mode: str) -> m.Notification:
                           text=f"{t.qty} {t.symbol} {t.entry_price} -> {t.exit_price}: {sign}{t.pnl} after "
                                f"{t.fees} fees [{mode}]",
                           data={"pnl": str(t.pnl), "fees": str(t.fees), "mode": mode})
+
+
+def signal_problem(sig: m.Signal) -> str:
+    """Why a signal cannot be acted on as data ('' when it can): the service dead-letters it
+    with this reason instead of feeding it to the engine."""
+    import math
+
+    if len(sig.classes) != len(sig.probs):
+        return f"signal {sig.id}: {len(sig.classes)} classes but {len(sig.probs)} probabilities"
+    if not all(isinstance(p, (int, float)) and math.isfinite(p) and 0.0 <= p <= 1.0 for p in sig.probs):
+        return f"signal {sig.id}: probabilities must be finite numbers in [0, 1], got {sig.probs}"
+    if not math.isfinite(sig.score):
+        return f"signal {sig.id}: score is not finite"
+    return ""

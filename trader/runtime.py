@@ -192,9 +192,9 @@ class TraderRuntime:
                 st = self.engine.symbols.get(a.symbol)
                 if st is not None and st.led.qty:  # the stored/published position carries its stop
                     led = st.led
-                    pos = mm.position_message(PositionChange(a.exchange, a.symbol, led.signed_qty, led.avg_price,
-                                                             led.realized, led.fees, a.stop_price,
-                                                             a.ts_ns or self.clock.now()), self.mode)
+                    pos = self._position(PositionChange(a.exchange, a.symbol, led.signed_qty, led.avg_price,
+                                                        led.realized, led.fees, a.stop_price,
+                                                        a.ts_ns or self.clock.now()))
                     self._store(lambda: self.store.upsert_position(pos))
                     self._publish(pos)
                 changed = True
@@ -207,7 +207,7 @@ class TraderRuntime:
                 self._publish(ev)
                 changed = True
             elif isinstance(a, PositionChange):
-                pos = mm.position_message(a, self.mode)
+                pos = self._position(a)
                 self._store(lambda: self.store.upsert_position(pos))
                 self._publish(pos)
                 changed = True
@@ -219,6 +219,13 @@ class TraderRuntime:
                 changed = True
         if changed:
             self._save()
+
+    def _position(self, pc: PositionChange) -> m.PositionUpdate:
+        """PositionUpdate with the engine's mark (mid) and unrealised PnL at that mark."""
+        st = self.engine.symbols.get(pc.symbol)
+        mark = st.mark() if st is not None and pc.qty else None
+        unreal = st.unrealized() if st is not None and pc.qty else Decimal(0)
+        return mm.position_message(pc, self.mode, mark, unreal)
 
     def _exec_error(self, kind: str, symbol: str, message: str) -> None:
         self.dispatch([RiskAlert(kind, "warning", self.exchange if symbol else "", symbol, message,

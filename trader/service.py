@@ -12,6 +12,7 @@ from depthpilot import messages as m
 from depthpilot.control import ControlServer
 from depthpilot.service import Service
 from trader import control_handlers
+from trader import message_map as mm
 from trader.engine import TradingEngine
 from trader.runtime import TraderRuntime
 from trader.settings_map import execution_plan, trader_config
@@ -73,6 +74,9 @@ class TraderService(Service):
     def _on_signal(self, msg: m.Message, _delivery: Any) -> None:
         if not isinstance(msg, m.Signal):
             raise TypeError(f"trader.signals got a {msg.type_name}")
+        problem = mm.signal_problem(msg)
+        if problem:
+            raise ValueError(problem)  # the bus dead-letters it with this reason
         if msg.exchange == self.runtime.exchange:
             self.runtime.on_signal(msg)
 

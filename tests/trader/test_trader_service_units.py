@@ -312,3 +312,20 @@ def test_start_up_closes_the_books_on_an_intent_that_never_reached_the_venue(uid
         svc.stop()
         bus.close()
         store.drop_database()
+
+
+def test_malformed_signals_go_to_the_dead_letter_queue_with_a_reason(paper_trader):
+    svc, feeder = paper_trader
+    bad = signal("up")
+    bad.probs = [0.5, float("nan"), 0.5]
+    short = signal("up")
+    short.probs = [0.9]
+    feeder.publish(bad)
+    feeder.publish(short)
+    feeder.publish(signal("up"))  # a good one after them is still handled
+    wait_until(lambda: svc.runtime.counters["signals"] == 1)
+    dead = []
+    wait_until(lambda: dead.extend(feeder.get_dead_letters("trader.signals")) or len(dead) >= 2)
+    reasons = " | ".join(h["x-dlq-error"] for _, h in dead)
+    assert "3 classes but 1 probabilities" in reasons and "finite numbers" in reasons, reasons
+    assert all(h["x-dlq-reason"] == "handler_error" for _, h in dead)
