@@ -161,3 +161,52 @@ def test_successor_restores_from_store_and_venue_without_mismatch(uid, monkeypat
                 bus2.close()
         feeder_bus.close()
         store.drop_database()
+
+
+def test_paper_trader_restart_rebuilds_the_paper_venue_from_stored_fills(uid, monkeypatch):
+    """Paper mode: the simulated venue lives in the trader's process, so after a crash it is
+    rebuilt from the stored fills and stop; the successor agrees with it and its stop still
+    triggers on the books."""
+    from depthpilot.bus.memory import MemoryBroker
+    from trader.service import TraderService
+
+    monkeypatch.setenv("DEPTHPILOT_ENV_FILE", "")
+    MemoryBroker.reset(uid)
+    s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", trader_autostart=["BTCUSDT"],
+                      trader_trailing_activation=Decimal("0.001"))
+    store = Store.connect(s.mongo_url, f"paper_{uid}")
+    feeder_bus = connect_bus(s.amqp_url, "feeder").start()
+    with BookFeeder(feeder_bus, 60000.0) as feed:
+        bus1 = connect_bus(s.amqp_url, "trader").start()
+        svc1 = TraderService(s, bus1, store).start()
+        wait_until(lambda: svc1.runtime.counters["books"] > 3)
+        for _ in range(2):
+            feeder_bus.publish(signal("up"))
+        wait_until(lambda: svc1.runtime.engine.symbols["BTCUSDT"].stop is not None)
+        feed.price = 60300.0
+        wait_until(lambda: svc1.runtime.engine.symbols["BTCUSDT"].stop > Decimal("60000"))
+        with svc1.runtime.lock:
+            qty = svc1.runtime.engine.symbols["BTCUSDT"].led.signed_qty
+            stop1 = svc1.runtime.engine.symbols["BTCUSDT"].stop
+        wait_until(lambda: store.positions("paper")[0]["stop_price"] == stop1)
+        bus1.close()  # crash
+        svc1.runtime.worker.stop()
+        svc1.stopping.set()
+
+        bus2 = connect_bus(s.amqp_url, "trader").start()
+        svc2 = TraderService(s, bus2, store).start()
+        try:
+            paper = svc2.runtime.client
+            assert paper.positions(["BTCUSDT"])[0].qty == qty and paper.stops["BTCUSDT"] == stop1
+            kinds = [e["kind"] for e in store.recent("events", limit=100) if e.get("type") == "risk_event"]
+            assert "position_mismatch" not in kinds, kinds
+            feed.price = float(stop1) - 50  # through the stop: the (rebuilt) paper venue closes it
+            wait_until(lambda: svc2.runtime.counters["closed_trades"] == 1, timeout=5)
+            t = store.closed_trades("paper", n=1)[0]
+            assert t["exit_reason"] in ("stop", "trailing_stop") and t["side"] == "long" and t["pnl"] > 0
+            assert not paper.positions(["BTCUSDT"])
+        finally:
+            svc2.stop()
+            bus2.close()
+    feeder_bus.close()
+    store.drop_database()
