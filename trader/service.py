@@ -48,6 +48,7 @@ class TraderService(Service):
                                           exchange=plan.exchange, poll_interval_s=s.trader_poll_interval_s,
                                           state_key=key, source=self.name)
         rt.start()
+        self._apply_changed_settings(trader_config(s), key)
         self.control = ControlServer()
         control_handlers.register(self.control, rt, model_id=s.predictor_model)
         for sym in s.trader_autostart:
@@ -58,6 +59,23 @@ class TraderService(Service):
         self.bus.subscribe("trader.book", self._on_book)
         self.bus.subscribe("trader.signals", self._on_signal)
         self.spawn(self._timer, "timer")
+
+    def _apply_changed_settings(self, cfg: Any, key: str) -> None:
+        """A restored engine keeps its parameters (``trade set`` survives a restart), except those
+        whose setting changed since the last start: those take the new value (logged)."""
+        from trader.config import config_to_dict
+
+        now = config_to_dict(cfg)
+        if self.store is None:
+            return
+        before = self.store.get_state(f"{key}:settings") or {}
+        changed = {k: v for k, v in now.items() if before and before.get(k) != v}
+        current = config_to_dict(self.runtime.engine.cfg)
+        for name, value in changed.items():
+            if current.get(name) != value:
+                self.runtime.act(lambda e, n=name, v=value: e.set_param(n, v))
+                log.info("setting %s changed since the last start: now %s", name, value)
+        self.store.set_state(f"{key}:settings", now)
 
     def teardown(self) -> None:
         rt = getattr(self, "runtime", None)

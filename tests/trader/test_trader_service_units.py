@@ -329,3 +329,32 @@ def test_malformed_signals_go_to_the_dead_letter_queue_with_a_reason(paper_trade
     reasons = " | ".join(h["x-dlq-error"] for _, h in dead)
     assert "3 classes but 1 probabilities" in reasons and "finite numbers" in reasons, reasons
     assert all(h["x-dlq-reason"] == "handler_error" for _, h in dead)
+
+
+def test_restart_keeps_set_parameters_but_takes_changed_settings(uid):
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.store import Store
+    from trader.service import TraderService
+
+    MemoryBroker.reset(uid)
+    store = Store.connect(f"mongomock://{uid}", f"params_{uid}")
+
+    def run(**kw):
+        s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", **kw)
+        bus = connect_bus(s.amqp_url, "trader").start()
+        svc = TraderService(s, bus, store).start()
+        return svc, bus
+
+    svc, bus = run(trader_confirm_k=2, trader_budget=Decimal("100"))
+    svc.control.handle(m.ControlCommand(target="trader", command="set_param", args={"name": "confirm_k", "value": "4"}))
+    svc.stop()
+    bus.close()
+    svc, bus = run(trader_confirm_k=2, trader_budget=Decimal("150"))  # budget changed in the settings
+    try:
+        cfg = svc.runtime.engine.cfg
+        assert cfg.confirm_k == 4 and cfg.budget == Decimal("150")
+    finally:
+        svc.stop()
+        bus.close()
+        store.drop_database()
