@@ -19,7 +19,6 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 
 from depthpilot import control as c
 from depthpilot.bus import connect_bus

@@ -3,7 +3,6 @@ config, actions -> messages, the execution worker (retry, unknown outcome, rejec
 over the control layer, and the run-all view."""
 from __future__ import annotations
 
-import threading
 import time
 from decimal import Decimal
 from types import SimpleNamespace
