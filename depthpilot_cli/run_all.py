@@ -97,7 +97,11 @@ def _watch(services: list, duration: Optional[float], amqp_url: str, trading: bo
     finally:
         if live is not None:
             live.stop()
-        final = run_view.fetch(client) if client is not None else None
+        final = None
+        for _ in range(3 if client is not None else 0):  # a busy machine may answer slowly: ask again
+            final = run_view.fetch(client, timeout_s=5.0)
+            if not final.error:
+                break
         for svc, bus in reversed(services):
             svc.stop()
             bus.close()
