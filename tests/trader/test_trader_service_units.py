@@ -357,3 +357,12 @@ def test_restart_keeps_set_parameters_but_takes_changed_settings(uid):
         svc.stop()
         bus.close()
         store.drop_database()
+
+
+def test_a_broker_reconnect_triggers_a_reconciliation(paper_trader):
+    svc, _feeder = paper_trader
+    assert svc.runtime.counters["reconciles"] == 1  # at start-up
+    svc.bus._count("reconnects")  # what the RabbitMQ bus counts when it got its connection back
+    wait_until(lambda: svc.runtime.counters["reconciles"] == 2, timeout=3)
+    time.sleep(2 * svc.tick_interval_s)
+    assert svc.runtime.counters["reconciles"] == 2  # once per reconnect
