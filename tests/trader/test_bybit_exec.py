@@ -14,6 +14,7 @@ from trader.domain import (
     FillReport,
     OrderOutcomeUnknown,
     OrderRejected,
+    OrderReport,
     OrderRequest,
     PositionReport,
 )
@@ -54,9 +55,11 @@ def test_instruments_and_leverage(fake: FakeBybit) -> None:
     c.set_leverage("BTCUSDT", Decimal(5))  # 110043 "leverage not modified" is success
     assert fake.state.leverage["BTCUSDT"] == 5
     assert [r.answered for r in fake.hits("/v5/position/set-leverage")] == ["0", "110043"]
+    c.set_leverage("ETHUSDT", Decimal("10.00"))
+    assert fake.hits("/v5/position/set-leverage")[-1].params["buyLeverage"] == "10"
     with pytest.raises(OrderRejected) as ei:
         c.set_leverage("BTCUSDT", Decimal(150))
-    assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 2
+    assert ei.value.code == "local" and len(fake.hits("/v5/position/set-leverage")) == 3
 
 
 def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
@@ -85,6 +88,25 @@ def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
     # cancelling a filled order: 110001 -> the order as it is
     assert c.cancel("BTCUSDT", "intent-2").status == "filled"
     assert c.open_orders() == []
+
+
+def test_limit_order_rests_fills_and_cancels_through_rest_polling(fake: FakeBybit) -> None:
+    c = client(fake)
+    rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
+    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders["lim-1"]["price"]) == Decimal("64000")
+    assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
+    assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []  # nothing new since submit
+    fake.fill("lim-1")
+    ev = c.poll_events()
+    [order] = [e for e in ev if isinstance(e, OrderReport)]
+    [fill] = [e for e in ev if isinstance(e, FillReport)]
+    assert (order.status, order.filled_qty, order.avg_price) == ("filled", Decimal("0.01"), Decimal("64000.0"))
+    assert (fill.client_order_id, fill.price, fill.liquidity) == ("lim-1", Decimal("64000.0"), "maker")
+    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.01")]
+    c.submit(buy("lim-2", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("70000")))
+    assert c.cancel("BTCUSDT", "lim-2").status == "cancelled"
+    assert [e.status for e in c.poll_events() if isinstance(e, OrderReport)] == ["cancelled"]
+    assert c.poll_events() == [] and c.open_orders() == []
 
 
 def test_long_client_order_id_maps_to_a_stable_order_link_id(fake: FakeBybit) -> None:
@@ -124,15 +146,25 @@ def test_timeout_and_failed_lookup_is_outcome_unknown(fake: FakeBybit) -> None:
     assert len(fake.hits("/v5/order/realtime")) == FAST.attempts
 
 
+def test_server_error_on_create_is_looked_up_then_resent(fake: FakeBybit) -> None:
+    c = client(fake)
+    fake.fail(CREATE, "500")  # refused before processing: no order
+    rep = c.submit(buy("intent-5xx"))
+    assert rep.status == "filled" and len(fake.state.orders) == 1
+    seq = [(r.path, r.answered) for r in fake.requests if r.path in (CREATE, "/v5/order/realtime", "/v5/order/history")]
+    assert seq[:4] == [(CREATE, "500"), ("/v5/order/realtime", "0"), ("/v5/order/history", "0"), (CREATE, "0")]
+
+
 def test_rate_limits_back_off_then_succeed(fake: FakeBybit) -> None:
     c = client(fake)
     fake.fail(CREATE, "10006", times=2)
     fake.fail(CREATE, "429")
+    fake.fail(CREATE, "403")  # Bybit's IP rate limit
     rep = c.submit(buy("intent-rl"))
     assert rep.status == "filled" and len(fake.state.orders) == 1
     hits = fake.hits(CREATE)
-    assert [h.answered for h in hits] == ["10006", "10006", "429", "0"]
-    assert c.stats.retries == 3 and c.stats.rate_limited == 3
+    assert [h.answered for h in hits] == ["10006", "10006", "429", "403", "0"]
+    assert c.stats.retries == 4 and c.stats.rate_limited == 4
     gaps = [b.t - a.t for a, b in zip(hits, hits[1:])]
     for gap, delay in zip(gaps, c.stats.delays_s):
         assert gap >= delay * 0.95
@@ -245,6 +277,10 @@ def test_private_stream_feeds_poll_events(wsfake: FakeBybit) -> None:
     c.set_stop("BTCUSDT", Decimal(63000))
     ev = wait_events(c, lambda evs: any(isinstance(e, PositionReport) for e in evs))
     assert [e.stop_price for e in ev if isinstance(e, PositionReport)] == [Decimal("63000.0")]
+    c.submit(buy("lim-ws", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("64500")))
+    wsfake.fill("lim-ws")
+    ev = wait_events(c, lambda evs: has_fill("lim-ws")(evs) and any(isinstance(e, OrderReport) for e in evs))
+    assert [(e.client_order_id, e.status) for e in ev if isinstance(e, OrderReport)] == [("lim-ws", "filled")]
     assert len(wsfake.hits("/v5/execution/list")) == rest_polls  # nothing polled while the stream is up
     c.close()
 
@@ -277,3 +313,25 @@ def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeByb
     assert has_fill("intent-ok")(wait_events(good, has_fill("intent-ok")))
     c.close()
     good.close()
+
+
+def test_fake_checks_timestamp_and_recv_window(fake: FakeBybit) -> None:
+    """The fake's own guard: a correctly signed request outside recv_window is refused (10002)."""
+    import hashlib
+    import hmac
+    import time
+
+    import requests
+
+    def get(ts: int, recv: int = 5000) -> int:
+        q = "accountType=UNIFIED"
+        sign = hmac.new(API_SECRET.encode(), f"{ts}{API_KEY}{recv}{q}".encode(), hashlib.sha256).hexdigest()
+        r = requests.get(f"{fake.url}/v5/account/wallet-balance?{q}", timeout=2, headers={
+            "X-BAPI-API-KEY": API_KEY, "X-BAPI-SIGN": sign, "X-BAPI-TIMESTAMP": str(ts),
+            "X-BAPI-RECV-WINDOW": str(recv)})
+        return r.json()["retCode"]
+
+    now = int(time.time() * 1000)
+    assert get(now) == 0
+    assert get(now - 8000) == 10002 and get(now - 8000, recv=10000) == 0
+    assert get(now + 5000) == 10002  # from the future

@@ -15,6 +15,7 @@ from trader.domain import (
     FillReport,
     OrderOutcomeUnknown,
     OrderRejected,
+    OrderReport,
     OrderRequest,
     PositionReport,
 )
@@ -86,6 +87,25 @@ def test_instruments_leverage_order_lookup_positions_balance(fake: FakeBinanceUS
     assert c.open_orders("BTCUSDT") == []
     for r in fake.requests:  # every private call was signed and verified
         assert r.answered in ("200", "-2013", "-2011"), (r.path, r.answered)
+
+
+def test_limit_order_rests_fills_and_cancels_through_polling(fake: FakeBinanceUSDM) -> None:
+    c = client(fake)
+    rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
+    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders[0]["price"]) == Decimal("64000")
+    assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
+    assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []
+    fake.fill("lim-1")
+    ev = c.poll_events()
+    [order] = [e for e in ev if isinstance(e, OrderReport)]
+    [fill] = [e for e in ev if isinstance(e, FillReport)]
+    assert (order.status, order.filled_qty, order.avg_price) == ("filled", Decimal("0.01"), Decimal("64000"))
+    assert (fill.client_order_id, fill.price, fill.liquidity) == ("lim-1", Decimal("64000"), "maker")
+    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.01")]
+    c.submit(buy("lim-2", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("70000")))
+    assert c.cancel("BTCUSDT", "lim-2").status == "cancelled"
+    assert [e.status for e in c.poll_events() if isinstance(e, OrderReport)] == ["cancelled"]
+    assert c.poll_events() == [] and c.open_orders() == []
 
 
 def test_redelivered_intent_creates_no_second_order(fake: FakeBinanceUSDM) -> None:
@@ -199,3 +219,26 @@ def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBinanceUSDM, c
         for s in (API_SECRET, bad_secret, API_KEY):
             assert s not in t
     assert "retry" in caplog.text
+
+
+def test_fake_checks_signature_timestamp_and_recv_window(fake: FakeBinanceUSDM) -> None:
+    """The fake's own guard, with hand-signed requests: stale or future timestamps -1021,
+    a signature over other parameters -1022, an unknown key -2015."""
+    import hashlib
+    import hmac
+    import time
+
+    import requests
+
+    def get(ts: int, recv: int = 5000, key: str = API_KEY, tamper: bool = False) -> int:
+        q = f"timestamp={ts}&recvWindow={recv}"
+        sig = hmac.new(API_SECRET.encode(), q.encode(), hashlib.sha256).hexdigest()
+        if tamper:
+            q = q.replace(f"recvWindow={recv}", f"recvWindow={recv + 1}")
+        r = requests.get(f"{fake.url}/fapi/v3/account?{q}&signature={sig}", headers={"X-MBX-APIKEY": key}, timeout=2)
+        return r.status_code if r.status_code == 200 else r.json()["code"]
+
+    now = int(time.time() * 1000)
+    assert get(now) == 200
+    assert get(now - 8000) == -1021 and get(now - 8000, recv=10000) == 200 and get(now + 5000) == -1021
+    assert get(now, tamper=True) == -1022 and get(now, key="someone-else") == -2015

@@ -20,6 +20,7 @@ from trader.execution.common import (
     backoff_delay,
     dec,
     prepare_order,
+    retry_after,
     venue_order_id,
 )
 
@@ -63,6 +64,11 @@ def test_backoff_is_exponential_capped_and_honours_hints() -> None:
     assert [backoff_delay(p, n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert backoff_delay(p, 1, retry_after_s=3.0) == 3.0
     assert backoff_delay(p, 1, retry_after_s=60.0) == 4.0
+
+
+def test_retry_after_header() -> None:
+    assert retry_after("2") == 2.0 and retry_after(None) == 0.0 and retry_after("-3") == 0.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 def test_redaction(caplog: pytest.LogCaptureFixture) -> None:
@@ -130,3 +136,19 @@ def test_factory_guards() -> None:
     c.close()
     with pytest.raises(ValueError, match="unknown ccxt exchange"):
         make_execution_client(venue="nosuchvenue", mode="live", api_key="k" * 8, api_secret="s" * 8)
+
+
+def test_factory_picks_the_venue_environment() -> None:
+    """No network: only where the clients would connect."""
+    demo = make_execution_client(venue="binanceusdm", mode="testnet", api_key="k" * 8, api_secret="s" * 8)
+    live = make_execution_client(venue="binanceusdm", mode="live", api_key="k" * 8, api_secret="s" * 8)
+    assert demo._ex.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com")
+    assert live._ex.urls["api"]["fapiPrivate"].startswith("https://fapi.binance.com")
+    by = make_execution_client(venue="bybit", mode="testnet", api_key="k" * 8, api_secret="s" * 8)
+    assert by._http.endpoint == "https://api-testnet.bybit.com"
+    assert by._stream is not None and by._stream.url == "wss://stream-testnet.bybit.com/v5/private"
+    local = make_execution_client(venue="bybit", mode="live", api_key="k" * 8, api_secret="s" * 8,
+                                  base_url="http://127.0.0.1:9")
+    assert local._http.endpoint == "http://127.0.0.1:9" and local._stream is None  # REST polling only
+    for c in (demo, live, by, local):
+        c.close()

@@ -2,8 +2,10 @@
 
 retCodes (Bybit v5 docs, "Error codes" + UTA trade codes):
 * success-in-disguise: 110043 set leverage not modified, 34040 trading stop not modified;
-* retry with backoff: 10006 too many visits, 10016 / 10000 server error / timeout, 10429
-  system frequency protection (HTTP 429 / 403 too);
+* retry with backoff: 10006 too many visits, 10016 / 10000 server error / timeout (a create is
+  looked up first), 10429 system frequency protection, 10002 timestamp/recv_window (HTTP 429 /
+  403 too);
+* credentials (10003 key, 10004 sign, 10005 permission, 10010 IP ...): an ``ExecutionError``;
 * duplicate orderLinkId: 110072 (look the order up, never a second order);
 * order gone: 110001 order does not exist / too late to cancel;
 * everything else on an order (110007 / 110004 / 110012 / 110044 / 110045 insufficient
@@ -29,6 +31,8 @@ EXCHANGE = "bybit"
 
 NOT_MODIFIED = frozenset({110043, 34040})
 RETRYABLE = frozenset({10006, 10016, 10000, 10429, 10002})
+SERVER_SIDE = frozenset({10016, 10000})  # server error / timeout: a create may have gone through
+AUTH = frozenset({10003, 10004, 10005, 10007, 10009, 10010, 33004})  # key, sign, permission, IP: not the order
 DUPLICATE_LINK_ID = 110072
 ORDER_NOT_FOUND = 110001
 INSUFFICIENT = frozenset({110007, 110004, 110012, 110044, 110045, 110052, 110053})

@@ -52,6 +52,7 @@ from trader.execution.common import (
     RetryStats,
     call_with_retry,
     prepare_order,
+    retry_after,
     retrying,
     venue_order_id,
 )
@@ -114,14 +115,19 @@ class BybitExecution:
                 after = max(0.0, (int(reset) - time.time() * 1000) / 1000) if reset else 0.0
                 raise RateLimited(msg, retry_after_s=after) from None
             if code in bm.RETRYABLE:
+                if what == "create" and code in bm.SERVER_SIDE:
+                    raise _SentNoAnswer(msg) from None  # it may have been placed: look it up first
                 raise RetryableExecutionError(msg) from None
+            if code in bm.AUTH:
+                raise ExecutionError(msg) from None
             raise OrderRejected(msg, code=str(code)) from None
         except FailedRequestError as e:
             msg = self._redact(f"{where}: HTTP {e.status_code} {e.message}")
             if e.status_code in (429, 403):
-                ra = (e.resp_headers or {}).get("Retry-After")
-                raise RateLimited(msg, retry_after_s=float(ra) if ra else 0.0) from None
+                raise RateLimited(msg, retry_after_s=retry_after((e.resp_headers or {}).get("Retry-After"))) from None
             if isinstance(e.status_code, int) and e.status_code >= 500:
+                if what == "create":
+                    raise _SentNoAnswer(msg) from None  # a gateway error after the order went in?
                 raise RetryableExecutionError(msg) from None
             raise ExecutionError(msg) from None
         except (requests.Timeout, requests.ConnectionError) as e:
@@ -135,11 +141,11 @@ class BybitExecution:
 
     # ------------------------------------------------------------------ instruments, leverage
     def instruments(self, symbols: list[str]) -> dict[str, Instrument]:
-        missing = [s for s in symbols if s not in self._instruments]
-        if missing:
-            res = self._retry("instruments", self._http.get_instruments_info, category=self.category)
+        for sym in [s for s in symbols if s not in self._instruments]:  # one symbol per call: no paging
+            res = self._retry("instruments", self._http.get_instruments_info, category=self.category, symbol=sym)
             for row in res.get("list", []):
-                self._instruments[row["symbol"]] = bm.instrument(row)
+                if row.get("symbol") == sym:
+                    self._instruments[sym] = bm.instrument(row)
         unknown = [s for s in symbols if s not in self._instruments]
         if unknown:
             raise ExecutionError(f"bybit: unknown {self.category} symbol(s) {unknown}")
@@ -149,7 +155,7 @@ class BybitExecution:
         inst = self.instruments([symbol])[symbol]
         if leverage < 1 or (inst.max_leverage is not None and leverage > inst.max_leverage):
             raise OrderRejected(f"bybit {symbol}: leverage {leverage} outside 1..{inst.max_leverage}", code="local")
-        lev = str(leverage.normalize())
+        lev = format(leverage.normalize(), "f")  # 10, not 1E+1
         self._retry("set_leverage", self._http.set_leverage, category=self.category, symbol=symbol,
                     buyLeverage=lev, sellLeverage=lev)
 

@@ -11,8 +11,12 @@ by rebasing every ``urls['api']`` entry (paths kept).
 
 Idempotency: ``newClientOrderId`` is derived from the intent's ``client_order_id``. Binance
 only refuses a duplicate id among OPEN orders (-4116) - a filled market order's id can be
-reused - so ``submit`` looks the id up (``fetch_order`` with ``origClientOrderId``) before it
-creates, and after a create that timed out, before anything is re-sent.
+reused - so ``submit`` looks the id up (``fetch_order`` with the unified ``clientOrderId``
+param; Binance sends it as ``origClientOrderId``) before it creates, and after a create that
+timed out, before anything is re-sent. Other ccxt venues work as far as they support these
+unified calls; only ``binanceusdm`` is tested.
+
+Not thread-safe: one worker thread per client.
 
 Stop-loss: one reduce-only ``STOP_MARKET`` with ``closePosition`` per position, replaced by
 cancel + create when it moves (Binance allows one closePosition stop per direction).
@@ -51,6 +55,7 @@ from trader.execution.common import (
     call_with_retry,
     dec,
     prepare_order,
+    retry_after,
     retrying,
     venue_order_id,
 )
@@ -91,7 +96,9 @@ class CcxtExecution:
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
         self._ex = getattr(ccxt, venue)({
             "apiKey": api_key, "secret": api_secret, "timeout": int(timeout_s * 1000), "enableRateLimit": True,
-            "options": {"fetchCurrencies": False, "recvWindow": recv_window_ms, **(options or {})}})
+            # open_orders(None) is a deliberate all-symbol query (Binance weighs it 40x): no ccxt refusal
+            "options": {"fetchCurrencies": False, "recvWindow": recv_window_ms,
+                        "warnOnFetchOpenOrdersWithoutSymbol": False, **(options or {})}})
         if base_url:
             self._ex.urls["api"] = rebase_urls(self._ex.urls["api"], base_url)
         elif mode == "testnet":
@@ -102,7 +109,9 @@ class CcxtExecution:
         self._instruments: dict[str, Instrument] = {}
         self._unified: dict[str, str] = {}  # market id -> ccxt symbol
         self._cids: dict[str, str] = {}  # venue client id -> client_order_id
-        self._tracked: dict[str, OrderReport] = {}
+        self._watch: dict[str, tuple[str, str]] = {}  # venue client id -> (symbol, client_order_id), until terminal
+        self._emitted: dict[str, tuple[str, Decimal]] = {}  # venue client id -> (status, filled) reported
+        self._traded: set[str] = set()  # symbols whose account trades are polled
         self._cid_by_order: dict[str, str] = {}  # exchange order id -> client_order_id
         self._seen_fills: set[str] = set()
         self._fills_since_ms = int(time.time() * 1000) - 60_000
@@ -122,11 +131,9 @@ class CcxtExecution:
             if kind == "rate":
                 hdr = getattr(self._ex, "last_response_headers", None) or {}
                 ra = hdr.get("Retry-After") or hdr.get("retry-after")
-                raise RateLimited(msg, retry_after_s=float(ra) if ra else 0.0) from None
-            if kind == "unknown" and what == "create":
-                raise _SentNoAnswer(msg) from None
-            if kind == "retry" and what == "create" and not code:
-                raise _SentNoAnswer(msg) from None  # connection dropped: it may have arrived
+                raise RateLimited(msg, retry_after_s=retry_after(ra)) from None
+            if kind in ("unknown", "retry") and what == "create":
+                raise _SentNoAnswer(msg) from None  # timeout / dropped / 5xx: it may have gone in
             if kind in ("retry", "unknown"):
                 raise RetryableExecutionError(msg) from None
             if kind in ("reject", "duplicate", "not_found"):
@@ -172,7 +179,7 @@ class CcxtExecution:
         existing = self.lookup(req.symbol, req.client_order_id)
         if existing is not None:
             log.info("%s: client id %s already known to the venue (redelivery): returning it", where, vid)
-            return existing
+            return self._handed_out(vid, existing)
         params: dict[str, Any] = {"clientOrderId": vid}
         if req.reduce_only:
             params["reduceOnly"] = True
@@ -188,22 +195,23 @@ class CcxtExecution:
                     found = self._lookup_or_unknown(req, where)
                     if found is None:
                         raise OrderOutcomeUnknown(f"{where}: duplicate client id but the order is not found") from None
-                    return found
+                    return self._handed_out(vid, found)
                 except _SentNoAnswer as e:
                     log.warning("%s: %s; looking the order up before anything is re-sent", where, e)
                     found = self._lookup_or_unknown(req, where)
                     if found is not None:
-                        return found
+                        return self._handed_out(vid, found)
                     raise RetryableExecutionError(f"{where}: no answer and no such order: re-sending") from None
-                rep = cm.order_report(self.exchange, req.symbol, o, req.client_order_id)
-                self._track(vid, rep)
-                return rep
+                return self._handed_out(vid, cm.order_report(self.exchange, req.symbol, o, req.client_order_id))
         raise AssertionError("unreachable")  # pragma: no cover - tenacity reraises
 
-    def _track(self, vid: str, rep: OrderReport) -> None:
-        self._tracked[vid] = rep
-        if rep.exchange_order_id:
-            self._cid_by_order[rep.exchange_order_id] = rep.client_order_id
+    def _handed_out(self, vid: str, rep: OrderReport) -> OrderReport:
+        """``submit`` returns ``rep``: later changes of it (and its fills) come from ``poll_events``."""
+        self._emitted[vid] = (rep.status, rep.filled_qty)
+        self._traded.add(rep.symbol)
+        if not rep.terminal:
+            self._watch[vid] = (rep.symbol, rep.client_order_id)
+        return rep
 
     def _lookup_or_unknown(self, req: OrderRequest, where: str) -> OrderReport | None:
         try:
@@ -216,20 +224,21 @@ class CcxtExecution:
         vid = venue_order_id(client_order_id)
         try:
             o = self._retry("lookup", symbol, self._ex.fetch_order, "", self._unified[symbol],
-                            {"origClientOrderId": vid})
+                            {"clientOrderId": vid})
         except OrderRejected as e:
             if e.code in cm.BINANCE_NOT_FOUND or e.code == "not_found":
                 return None
             raise
         rep = cm.order_report(self.exchange, symbol, o, client_order_id)
-        self._track(vid, rep)
+        if rep.exchange_order_id:
+            self._cid_by_order[rep.exchange_order_id] = client_order_id
         return rep
 
     def cancel(self, symbol: str, client_order_id: str) -> OrderReport | None:
         self._load()
         try:
             self._retry("cancel", symbol, self._ex.cancel_order, "", self._unified[symbol],
-                        {"origClientOrderId": venue_order_id(client_order_id)})
+                        {"clientOrderId": venue_order_id(client_order_id)})
         except OrderRejected as e:
             if e.code not in cm.BINANCE_NOT_FOUND and e.code != "not_found":
                 raise
@@ -292,7 +301,7 @@ class CcxtExecution:
     # ------------------------------------------------------------------ events (REST polling)
     def poll_events(self) -> list[ExecEvent]:
         events: list[ExecEvent] = []
-        symbols = sorted({r.symbol for r in self._tracked.values()} | set(self._positions))
+        symbols = sorted(self._traded | set(self._positions))
         for sym in symbols:
             trades = self._retry("fills", sym, self._ex.fetch_my_trades, self._unified[sym], self._fills_since_ms)
             for t in sorted(trades, key=lambda t: t.get("timestamp") or 0):
@@ -304,12 +313,13 @@ class CcxtExecution:
                 events.append(cm.fill_report(self.exchange, sym, t, cid))
         if events:
             self._fills_since_ms = max(self._fills_since_ms, max(e.ts_ns for e in events) // 1_000_000 - 5_000)
-        for vid, last in list(self._tracked.items()):
-            now = self.lookup(last.symbol, last.client_order_id) if not last.terminal else last
-            if now is not None and (now.status, now.filled_qty) != (last.status, last.filled_qty):
+        for vid, (sym, cid) in list(self._watch.items()):
+            now = self.lookup(sym, cid)
+            if now is not None and self._emitted.get(vid) != (now.status, now.filled_qty):
+                self._emitted[vid] = (now.status, now.filled_qty)
                 events.append(now)
             if now is None or now.terminal:
-                self._tracked.pop(vid, None)
+                self._watch.pop(vid, None)
         current = {p.symbol: p for p in self.positions(symbols or None)} if symbols else {}
         for sym in set(current) | set(self._positions):
             new, old = current.get(sym), self._positions.get(sym)

@@ -112,7 +112,8 @@ class LogRedactor(logging.Filter):
         return True
 
 
-LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "urllib3.connectionpool")
+LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "pybit._websocket_stream", "websocket",
+                   "urllib3.connectionpool")
 
 
 class RateLimited(RetryableExecutionError):
@@ -141,6 +142,14 @@ class RetryStats:
     retries: int = 0
     rate_limited: int = 0
     delays_s: list[float] = field(default_factory=list)
+
+
+def retry_after(value: object) -> float:
+    """An HTTP ``Retry-After`` in seconds (delta-seconds only; an HTTP-date or garbage -> 0)."""
+    try:
+        return max(0.0, float(str(value))) if value not in (None, "") else 0.0
+    except ValueError:
+        return 0.0
 
 
 def backoff_delay(policy: RetryPolicy, attempt: int, retry_after_s: float = 0.0) -> float:

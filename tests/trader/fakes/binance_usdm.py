@@ -10,7 +10,8 @@ within ``recvWindow`` (default 5000, max 60000) of the server clock and not more
 ahead (-1021). Errors are HTTP 400 ``{"code": ..., "msg": ...}``; the rate limit is HTTP 429
 ``-1003`` with ``Retry-After``.
 
-Venue rules modelled: market orders fill at once at ``state.fill_price[symbol]``;
+Venue rules modelled: market orders fill at once at ``state.fill_price[symbol]``; GTC limit
+orders rest (NEW) until ``fill(clientOrderId)`` fills them at their price (maker);
 ``newClientOrderId`` must be unique among OPEN orders (-4116 otherwise) - like Binance, a
 filled order's id may be reused, so a client must look an id up before re-sending it;
 initial margin beyond the available balance -2019; reduce-only that would not reduce -2022;
@@ -290,10 +291,11 @@ class FakeBinanceUSDM:
         qty = Decimal(p.get("quantity", "0"))
         if qty < Decimal(lot["minQty"]) or qty > Decimal(lot["maxQty"]) or qty % Decimal(lot["stepSize"]) != 0:
             raise VenueError(-1111, "Precision is over the maximum defined for this asset.")
-        if p.get("type") != "MARKET":
-            raise VenueError(-1116, "Invalid orderType (this fake fills MARKET orders only).")
+        market = p.get("type") == "MARKET"
+        if not market and (p.get("type") != "LIMIT" or not p.get("price") or not p.get("timeInForce")):
+            raise VenueError(-1116, "Invalid orderType (this fake takes MARKET and GTC LIMIT orders).")
         s = p["symbol"]
-        price = self.state.fill_price[s]
+        price = self.state.fill_price[s] if market else Decimal(p["price"])
         sign = 1 if p["side"] == "BUY" else -1
         pos = self.state.positions.get(s, {"amt": Decimal(0), "entry": Decimal(0)})
         reduce_only = p.get("reduceOnly") == "true"
@@ -305,7 +307,32 @@ class FakeBinanceUSDM:
             raise VenueError(-4164, f"Order's notional must be no smaller than {min_notional} (unless you choose reduce only).")
         if increases and qty * price / self.state.leverage.get(s, 20) > self._available():
             raise VenueError(-2019, "Margin is insufficient.")
-        self.state.wallet -= qty * price * self.state.taker_fee
+        now = _now_ms()
+        order = {"orderId": next(self._ids), "symbol": s, "status": "NEW", "clientOrderId": cid,
+                 "price": "0.00" if market else p["price"], "avgPrice": "0.00", "origQty": p["quantity"],
+                 "executedQty": "0", "cumQty": "0", "cumQuote": "0", "timeInForce": p.get("timeInForce", "GTC"),
+                 "type": p["type"], "reduceOnly": reduce_only, "closePosition": False, "side": p["side"],
+                 "positionSide": "BOTH", "stopPrice": "0.00", "workingType": "CONTRACT_PRICE", "priceProtect": False,
+                 "origType": p["type"], "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
+                 "goodTillDate": 0, "time": now, "updateTime": now}
+        self.state.orders.append(order)
+        if market:
+            self._execute(order, price, maker=False)
+        return order
+
+    def fill(self, client_order_id: str) -> None:
+        """The market reaches a resting limit order: it fills completely at its price (maker)."""
+        with self._lock:
+            o = next(o for o in self.state.orders if o["clientOrderId"] == client_order_id and o["status"] == "NEW")
+            self._execute(o, Decimal(o["price"]), maker=True)
+
+    def _execute(self, o: dict, price: Decimal, *, maker: bool) -> None:
+        s, qty = o["symbol"], Decimal(o["origQty"])
+        sign = 1 if o["side"] == "BUY" else -1
+        pos = self.state.positions.get(s, {"amt": Decimal(0), "entry": Decimal(0)})
+        increases = pos["amt"] == 0 or pos["amt"] * sign > 0
+        fee = qty * price * (Decimal("0.0002") if maker else self.state.taker_fee)
+        self.state.wallet -= fee
         new = pos["amt"] + sign * qty
         if new == 0:
             self.state.wallet += (price - pos["entry"]) * pos["amt"]
@@ -316,21 +343,13 @@ class FakeBinanceUSDM:
             self.state.wallet += (price - pos["entry"]) * (sign * -qty)
             self.state.positions[s] = {**pos, "amt": new}
         now = _now_ms()
-        order = {"orderId": next(self._ids), "symbol": s, "status": "FILLED", "clientOrderId": cid, "price": "0.00",
-                 "avgPrice": str(price), "origQty": p["quantity"], "executedQty": p["quantity"],
-                 "cumQty": p["quantity"], "cumQuote": str(qty * price), "timeInForce": "GTC", "type": "MARKET",
-                 "reduceOnly": reduce_only, "closePosition": False, "side": p["side"], "positionSide": "BOTH",
-                 "stopPrice": "0.00", "workingType": "CONTRACT_PRICE", "priceProtect": False, "origType": "MARKET",
-                 "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER", "goodTillDate": 0,
-                 "time": now, "updateTime": now}
-        self.state.orders.append(order)
-        fee = qty * price * self.state.taker_fee
+        o.update(status="FILLED", avgPrice=str(price), executedQty=o["origQty"], cumQty=o["origQty"],
+                 cumQuote=str(qty * price), updateTime=now)
         self.state.trades.append({
-            "symbol": s, "id": next(self._ids), "orderId": order["orderId"], "side": p["side"], "price": str(price),
-            "qty": p["quantity"], "realizedPnl": "0", "quoteQty": str(qty * price), "commission": str(fee),
-            "commissionAsset": "USDT", "time": now, "positionSide": "BOTH", "buyer": p["side"] == "BUY",
-            "maker": False})
-        return order
+            "symbol": s, "id": next(self._ids), "orderId": o["orderId"], "side": o["side"], "price": str(price),
+            "qty": o["origQty"], "realizedPnl": "0", "quoteQty": str(qty * price), "commission": str(fee),
+            "commissionAsset": "USDT", "time": now, "positionSide": "BOTH", "buyer": o["side"] == "BUY",
+            "maker": maker})
 
     def _find(self, p: dict) -> dict:
         self._sym(p)
@@ -351,6 +370,7 @@ class FakeBinanceUSDM:
         if o["status"] != "NEW":
             raise VenueError(-2011, "Unknown order sent.")
         o["status"] = "CANCELED"
+        o["updateTime"] = _now_ms()
         return o
 
     def _open_orders(self, p: dict) -> list:

@@ -10,6 +10,7 @@ lie within [server_time - recv_window, server_time + 1000) (10002).
 
 State (``fake.state``): instruments, orders keyed by orderLinkId, one-way positions,
 executions, leverage, a USDT wallet. Market orders fill at once at ``state.fill_price[symbol]``;
+limit orders rest ("New") until ``fill(orderLinkId)`` fills them at their price (maker);
 a create whose initial margin (notional / leverage) exceeds the available balance gets 110007;
 a duplicate orderLinkId 110072; a reduce-only order that would not reduce 110017; a
 trading-stop that changes nothing 34040; set-leverage to the current value 110043.
@@ -269,9 +270,10 @@ class FakeBybit:
         qty = Decimal(p["qty"])
         if qty < Decimal(lot["minOrderQty"]) or qty % Decimal(lot["qtyStep"]) != 0 or qty > Decimal(lot["maxOrderQty"]):
             return self._err(10001, "Qty invalid")
-        if p.get("orderType") != "Market":
-            return self._err(10001, "this fake fills Market orders only")
-        price = self.state.fill_price[sym]
+        market = p.get("orderType") == "Market"
+        if not market and (p.get("orderType") != "Limit" or not p.get("price")):
+            return self._err(10001, "params error: orderType / price")
+        price = self.state.fill_price[sym] if market else Decimal(p["price"])
         sign = 1 if p["side"] == "Buy" else -1
         pos = self.state.positions.get(sym, {"size": Decimal(0), "avg": Decimal(0), "sl": ""})
         reduce_only = p.get("reduceOnly") in (True, "true")
@@ -280,9 +282,32 @@ class FakeBybit:
         increases = pos["size"] == 0 or pos["size"] * sign > 0
         if increases and qty * price / self.state.leverage.get(sym, Decimal(10)) > self._available():
             return self._err(110007, "ab not enough for new order")
-        oid = str(uuid.uuid4())
-        now = _now_ms()
-        fee = (qty * price * self.state.taker_fee).quantize(Decimal("0.00000001"))
+        oid, now = str(uuid.uuid4()), str(_now_ms())
+        self.state.orders[link] = {
+            "orderId": oid, "orderLinkId": link, "symbol": sym, "side": p["side"], "orderType": p["orderType"],
+            "qty": p["qty"], "price": "0" if market else p["price"], "cumExecQty": "0", "cumExecValue": "0",
+            "cumExecFee": "0", "avgPrice": "", "orderStatus": "New", "reduceOnly": reduce_only,
+            "createdTime": now, "updatedTime": now, "rejectReason": "EC_NoError"}
+        if market:
+            self._execute(link, price, maker=False)
+        else:
+            self._publish("order", [{**self.state.orders[link], "category": "linear"}])
+        return self._ok({"orderId": oid, "orderLinkId": link})
+
+    def fill(self, link: str) -> None:
+        """The market reaches a resting limit order: it fills completely at its price (maker)."""
+        with self._lock:
+            o = self.state.orders[link]
+            self._execute(link, Decimal(o["price"]), maker=True)
+
+    def _execute(self, link: str, price: Decimal, *, maker: bool) -> None:
+        o = self.state.orders[link]
+        sym, qty = o["symbol"], Decimal(o["qty"])
+        sign = 1 if o["side"] == "Buy" else -1
+        pos = self.state.positions.get(sym, {"size": Decimal(0), "avg": Decimal(0), "sl": ""})
+        increases = pos["size"] == 0 or pos["size"] * sign > 0
+        rate = Decimal("0.0002") if maker else self.state.taker_fee
+        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
         self.state.wallet -= fee
         new = pos["size"] + sign * qty
         if new == 0:
@@ -294,19 +319,16 @@ class FakeBybit:
         else:
             self.state.wallet += (price - pos["avg"]) * (sign * -qty)
             self.state.positions[sym] = {**pos, "size": new}
-        self.state.orders[link] = {
-            "orderId": oid, "orderLinkId": link, "symbol": sym, "side": p["side"], "orderType": "Market",
-            "qty": p["qty"], "price": "0", "cumExecQty": p["qty"], "cumExecValue": str(qty * price),
-            "cumExecFee": str(fee), "avgPrice": str(price), "orderStatus": "Filled", "reduceOnly": reduce_only,
-            "createdTime": str(now), "updatedTime": str(now), "rejectReason": "EC_NoError"}
+        now = str(_now_ms())
+        o.update(cumExecQty=o["qty"], cumExecValue=str(qty * price), cumExecFee=str(fee), avgPrice=str(price),
+                 orderStatus="Filled", updatedTime=now)
         self.state.executions.append({
-            "symbol": sym, "orderId": oid, "orderLinkId": link, "side": p["side"], "execId": str(uuid.uuid4()),
-            "execPrice": str(price), "execQty": p["qty"], "execValue": str(qty * price), "execFee": str(fee),
-            "feeRate": str(self.state.taker_fee), "execType": "Trade", "isMaker": False, "execTime": str(now)})
-        self._publish("order", [{**self.state.orders[link], "category": "linear"}])
+            "symbol": sym, "orderId": o["orderId"], "orderLinkId": link, "side": o["side"], "execId": str(uuid.uuid4()),
+            "execPrice": str(price), "execQty": o["qty"], "execValue": str(qty * price), "execFee": str(fee),
+            "feeRate": str(rate), "execType": "Trade", "isMaker": maker, "execTime": now})
+        self._publish("order", [{**o, "category": "linear"}])
         self._publish("execution", [{**self.state.executions[-1], "category": "linear"}])
         self._publish_position(sym)
-        return self._ok({"orderId": oid, "orderLinkId": link})
 
     def _publish(self, topic: str, rows: list[dict]) -> None:
         if self.ws is not None:
@@ -324,6 +346,8 @@ class FakeBybit:
         if o is None or o["orderStatus"] not in ("New", "PartiallyFilled", "Untriggered"):
             return self._err(110001, "order not exists or too late to cancel")
         o["orderStatus"] = "Cancelled"
+        o["updatedTime"] = str(_now_ms())
+        self._publish("order", [{**o, "category": "linear"}])
         return self._ok({"orderId": o["orderId"], "orderLinkId": o["orderLinkId"]})
 
     def _orders(self, p: dict, *, open_only: bool) -> dict:
