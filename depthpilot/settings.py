@@ -103,7 +103,8 @@ class Settings(BaseSettings):
 
     # trader service (strategy / risk / execution; money is exact: Decimal from text)
     trader_exchange: str = Field("", validation_alias="TRADER_EXCHANGE")  # "" = first of DEPTHPILOT_EXCHANGES
-    trader_venue: str = Field("bybit", pattern="^(bybit|ccxt)$", validation_alias="TRADER_VENUE")  # testnet/live adapter
+    # testnet/live adapter: "bybit" (pybit v5) or a ccxt exchange id such as "binanceusdm"
+    trader_venue: str = Field("bybit", pattern="^[a-z][a-z0-9_]*$", validation_alias="TRADER_VENUE")
     trader_autostart: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="TRADER_AUTOSTART")
     trader_budget: Decimal = Field(Decimal("100"), gt=0, validation_alias="TRADER_BUDGET")
     trader_leverage: Decimal = Field(Decimal("3"), gt=0, le=100, validation_alias="TRADER_LEVERAGE")

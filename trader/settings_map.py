@@ -5,8 +5,9 @@ Execution selection (paper by default, real orders only when asked twice):
 
 * ``DEPTHPILOT_MODE=paper`` (the default): the paper exchange, whatever keys are set. Keys
   present with no mode set still mean paper (the service logs that it ignores them).
-* ``DEPTHPILOT_MODE=testnet``: the venue adapter (``TRADER_VENUE``, Bybit by default) on the
-  testnet, with ``BYBIT_API_KEY``/``BYBIT_API_SECRET``.
+* ``DEPTHPILOT_MODE=testnet``: the venue adapter (``TRADER_VENUE``: ``bybit`` by default, or a
+  ccxt exchange id such as ``binanceusdm``) on the testnet, with ``BYBIT_API_KEY``/``BYBIT_API_SECRET``
+  (the venue's keys, whichever venue it is).
 * ``DEPTHPILOT_MODE=live``: real money; settings validation already refuses to start without
   the keys AND ``DEPTHPILOT_LIVE_TRADING_CONFIRM=yes``; :func:`execution_plan` checks again.
 """
@@ -70,5 +71,5 @@ def execution_plan(s: Any) -> ExecutionPlan:
     if mode == "live" and s.live_trading_confirm != "yes":
         raise ValueError("DEPTHPILOT_MODE=live needs DEPTHPILOT_LIVE_TRADING_CONFIRM=yes")
     venue = s.trader_venue
-    exchange = s.trader_exchange or ("bybit" if venue == "bybit" else s.exchanges[0])
+    exchange = s.trader_exchange or venue  # the books it marks with must carry this exchange name
     return ExecutionPlan(mode, venue, exchange, f"{mode.upper()} trading on {exchange} via {venue}")

@@ -38,9 +38,11 @@ def build_client(plan: ExecutionPlan, settings: Any, symbols: list[str]) -> tupl
         return client, insts
     from trader.execution import make_execution_client
 
+    bybit = plan.venue == "bybit"
     client = make_execution_client(venue=plan.venue, mode=plan.mode, api_key=settings.bybit_api_key,  # type: ignore[arg-type]
-                                   api_secret=settings.bybit_api_secret, base_url=settings.bybit_base_url,
-                                   private_ws_url=settings.bybit_private_ws_url or None)
+                                   api_secret=settings.bybit_api_secret,
+                                   base_url=settings.bybit_base_url if bybit else settings.ccxt_api_base_url,
+                                   private_ws_url=(settings.bybit_private_ws_url or None) if bybit else None)
     insts = client.instruments(symbols)
     return client, insts
 

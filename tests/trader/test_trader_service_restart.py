@@ -209,3 +209,46 @@ def test_paper_trader_restart_rebuilds_the_paper_venue_from_stored_fills(uid, mo
             bus2.close()
     feeder_bus.close()
     store.drop_database()
+
+
+def test_ccxt_venue_trades_through_the_service(uid, monkeypatch):
+    """TRADER_VENUE=binanceusdm: the real ccxt client against the fake Binance USD-M venue."""
+    from depthpilot.bus.memory import MemoryBroker
+    from tests.trader.fakes.binance_usdm import API_KEY as BKEY
+    from tests.trader.fakes.binance_usdm import API_SECRET as BSECRET
+    from tests.trader.fakes.binance_usdm import FakeBinanceUSDM
+    from trader.service import TraderService
+
+    monkeypatch.setenv("DEPTHPILOT_ENV_FILE", "")
+    MemoryBroker.reset(uid)
+    fake = FakeBinanceUSDM().start()
+    try:
+        fake.state.fill_price["BTCUSDT"] = Decimal("60000")
+        s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", mode="testnet",
+                          bybit_api_key=BKEY, bybit_api_secret=BSECRET, trader_venue="binanceusdm",
+                          ccxt_api_base_url=fake.url, trader_autostart=["BTCUSDT"], trader_poll_interval_s=0.1)
+        store = Store.connect(s.mongo_url, f"ccxt_{uid}")
+        feeder = connect_bus(s.amqp_url, "feeder").start()
+        bus = connect_bus(s.amqp_url, "trader").start()
+        svc = TraderService(s, bus, store).start()
+        try:
+            assert svc.runtime.exchange == "binanceusdm"
+            with BookFeeder(feeder, 60000.0, exchange="binanceusdm"):
+                wait_until(lambda: svc.runtime.counters["books"] > 3)
+                for _ in range(2):
+                    feeder.publish(signal("up", exchange="binanceusdm"))
+                wait_until(lambda: svc.runtime.engine.symbols["BTCUSDT"].led.qty > 0, timeout=10)
+                wait_until(lambda: store.positions("testnet") and store.positions("testnet")[0]["qty"] > 0)
+                client = c.ControlClient(feeder, requested_by="test", timeout_s=10)
+                client.call(c.StopTrading(symbol="all", flatten=True))
+                wait_until(lambda: svc.runtime.counters["closed_trades"] == 1, timeout=10)
+            t = store.closed_trades("testnet", n=1)[0]
+            assert t["exit_reason"] == "flatten" and t["exchange"] == "binanceusdm" and t["fees"] > 0
+            assert len(store.fills(mode="testnet")) == 2
+        finally:
+            svc.stop()
+            bus.close()
+            feeder.close()
+            store.drop_database()
+    finally:
+        fake.stop()

@@ -44,6 +44,12 @@ def test_paper_by_default_and_keys_alone_do_not_trade_live(monkeypatch):
     monkeypatch.setenv("DEPTHPILOT_MODE", "testnet")
     plan = execution_plan(load_settings())
     assert (plan.mode, plan.venue, plan.exchange) == ("testnet", "bybit", "bybit")
+    monkeypatch.setenv("TRADER_VENUE", "binanceusdm")  # a ccxt exchange id
+    assert execution_plan(load_settings()).venue == execution_plan(load_settings()).exchange == "binanceusdm"
+    monkeypatch.setenv("TRADER_VENUE", "Not A Venue!")
+    with pytest.raises(ConfigError, match="TRADER_VENUE"):
+        load_settings()
+    monkeypatch.delenv("TRADER_VENUE")
     monkeypatch.setenv("DEPTHPILOT_MODE", "live")
     with pytest.raises(ConfigError, match="DEPTHPILOT_LIVE_TRADING_CONFIRM"):
         load_settings()
