@@ -22,6 +22,7 @@ import os
 import struct
 import time
 import uuid
+from decimal import Decimal
 from enum import Enum
 from typing import Any, ClassVar, Literal, Union
 
@@ -176,59 +177,106 @@ class Signal(Message, tag="signal"):
 # --------------------------------------------------------------------------- trading state
 
 
-class OrderIntent(Message, tag="order_intent"):
-    """What the strategy wants; the trader's risk layer decides whether it is sent."""
+def _exact(value: Any) -> Any:
+    """Money fields are exact: a float given by a caller becomes the Decimal of its shortest
+    repr (``0.1`` -> ``Decimal('0.1')``); ints and strings become Decimal; None stays None."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        return Decimal(value)
+    return value
+
+
+class _Money(Message):
+    """Base of trading-state messages: the fields named in ``MONEY`` are ``Decimal``
+    (MessagePack/JSON carry them as strings, so nothing is rounded on the wire)."""
+
+    MONEY: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in self.MONEY:
+            v = getattr(self, name)
+            if not isinstance(v, Decimal) and v is not None:
+                setattr(self, name, _exact(v))
+
+
+class OrderIntent(_Money, tag="order_intent"):
+    """What the strategy wants; the trader's risk layer decides whether it is sent.
+    v2: ``qty``/``price`` are Decimal (v1 carried floats)."""
+
+    VERSION: ClassVar[int] = 2
+    MONEY: ClassVar[tuple[str, ...]] = ("qty", "price")
 
     client_order_id: str
     exchange: str
     symbol: str
     side: Side
-    qty: float
+    qty: Decimal
     order_type: Literal["market", "limit"] = "market"
-    price: float | None = None
+    price: Decimal | None = None
     reduce_only: bool = False
     reason: str = ""
     signal_id: str = ""
 
 
-class OrderUpdate(Message, tag="order_update"):
+class OrderUpdate(_Money, tag="order_update"):
+    """v2: quantities and prices are Decimal."""
+
+    VERSION: ClassVar[int] = 2
+    MONEY: ClassVar[tuple[str, ...]] = ("qty", "filled_qty", "avg_price")
+
     client_order_id: str
     exchange: str
     symbol: str
     status: Literal["new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
     side: Side
-    qty: float
-    filled_qty: float = 0.0
-    avg_price: float | None = None
+    qty: Decimal
+    filled_qty: Decimal = Decimal(0)
+    avg_price: Decimal | None = None
     exchange_order_id: str = ""
     reason: str = ""
     ts: int = 0
 
 
-class Fill(Message, tag="fill"):
+class Fill(_Money, tag="fill"):
+    """v2: qty, price and fee are Decimal (fee > 0 paid, < 0 rebate)."""
+
+    VERSION: ClassVar[int] = 2
+    MONEY: ClassVar[tuple[str, ...]] = ("qty", "price", "fee")
+
     client_order_id: str
     exchange: str
     symbol: str
     side: Side
-    qty: float
-    price: float
-    fee: float
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
     fee_ccy: str = "USDT"
     liquidity: Literal["maker", "taker", ""] = ""
     fill_id: str = ""
     ts: int = 0
 
 
-class PositionUpdate(Message, tag="position_update"):
+class PositionUpdate(_Money, tag="position_update"):
+    """v2: every amount is Decimal. ``realized_pnl`` and ``fees_paid`` are cumulative per
+    (exchange, symbol, mode); ``realized_pnl`` is before fees."""
+
+    VERSION: ClassVar[int] = 2
+    MONEY: ClassVar[tuple[str, ...]] = ("qty", "avg_price", "realized_pnl", "unrealized_pnl", "fees_paid",
+                                        "mark_price", "stop_price")
+
     exchange: str
     symbol: str
-    qty: float  # signed: > 0 long, < 0 short
-    avg_price: float
-    realized_pnl: float = 0.0
-    unrealized_pnl: float = 0.0
-    fees_paid: float = 0.0
-    mark_price: float | None = None
-    stop_price: float | None = None
+    qty: Decimal  # signed: > 0 long, < 0 short
+    avg_price: Decimal
+    realized_pnl: Decimal = Decimal(0)
+    unrealized_pnl: Decimal = Decimal(0)
+    fees_paid: Decimal = Decimal(0)
+    mark_price: Decimal | None = None
+    stop_price: Decimal | None = None
     mode: Literal["paper", "testnet", "live"] = "paper"
     ts: int = 0
 

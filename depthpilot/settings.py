@@ -8,6 +8,7 @@ Secrets are ``SecretStr``: never printed, never logged, masked in ``repr`` and
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -108,6 +109,34 @@ class Settings(BaseSettings):
     risk_max_leverage: float = Field(3.0, gt=0, le=100, validation_alias="RISK_MAX_LEVERAGE")
     risk_max_open_orders: int = Field(4, ge=1, validation_alias="RISK_MAX_OPEN_ORDERS")
 
+    # trader service (strategy / risk / execution; money is exact: Decimal from text)
+    trader_exchange: str = Field("", validation_alias="TRADER_EXCHANGE")  # "" = first of DEPTHPILOT_EXCHANGES
+    # testnet/live adapter: "bybit" (pybit v5) or a ccxt exchange id such as "binanceusdm"
+    trader_venue: str = Field("bybit", pattern="^[a-z][a-z0-9_]*$", validation_alias="TRADER_VENUE")
+    trader_autostart: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="TRADER_AUTOSTART")
+    trader_budget: Decimal = Field(Decimal("100"), gt=0, validation_alias="TRADER_BUDGET")
+    trader_leverage: Decimal = Field(Decimal("3"), gt=0, le=100, validation_alias="TRADER_LEVERAGE")
+    trader_entry_threshold: float = Field(0.55, gt=0, le=1, validation_alias="TRADER_ENTRY_THRESHOLD")
+    trader_confirm_k: int = Field(2, ge=1, le=100, validation_alias="TRADER_CONFIRM_K")
+    trader_smoothing_alpha: float = Field(1.0, gt=0, le=1, validation_alias="TRADER_SMOOTHING_ALPHA")
+    trader_exit_on_neutral: bool = Field(False, validation_alias="TRADER_EXIT_ON_NEUTRAL")
+    trader_stop_cooldown_s: float = Field(300.0, ge=0, validation_alias="TRADER_STOP_COOLDOWN_S")
+    trader_max_loss_fraction: Decimal = Field(Decimal("0.5"), gt=0, le=1, validation_alias="TRADER_MAX_LOSS_FRACTION")
+    trader_trailing_activation: Decimal = Field(Decimal("0.002"), ge=0, validation_alias="TRADER_TRAILING_ACTIVATION")
+    trader_trailing_lock: Decimal = Field(Decimal("0.5"), gt=0, le=1, validation_alias="TRADER_TRAILING_LOCK")
+    trader_max_order_notional: Decimal = Field(Decimal("1000"), gt=0, validation_alias="TRADER_MAX_ORDER_NOTIONAL")
+    trader_max_total_exposure: Decimal = Field(Decimal("2000"), gt=0, validation_alias="TRADER_MAX_TOTAL_EXPOSURE")
+    trader_max_signal_age_s: float = Field(60.0, gt=0, validation_alias="TRADER_MAX_SIGNAL_AGE_S")
+    trader_taker_fee: Decimal = Field(Decimal("0.00055"), ge=0, lt=1, validation_alias="TRADER_TAKER_FEE")
+    trader_maker_fee: Decimal = Field(Decimal("0.0002"), gt=-1, lt=1, validation_alias="TRADER_MAKER_FEE")
+    trader_paper_latency_ms: float = Field(0.0, ge=0, validation_alias="TRADER_PAPER_LATENCY_MS")
+    trader_paper_tick: Decimal = Field(Decimal("0.1"), gt=0, validation_alias="TRADER_PAPER_TICK")
+    trader_paper_lot: Decimal = Field(Decimal("0.001"), gt=0, validation_alias="TRADER_PAPER_LOT")
+    trader_paper_balance: Decimal = Field(Decimal("10000"), gt=0, validation_alias="TRADER_PAPER_BALANCE")
+    trader_poll_interval_s: float = Field(0.05, gt=0, le=10, validation_alias="TRADER_POLL_INTERVAL_S")
+    bybit_base_url: str | None = Field(None, validation_alias="BYBIT_BASE_URL")  # a mirror / local fake venue
+    bybit_private_ws_url: str | None = Field(None, validation_alias="BYBIT_PRIVATE_WS_URL")
+
     # telegram
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
     telegram_allowed_chat_ids: Annotated[list[int], NoDecode] = Field(
@@ -122,7 +151,7 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
     _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", "features_emit", "replay_paths",
-                           mode="before")(_split_csv)
+                           "trader_autostart", mode="before")(_split_csv)
 
     @field_validator("features_emit")
     @classmethod
@@ -131,6 +160,11 @@ class Settings(BaseSettings):
         if bad or not v:
             raise ValueError(f"must be a comma-separated subset of snapshot,block,candle (got {bad or 'nothing'})")
         return v
+
+    @field_validator("trader_autostart")
+    @classmethod
+    def _upper_autostart(cls, v: list[str]) -> list[str]:
+        return [s.upper() for s in v]
 
     @field_validator("symbols")
     @classmethod
@@ -220,6 +254,8 @@ class Settings(BaseSettings):
                 val = redact_url(val)
             elif isinstance(val, Enum):
                 val = val.value
+            elif isinstance(val, Decimal):
+                val = str(val)  # exact, JSON-ready
             out[name] = val
         return out
 

@@ -163,13 +163,14 @@ QUEUES: dict[str, QueueDef] = {
         _market("features.book", "book.*.*", sac=True),
         _market("features.trades", "trade.*.*", sac=True),
         _market("predictor.features", "features.*.*", sac=True),
+        # the trader: model signals, and the books it marks positions with (paper fills too)
         _market("trader.signals", "signals.*.*", max_length=1_000),
         _market("trader.book", "book.*.*", max_length=1_000),
         _market("api.heartbeats", "heartbeat.*", max_length=1_000),
         # state consumers
-        _state("trader.intents", "order.intent.#"),
         _state("notifier.events", "order.update.#", "fill.#", "risk.#", "notify.#"),
-        _state("api.state", "order.update.#", "fill.#", "position.#", "risk.#"),
+        # order intents are executed inside the trader and published for the record (api.state)
+        _state("api.state", "order.intent.#", "order.update.#", "fill.#", "position.#", "risk.#"),
         # control channel, one queue per service
         *(control_queue(s) for s in ("collector", "features", "predictor", "trader", "notifier", "tgbot", "api")),
     )

@@ -20,7 +20,7 @@ def run_all(
 ) -> None:
     """Run every service in ONE process on the in-memory bus and store. Ctrl-C or SIGTERM stops it."""
     from depthpilot.bus import connect_bus
-    from depthpilot.service import close_bus, open_store, setup_logging
+    from depthpilot.service import open_store, setup_logging
 
     if memory:
         os.environ["AMQP_URL"] = "memory://"
@@ -29,6 +29,10 @@ def run_all(
         os.environ.setdefault("COLLECTOR_SOURCE", "replay")
         os.environ.setdefault("REPLAY_SPEED", "5")
         os.environ.setdefault("REPLAY_LOOP", "true")
+        # the demo trades the replayed symbol on paper from the start
+        os.environ.setdefault("DEPTHPILOT_MODE", "paper")
+        if "TRADER_AUTOSTART" not in os.environ:
+            os.environ["TRADER_AUTOSTART"] = os.environ.get("DEPTHPILOT_SYMBOLS", "BTCUSDT")
     ensure_demo_data()
     s = settings()
     setup_logging(s)
@@ -55,6 +59,26 @@ def run_all(
             bus.close()
             raise typer.Exit(2) from None
     console.print(f"[green]running {', '.join(svc.name for svc, _ in services)} in one process; Ctrl-C to stop[/green]")
+    _watch(services, duration, s.amqp_url, trading=any(svc.name == "trader" for svc, _ in services))
+    console.print("stopped")
+
+
+def _watch(services: list, duration: Optional[float], amqp_url: str, trading: bool) -> None:
+    """Show the pipeline and the paper trading until Ctrl-C / ``duration``: a live view on a
+    terminal, one summary every 10 s otherwise; stop the services; print the summary."""
+    from depthpilot import control as c
+    from depthpilot.bus import connect_bus
+    from depthpilot.service import close_bus
+    from depthpilot_cli import run_view
+
+    view_bus = connect_bus(amqp_url, "run-all-view").start() if trading else None
+    client = c.ControlClient(view_bus, requested_by="run-all") if view_bus is not None else None
+    live = None
+    if console.is_terminal:
+        from rich.live import Live
+
+        live = Live(console=console, refresh_per_second=2, transient=False)
+        live.start()
     stop = threading.Event()
 
     def _on_sigterm(_signum: int, _frame: Any) -> None:
@@ -66,25 +90,41 @@ def run_all(
     try:
         while not stop.wait(1.0):
             now = time.monotonic()
-            if now - last_report >= 10:
+            if live is not None:
+                v = run_view.fetch(client) if client else None
+                live.update(run_view.render(v, _pipeline_summary(services)) if v else _pipeline_summary(services))
+            elif now - last_report >= 10:
                 last_report = now
                 console.print(_pipeline_summary(services), soft_wrap=True)
+                if client is not None:
+                    console.print(run_view.line(run_view.fetch(client)), soft_wrap=True)
             if duration is not None and now - t0 >= duration:
                 break
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if live is not None:
+            live.stop()
+        final = None
+        for _ in range(3 if client is not None else 0):  # a busy machine may answer slowly: ask again
+            final = run_view.fetch(client, timeout_s=5.0)
+            if not final.error:
+                break
         unconfirmed = 0
         for svc, bus in reversed(services):
             svc.stop()
             unconfirmed += close_bus(bus)
+        if view_bus is not None:
+            unconfirmed += close_bus(view_bus)
     console.print(_pipeline_summary(services), soft_wrap=True)
+    if final is not None:
+        console.print(run_view.line(final), soft_wrap=True)
+        console.print(run_view.summary(final), soft_wrap=True)
     if unconfirmed:
         console.print(f"[red]{unconfirmed} published state messages were never confirmed by the broker[/red]")
         console.print("stopped")
         raise typer.Exit(3)
-    console.print("stopped")
 
 
 def ensure_demo_data(base_url: str | None = None) -> None:
@@ -124,5 +164,7 @@ def _pipeline_summary(services: list) -> str:
         elif svc.name == "predictor":
             lat = f" (book->signal p50 {st['latency_ms_p50']:.1f} ms)" if "latency_ms_p50" in st else ""
             parts.append(f"predictor: {st.get('signals', 0):.0f} signals{lat}")
+        elif svc.name == "trader":
+            parts.append(f"trader: {st.get('intents', 0):.0f} orders, {st.get('fills', 0):.0f} fills")
     return "pipeline | " + " | ".join(parts)
 

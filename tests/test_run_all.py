@@ -1,5 +1,6 @@
 """`make run`: every service in one process on the in-memory bus and store, no Docker, no
-keys: real recorded books flow collector -> features -> predictor -> signals."""
+keys: real recorded books flow collector -> features -> predictor -> signals -> the trader,
+which trades them on paper and prints its trades and PnL after fees."""
 from __future__ import annotations
 
 import os
@@ -52,3 +53,12 @@ def test_run_all_in_one_process_produces_signals(data_dir):
     assert int(counts["predictor"]) > 10, last
     assert re.search(r"book->signal p50 [\d.]+ ms", last), last  # end-to-end latency from the trace stamps
     assert "Traceback" not in out, out
+    # the demo trades on paper: periodic trader lines, then a summary of trades and PnL after fees
+    assert int(counts["trader"]) >= 1, last  # orders sent
+    trader_lines = [ln for ln in out.splitlines() if ln.startswith("trader (paper) | signals: BTCUSDT")]
+    assert trader_lines, out[-3000:]
+    summary = [ln for ln in out.splitlines() if ln.startswith("summary |")][-1]
+    m = re.search(r"trades: (\d+) \| wins: (\d+) \| pnl after fees: (-?\d+\.\d{4}) USDT \| fees: (\d+\.\d{4})", summary)
+    assert m, summary
+    trades, wins, pnl, fees = int(m[1]), int(m[2]), float(m[3]), float(m[4])
+    assert trades >= 1 and 0 <= wins <= trades and fees > 0, summary

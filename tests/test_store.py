@@ -6,6 +6,7 @@ import os
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -424,18 +425,19 @@ def test_order_status_never_regresses(store):
     assert store.upsert_order(update("partially_filled", T0 + 2, 0.3))
     assert store.upsert_order(update("partially_filled", T0 + 4, 0.7))
     assert store.upsert_order(update("partially_filled", T0 + 3, 0.5)) is False  # late, smaller fill
-    assert store.order("c1")["filled_qty"] == 0.7
+    assert store.order("c1")["filled_qty"] == Decimal("0.7")
     assert store.upsert_order(update("filled", T0 + 5, 1.0))
     for late in (update("new", T0), update("accepted", T0 + 1), update("partially_filled", T0 + 4, 0.7),
                  update("cancelled", T0 + 9, 1.0), update("rejected", T0 + 9, 0.0)):
         assert store.upsert_order(late) is False, late.status
     o = store.order("c1")
-    assert (o["status"], o["filled_qty"]) == ("filled", 1.0)
+    assert (o["status"], o["filled_qty"]) == ("filled", Decimal("1.0"))
     # the same terminal status may be refined (avg price arrives later); re-applying is harmless
     assert store.upsert_order(update("filled", T0 + 6, 1.0, avg_price=61000.0))
     assert store.upsert_order(update("filled", T0 + 6, 1.0, avg_price=61000.0))
     o = store.order("c1")
-    assert (o["status"], o["avg_price"], o["intent"]["qty"]) == ("filled", 61000.0, 1.0)
+    assert (o["status"], o["avg_price"], o["intent"]["qty"]) == ("filled", Decimal("61000.0"), Decimal("1.0"))
+    assert isinstance(o["avg_price"], Decimal)  # exact money comes back as Decimal
     # update arriving before anything else creates the order; cancel wins over late accept
     assert store.upsert_order(update("cancelled", T0 + 2, coid="c3"))
     assert store.upsert_order(update("accepted", T0 + 1, coid="c3")) is False
@@ -473,12 +475,12 @@ def test_positions_upsert_idempotent(store):
     assert store.upsert_position(p1)  # same message again: same state
     assert store.positions() == before and len(before) == 1
     assert store.upsert_position(pos(T0 + 5, 9.0, 0.0, 0.0)) is False  # older, arrives late
-    assert store.positions()[0]["qty"] == 1.0
+    assert store.positions()[0]["qty"] == Decimal("1.0")
     assert store.upsert_position(pos(T0 + 20, -2.0, 7.0, 0.3))
     assert store.upsert_position(pos(T0 + 1, 3.0, 0.0, 0.0, mode="live"))
     paper = store.positions("paper")
-    assert len(paper) == 1 and paper[0]["qty"] == -2.0 and paper[0]["msg_id"] and "_id" not in paper[0]
-    assert len(store.positions()) == 2 and store.positions("live")[0]["qty"] == 3.0
+    assert len(paper) == 1 and paper[0]["qty"] == Decimal("-2.0") and paper[0]["msg_id"] and "_id" not in paper[0]
+    assert len(store.positions()) == 2 and store.positions("live")[0]["qty"] == Decimal("3.0")
     assert store.count("positions") == 2 and store.count("position_history") == 4  # p1 stored once
 
 
@@ -491,13 +493,14 @@ def test_pnl_summary(store):
     store.insert_fill(fill("b", 0.2, T0 + 20, price=110.0), mode="paper")
     store.insert_fill(fill("c", 9.0, T0 + 20), mode="live")
     s = store.pnl_summary("paper")
-    assert s["positions"] == 2 and s["realized_pnl"] == pytest.approx(9.0) and s["fees"] == pytest.approx(0.5)
-    assert s["net_pnl"] == pytest.approx(8.5) and s["unrealized_pnl"] == pytest.approx(2.0)
-    assert (s["fill_count"], s["fill_fees"], s["fill_notional"]) == (2, pytest.approx(0.3), pytest.approx(105.0))
+    # exact: 0.1 + 0.2 is 0.3 (no float drift)
+    assert s["positions"] == 2 and s["realized_pnl"] == Decimal("9.0") and s["fees"] == Decimal("0.5")
+    assert s["net_pnl"] == Decimal("8.5") and s["unrealized_pnl"] == Decimal("2.0")
+    assert (s["fill_count"], s["fill_fees"], s["fill_notional"]) == (2, Decimal("0.3"), Decimal("105.0"))
     since = store.pnl_summary("paper", since=T0 + 12)
     # BTC: 5.0 - 2.0 (state before since), ETH: first update after since -> all 4.0
-    assert since["realized_pnl"] == pytest.approx(7.0) and since["fees"] == pytest.approx(0.4)
-    assert since["fill_count"] == 1 and since["fill_fees"] == pytest.approx(0.2)
+    assert since["realized_pnl"] == Decimal("7.0") and since["fees"] == Decimal("0.4")
+    assert since["fill_count"] == 1 and since["fill_fees"] == Decimal("0.2")
     assert since["since"] == datetime.fromtimestamp((T0 + 12) // 10**6 / 1000, tz=timezone.utc)
     assert store.pnl_summary("testnet")["fill_count"] == 0
 

@@ -1,15 +1,17 @@
 """Engine actions and execution reports as bus messages (``depthpilot.messages``) and control
 views. Pure mapping, no I/O: the trader service publishes what these return.
 
-Bus messages carry floats (they are telemetry); the exact ``Decimal`` values live in the
-engine, its snapshot and the store.
+Money stays exact: the trading messages (v2) carry ``Decimal`` prices, quantities, fees and PnL,
+as the engine, its snapshot and the store do.
 """
 from __future__ import annotations
+
+from decimal import Decimal
 
 from depthpilot import messages as m
 from depthpilot.control import TradeView
 from trader.actions import ClosedTrade, PositionChange, RiskAlert
-from trader.domain import FillReport, OrderReport, OrderRequest
+from trader.domain import ZERO, FillReport, OrderReport, OrderRequest
 
 
 def risk_event(a: RiskAlert, source: str = "trader") -> m.RiskEvent:
@@ -19,31 +21,27 @@ def risk_event(a: RiskAlert, source: str = "trader") -> m.RiskEvent:
 
 def order_intent(r: OrderRequest, signal_id: str = "") -> m.OrderIntent:
     return m.OrderIntent(client_order_id=r.client_order_id, exchange=r.exchange, symbol=r.symbol, side=r.side,
-                         qty=float(r.qty), order_type=r.order_type,
-                         price=None if r.price is None else float(r.price), reduce_only=r.reduce_only,
+                         qty=r.qty, order_type=r.order_type, price=r.price, reduce_only=r.reduce_only,
                          reason=r.reason, signal_id=signal_id)
 
 
 def order_update(r: OrderReport) -> m.OrderUpdate:
     return m.OrderUpdate(client_order_id=r.client_order_id, exchange=r.exchange, symbol=r.symbol, status=r.status,
-                         side=r.side, qty=float(r.qty), filled_qty=float(r.filled_qty),
-                         avg_price=None if r.avg_price is None else float(r.avg_price),
+                         side=r.side, qty=r.qty, filled_qty=r.filled_qty, avg_price=r.avg_price,
                          exchange_order_id=r.exchange_order_id, reason=r.reason, ts=r.ts_ns)
 
 
 def fill(f: FillReport) -> m.Fill:
     return m.Fill(client_order_id=f.client_order_id, exchange=f.exchange, symbol=f.symbol, side=f.side,
-                  qty=float(f.qty), price=float(f.price), fee=float(f.fee), fee_ccy=f.fee_ccy,
+                  qty=f.qty, price=f.price, fee=f.fee, fee_ccy=f.fee_ccy,
                   liquidity=f.liquidity, fill_id=f.fill_id, ts=f.ts_ns)
 
 
-def position_update(p: PositionChange, mode: str = "paper", unrealized: float = 0.0,
-                    mark: float | None = None) -> m.PositionUpdate:
-    return m.PositionUpdate(exchange=p.exchange, symbol=p.symbol, qty=float(p.qty), avg_price=float(p.avg_price),
-                            realized_pnl=float(p.realized_pnl), unrealized_pnl=unrealized,
-                            fees_paid=float(p.fees_paid), mark_price=mark,
-                            stop_price=None if p.stop_price is None else float(p.stop_price),
-                            mode=mode, ts=p.ts_ns)  # type: ignore[arg-type]
+def position_update(p: PositionChange, mode: str = "paper", unrealized: Decimal = ZERO,
+                    mark: Decimal | None = None) -> m.PositionUpdate:
+    return m.PositionUpdate(exchange=p.exchange, symbol=p.symbol, qty=p.qty, avg_price=p.avg_price,
+                            realized_pnl=p.realized_pnl, unrealized_pnl=unrealized, fees_paid=p.fees_paid,
+                            mark_price=mark, stop_price=p.stop_price, mode=mode, ts=p.ts_ns)  # type: ignore[arg-type]
 
 
 def trade_view(t: ClosedTrade) -> TradeView:

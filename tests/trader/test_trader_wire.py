@@ -26,7 +26,7 @@ def test_every_action_maps_to_a_message():
             assert msg.kind == a.kind and msg.source == "trader"
         elif isinstance(a, OrderRequest):
             msg = wire.order_intent(a)
-            assert msg.qty == float(a.qty) and msg.reduce_only == a.reduce_only
+            assert msg.qty == a.qty and msg.reduce_only == a.reduce_only
         elif isinstance(a, PositionChange):
             msg = wire.position_update(a)
         elif isinstance(a, ClosedTrade):
@@ -45,6 +45,6 @@ def test_reports_map_to_messages():
     r = OrderReport("c1", EX, SYM, "buy", D("0.010"), "filled", D("0.010"), D("60000.1"), "x1", "", 5)
     f = FillReport("c1", EX, SYM, "buy", D("0.010"), D("60000.1"), D("0.33000055"), fill_id="e1", ts_ns=5)
     u, fm = wire.order_update(r), wire.fill(f)
-    assert (u.status, u.filled_qty, u.avg_price) == ("filled", 0.01, 60000.1)
-    assert (fm.price, fm.fee, fm.fill_id) == (60000.1, 0.33000055, "e1")
+    assert (u.status, u.filled_qty, u.avg_price) == ("filled", D("0.010"), D("60000.1"))
+    assert (fm.price, fm.fee, fm.fill_id) == (D("60000.1"), D("0.33000055"), "e1")  # exact (messages v2)
     assert type(roundtrip(u)) is m.OrderUpdate and type(roundtrip(fm)) is m.Fill

@@ -209,6 +209,8 @@ class CcxtExecution:
         """``submit`` returns ``rep``: later changes of it (and its fills) come from ``poll_events``."""
         self._emitted[vid] = (rep.status, rep.filled_qty)
         self._traded.add(rep.symbol)
+        if rep.exchange_order_id:  # its fills name the exchange order id: map them back to our id
+            self._cid_by_order[rep.exchange_order_id] = rep.client_order_id
         if not rep.terminal:
             self._watch[vid] = (rep.symbol, rep.client_order_id)
         return rep
