@@ -121,8 +121,10 @@ def test_snapshot_limit_and_stream_routing():
     assert mkt.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade" and not mkt.carries_depth
     with pytest.raises(BinanceSourceError, match="streams"):
         stream_connections("usdm", [f"S{i}USDT" for i in range(201)])
+    (coinm,) = stream_connections("coinm", ["BTCUSD_PERP"])  # COIN-M: one dstream connection, depth + aggTrade
+    assert coinm.url == "wss://dstream.binance.com/stream?streams=btcusd_perp@depth@100ms/btcusd_perp@aggTrade"
     with pytest.raises(BinanceSourceError, match="market"):
-        BinanceDiffSource("coinm", ["BTCUSD"])  # type: ignore[arg-type]
+        BinanceDiffSource("margin", ["BTCUSD"])  # type: ignore[arg-type]
     with pytest.raises(BinanceSourceError, match="rest_limit"):
         BinanceDiffSource("usdm", ["BTCUSDT"], rest_limit=2000)
     with pytest.raises(BinanceSourceError, match="symbols"):
