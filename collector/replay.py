@@ -400,4 +400,11 @@ def merge_by_recv(*sources: Iterable[ReplayMessage]) -> Iterator[ReplayMessage]:
     return heapq.merge(*sources, key=_ts_recv)
 
 
-from collector.replay_binance import BinanceRecordingReplay  # noqa: E402 - re-export (it uses SnapshotThrottle)
+def __getattr__(name: str) -> Any:
+    """``BinanceRecordingReplay`` lives in :mod:`collector.replay_binance` (it uses this module's
+    throttle); re-exported lazily to avoid an import cycle."""
+    if name == "BinanceRecordingReplay":
+        from collector.replay_binance import BinanceRecordingReplay
+
+        return BinanceRecordingReplay
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

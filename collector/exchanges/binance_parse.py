@@ -292,7 +292,7 @@ def parse_line(line: bytes) -> Record:
     try:
         ts = int(line[:sp])
     except ValueError:
-        raise BinanceFormatError(f"bad local timestamp {line[:sp][:40]!r}") from None
+        raise BinanceFormatError(f"bad local timestamp {line[:sp][:20]!r} (want '<timestamp> <json>')") from None
     if ts < 1_000_000_000_000_000_000 or ts >= 10_000_000_000_000_000_000:
         ts = normalise_local_ts(ts)
     j = sp + 1

@@ -41,11 +41,19 @@ _READ_ERRORS = (EOFError, OSError, zlib.error)
 _SCAN_LINES = 20_000  # lines read at most to find a file's first depth/trade message
 
 
+_TEXT_BYTES = frozenset(range(32, 127)) | {9, 10, 13}
+
+
 def open_recording(path: Path) -> IO[bytes]:
-    """Binary line reader of a recording file: gzip by content (magic bytes), else plain."""
+    """Binary line reader of a recording file: gzip by content (magic bytes), else plain text
+    (a file that is neither is refused with one line)."""
     with open(path, "rb") as fh:
-        head = fh.read(2)
-    return gzip.open(path, "rb") if head == _GZIP_MAGIC else open(path, "rb")
+        head = fh.read(256)
+    if head[:2] == _GZIP_MAGIC:
+        return gzip.open(path, "rb")
+    if any(b not in _TEXT_BYTES for b in head):
+        raise BinanceFormatError(f"{path}: neither gzip nor a text recording (binary content)")
+    return open(path, "rb")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
