@@ -270,3 +270,17 @@ def test_kline_dump_layout_loads_with_or_without_header_in_ms_or_us(tmp_path):
     named = data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz"
     if named.is_file() or os.environ.get("CI") == "true":
         assert len(load_klines(named)["ts"]) == 41_761  # the named-column layout still loads
+
+
+def test_book_snapshot_size_unit_is_additive_and_old_messages_still_decode():
+    s = m.BookSnapshot(exchange="binancecoinm", symbol=COINM_SYMBOL, ts_exchange=1, ts_recv=2, seq=3,
+                       bids=np.array([[100.0, 5.0]]), asks=np.array([[101.0, 7.0]]), size_unit="contracts",
+                       contract_value=100.0)
+    back = m.decode(m.encode(s))
+    assert (back.size_unit, back.contract_value) == ("contracts", 100.0)
+    assert m.from_json(m.to_json(s)).size_unit == "contracts"
+    raw = msgspec.msgpack.decode(m.encode(s))  # a message as written before the fields existed
+    del raw["size_unit"], raw["contract_value"]
+    old = m.decode(msgspec.msgpack.encode(raw))
+    assert isinstance(old, m.BookSnapshot) and (old.size_unit, old.contract_value) == ("base", 0.0)
+    assert old.v == s.v and np.array_equal(old.bids, s.bids) and np.array_equal(old.asks, s.asks)
