@@ -86,20 +86,6 @@ def snapshot_limit(market: str, depth: int, minimum: int = 1000) -> int:
     return min(covering) if covering else max(spec.rest_limits)
 
 
-def snapshot_limit(market: str, depth: int, minimum: int = 1000) -> int:
-    """REST ``limit`` for a book emitted at ``depth`` levels: at least ``minimum`` (levels far
-    from the top that never change again are only known from the snapshot), at least
-    ``depth``, within what the endpoint accepts (spot 1..5000, USD-M a fixed set up to 1000)."""
-    spec = _spec(market)
-    if depth < 1:
-        raise BinanceSourceError(f"depth must be >= 1, got {depth}")
-    want = max(depth, minimum)
-    if spec.rest_limits is None:
-        return min(want, spec.rest_max)
-    covering = [x for x in spec.rest_limits if x >= want]
-    return min(covering) if covering else max(spec.rest_limits)
-
-
 def _spec(market: str) -> MarketSpec:
     try:
         return MARKETS[market]

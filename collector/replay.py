@@ -42,7 +42,6 @@ __all__ = [
     "pace",
     "apace",
     "SnapshotThrottle",
-    "BinanceRecordingReplay",
     "TardisBookSnapshotReplay",
     "TardisTradesReplay",
     "merge_by_recv",

@@ -31,9 +31,8 @@ from typing import Any, Iterable, Iterator
 
 from collector.feed import FeedOutput, FeedProcessor
 from collector.supervision import FeedSupervision
-from collector.replay import (
-    BinanceRecordingReplay, SystemClock, TardisBookSnapshotReplay, TardisTradesReplay, merge_by_recv, pace,
-)
+from collector.replay import SystemClock, merge_by_recv, pace
+from collector.replay_formats import replay_sources
 from depthpilot import messages as m
 from depthpilot.paths import data_dir
 from depthpilot.service import Service
@@ -42,49 +41,6 @@ log = logging.getLogger("depthpilot.collector")
 
 DEFAULT_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
 _NS = 1_000_000_000
-
-
-def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[m.Message]]:
-    """One source per path: a raw Binance recording (file or directory of ``*.gz``), a
-    cryptofeed websocket capture (``OKX.ws.*``, ``KRAKEN_FUTURES.ws.*``, ``BITMEX.ws.*``,
-    ``BYBIT.ws.*``), a Bybit v5 archive (``*.data.zip``), or a Tardis-style CSV (``*trades*``
-    -> trades, otherwise book snapshots). All go through the exchange's own book builder."""
-    from collector.clip_replay import bybit_archive_replay, clip_replay, is_bybit_archive, is_clip
-
-    sources: list[Iterable[m.Message]] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise FileNotFoundError(f"REPLAY_PATHS: {p} does not exist")
-        name = p.name.lower()
-        if is_clip(p):
-            sources.append(clip_replay(p, depth))
-        elif is_bybit_archive(p):
-            sources.append(bybit_archive_replay(p, depth))
-        elif p.is_dir() or _looks_like_binance(p):  # by content: names mean nothing
-            sources.append(BinanceRecordingReplay(p, depth=depth, max_rate_hz=rate_hz))
-        elif "trade" in name:
-            sources.append(TardisTradesReplay(p))
-        elif name.endswith((".csv", ".csv.gz")):
-            sources.append(TardisBookSnapshotReplay(p))
-        else:
-            raise ValueError(f"REPLAY_PATHS: cannot tell the format of {p}")
-    return sources
-
-
-def _looks_like_binance(p: Path) -> bool:
-    """A raw Binance recording (``<digits> {json}`` lines, gzip or plain), by its first line;
-    an unreadable or empty file also goes to the Binance reader, which names the problem."""
-    from collector.exchanges.binance_recording import open_recording
-
-    if p.name.lower().endswith((".csv", ".csv.gz", ".parquet")):
-        return False
-    try:
-        with open_recording(p) as fh:
-            line = fh.readline(4096)
-    except Exception:  # noqa: BLE001 - unreadable: let the Binance reader raise its one-line error
-        return True
-    head, _, rest = line.partition(b" ")
-    return not line or (head.isdigit() and rest.lstrip().startswith(b"{"))
 
 
 class _StopClock(SystemClock):

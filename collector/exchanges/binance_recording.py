@@ -141,7 +141,7 @@ def plan_streams(paths: str | Path | Iterable[str | Path]) -> list[list[FileInfo
         if len(groups) > 1 or not groups:
             raise BinanceFormatError(f"{unknown[0].path}: no depth or trade stream message tells its market and symbol")
         next(iter(groups.values())).extend(unknown)
-    return [sorted(g, key=lambda i: i.first_ts) for g in groups.values()]
+    return [sorted(groups[k], key=lambda i: i.first_ts) for k in sorted(groups)]  # deterministic: by stream
 
 
 def iter_recording(paths: str | Path | Iterable[str | Path]) -> Iterator[Record]:
