@@ -5,18 +5,14 @@
   ``REPLAY_SPEED`` x real time (0 = as fast as possible), optionally looping. Progress is
   checkpointed in the store, so a restarted collector continues where it stopped and ids are
   deterministic, so nothing is stored or handled twice.
-* ``COLLECTOR_SOURCE=live``: Binance spot (``binance``) and USD-M (``binanceusdm``) through
-  the native diff-depth source (:mod:`collector.binance_ws`, one per market with all symbols,
-  URLs overridable with ``BINANCE_[USDM_]WS_URL`` / ``BINANCE_[USDM_]REST_URL``); per
-  (exchange, symbol), Bybit through pybit's websocket with our own book and every other
-  exchange through ccxt (websocket where ccxt.pro has it, else REST polling). A source that
-  fails after its retries is restarted with back-off and reported as a ``feed_reconnect``
-  RiskEvent (as is every websocket reconnect of the native Binance source). With
-  ``COLLECTOR_TRADES`` (default on) every live source also publishes trades: the native
-  Binance trade stream, pybit's ``publicTrade`` topic, and a ccxt trade feed per (exchange,
-  symbol) next to its book feed (``watch_trades`` or ``fetch_trades`` polling; a restarted
-  trade feed resumes after the last trade it published). ``CCXT_API_BASE_URL`` points the
-  ccxt sources at a mirror / proxy / local fake.
+* ``COLLECTOR_SOURCE=live``: the feeds of every exchange in ``DEPTHPILOT_EXCHANGES`` come
+  from the venue registry (:mod:`collector.venues`: native Binance spot / USD-M / COIN-M,
+  Bybit through pybit with our own book, ccxt for the rest); an unknown name fails start-up.
+  Every feed runs under ONE supervised loop (:meth:`CollectorService._supervise`): a source
+  that fails is closed, reported as a ``feed_reconnect`` RiskEvent and rebuilt with back-off.
+  Dead tasks and feeds down past ``COLLECTOR_FEED_DOWN_LIMIT_S`` are :meth:`problems` that
+  turn the heartbeat "degraded" (:mod:`collector.supervision`). ``COLLECTOR_TRADES`` (default
+  on) adds the trades of every live source.
 """
 from __future__ import annotations
 

@@ -77,9 +77,8 @@ class FeedSupervision:
                 continue
             since = st.last_ok_ns if st.last_ok_ns is not None else st.started_ns
             if now_ns - since > limit_ns:
-                what = "no usable data" if st.last_ok_ns is None else "no usable data since"
                 err = f" ({st.failures} failures; last: {st.last_error})" if st.failures else ""
-                out.append(f"feed {st.name} down: {what} for {(now_ns - since) / _NS:.0f}s{err}")
+                out.append(f"feed {st.name} down: no usable data for {(now_ns - since) / _NS:.0f}s{err}")
         return out
 
     def stats(self) -> dict[str, float]:

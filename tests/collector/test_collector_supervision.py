@@ -100,12 +100,16 @@ def test_a_feed_whose_connect_fails_is_retried_and_past_the_limit_the_service_is
     try:
         svc.start()
         assert svc.status == "ok" and svc.problems() == []  # within the limit: retrying is not yet a problem
-        assert _wait(lambda: svc.supervision.feeds["bybit book+trades BTCUSDT"].restarts >= 2, 30)
-        assert _wait(lambda: svc.status == "degraded", 15), svc.problems()
-        (problem,) = svc.problems()
-        assert problem.startswith("feed bybit book+trades BTCUSDT down: no usable data for") and "failures" in problem
+        feed = svc.supervision.feeds["bybit book+trades BTCUSDT"]
+        assert _wait(lambda: feed.restarts >= 2, 30), feed
+        assert _wait(lambda: svc.status == "degraded", 15), (svc.status, svc.problems(), feed)
+        problems = svc.problems()
+        assert len(problems) == 1, problems
+        problem = problems[0]
+        assert problem.startswith("feed bybit book+trades BTCUSDT down: no usable data for"), problem
+        assert "failures; last: book+trades: " in problem, problem
         hb = svc.heartbeat()
-        assert hb.status == "degraded" and hb.stats["feed_restarts"] >= 2 and hb.stats["problems"] == 1
+        assert hb.status == "degraded" and hb.stats["feed_restarts"] >= 2 and hb.stats["problems"] == 1, hb
         assert svc.processor.health.feed("bybit", "BTCUSDT").reconnects >= 2  # each failure reported
         reply = svc.handle_command(m.ControlCommand(target="collector", command="status"))
         assert reply is not None and reply["problems"] == [problem]
