@@ -196,6 +196,30 @@ def test_lost_diff_is_detected_and_resynced_from_rest(rel, market):
     assert snaps[i_bad - 1].seq < lost and snaps[i_bad + 1].seq > lost
 
 
+@pytest.mark.parametrize("rel,market", [(SPOT, "spot")])
+def test_older_rest_snapshot_never_rewinds_the_live_book(rel, market):
+    """After a gap the REST node answers with an OLD snapshot (older than the book already
+    built): it is counted and ignored (the book never goes back), and a fresh one resyncs."""
+    rec, ref = _reference(rel, market, N_SPOT)
+    after = [int(d["u"]) for d in rec.depth_events if int(d["u"])]
+    lost = after[600]
+
+    async def go():
+        async with FakeBinance(rec, futures=market == "usdm", drop_u={lost}) as srv:
+            srv.fail("/api/v3/depth", "ok", 1)  # the initial sync is normal
+            srv.fail("/api/v3/depth", "stale", 1)  # the resync first gets an old snapshot
+            src = _source(srv, market, backoff_initial_s=0.01)
+            return srv, src, await _collect(src, srv)
+
+    srv, src, msgs = _run(go())
+    snaps = _check_against_replay(msgs, ref)  # every valid book is right: nothing was rewound
+    b = src.builders["BTCUSDT"]
+    assert b.old_snapshots == 1 and b.gaps == 1 and b.resyncs == 1
+    assert [r[2] for r in srv.depth_requests()] == ["200", "stale", "200"]
+    seqs = [s.seq for s in snaps if s.valid]
+    assert seqs == sorted(seqs) and seqs[-1] == srv.final_u
+
+
 # ------------------------------------------------------------------------ (c) server closes -> reconnect
 
 
