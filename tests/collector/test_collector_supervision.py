@@ -69,6 +69,11 @@ def test_looped_replay_gives_each_loop_its_own_ids_and_keeps_every_trade(tmp_pat
     try:
         svc.start()
         assert _wait(lambda: len(trades) >= 3 * per_loop, 60), f"{len(trades)} trades after 60 s"
+        # staleness on the replay clock (not wall clock vs 2024 event times); no fake latency
+        (feed,) = svc.handle_command(m.ControlCommand(target="collector", command="status"))["feeds"]
+        assert 0 <= feed["staleness_s"] < 5 and feed["last_latency_ms"] is None, feed
+        hb = svc.heartbeat().stats
+        assert 0 <= hb["binance.BTCUSDT.staleness_s"] < 5 and "binance.BTCUSDT.last_latency_ms" not in hb
     finally:
         svc.stop()
         bus.close()
