@@ -175,7 +175,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
     src = raw_files(SPOT)[0]
     out = {}
     out["truncated"] = tmp_path / "truncated.gz"
-    out["truncated"].write_bytes(src.read_bytes()[:300_000])
+    out["truncated"].write_bytes(src.read_bytes()[:60_000])
     out["random"] = tmp_path / "random.gz"
     out["random"].write_bytes(np.random.default_rng(1).bytes(5000))
     out["empty"] = tmp_path / "empty.gz"
