@@ -112,6 +112,7 @@ def _watch(services: list, duration: Optional[float], amqp_url: str, trading: bo
             if not final.error:
                 break
         unconfirmed = 0
+        problems = [f"{svc.name}: {p}" for svc, _ in services for p in _problems(svc)]
         for svc, bus in reversed(services):
             svc.stop()
             unconfirmed += close_bus(bus)
@@ -125,6 +126,10 @@ def _watch(services: list, duration: Optional[float], amqp_url: str, trading: bo
         console.print(f"[red]{unconfirmed} published state messages were never confirmed by the broker[/red]")
         console.print("stopped")
         raise typer.Exit(3)
+    if problems:  # a service that was unhealthy at the end (a feed down, a replay that failed): non-zero exit
+        for p in problems:
+            console.print(f"[red]{p}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def ensure_demo_data(base_url: str | None = None) -> None:
@@ -151,6 +156,11 @@ def ensure_demo_data(base_url: str | None = None) -> None:
                       "on a machine with internet[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     os.environ["DEPTHPILOT_DATA_DIR"] = str(dest)
+
+
+def _problems(svc) -> list[str]:
+    fn = getattr(svc, "problems", None)
+    return list(fn()) if callable(fn) else []
 
 
 def _pipeline_summary(services: list) -> str:
