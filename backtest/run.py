@@ -59,6 +59,7 @@ class RunResult:
     position: np.ndarray  # (T,) float signed qty after each book
     counters: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    requests: dict[str, OrderRequest] = field(default_factory=dict)  # client id -> order as decided
 
 
 class RecordingPaper(PaperExchange):
@@ -67,6 +68,11 @@ class RecordingPaper(PaperExchange):
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.fill_log: list[FillReport] = []
+        self.requests: dict[str, OrderRequest] = {}
+
+    def submit(self, req: OrderRequest):  # type: ignore[override]
+        self.requests.setdefault(req.client_order_id, req)
+        return super().submit(req)
 
     def poll_events(self):  # type: ignore[override]
         ev = super().poll_events()
@@ -158,7 +164,7 @@ def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, funding, float(inst.contract_value))
     return RunResult(name or (stream.name if stream else "flat"), list(eng.closed), list(paper.fill_log),
                      cfg.balance, paper.cash, led.fees, paper.funding_paid, paper.slippage_total, led.signed_qty,
-                     books.ts.copy(), eq, pos, dict(eng.counters), time.perf_counter() - t0)
+                     books.ts.copy(), eq, pos, dict(eng.counters), time.perf_counter() - t0, dict(paper.requests))
 
 
 def flatten_row(books: Books, latency_ns: int) -> int:
@@ -227,7 +233,7 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
             open_k = pending_exit = None
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, (), float(inst.contract_value))
     return RunResult(name, trades, list(paper.fill_log), cfg.balance, paper.cash, led.fees, paper.funding_paid,
-                     paper.slippage_total, led.signed_qty, books.ts.copy(), eq, pos, {}, time.perf_counter() - t0)
+                     paper.slippage_total, led.signed_qty, books.ts.copy(), eq, pos, {}, time.perf_counter() - t0, dict(paper.requests))
 
 
 def _exit(paper: PaperExchange, inst: Instrument, k: int, side: str, ts: int) -> None:
