@@ -11,6 +11,11 @@ import typer
 from depthpilot_cli.common import app, console, progress
 
 
+def _err(msg: str) -> None:
+    """One line on stderr, never wrapped or parsed as markup."""
+    console.print(msg, style="red", soft_wrap=True, markup=False, highlight=False)
+
+
 def trader_config(config: Optional[Path], sets: list[str]):
     """TraderConfig from a JSON/TOML file (flat, or under a ``[trader]`` table) and ``--set k=v``."""
     from trader.config import TraderConfig, config_from_dict, parse_param
@@ -26,23 +31,23 @@ def trader_config(config: Optional[Path], sets: list[str]):
             else:
                 data = json.loads(text)
         except (OSError, ValueError) as exc:
-            console.print(f"[red]--config {config}: {exc}[/red]")
+            _err(f"--config {config}: {exc}")
             raise typer.Exit(2) from None
         data = data.get("trader", data)
         try:
             cfg = config_from_dict({k: str(v) for k, v in data.items()})
         except ValueError as exc:
-            console.print(f"[red]--config {config}: {exc}[/red]")
+            _err(f"--config {config}: {exc}")
             raise typer.Exit(2) from None
     for s in sets:
         name, sep, value = s.partition("=")
         if not sep:
-            console.print(f"[red]--set {s!r}: want name=value[/red]")
+            _err(f"--set {s!r}: want name=value")
             raise typer.Exit(2)
         try:
             cfg = parse_param(cfg, name.strip(), value)
         except ValueError as exc:
-            console.print(f"[red]--set {s}: {exc}[/red]")
+            _err(f"--set {s}: {exc}")
             raise typer.Exit(2) from None
     return cfg
 
@@ -59,10 +64,10 @@ def run_config(config, sets, latency_ms: float, taker_fee: Optional[str], fundin
         fr = Decimal(funding_rate) if funding_rate is not None else None
         bal = Decimal(balance)
     except InvalidOperation:
-        console.print("[red]--taker-fee / --funding-rate / --balance: not a decimal number[/red]")
+        _err("--taker-fee / --funding-rate / --balance: not a decimal number")
         raise typer.Exit(2) from None
     if latency_ms < 0:
-        console.print("[red]--latency-ms must be >= 0[/red]")
+        _err("--latency-ms must be >= 0")
         raise typer.Exit(2)
     return RunConfig(trader=trader_config(config, sets), fees=fees, latency_ns=int(latency_ms * 1e6), balance=bal,
                      funding_rate=fr)
@@ -74,7 +79,7 @@ def _load(path: Path, depth: int):
     try:
         return load_recording(path, depth=depth)
     except BacktestInputError as exc:
-        console.print(f"[red]{exc}[/red]")
+        _err(f"{exc}")
         raise typer.Exit(2) from None
 
 
@@ -84,7 +89,7 @@ def _model(model: Optional[Path]):
     try:
         return load_model(model)
     except Exception as exc:  # an artifact that does not load: one line, not a traceback
-        console.print(f"[red]--model {model}: {type(exc).__name__}: {exc}[/red]")
+        _err(f"--model {model}: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -220,7 +225,7 @@ def optimize(recording: Path = typer.Argument(..., help="one recording: fit on i
             res = run_opt(books, pred, inst, cfg, train_frac=train_frac, optuna_trials=optuna_trials, seed=seed,
                           on_progress=lambda i, n: bar.update(t, total=n, completed=i))
         except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
+            _err(f"{exc}")
             raise typer.Exit(2) from None
     best_cfg = replace(cfg, trader=replace(cfg.trader, **res.best))
     ev_books = books.slice(res.split_row, len(books))
