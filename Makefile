@@ -1,6 +1,6 @@
 # depthpilot developer tasks (`make help`).
 #
-#   make test           venv + install (only when pyproject.toml changed) + local RabbitMQ + pytest
+#   make test           venv + install (only when pyproject.toml changed) + local RabbitMQ + chromium + pytest
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
 #   make bench          every bench/*.py
 #   make definitions    regenerate rabbitmq/definitions.json from depthpilot.topology
@@ -26,6 +26,8 @@ TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 # 0 skips scripts/ensure_rabbitmq.sh (tests that need the broker will then fail or skip).
 ENSURE_RABBITMQ ?= 1
+# 0 skips scripts/ensure_chromium.sh (the HTML report test then skips, or fails under CI=true).
+ENSURE_CHROMIUM ?= 1
 COMPOSE ?= $(VENV)/bin/docker-compose
 COMPOSE_ENV_FILE := $(if $(wildcard .env),.env,.env.example)
 
@@ -51,6 +53,9 @@ install: $(STAMP)
 test: $(STAMP)
 ifeq ($(ENSURE_RABBITMQ),1)
 	scripts/ensure_rabbitmq.sh
+endif
+ifeq ($(ENSURE_CHROMIUM),1)
+	scripts/ensure_chromium.sh
 endif
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
