@@ -47,7 +47,7 @@ class SignalStream:
                 t = int(books.ts[i])
                 out[i] = Signal(exchange=books.exchange, symbol=books.symbol, ts=t, model_id=self.model_id or self.name,
                                 classes=self.classes, probs=self.probs[i].tolist(), score=float(scores[j]),
-                                expires_at=t + self.ttl_ns)
+                                expires_at=t + self.ttl_ns, id=f"{self.name}-{i}", trace={})  # no uuid/clock per row
         return out
 
 

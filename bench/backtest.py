@@ -98,14 +98,16 @@ def main() -> None:
     n = len(books)
     inst = infer_instrument(books)
 
-    t0 = pc()
-    X = feature_matrix(pred, books)
-    t_feat = pc() - t0
+    t_feat = 1e9
+    for _ in range(3):  # best of 3: the machine is shared
+        t0 = pc()
+        X = feature_matrix(pred, books)
+        t_feat = min(t_feat, pc() - t0)
     t0 = pc()
     stream = model_probs(pred, books, X)
     t_model = pc() - t0
     best_strat = 1e9
-    for _ in range(3):
+    for _ in range(5):
         r = run_signals(books, stream, inst, cfg)
         best_strat = min(best_strat, r.seconds)
     # the same loop with signals prepared outside the timing (the engine + paper alone)
