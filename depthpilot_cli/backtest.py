@@ -123,6 +123,23 @@ def _outdir(out: Path, recs: list[Path], i: int) -> Path:
     return out if len(recs) == 1 else out / f"{i:02d}-{recs[i].name.split('.')[0]}"
 
 
+def parse_grid(text: str, base) -> dict[str, tuple[Any, ...]]:
+    """``--grid`` JSON: every field a TraderConfig field, every value accepted by it."""
+    from trader.config import parse_param
+
+    try:
+        g = json.loads(text)
+        if not isinstance(g, dict) or not g or not all(isinstance(v, list) and v for v in g.values()):
+            raise ValueError("want a JSON object of non-empty lists")
+        for k, vals in g.items():
+            for v in vals:
+                parse_param(base, k, str(v))
+    except ValueError as exc:
+        _err(f"--grid: {exc}")
+        raise typer.Exit(2) from None
+    return {k: tuple(parse_param(base, k, str(v)).__getattribute__(k) for v in vals) for k, vals in g.items()}
+
+
 COMMON = dict(
     model=typer.Option(None, "--model", "-m", help="model artifact dir (default: the bundled book model)"),
     out=typer.Option(Path("runs/backtest"), "--out", "-o", help="output directory"),
@@ -198,6 +215,8 @@ def optimize(recording: Path = typer.Argument(..., help="one recording: fit on i
              model: Optional[Path] = COMMON["model"], out: Path = typer.Option(Path("runs/optimize"), "--out", "-o"),
              train_frac: float = typer.Option(0.6, help="share of the books in the training window"),
              optuna_trials: int = typer.Option(0, "--optuna", help="optuna TPE trials over the grid (0 = full grid)"),
+             grid: Optional[str] = typer.Option(None, help='JSON {"field": [values], ...} of TraderConfig fields '
+                                                '(default: threshold, K, trailing lock, cooldown)'),
              config: Optional[Path] = COMMON["config"], sets: list[str] = COMMON["sets"],
              latency_ms: float = COMMON["latency_ms"], taker_fee: Optional[str] = COMMON["taker_fee"],
              funding_rate: Optional[str] = COMMON["funding_rate"], balance: str = COMMON["balance"],
@@ -216,13 +235,14 @@ def optimize(recording: Path = typer.Argument(..., help="one recording: fit on i
     from backtest.suite import backtest_suite, verdict
 
     cfg = run_config(config, sets, latency_ms, taker_fee, funding_rate, balance)
+    the_grid = parse_grid(grid, cfg.trader) if grid else DEFAULT_GRID
     pred = _model(model)
     books = _load(recording, model_depth(pred))
     inst = infer_instrument(books)
     with progress() as bar:
         t = bar.add_task("grid on the training window", total=None)
         try:
-            res = run_opt(books, pred, inst, cfg, train_frac=train_frac, optuna_trials=optuna_trials, seed=seed,
+            res = run_opt(books, pred, inst, cfg, train_frac=train_frac, grid=the_grid, optuna_trials=optuna_trials, seed=seed,
                           on_progress=lambda i, n: bar.update(t, total=n, completed=i))
         except ValueError as exc:
             _err(f"{exc}")
@@ -234,7 +254,7 @@ def optimize(recording: Path = typer.Argument(..., help="one recording: fit on i
                            label_threshold=float(man.label.get("threshold", 0.0)), n_random=random_draws, seed=seed,
                            period_s=period_s)
     suite.notes += res.notes
-    grid_txt = ", ".join(f"{k} in {list(v)}" for k, v in DEFAULT_GRID.items())
+    grid_txt = ", ".join(f"{k} in {list(v)}" for k, v in the_grid.items())
     top = "".join(f"<tr><td>{r['params']}</td><td>{R.fmt(r['net_pnl'])}</td><td>{r['trades']}</td></tr>"
                   for r in res.table[:10])
     sections = [("Windows", f"<p>training: the first {train_frac:.0%} of the books (to {R.iso(res.split_ts)}); "

@@ -84,3 +84,10 @@ def test_html_report_renders_in_headless_chromium(tmp_path_factory, tmp_path):
     non_white = (img < 0.95).any(axis=2).mean()
     assert non_white > 0.03, non_white  # text, tables and plots drawn, not a blank page
     assert len(np.unique((img * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50  # plot colours
+
+
+def test_optimize_command_bad_grid_is_one_line(tmp_path):
+    r = CliRunner().invoke(app, ["optimize", str(tmp_path), "--grid", '{"confirm_k": [0]}'])
+    assert r.exit_code == 2 and "--grid" in r.output and "confirm_k" in r.output
+    r = CliRunner().invoke(app, ["optimize", str(tmp_path), "--grid", '{"nope": [1]}'])
+    assert r.exit_code == 2 and "unknown parameter" in r.output
