@@ -29,6 +29,7 @@ from trader.engine import TradingEngine
 from trader.paper import PaperExchange
 
 FUNDING_PERIOD_NS = 8 * 3600 * 10**9  # funding at 00:00 / 08:00 / 16:00 UTC
+TIMER_NS = 10**9  # engine timer every second of event time, as the service ticks it
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,12 @@ def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg
     funding: list[tuple[int, float]] = []
     next_fund = (int(books.ts[0]) // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS if T else 0
     step = max(1, T // 100)
+    next_timer = int(books.ts[0]) + TIMER_NS if T else 0
     for i in range(T):
         v = views[i]
+        if v.ts >= next_timer:  # the service's periodic timer: stale book / no fresh signal halts
+            sim.timer(v.ts)
+            next_timer = v.ts + TIMER_NS
         if cfg.funding_rate is not None and v.ts >= next_fund:
             pay = paper.apply_funding(sym, cfg.funding_rate) if v.valid else ZERO
             if pay:
