@@ -40,9 +40,9 @@ def _costs(res: SuiteResult) -> dict[str, Any]:
     return {"recording": res.books.get("source"), "exchange / symbol": f"{res.books['exchange']} {res.books['symbol']}",
             "books (valid)": f"{res.books['books']} ({res.books['valid_books']})", "span (s)": res.books["span_s"],
             "tick / lot (from the data)": f"{res.instrument.tick_size} / {res.instrument.lot_step}",
-            "taker fee": c.fees.taker, "order latency (ms)": c.latency_ns / 1e6,
-            "funding rate per 8 h": c.funding_rate if c.funding_rate is not None else "off",
-            "start balance": c.balance, "budget x leverage": f"{c.trader.budget} x {c.trader.leverage}",
+            "taker fee": f"{c.fees.taker} ({c.fees.taker * 10000} bps)", "order latency (ms)": f"{c.latency_ns / 1e6:g}",
+            "funding rate per 8 h": str(c.funding_rate) if c.funding_rate is not None else "off",
+            "start balance": str(c.balance), "budget x leverage": f"{c.trader.budget} x {c.trader.leverage}",
             "entry threshold / K": f"{c.trader.entry_threshold} / {c.trader.confirm_k}",
             "Sharpe/Sortino period": f"{res.period_s:g} s returns, annualised x sqrt(periods per 365 d)"}
 
