@@ -11,10 +11,11 @@ the prices and sizes themselves (never from a file name).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ class Books:
     def __len__(self) -> int:
         return int(self.ts.shape[0])
 
-    def slice(self, i0: int, i1: int) -> "Books":
+    def slice(self, i0: int, i1: int) -> Books:
         return Books(self.exchange, self.symbol, self.ts[i0:i1], self.bids[i0:i1], self.asks[i0:i1],
                      self.valid[i0:i1], self.source)
 
@@ -116,7 +117,12 @@ def _tabular(path: Path, source: str) -> Books:
 
 def load_recording(path: str | Path, depth: int = 250) -> Books:
     """Books of one recording, rebuilt by the collector's builders (see the module doc)."""
-    from collector.clip_replay import bybit_archive_replay, clip_replay, is_bybit_archive, is_clip
+    from collector.clip_replay import (
+        bybit_archive_replay,
+        clip_replay,
+        is_bybit_archive,
+        is_clip,
+    )
     from collector.replay import BinanceRecordingReplay, ReplayError
 
     p = Path(path)
@@ -152,14 +158,14 @@ def _step(values: np.ndarray, max_decimals: int = 10) -> Decimal:
     if v.size == 0:
         return Decimal("1e-8")
     v = v[:20000]
-    for k in range(0, max_decimals + 1):
+    for k in range(max_decimals + 1):
         s = v * 10.0**k
         if np.all(np.abs(s - np.round(s)) < 1e-6 * np.maximum(1.0, np.abs(s)) + 1e-9):
             return Decimal(1).scaleb(-k)
     return Decimal(1).scaleb(-max_decimals)
 
 
-def infer_instrument(books: Books, min_notional: Decimal = Decimal("5")) -> Instrument:
+def infer_instrument(books: Books, min_notional: Decimal = Decimal(5)) -> Instrument:
     """Tick = the decimal grid of the prices, lot step = the grid of the sizes (both read from
     the books). A linear contract settled in the quote currency."""
     ok = books.valid

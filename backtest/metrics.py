@@ -11,8 +11,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,8 @@ def closed_drawdown(pnls: Sequence[Decimal]) -> Decimal:
     cum = peak = dd = ZERO
     for p in pnls:
         cum += p
-        if cum > peak:
-            peak = cum
-        if peak - cum > dd:
-            dd = peak - cum
+        peak = max(peak, cum)
+        dd = max(dd, peak - cum)
     return dd
 
 

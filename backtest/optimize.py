@@ -9,8 +9,9 @@ the last ``seq_len`` training books as warm-up (the past, known at that time) an
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from backtest.data import Books
 from backtest.run import RunConfig, run_signals

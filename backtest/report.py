@@ -11,10 +11,11 @@ import csv
 import html
 import json
 import math
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ ROWS = [("net_pnl", "net PnL after fees"), ("gross_pnl", "gross PnL"), ("fees", 
 
 
 def iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds")
 
 
 def write_trades_csv(path: Path, trades: Sequence[ClosedTrade]) -> None:
@@ -161,7 +162,7 @@ def write_html(path: Path, title: str, verdict: str, pays: bool | None, sections
     path.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p id="verdict" class="{cls}">{html.escape(verdict)}</p>{body}
-<p><small>generated {datetime.now(timezone.utc).isoformat(timespec="seconds")} by depthpilot</small></p></body></html>""",
+<p><small>generated {datetime.now(UTC).isoformat(timespec="seconds")} by depthpilot</small></p></body></html>""",
                     encoding="utf-8")
 
 

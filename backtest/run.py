@@ -13,9 +13,10 @@ exchange, latency and fees, for the baselines (buy-and-hold, random entries).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,10 +38,10 @@ class RunConfig:
     trader: TraderConfig = field(default_factory=TraderConfig)
     fees: Fees = field(default_factory=Fees)
     latency_ns: int = 50_000_000
-    balance: Decimal = Decimal("10000")
+    balance: Decimal = Decimal(10000)
     funding_rate: Decimal | None = None  # per 8 h, longs pay a positive rate
 
-    def without_costs(self) -> "RunConfig":
+    def without_costs(self) -> RunConfig:
         return replace(self, fees=Fees(taker=ZERO, maker=ZERO), latency_ns=0)
 
 
@@ -203,39 +204,43 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
         at.setdefault(min(b, T - 1), []).append(("exit", k, side))
     last = flatten_row(books, cfg.latency_ns)
     trades: list[ClosedTrade] = []
-    open_k: tuple[int, str, int, Decimal, Decimal] | None = None
-    pending_exit: tuple[int, str, int] | None = None
+    open_k: tuple[int, str] | None = None  # the round trip whose entry was sent
+    want_exit = exit_sent = False
     led = paper.ledgers[sym]
+
+    def settle() -> None:
+        nonlocal open_k, want_exit, exit_sent
+        if open_k is None:
+            return
+        if exit_sent and not led.qty:
+            trades.append(_closed(inst, paper.fill_log, open_k[0], open_k[1]))
+            open_k, want_exit, exit_sent = None, False, False
+        elif not led.qty and paper.orders[f"e{open_k[0]}"].terminal and not paper.orders[f"e{open_k[0]}"].filled_qty:
+            open_k, want_exit, exit_sent = None, False, False  # the entry found no liquidity
+
     for i in range(T):
         v = views[i]
         paper.on_book(v)
         paper.poll_events()
-        if pending_exit is not None and not led.qty:
-            k, side, ets = pending_exit
-            assert open_k is not None
-            trades.append(_closed(inst, paper.fill_log, k, side, open_k, ets))
-            open_k = pending_exit = None
+        settle()
         for what, k, side in at.get(i, ()):
-            if not v.valid:
-                continue
-            if what == "entry" and not led.qty and open_k is None:
+            if what == "entry" and v.valid and i < last and not led.qty and open_k is None:
                 qty = entry_qty(inst, cfg.trader, float(v.asks[0, 0] if side == "long" else v.bids[0, 0]))
                 if qty < inst.min_qty:
                     continue
                 paper.submit(OrderRequest(f"e{k}", inst.exchange, sym, "buy" if side == "long" else "sell", qty,
                                           reason="entry", ts_ns=v.ts))
-                open_k = (k, side, v.ts, led.realized, led.fees)
-            elif what == "exit" and open_k is not None and open_k[0] == k and pending_exit is None:
-                _exit(paper, inst, k, side, v.ts)
-                pending_exit = (k, side, v.ts)
-        if open_k is not None and pending_exit is None and i >= last:
+                open_k = (k, side)
+            elif what == "exit" and open_k is not None and open_k[0] == k:
+                want_exit = True
+        if open_k is not None and i >= last:
+            want_exit = True
+        # the exit goes once the entry has filled (with a long latency it may fill after the exit row)
+        if want_exit and not exit_sent and led.qty and v.valid and open_k is not None:
             _exit(paper, inst, open_k[0], open_k[1], v.ts)
-            pending_exit = (open_k[0], open_k[1], v.ts)
+            exit_sent = True
         paper.poll_events()
-        if pending_exit is not None and not led.qty and open_k is not None:
-            k, side, ets = pending_exit
-            trades.append(_closed(inst, paper.fill_log, k, side, open_k, ets))
-            open_k = pending_exit = None
+        settle()
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, (), float(inst.contract_value))
     return RunResult(name, trades, list(paper.fill_log), cfg.balance, paper.cash, led.fees, paper.funding_paid,
                      paper.slippage_total, led.signed_qty, books.ts.copy(), eq, pos, {}, time.perf_counter() - t0, dict(paper.requests))
@@ -248,8 +253,7 @@ def _exit(paper: PaperExchange, inst: Instrument, k: int, side: str, ts: int) ->
                                   reduce_only=True, reason="exit", ts_ns=ts))
 
 
-def _closed(inst: Instrument, fills: Sequence[FillReport], k: int, side: str,
-            open_k: tuple[int, str, int, Decimal, Decimal], exit_decision_ts: int) -> ClosedTrade:
+def _closed(inst: Instrument, fills: Sequence[FillReport], k: int, side: str) -> ClosedTrade:
     ent = [f for f in fills if f.client_order_id == f"e{k}"]
     ext = [f for f in fills if f.client_order_id == f"x{k}"]
     qe = sum((f.qty for f in ent), ZERO)

@@ -11,8 +11,9 @@ Probabilities of row ``i`` only use books ``<= i``: a signal at a book's time, n
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

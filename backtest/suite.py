@@ -6,8 +6,9 @@ latency, fees and trader config, and computes every run's metrics.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -26,14 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from backtest.data import infer_instrument, load_recording  # noqa: E402
-from backtest.run import RunConfig, run_signals  # noqa: E402
-from backtest.signals import SignalStream, feature_matrix, load_model, model_depth, model_probs  # noqa: E402
-from depthpilot.paths import data_dir  # noqa: E402
-from trader.backtest import Simulator  # noqa: E402
-from trader.engine import TradingEngine  # noqa: E402
+from backtest.data import infer_instrument, load_recording
+from backtest.run import RunConfig, run_signals
+from backtest.signals import (
+    feature_matrix,
+    load_model,
+    model_depth,
+    model_probs,
+)
+from depthpilot.paths import data_dir
+from trader.backtest import Simulator
+from trader.engine import TradingEngine
 
 USDM = "binance-usdm-btcusdt-2024-07-18-l2diff"
 
@@ -46,9 +51,9 @@ def naive(books, pred, inst, cfg: RunConfig) -> tuple[float, float, float]:
     """Per event: streaming features -> push -> Signal -> engine + paper. Returns seconds of
     (features, model, strategy)."""
     from backtest.run import _paper
+    from backtest.signals import model_spec
     from features.engine import StreamingFeatures
     from features.spec import feature_names
-    from backtest.signals import model_spec
 
     spec = model_spec(pred)
     names = feature_names(spec)

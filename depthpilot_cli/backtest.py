@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -16,7 +16,7 @@ def _err(msg: str) -> None:
     console.print(msg, style="red", soft_wrap=True, markup=False, highlight=False)
 
 
-def trader_config(config: Optional[Path], sets: list[str]):
+def trader_config(config: Path | None, sets: list[str]):
     """TraderConfig from a JSON/TOML file (flat, or under a ``[trader]`` table) and ``--set k=v``."""
     from trader.config import TraderConfig, config_from_dict, parse_param
 
@@ -52,7 +52,7 @@ def trader_config(config: Optional[Path], sets: list[str]):
     return cfg
 
 
-def run_config(config, sets, latency_ms: float, taker_fee: Optional[str], funding_rate: Optional[str],
+def run_config(config, sets, latency_ms: float, taker_fee: str | None, funding_rate: str | None,
                balance: str):
     from decimal import Decimal, InvalidOperation
 
@@ -83,7 +83,7 @@ def _load(path: Path, depth: int):
         raise typer.Exit(2) from None
 
 
-def _model(model: Optional[Path]):
+def _model(model: Path | None):
     from backtest.signals import load_model
 
     try:
@@ -157,9 +157,9 @@ COMMON = dict(
 
 @app.command()
 def backtest(recordings: list[Path] = typer.Argument(..., help="recordings (raw Binance dir, clip, CSV, Parquet)"),
-             model: Optional[Path] = COMMON["model"], out: Path = COMMON["out"], config: Optional[Path] = COMMON["config"],
+             model: Path | None = COMMON["model"], out: Path = COMMON["out"], config: Path | None = COMMON["config"],
              sets: list[str] = COMMON["sets"], latency_ms: float = COMMON["latency_ms"],
-             taker_fee: Optional[str] = COMMON["taker_fee"], funding_rate: Optional[str] = COMMON["funding_rate"],
+             taker_fee: str | None = COMMON["taker_fee"], funding_rate: str | None = COMMON["funding_rate"],
              balance: str = COMMON["balance"], random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
              period_s: float = COMMON["period_s"]) -> None:
     """Backtest a model on recordings: trades CSV, metrics, plots and one HTML report per recording."""
@@ -178,11 +178,11 @@ def backtest(recordings: list[Path] = typer.Argument(..., help="recordings (raw 
 
 @app.command()
 def evaluate(books: list[Path] = typer.Option(..., "--books", help="recordings the model has not seen"),
-             model: Optional[Path] = COMMON["model"], out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
-             train_books: Optional[Path] = typer.Option(None, help="the training recording, for exact drift quantiles"),
-             config: Optional[Path] = COMMON["config"], sets: list[str] = COMMON["sets"],
-             latency_ms: float = COMMON["latency_ms"], taker_fee: Optional[str] = COMMON["taker_fee"],
-             funding_rate: Optional[str] = COMMON["funding_rate"], balance: str = COMMON["balance"],
+             model: Path | None = COMMON["model"], out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+             train_books: Path | None = typer.Option(None, help="the training recording, for exact drift quantiles"),
+             config: Path | None = COMMON["config"], sets: list[str] = COMMON["sets"],
+             latency_ms: float = COMMON["latency_ms"], taker_fee: str | None = COMMON["taker_fee"],
+             funding_rate: str | None = COMMON["funding_rate"], balance: str = COMMON["balance"],
              random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
              period_s: float = COMMON["period_s"]) -> None:
     """A model on new recordings: forecast metrics (direction vs moves), drift, and the backtest report."""
@@ -212,14 +212,14 @@ def evaluate(books: list[Path] = typer.Option(..., "--books", help="recordings t
 
 @app.command()
 def optimize(recording: Path = typer.Argument(..., help="one recording: fit on its start, judge on its end"),
-             model: Optional[Path] = COMMON["model"], out: Path = typer.Option(Path("runs/optimize"), "--out", "-o"),
+             model: Path | None = COMMON["model"], out: Path = typer.Option(Path("runs/optimize"), "--out", "-o"),
              train_frac: float = typer.Option(0.6, help="share of the books in the training window"),
              optuna_trials: int = typer.Option(0, "--optuna", help="optuna TPE trials over the grid (0 = full grid)"),
-             grid: Optional[str] = typer.Option(None, help='JSON {"field": [values], ...} of TraderConfig fields '
+             grid: str | None = typer.Option(None, help='JSON {"field": [values], ...} of TraderConfig fields '
                                                 '(default: threshold, K, trailing lock, cooldown)'),
-             config: Optional[Path] = COMMON["config"], sets: list[str] = COMMON["sets"],
-             latency_ms: float = COMMON["latency_ms"], taker_fee: Optional[str] = COMMON["taker_fee"],
-             funding_rate: Optional[str] = COMMON["funding_rate"], balance: str = COMMON["balance"],
+             config: Path | None = COMMON["config"], sets: list[str] = COMMON["sets"],
+             latency_ms: float = COMMON["latency_ms"], taker_fee: str | None = COMMON["taker_fee"],
+             funding_rate: str | None = COMMON["funding_rate"], balance: str = COMMON["balance"],
              random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
              period_s: float = COMMON["period_s"]) -> None:
     """Grid (or optuna) over threshold, K, trailing stop and cooldown on a training window; report

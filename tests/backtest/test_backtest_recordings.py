@@ -79,9 +79,10 @@ def test_funding_is_charged_and_reported(pred, usdm_books):
     plan = buy_and_hold_plan(usdm_books, flatten_row(usdm_books, cfg.latency_ns))
     free = run_scripted(usdm_books, plan, inst, replace(cfg, funding_rate=None))
     assert free.funding_paid == 0
+    import numpy as np
+
     from backtest.run import run_signals
     from backtest.signals import SignalStream
-    import numpy as np
 
     probs = np.full((len(usdm_books), 3), np.nan)
     probs[100] = [0.05, 0.05, 0.9]  # one long entry, held to the end

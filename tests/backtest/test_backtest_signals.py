@@ -47,3 +47,19 @@ def test_random_plan_same_lengths_no_overlap():
         assert all(plan[i][1] < plan[i + 1][0] for i in range(len(plan) - 1))
     assert random_plan(1000, lengths, 1) == random_plan(1000, lengths, 1)
     assert random_plan(1000, lengths, 1) != random_plan(1000, lengths, 2)
+
+
+def test_scripted_trades_survive_a_latency_longer_than_the_trade(usdm_books):
+    """A one-row trade with 1 s latency: the exit waits for the entry fill; money stays exact."""
+    from decimal import Decimal as D
+
+    from backtest.data import infer_instrument
+    from backtest.run import RunConfig, run_scripted
+
+    books = usdm_books.slice(0, 2000)
+    cfg = RunConfig(latency_ns=10**9)
+    r = run_scripted(books, [(100, 101, "long"), (500, 501, "short"), (1990, 1999, "long")], infer_instrument(books),
+                     cfg)
+    assert len(r.trades) == 2 and r.open_qty == 0  # the last one starts after the final decision row
+    assert sum((t.pnl for t in r.trades), D(0)) == r.end_cash - r.start_balance
+    assert all(f.ts_ns >= r.requests[f.client_order_id].ts_ns + cfg.latency_ns for f in r.fills)
