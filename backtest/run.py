@@ -218,8 +218,15 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
         elif not led.qty and paper.orders[f"e{open_k[0]}"].terminal and not paper.orders[f"e{open_k[0]}"].filled_qty:
             open_k, want_exit, exit_sent = None, False, False  # the entry found no liquidity
 
+    funding: list[tuple[int, float]] = []
+    next_fund = (int(books.ts[0]) // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS if T else 0
     for i in range(T):
         v = views[i]
+        if cfg.funding_rate is not None and v.ts >= next_fund:  # same funding as the engine's run
+            pay = paper.apply_funding(sym, cfg.funding_rate) if v.valid else ZERO
+            if pay:
+                funding.append((next_fund, float(pay)))
+            next_fund += FUNDING_PERIOD_NS
         paper.on_book(v)
         paper.poll_events()
         settle()
@@ -241,7 +248,7 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
             exit_sent = True
         paper.poll_events()
         settle()
-    eq, pos = equity_curve(books, paper.fill_log, cfg.balance, (), float(inst.contract_value))
+    eq, pos = equity_curve(books, paper.fill_log, cfg.balance, funding, float(inst.contract_value))
     return RunResult(name, trades, list(paper.fill_log), cfg.balance, paper.cash, led.fees, paper.funding_paid,
                      paper.slippage_total, led.signed_qty, books.ts.copy(), eq, pos, {}, time.perf_counter() - t0, dict(paper.requests))
 

@@ -79,6 +79,9 @@ def test_funding_is_charged_and_reported(pred, usdm_books):
     plan = buy_and_hold_plan(usdm_books, flatten_row(usdm_books, cfg.latency_ns))
     free = run_scripted(usdm_books, plan, inst, replace(cfg, funding_rate=None))
     assert free.funding_paid == 0
+    held = run_scripted(usdm_books, plan, inst, cfg)  # the baselines pay it too
+    assert held.funding_paid > 0
+    assert held.end_cash == free.end_cash - held.funding_paid
     import numpy as np
 
     from backtest.run import run_signals
