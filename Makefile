@@ -1,6 +1,6 @@
 # depthpilot developer tasks (`make help`).
 #
-#   make test           venv + install (only when pyproject.toml or the lock changed) + local RabbitMQ + pytest
+#   make test           venv + install (only when pyproject.toml or the lock changed) + local RabbitMQ + chromium + pytest
 #   make install        the venv with the project and its dev, train and demo extras, pinned by the lock
 #   make lock           regenerate requirements/constraints.txt (pip-compile) after changing pyproject.toml
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
@@ -33,6 +33,8 @@ PIP_INSTALL = $(PY) -m pip install --quiet -c $(CONSTRAINTS) $(if $(strip $(TORC
 PYTEST_ARGS ?=
 # 0 skips scripts/ensure_rabbitmq.sh (tests that need the broker will then fail or skip).
 ENSURE_RABBITMQ ?= 1
+# 0 skips scripts/ensure_chromium.sh (the HTML report test then skips, or fails under CI=true).
+ENSURE_CHROMIUM ?= 1
 COMPOSE ?= $(VENV)/bin/docker-compose
 COMPOSE_ENV_FILE := $(if $(wildcard .env),.env,.env.example)
 
@@ -60,6 +62,9 @@ install: $(STAMP)
 test: $(STAMP)
 ifeq ($(ENSURE_RABBITMQ),1)
 	scripts/ensure_rabbitmq.sh
+endif
+ifeq ($(ENSURE_CHROMIUM),1)
+	scripts/ensure_chromium.sh
 endif
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
