@@ -176,8 +176,8 @@ class RabbitConnection(Bus):
                 self._lost_at = time.monotonic()
                 self._failed_attempts = 0
                 delay = self._delay(attempt)
-                log.warning("connection to RabbitMQ at %s lost (%s); reconnecting in %.2fs", redact_url(self.url),
-                            describe(self._close_reason), delay)
+                log.warning("%s: connection to RabbitMQ at %s lost (%s); reconnecting in %.2fs", self.service,
+                            redact_url(self.url), describe(self._close_reason), delay)
                 time.sleep(delay)
             else:
                 self._attempt_failed(attempt, self._open_error or self._close_reason)
@@ -194,8 +194,9 @@ class RabbitConnection(Bus):
         self._failed_attempts += 1
         delay = self._delay(attempt)
         unexpected = exc is not None and not isinstance(exc, EXPECTED_ERRORS)
-        log.warning("RabbitMQ at %s unreachable (%s); attempt %d failed, next in %.2fs", redact_url(self.url),
-                    describe(exc), self._failed_attempts, delay, exc_info=exc if unexpected else None)
+        log.warning("%s: RabbitMQ at %s unreachable (%s); attempt %d failed, next in %.2fs", self.service,
+                    redact_url(self.url), describe(exc), self._failed_attempts, delay,
+                    exc_info=exc if unexpected else None)
         time.sleep(delay)
 
     def _on_open_error(self, conn: pika.SelectConnection, err: BaseException) -> None:
@@ -221,8 +222,8 @@ class RabbitConnection(Bus):
         self.last_connected_at = time.monotonic()
         if self._lost_at is not None:
             self._count("reconnects")
-            log.info("reconnected to RabbitMQ at %s after %.1fs (%d failed attempts)", redact_url(self.url),
-                     self.last_connected_at - self._lost_at, self._failed_attempts)
+            log.info("%s: reconnected to RabbitMQ at %s after %.1fs (%d failed attempts)", self.service,
+                     redact_url(self.url), self.last_connected_at - self._lost_at, self._failed_attempts)
             self._lost_at = None
         self._failed_attempts = 0
         self._up = True

@@ -275,7 +275,9 @@ class MemoryBus(Bus):
         with self._rpc_lock:
             self._pending_rpc[cmd.correlation_id] = fut
         try:
-            self.publish(cmd, reply_to=self._reply_queue, correlation_id=cmd.correlation_id)
+            sent = self.publish(cmd, reply_to=self._reply_queue, correlation_id=cmd.correlation_id)
+            if sent is not None and sent.exception() is not None:  # nobody serves that target
+                raise RpcTimeout(f"{cmd.command!r} to {cmd.target!r} was not delivered: {sent.exception()}")
             try:
                 return fut.result(timeout)
             except TimeoutError:

@@ -254,6 +254,11 @@ class RabbitPublisher(RabbitConnection):
             raise PublishTimeout("dead-letter publish not confirmed") from None
         self._count("dead_lettered")
 
+    def _reply(self, reply: m.Message, delivery: Any) -> None:
+        assert delivery.reply_to
+        self.publish_raw("", delivery.reply_to, m.encode(reply), persistent=False,
+                         correlation_id=delivery.correlation_id)
+
 
 def routing_key_for(msg: m.Message) -> str:
     return routing_key(msg)
