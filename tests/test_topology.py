@@ -48,14 +48,22 @@ def test_broker_accepts_definitions_and_bus_agrees(amqp_url: str, tmp_path) -> N
     """The generated file imports into the real broker, and the bus then declares the same
     objects without a PRECONDITION_FAILED (arguments identical)."""
     from depthpilot.bus.rabbit import RabbitBus
+    from tests.rabbit_admin import vhost_of
 
-    proc = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"], input=definitions_json(),
+    # imported into this session's private vhost (deleted at the end), never into "/"
+    vhost = vhost_of(amqp_url)
+    defs = json.loads(definitions_json())
+    for section in ("queues", "exchanges", "bindings", "policies"):
+        for item in defs.get(section, []):
+            item["vhost"] = vhost
+    defs["vhosts"] = [{"name": vhost}]
+    proc = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"], input=json.dumps(defs),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:  # the import is asynchronous
-        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True,
-                                timeout=60).stdout.split()
+        listed = subprocess.run(["rabbitmqctl", "-q", "list_queues", "-p", vhost, "name"], capture_output=True,
+                                text=True, timeout=60).stdout.split()
         if all(q in listed for q in QUEUES):
             break
         time.sleep(0.5)
