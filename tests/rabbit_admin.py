@@ -82,7 +82,7 @@ class BrokerAdmin:
 
     def _rabbitmqctl(self, *args: str) -> str:
         assert self.ctl is not None
-        proc = subprocess.run([self.ctl, "-q", *args], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([self.ctl, "-q", *args], capture_output=True, text=True, timeout=120, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout
@@ -166,8 +166,9 @@ class OwnNode:
         cookie.chmod(0o400)
         (self.base / "rabbitmq.conf").write_text("# test node: listener from RABBITMQ_NODE_IP_ADDRESS/PORT\n")
         (self.base / "enabled_plugins").write_text("[].\n")  # no management listener on the shared 15672
-        self.proc = subprocess.Popen([self.server], env=self._env(), stdout=open(self.base / "server.out", "wb"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        with open(self.base / "server.out", "wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen([self.server], env=self._env(), stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,7 +182,7 @@ class OwnNode:
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         assert self.ctl_path is not None
         proc = subprocess.run([self.ctl_path, "-n", self.node, *args], env=self._env(), capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, check=False)
         if check and proc.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.node} failed: {proc.stderr or proc.stdout}")
         return proc

@@ -24,7 +24,8 @@ import logging
 import random
 import threading
 import time
-from typing import Any, Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -105,7 +106,7 @@ class RabbitConnection(Bus):
     def connected(self) -> bool:
         return self._ready.is_set()
 
-    def start(self, wait: float | None = 10.0) -> "RabbitConnection":
+    def start(self, wait: float | None = 10.0) -> RabbitConnection:
         if self._thread is None:
             self._thread = threading.Thread(target=self._io_main, name=f"amqp-io-{self.service}", daemon=True)
             self._thread.start()
@@ -165,7 +166,7 @@ class RabbitConnection(Bus):
             self._up = False
             try:
                 conn.ioloop.start()
-            except Exception:  # noqa: BLE001 - never let the I/O thread die; this one is unexpected
+            except Exception:  # never let the I/O thread die; this one is unexpected: traceback
                 log.exception("AMQP I/O loop crashed; reconnecting")
             was_ready = self._up
             self._on_disconnected(conn)
@@ -271,6 +272,10 @@ class RabbitConnection(Bus):
 
     def _rearm(self) -> None:
         """Hook (I/O thread, new connection open): run every job that was pending."""
+
+    def _on_open(self, conn: pika.SelectConnection) -> None:
+        """I/O thread: the connection is open; open channels (``RabbitBus``)."""
+        raise NotImplementedError
 
     # ================================================================ topology
     @contextlib.contextmanager

@@ -4,7 +4,6 @@ shared with the in-memory bus and each module's docstring for its design."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pika
 
@@ -68,5 +67,5 @@ class RabbitBus(RabbitConsumer):
                       left, redact_url(self.url))
         return left
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
