@@ -230,3 +230,21 @@ def test_memory_bus_health_is_fine_by_default(uid: str) -> None:
         assert bus.health_problems() == []
     finally:
         bus.close()
+
+
+def test_cancelled_subscription_consumes_nothing(bus_url: str, uid: str) -> None:
+    q = QueueDef(f"t.cancel.{uid}", STATE_EXCHANGE, (f"t.cancel.{uid}",), DeliveryClass.STATE, delivery_limit=5)
+    bus = _open(bus_url, "test-cancel")
+    got: list[str] = []
+    try:
+        sub = bus.subscribe(q, lambda msg, d: got.append(msg.id))
+        bus.publish(m.Notification(text="before"), routing_key=f"t.cancel.{uid}").result(10)
+        assert _wait(lambda: len(got) == 1, 10)
+        sub.cancel()
+        bus.publish(m.Notification(text="after"), routing_key=f"t.cancel.{uid}").result(10)
+        time.sleep(0.5)
+        assert len(got) == 1 and bus.queue_depth(q.name) == 1
+    finally:
+        if hasattr(bus, "delete_queue"):
+            bus.delete_queue(q)
+        bus.close()

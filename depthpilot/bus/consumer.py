@@ -79,6 +79,9 @@ class _RabbitSubscription(Subscription):
         ch.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: self._start_consuming(ch))
 
     def _start_consuming(self, ch: Any) -> None:
+        if self._stop.is_set():
+            ch.close()
+            return
         self.consumer_tag = ch.basic_consume(self.queue.name, self._on_message, auto_ack=False)
         self.consuming.set()
         log.debug("consuming %s", self.queue.name)
@@ -167,9 +170,9 @@ class _RabbitSubscription(Subscription):
 
     def cancel(self) -> None:
         self._stop.set()
-        ch = self.channel
 
-        def _close() -> None:
+        def _close() -> None:  # reads the channel on the I/O thread: a reconnect may have replaced it
+            ch = self.channel
             if ch is not None and ch.is_open:
                 ch.close()
 
