@@ -8,6 +8,7 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urlsplit
 
 import pytest
@@ -18,6 +19,9 @@ if str(REPO) not in sys.path:
 
 # tests never read a developer's .env
 os.environ.setdefault("DEPTHPILOT_ENV_FILE", "")
+
+if TYPE_CHECKING:
+    from tests.rabbit_admin import OwnNode
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
@@ -70,10 +74,45 @@ def _broker_answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
+def amqp_url() -> Iterator[str]:
+    """A private vhost on the broker of ``TEST_AMQP_URL`` for this test session, deleted at
+    the end (whatever the tests leave in it goes too). Named ``<vhost of TEST_AMQP_URL>-<id>``
+    (``dptest-<id>`` for "/"), so parallel runs never meet."""
+    from tests.rabbit_admin import BrokerAdmin, vhost_of, with_vhost
+
     if not _broker_answers(AMQP_URL):
         pytest.fail(f"RabbitMQ does not answer at {AMQP_URL.split('@')[-1]}: run `make test` (it starts the broker)")
-    return AMQP_URL
+    parent = vhost_of(AMQP_URL)
+    vhost = f"{'dptest' if parent == '/' else parent}-{uuid.uuid4().hex[:8]}"
+    try:
+        admin = BrokerAdmin(AMQP_URL)
+        admin.create_vhost(vhost)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield with_vhost(AMQP_URL, vhost)
+    finally:
+        admin.delete_vhost(vhost)
+
+
+@pytest.fixture(scope="session")
+def own_rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator["OwnNode"]:
+    """A RabbitMQ node of this session's own (own name, ports, data, cookie) for tests that
+    stop and start a broker; shut down at the end. Missing RabbitMQ tools: skip, but FAIL
+    under CI=true."""
+    from tests.rabbit_admin import OwnNode
+
+    node = OwnNode(tmp_path_factory.mktemp("rabbit-node"), f"dptest{uuid.uuid4().hex[:8]}")
+    if not node.available:
+        msg = "rabbitmq-server/rabbitmqctl not found: cannot start a RabbitMQ node of our own"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
 
 
 @pytest.fixture

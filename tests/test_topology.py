@@ -47,15 +47,16 @@ def test_every_state_message_reaches_a_queue() -> None:
 def test_broker_accepts_definitions_and_bus_agrees(amqp_url: str, tmp_path) -> None:
     """The generated file imports into the real broker (into the tests' own vhost), and the bus
     then declares the same objects without a PRECONDITION_FAILED (arguments identical)."""
-    from urllib.parse import unquote, urlsplit
-
     from depthpilot.bus.rabbit import RabbitBus
+    from tests.rabbit_admin import vhost_of
 
-    vhost = unquote(urlsplit(amqp_url).path[1:]) or "/"
+    # imported into this session's private vhost (deleted at the end), never into "/"
+    vhost = vhost_of(amqp_url)
     defs = json.loads(definitions_json())
-    for kind in ("vhosts", "exchanges", "queues", "bindings"):
-        for item in defs[kind]:
-            item["name" if kind == "vhosts" else "vhost"] = vhost
+    for section in ("queues", "exchanges", "bindings", "policies"):
+        for item in defs.get(section, []):
+            item["vhost"] = vhost
+    defs["vhosts"] = [{"name": vhost}]
     proc = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"], input=json.dumps(defs),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -4,11 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from depthpilot.bus.base import (
-    Bus, BusBackpressure, BusError, Delivery, Handler, PublishTimeout, RetryableError, RpcTimeout, Subscription,
+    Bus, BusBackpressure, BusError, Delivery, Handler, PublishFailed, PublishNacked, PublishTimeout, RetryableError,
+    RpcTimeout, Subscription, Unroutable,
 )
 
-__all__ = ["Bus", "BusBackpressure", "BusError", "Delivery", "Handler", "PublishTimeout", "RetryableError",
-           "RpcTimeout", "Subscription", "connect_bus"]
+__all__ = ["Bus", "BusBackpressure", "BusError", "Delivery", "Handler", "PublishFailed", "PublishNacked",
+           "PublishTimeout", "RetryableError", "RpcTimeout", "Subscription", "Unroutable", "connect_bus"]
 
 
 def connect_bus(url: str, service: str, **kwargs: Any) -> Bus:

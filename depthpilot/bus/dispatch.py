@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Literal
 
 from depthpilot import messages as m
-from depthpilot.bus.base import Delivery, Handler, RetryableError, SeenIds, dlq_headers, log
+from depthpilot.bus.base import BusError, Delivery, Handler, RetryableError, SeenIds, dlq_headers, log
 
 if TYPE_CHECKING:
     from depthpilot.bus.base import Bus
@@ -55,8 +55,10 @@ def _dead(bus: "Bus", body: bytes, reason: str, error: str, delivery: Delivery) 
     log.error("dead-lettering message from %s (%s): %s", delivery.queue, reason, error)
     try:
         bus._dead_letter(body, dlq_headers(reason, error, delivery), delivery.queue)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - keep the message: it will be redelivered and dead-lettered later
-        log.exception("dead-letter publish failed; leaving message on %s for redelivery", delivery.queue)
+    except Exception as exc:  # noqa: BLE001 - keep the message: it will be redelivered and dead-lettered later
+        # a bus error (broker away, DLQ missing) is expected here: one line; anything else gets its traceback
+        log.error("dead-letter publish failed (%s: %s); leaving message on %s for redelivery", type(exc).__name__,
+                  exc, delivery.queue, exc_info=None if isinstance(exc, BusError) else exc)
         time.sleep(0.5)
         return "retry"
     return "dead"

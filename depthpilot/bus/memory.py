@@ -16,7 +16,7 @@ from typing import Any
 
 from depthpilot import messages as m
 from depthpilot.bus.base import (
-    Bus, Delivery, Handler, RpcTimeout, SeenIds, Subscription, dlq_headers, log, resolve_queue,
+    Bus, Delivery, Handler, RpcTimeout, SeenIds, Subscription, Unroutable, dlq_headers, expire_by, log, resolve_queue,
 )
 from depthpilot.bus.dispatch import process_delivery
 from depthpilot.topology import (
@@ -45,7 +45,9 @@ class _MemQueue:
         self.cond = threading.Condition()
         self.dropped = 0
 
-    def put(self, env: _Envelope, front: bool = False) -> None:
+    def put(self, env: _Envelope, front: bool = False) -> int:
+        """Enqueue; returns how many messages drop-head pushed out."""
+        dropped = 0
         with self.cond:
             if front:
                 self.items.appendleft(env)
@@ -55,8 +57,10 @@ class _MemQueue:
                 if q is not None and q.delivery is DeliveryClass.MARKET and q.max_length is not None:
                     while len(self.items) > q.max_length:
                         self.items.popleft()  # drop-head
-                        self.dropped += 1
+                        dropped += 1
+                    self.dropped += dropped
             self.cond.notify()
+        return dropped
 
     def get(self, timeout: float) -> _Envelope | None:
         with self.cond:
@@ -105,7 +109,8 @@ class MemoryBroker:
         with self.lock:
             return self.queues.setdefault(name, _MemQueue(None, name))
 
-    def route(self, env: _Envelope) -> int:
+    def route(self, env: _Envelope) -> tuple[int, int]:
+        """Deliver to every matching queue: (queues reached, messages dropped by drop-head)."""
         with self.lock:
             if env.exchange == "":
                 targets = [env.routing_key] if env.routing_key in self.queues else []
@@ -114,9 +119,10 @@ class MemoryBroker:
             else:
                 targets = [q for ex, key, q in self.bindings if ex == env.exchange and topic_matches(key, env.routing_key)]
             queues = [self.queues[t] for t in dict.fromkeys(targets)]
+        dropped = 0
         for i, q in enumerate(queues):
-            q.put(env if i == 0 else _Envelope(**{**env.__dict__, "headers": dict(env.headers)}))
-        return len(queues)
+            dropped += q.put(env if i == 0 else _Envelope(**{**env.__dict__, "headers": dict(env.headers)}))
+        return len(queues), dropped
 
 
 class _MemSubscription(Subscription):
@@ -180,13 +186,15 @@ class MemoryBus(Bus):
             self._reply_thread.start()
         return self
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> int:
+        """Nothing is ever left unconfirmed in memory: returns 0."""
         self._closed.set()
         for s in self._subs:
             s.cancel()
         self._subs.clear()
         if self._reply_thread:
             self._reply_thread.join(timeout)
+        return 0
 
     def declare(self, qdef: QueueDef) -> None:
         self.broker.declare(qdef)
@@ -203,22 +211,37 @@ class MemoryBus(Bus):
         msg.stamp("published")
         env = _Envelope(m.encode(msg), route.exchange, routing_key or routing_key_for(msg), dict(headers or {}),
                         reply_to, correlation_id, msg.id)
-        self.broker.route(env)
+        reached, dropped = self.broker.route(env)
         self._count("published")
         if route.delivery is DeliveryClass.STATE:
-            self._count("confirmed")
             fut: Future = Future()
-            fut.set_result(True)
+            if reached:
+                self._count("confirmed")
+                fut.set_result(True)
+            else:
+                self._publish_failed(fut, Unroutable(
+                    f"unroutable {msg.type_name} {msg.id}: no queue bound for {route.exchange}/{env.routing_key}",
+                    exchange=route.exchange, routing_key=env.routing_key, message_id=msg.id))
             return fut
+        if not reached:
+            self._count("market_unroutable")
+        if dropped:
+            self._count("market_overflow", dropped)
         return None
 
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True,
                     headers: dict[str, Any] | None = None, reply_to: str | None = None,
                     correlation_id: str | None = None) -> Future:
-        self.broker.route(_Envelope(body, exchange, routing_key, dict(headers or {}), reply_to, correlation_id))
+        reached, _dropped = self.broker.route(_Envelope(body, exchange, routing_key, dict(headers or {}), reply_to,
+                                                        correlation_id))
         self._count("published")
         fut: Future = Future()
-        fut.set_result(True)
+        if reached or exchange == "":  # like RabbitBus: the default exchange is not published mandatory
+            self._count("confirmed")
+            fut.set_result(True)
+        else:
+            self._publish_failed(fut, Unroutable(f"unroutable raw message: no queue bound for {exchange}/{routing_key}",
+                                                 exchange=exchange, routing_key=routing_key))
         return fut
 
     def _dead_letter(self, body: bytes, headers: dict[str, Any], queue: str) -> None:
@@ -247,11 +270,14 @@ class MemoryBus(Bus):
     def rpc(self, cmd: m.ControlCommand, timeout: float = 5.0) -> m.ControlReply:
         if not self._started:
             self.start()
+        expire_by(cmd, timeout)
         fut: Future = Future()
         with self._rpc_lock:
             self._pending_rpc[cmd.correlation_id] = fut
         try:
-            self.publish(cmd, reply_to=self._reply_queue, correlation_id=cmd.correlation_id)
+            sent = self.publish(cmd, reply_to=self._reply_queue, correlation_id=cmd.correlation_id)
+            if sent is not None and sent.exception() is not None:  # nobody serves that target
+                raise RpcTimeout(f"{cmd.command!r} to {cmd.target!r} was not delivered: {sent.exception()}")
             try:
                 return fut.result(timeout)
             except TimeoutError:
