@@ -151,7 +151,7 @@ QUEUES: dict[str, QueueDef] = {
         _market("api.heartbeats", "heartbeat.*", max_length=1_000),
         # state consumers
         _state("trader.intents", "order.intent.#"),
-        _state("notifier.events", "order.update.#", "fill.#", "risk.#", "notify.#"),
+        _state("notifier.events", "order.update.#", "fill.#", "position.#", "risk.#", "notify.#"),
         _state("api.state", "order.update.#", "fill.#", "position.#", "risk.#"),
         # control channel, one queue per service
         *(control_queue(s) for s in ("collector", "features", "predictor", "trader", "notifier", "tgbot", "api")),

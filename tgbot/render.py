@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from depthpilot import control as c
@@ -12,7 +12,7 @@ def money(v: Decimal | float | int | str | None, places: int = 2) -> str:
     if v is None:
         return "-"
     d = v if isinstance(v, Decimal) else Decimal(str(v))
-    q = d.quantize(Decimal(1).scaleb(-places))
+    q = d.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
     return f"{q:,}"
 
 

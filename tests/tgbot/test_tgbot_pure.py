@@ -127,7 +127,7 @@ def test_rendering():
         c.PositionView(exchange="bybit", symbol="ETHUSDT", qty=D("-1.5"), avg_price=D("3000.10"),
                        unrealized_pnl=D("-12.345"), stop_price=D("3100")),
         c.PositionView(exchange="bybit", symbol="BTCUSDT", qty=D("0"), avg_price=D("1"))])
-    assert render.render(pos) == "Open positions:\nETHUSDT SHORT 1.5 @ 3000.1, uPnL -12.34, stop 3100"
+    assert render.render(pos) == "Open positions:\nETHUSDT SHORT 1.5 @ 3000.1, uPnL -12.35, stop 3100"
     assert render.render(c.PositionsReply()) == "No open positions."
     pnl = c.PnlReply(period="7d", since_ts=0, realized=D("12.5"), fees=D("1.25"), unrealized=D("0"), trades=4, wins=3)
     assert "realized +12.50 USDT after 1.25 fees" in render.render(pnl) and "3/4 won" in render.render(pnl)
