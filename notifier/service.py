@@ -11,6 +11,7 @@ target) pair is recorded when delivered, so a restart does not resend it.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -129,6 +130,7 @@ class NotifierService(Service):
                 try:
                     self.deliverer.deliver(target, out.text)
                 except DeliveryInterrupted:
+                    self._hold_until_disconnected()
                     raise RetryableError("notifier stopping: the message is requeued") from None
                 except PermanentDeliveryError as exc:
                     log.error("cannot deliver to %s: %s", target, exc)
@@ -137,6 +139,14 @@ class NotifierService(Service):
                 self.delivered.insert_one({"_id": key, "created": datetime.now(timezone.utc)})
         if failures:
             raise PermanentDeliveryError("; ".join(failures))  # -> notifier.events.dlq with the reason
+
+    def _hold_until_disconnected(self, max_s: float = 10.0) -> None:
+        """Stopping mid-delivery: keep the message unacked until the connection closes, so the
+        broker returns it together with the later prefetched ones, in their original order (a
+        nack would requeue it behind them and break per-chat order)."""
+        deadline = time.monotonic() + max_s
+        while self.bus.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     # ------------------------------------------------------------------ control
     def _mute(self, r: c.MuteNotifications) -> c.Ack:
@@ -159,11 +169,11 @@ class NotifierService(Service):
             except Exception:  # noqa: BLE001 - tomorrow's summary must still come
                 log.exception("daily summary failed")
 
-    def send_daily_summary(self, day: date) -> None:
+    def send_daily_summary(self, day: date, timeout_s: float = 10.0) -> None:
         """Ask the trader for today's PnL and publish the summary as a Notification with a
         per-day id (so it is delivered once, whatever restarts)."""
         try:
-            reply = c.ControlClient(self.bus, requested_by="notifier", timeout_s=10).call(c.Pnl(period="today"))
+            reply = c.ControlClient(self.bus, requested_by="notifier", timeout_s=timeout_s).call(c.Pnl(period="today"))
             text = format_daily_summary(day, reply)
         except c.ControlError as exc:
             text = format_daily_summary(day, None, str(exc))
