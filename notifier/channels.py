@@ -12,13 +12,6 @@ import threading
 from typing import Any, Coroutine
 
 import aiohttp
-from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import (
-    RestartingTelegram, TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError,
-)
-
 from notifier.delivery import DeliveryError
 
 SEND_TIMEOUT_S = 20.0
@@ -43,11 +36,19 @@ class LoopThread:
 
 class TelegramChannel:
     def __init__(self, token: str, api_base_url: str | None = None) -> None:
+        from aiogram import Bot  # aiogram is slow to import: only when Telegram is used
+        from aiogram.client.session.aiohttp import AiohttpSession
+        from aiogram.client.telegram import TelegramAPIServer
+
         self.runner = LoopThread("notifier-telegram")
         session = AiohttpSession(api=TelegramAPIServer.from_base(api_base_url)) if api_base_url else AiohttpSession()
         self.bot = Bot(token=token, session=session)
 
     def send(self, target: str, text: str) -> None:
+        from aiogram.exceptions import (
+            RestartingTelegram, TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError,
+        )
+
         chat_id = int(target.split(":", 1)[1])
         try:
             self.runner.run(self.bot.send_message(chat_id=chat_id, text=text[:MAX_TEXT],
