@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     notify_per_chat_interval_s: float = Field(1.0, ge=0, le=60, validation_alias="NOTIFY_PER_CHAT_INTERVAL_S")
     notify_global_rate_per_s: float = Field(30.0, gt=0, le=1000, validation_alias="NOTIFY_GLOBAL_RATE_PER_S")
     notify_retry_max_s: float = Field(60.0, gt=0, le=3600, validation_alias="NOTIFY_RETRY_MAX_S")
+    notify_service_silent_s: float = Field(30.0, ge=0, le=3600, validation_alias="NOTIFY_SERVICE_SILENT_S")  # 0 = off
 
     # bybit
     bybit_api_key: SecretStr | None = Field(None, validation_alias="BYBIT_API_KEY")

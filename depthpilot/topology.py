@@ -149,6 +149,7 @@ QUEUES: dict[str, QueueDef] = {
         _market("trader.signals", "signals.*.*", max_length=1_000),
         _market("trader.book", "book.*.*", max_length=1_000),
         _market("api.heartbeats", "heartbeat.*", max_length=1_000),
+        _market("notifier.heartbeats", "heartbeat.*", max_length=1_000),
         # state consumers
         _state("trader.intents", "order.intent.#"),
         _state("notifier.events", "order.update.#", "fill.#", "position.#", "risk.#", "notify.#"),

@@ -24,6 +24,7 @@ from notifier.format import (
     OutMsg, RiskThrottle, TradeTracker, format_daily_summary, format_notification, format_risk, next_daily_run,
 )
 from notifier.routing import Routes, telegram_target
+from notifier.watch import ServiceWatch, StatusAlert
 
 log = logging.getLogger("notifier")
 
@@ -71,6 +72,10 @@ class NotifierService(Service):
         self.bus.subscribe("notifier.events", self.on_event)
         if s.notify_daily_summary_utc:
             self.spawn(self._summary_loop, "daily-summary")
+        if s.notify_service_silent_s > 0:
+            self.watch = ServiceWatch(s.notify_service_silent_s, ignore=(self.name,))
+            self.bus.subscribe("notifier.heartbeats", self.on_heartbeat)
+            self.spawn(self._watch_loop, "service-watch")
 
     def teardown(self) -> None:
         for ch in self.channels.values():
@@ -147,6 +152,24 @@ class NotifierService(Service):
         deadline = time.monotonic() + max_s
         while self.bus.connected and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    # ------------------------------------------------------------------ service status
+    def _publish_alerts(self, alerts: list[StatusAlert]) -> None:
+        """As Notifications (stable ids): delivered through notifier.events like everything else."""
+        for a in alerts:
+            self.bus.publish(m.Notification(id=a.key, level=a.level, text=a.text, source="notifier",  # type: ignore[arg-type]
+                                            data={"kind": "service_status"}))
+
+    def on_heartbeat(self, hb: m.Message, delivery: Any) -> None:
+        if isinstance(hb, m.ServiceHeartbeat):
+            self._publish_alerts(self.watch.on_heartbeat(hb))
+
+    def _watch_loop(self) -> None:
+        while not self.stopping.wait(min(5.0, self.settings.notify_service_silent_s / 3)):
+            try:
+                self._publish_alerts(self.watch.check(time.time_ns()))
+            except Exception:  # noqa: BLE001 - reported; the watch keeps running
+                log.exception("service watch failed")
 
     # ------------------------------------------------------------------ control
     def _mute(self, r: c.MuteNotifications) -> c.Ack:

@@ -33,19 +33,20 @@ def bot_api() -> Iterator[FakeBotAPI]:
 @pytest.fixture
 def publisher(amqp_url: str):
     bus = connect_bus(amqp_url, "trader").start()
-    for q in ("notifier.events", "notifier.control"):
+    for q in ("notifier.events", "notifier.control", "notifier.heartbeats"):
         bus.purge(q)
     yield bus
     bus.close()
 
 
-def start_notifier(monkeypatch, api: FakeBotAPI, amqp_url: str, store: Store):
+def start_notifier(monkeypatch, api: FakeBotAPI, amqp_url: str, store: Store, **extra: str):
     from depthpilot.settings import load_settings
     from notifier.service import NotifierService
 
     env = {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_API_BASE_URL": api.base_url, "AMQP_URL": amqp_url,
            "NOTIFY_ROUTES": f"BTCUSDT:{BTC_CHAT},*:{MAIN_CHAT}", "NOTIFY_PER_CHAT_INTERVAL_S": str(INTERVAL),
-           "NOTIFY_DAILY_SUMMARY_UTC": "", "NOTIFY_RETRY_MAX_S": "0.4", "TELEGRAM_USERS": "1001"}
+           "NOTIFY_DAILY_SUMMARY_UTC": "", "NOTIFY_RETRY_MAX_S": "0.4", "TELEGRAM_USERS": "1001",
+           "NOTIFY_SERVICE_SILENT_S": "0", **extra}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     bus = connect_bus(amqp_url, "notifier").start()
@@ -197,5 +198,21 @@ def test_daily_summary_is_published_once_per_day(monkeypatch, bot_api, publisher
         time.sleep(0.5)
         texts = bot_api.sent_to(MAIN_CHAT)
         assert len(texts) == 1 and texts[0].startswith("📊 Daily summary 2026-03-01: the trader did not answer")
+    finally:
+        stop_notifier(svc)
+
+
+def test_service_status_changes_are_reported(monkeypatch, bot_api, publisher, amqp_url, uid):
+    store = Store.connect(f"mongomock://notifier-{uid}")
+    svc = start_notifier(monkeypatch, bot_api, amqp_url, store, NOTIFY_SERVICE_SILENT_S="1.5")
+    try:
+        publisher.publish(m.ServiceHeartbeat(service="trader", instance="t1", status="ok"))
+        publisher.publish(m.ServiceHeartbeat(service="trader", instance="t1", status="degraded"))
+        wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 2, 15)  # degraded, then silent (no more beats)
+        texts = bot_api.sent_to(MAIN_CHAT)
+        assert texts[0] == "❗ trader is DEGRADED (instance t1)" and texts[1].startswith("❗ trader SILENT")
+        publisher.publish(m.ServiceHeartbeat(service="trader", instance="t1", status="ok"))
+        wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 3, 10)
+        assert bot_api.sent_to(MAIN_CHAT)[2] == "✅ trader is back (ok)"
     finally:
         stop_notifier(svc)

@@ -178,3 +178,19 @@ def test_permanent_errors_and_interruption():
     d2 = Deliverer({"telegram": FakeChannel([DeliveryError("502")] * 100)}, sleep=lambda s: True)
     with pytest.raises(DeliveryInterrupted):
         d2.deliver("telegram:1", "x")
+
+
+def test_service_watch():
+    from notifier.watch import ServiceWatch
+
+    w = ServiceWatch(silent_after_s=30, ignore=("notifier",))
+    hb = lambda svc, status, ts: m.ServiceHeartbeat(service=svc, instance="i", status=status, ts=ts)  # noqa: E731
+    s = 10**9
+    assert w.on_heartbeat(hb("trader", "ok", 0)) == [] and w.on_heartbeat(hb("notifier", "ok", 0)) == []
+    (a,) = w.on_heartbeat(hb("trader", "degraded", 5 * s))
+    assert a.level == "error" and "trader is DEGRADED" in a.text
+    assert "recovered" in w.on_heartbeat(hb("trader", "ok", 10 * s))[0].text
+    assert w.check(40 * s) == []
+    (silent,) = w.check(41 * s)
+    assert "trader SILENT: no heartbeat for 31 s" in silent.text and w.check(60 * s) == []
+    assert "trader is back" in w.on_heartbeat(hb("trader", "ok", 70 * s))[0].text
