@@ -47,6 +47,9 @@ class TgbotService(Service):
             return
         if not self.access.users:
             log.warning("TELEGRAM_USERS is empty: the bot will refuse everyone")
+        if any(cid > 0 for cid in s.telegram_allowed_chat_ids):
+            log.warning("TELEGRAM_ALLOWED_CHAT_IDS lists positive (private) chat ids: private chats need no entry; "
+                        "list the users in TELEGRAM_USERS")
         self._ready = threading.Event()
         self._bot_thread = self.spawn(self._run_bot, "bot")
         self._ready.wait(10)
