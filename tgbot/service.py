@@ -9,20 +9,24 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
+from typing import TYPE_CHECKING
 
 from depthpilot import messages as m
 from depthpilot.service import Service
 from tgbot.auth import Access, parse_users
-from tgbot.bot import BotCore, ControlGateway
 from tgbot.confirm import Confirmations
+
+if TYPE_CHECKING:
+    from aiogram import Bot
 
 log = logging.getLogger("tgbot")
 
 
-def make_bot(token: str, api_base_url: str | None) -> Bot:
+def make_bot(token: str, api_base_url: str | None) -> "Bot":
+    from aiogram import Bot  # aiogram is slow to import: only when the bot runs
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base_url)) if api_base_url else None
     return Bot(token=token, session=session)
 
@@ -33,18 +37,21 @@ class TgbotService(Service):
     def setup(self) -> None:
         s = self.settings
         self.access = Access(parse_users(s.telegram_users), frozenset(s.telegram_allowed_chat_ids))
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tgbot-control")
-        self.gateway = ControlGateway(self.bus, timeout_s=s.telegram_control_timeout_s)
-        self.core = BotCore(self.gateway, self.access, self._executor, mode=s.mode.value,
-                            confirmations=Confirmations(ttl_s=s.telegram_confirm_ttl_s))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dp: Any = None
         self._server: Any = None
+        self.core: Any = None
         self.disabled = ""
         if s.telegram_bot_token is None or not s.telegram_bot_token.get_secret_value():
             self.disabled = "TELEGRAM_BOT_TOKEN is not set: the bot is off"
             log.warning("%s", self.disabled)
             return
+        from tgbot.bot import BotCore, ControlGateway
+
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tgbot-control")
+        self.gateway = ControlGateway(self.bus, timeout_s=s.telegram_control_timeout_s)
+        self.core = BotCore(self.gateway, self.access, self._executor, mode=s.mode.value,
+                            confirmations=Confirmations(ttl_s=s.telegram_confirm_ttl_s))
         if not self.access.users:
             log.warning("TELEGRAM_USERS is empty: the bot will refuse everyone")
         if any(cid > 0 for cid in s.telegram_allowed_chat_ids):
@@ -80,7 +87,7 @@ class TgbotService(Service):
             if not self.stopping.is_set():
                 self.status = "degraded"  # the bot is gone: health must not say ok
 
-    async def _serve_webhook(self, bot: Bot) -> None:
+    async def _serve_webhook(self, bot: "Bot") -> None:
         import uvicorn
 
         from tgbot.webhook import WEBHOOK_PATH, webhook_app
@@ -101,6 +108,8 @@ class TgbotService(Service):
             await bot.session.close()
 
     def teardown(self) -> None:
+        if self.core is None:
+            return
         loop = self._loop
         if loop is not None and loop.is_running():
             if self._server is not None:
@@ -113,8 +122,10 @@ class TgbotService(Service):
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def stats(self) -> dict[str, float]:
-        out = self.core.stats.as_dict() if hasattr(self, "core") else {}
-        out["tg_pending_confirmations"] = float(len(self.core.confirmations)) if hasattr(self, "core") else 0.0
+        if getattr(self, "core", None) is None:
+            return {}
+        out = self.core.stats.as_dict()
+        out["tg_pending_confirmations"] = float(len(self.core.confirmations))
         return out
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:

@@ -216,3 +216,21 @@ def test_service_status_changes_are_reported(monkeypatch, bot_api, publisher, am
         assert bot_api.sent_to(MAIN_CHAT)[2] == "✅ trader is back (ok)"
     finally:
         stop_notifier(svc)
+
+
+def test_a_chat_that_refuses_permanently_dead_letters_the_event_others_still_get_it(monkeypatch, bot_api, publisher,
+                                                                                    amqp_url, uid):
+    store = Store.connect(f"mongomock://notifier-{uid}")
+    bot_api.fail("sendMessage", 400, description="Bad Request: chat not found")
+    svc = start_notifier(monkeypatch, bot_api, amqp_url, store)
+    try:
+        # critical + BTCUSDT: both chats; the first send (BTC chat) is refused for good
+        publisher.publish(m.RiskEvent(kind="kill_switch", severity="critical", source="trader", symbol="BTCUSDT"))
+        publisher.publish(m.Notification(level="error", title="next", source="t"))
+        wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 2)
+        assert bot_api.sent_to(MAIN_CHAT)[0].startswith("🚨 CRITICAL kill_switch") and bot_api.sent_to(BTC_CHAT) == []
+        dead: list = []
+        wait_for(lambda: bool(dead.extend(publisher.get_dead_letters("notifier.events")) or dead), 5)
+        assert "chat not found" in dead[0][1]["x-dlq-error"] and dead[0][1]["x-dlq-reason"] == "handler_error"
+    finally:
+        stop_notifier(svc)

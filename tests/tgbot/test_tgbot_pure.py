@@ -7,6 +7,7 @@ from decimal import Decimal as D
 import pytest
 
 from depthpilot import control as c
+from depthpilot import messages as m
 from tgbot import render
 from tgbot.auth import Access, AccessConfigError, looks_like_secret, parse_users
 from tgbot.commands import parse, split_command
@@ -143,3 +144,23 @@ def test_rendering():
     assert render.render(c.Ack(message="x")) == "Done: x"
     assert "within 2 s" in render.render_timeout(c.Flatten(), 2) and "NOT be executed" in render.render_timeout(
         c.Flatten(), 2)
+
+
+def test_without_a_token_the_service_idles_and_says_so(monkeypatch, uid):
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.settings import load_settings
+    from tgbot.service import TgbotService
+
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    MemoryBroker.reset(uid)
+    bus = connect_bus(f"memory://{uid}", "tgbot").start()
+    svc = TgbotService(load_settings(), bus).start()
+    try:
+        client = connect_bus(f"memory://{uid}", "cli").start()
+        reply = client.rpc(m.ControlCommand(target="tgbot", command="status"), timeout=5)
+        assert reply.ok and "TELEGRAM_BOT_TOKEN is not set" in reply.result["telegram"]
+        assert svc.stats() == {}
+    finally:
+        svc.stop()
+        bus.close()
