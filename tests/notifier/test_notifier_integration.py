@@ -175,6 +175,7 @@ def test_mute_is_honoured_but_critical_alerts_still_come(monkeypatch, bot_api, p
         assert "muted in chat 456" in ack.message
         publisher.publish(m.Notification(level="warning", title="muted one", source="t"))
         publisher.publish(m.RiskEvent(kind="kill_switch", severity="critical", source="trader", message="stop"))
+        wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 1)  # both handled (in order) before unmuting
         client.call(c.MuteNotifications(chat_id=MAIN_CHAT, muted=False))
         publisher.publish(m.Notification(level="warning", title="after unmute", source="t"))
         wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 2)
