@@ -68,7 +68,7 @@ class BotCore:
     def router(self) -> Router:
         r = Router(name="depthpilot")
         r.message.register(self.on_message)
-        r.edited_message.register(self.on_message)
+        r.edited_message.register(self.on_edited)
         r.callback_query.register(self.on_callback, F.data)
         return r
 
@@ -124,6 +124,11 @@ class BotCore:
         if parsed is None:
             return
         await self.handle(parsed, uid, chat.id, chat.type, message.answer)
+
+    async def on_edited(self, message: Message, bot: Bot) -> None:
+        """An edited message is never (re-)executed, but a key pasted into an edit is removed too."""
+        if looks_like_secret(message.text or message.caption or ""):
+            await self.on_message(message, bot)
 
     async def handle(self, parsed: Parsed, uid: int | None, chat_id: int, chat_type: str,
                      answer: Callable[..., Awaitable[Any]]) -> None:
