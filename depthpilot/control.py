@@ -27,7 +27,7 @@ __all__ = [
     "Request", "Reply", "ControlError", "ControlTimeout", "ControlRejected", "ControlClient", "ControlServer",
     "REQUESTS", "request_for",
     "StartTrading", "StopTrading", "Flatten", "PauseEntries", "ResumeEntries", "ResetRisk", "SetParameter",
-    "Status", "Positions", "Balance", "Pnl", "RecentTrades", "RiskLimits",
+    "Status", "Positions", "Balance", "Pnl", "RecentTrades", "RiskLimits", "MuteNotifications",
     "Ack", "PositionView", "StatusReply", "PositionsReply", "BalanceReply", "PnlReply", "TradeView",
     "TradesReply", "RiskReply", "SymbolStatus",
 ]
@@ -139,9 +139,19 @@ class RiskLimits(Request):
     COMMAND: ClassVar[str] = "risk"
 
 
+class MuteNotifications(Request):
+    """Mute (or unmute) the notifier's messages to one chat; critical alerts still go through.
+    Answered by the notifier, which keeps the preference in its store."""
+
+    COMMAND: ClassVar[str] = "notify_mute"
+    TARGET: ClassVar[str] = "notifier"
+    chat_id: int
+    muted: bool = True
+
+
 REQUESTS: tuple[type[Request], ...] = (
     StartTrading, StopTrading, Flatten, PauseEntries, ResumeEntries, ResetRisk, SetParameter,
-    Status, Positions, Balance, Pnl, RecentTrades, RiskLimits,
+    Status, Positions, Balance, Pnl, RecentTrades, RiskLimits, MuteNotifications,
 )
 _BY_COMMAND: dict[str, type[Request]] = {r.COMMAND: r for r in REQUESTS}
 
@@ -252,7 +262,7 @@ class RiskReply(Reply):
 REPLY_FOR: dict[type[Request], type[Reply]] = {
     StartTrading: Ack, StopTrading: Ack, Flatten: Ack, PauseEntries: Ack, ResumeEntries: Ack, ResetRisk: Ack,
     SetParameter: Ack, Status: StatusReply, Positions: PositionsReply, Balance: BalanceReply, Pnl: PnlReply,
-    RecentTrades: TradesReply, RiskLimits: RiskReply,
+    RecentTrades: TradesReply, RiskLimits: RiskReply, MuteNotifications: Ack,
 }
 
 

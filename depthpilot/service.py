@@ -44,7 +44,8 @@ class SecretFilter(logging.Filter):
 def setup_logging(settings: Settings) -> None:
     secrets = [
         v.get_secret_value()
-        for v in (settings.telegram_bot_token, settings.bybit_api_key, settings.bybit_api_secret)
+        for v in (settings.telegram_bot_token, settings.bybit_api_key, settings.bybit_api_secret,
+                  settings.telegram_webhook_secret, settings.notify_webhook_url)
         if v is not None
     ]
     for url in (settings.amqp_url, settings.mongo_url):

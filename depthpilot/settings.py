@@ -8,6 +8,7 @@ Secrets are ``SecretStr``: never printed, never logged, masked in ``repr`` and
 from __future__ import annotations
 
 import os
+import re
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any
@@ -148,6 +149,28 @@ class Settings(BaseSettings):
     telegram_allowed_chat_ids: Annotated[list[int], NoDecode] = Field(
         default_factory=list, validation_alias="TELEGRAM_ALLOWED_CHAT_IDS"
     )
+    # who may command the bot: "123:trader,456:viewer" (no role = trader); TELEGRAM_ALLOWED_CHAT_IDS
+    # lists the groups where those users may command it (private chats are always allowed)
+    telegram_users: str = Field("", validation_alias="TELEGRAM_USERS")
+    telegram_api_base_url: str | None = Field(None, validation_alias="TELEGRAM_API_BASE_URL")  # local Bot API server
+    telegram_mode: str = Field("polling", pattern="^(polling|webhook)$", validation_alias="TELEGRAM_MODE")
+    telegram_poll_timeout_s: int = Field(30, ge=1, le=60, validation_alias="TELEGRAM_POLL_TIMEOUT_S")
+    telegram_webhook_url: str | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
+    telegram_webhook_listen: str = Field("127.0.0.1:8081", pattern=r"^[^:]+:\d+$", validation_alias="TELEGRAM_WEBHOOK_LISTEN")
+    telegram_control_timeout_s: float = Field(5.0, gt=0, le=120, validation_alias="TELEGRAM_CONTROL_TIMEOUT_S")
+    telegram_confirm_ttl_s: float = Field(30.0, gt=0, le=600, validation_alias="TELEGRAM_CONFIRM_TTL_S")
+
+    # notifier: "BTCUSDT:-100123,*:456" (symbol -> Telegram chat id or "webhook"); empty = every
+    # TELEGRAM_USERS user in private
+    notify_routes: str = Field("", validation_alias="NOTIFY_ROUTES")
+    notify_webhook_url: SecretStr | None = Field(None, validation_alias="NOTIFY_WEBHOOK_URL")  # Discord/Slack-style
+    notify_daily_summary_utc: str = Field("23:55", pattern=r"^(|([01]\d|2[0-3]):[0-5]\d)$",
+                                          validation_alias="NOTIFY_DAILY_SUMMARY_UTC")  # "" = off
+    notify_per_chat_interval_s: float = Field(1.0, ge=0, le=60, validation_alias="NOTIFY_PER_CHAT_INTERVAL_S")
+    notify_global_rate_per_s: float = Field(30.0, gt=0, le=1000, validation_alias="NOTIFY_GLOBAL_RATE_PER_S")
+    notify_retry_max_s: float = Field(60.0, gt=0, le=3600, validation_alias="NOTIFY_RETRY_MAX_S")
+    notify_service_silent_s: float = Field(30.0, ge=0, le=3600, validation_alias="NOTIFY_SERVICE_SILENT_S")  # 0 = off
 
     # bybit
     bybit_api_key: SecretStr | None = Field(None, validation_alias="BYBIT_API_KEY")
@@ -221,6 +244,14 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be http://host[:port] or https://host[:port]")
         return v.rstrip("/")
+
+    @field_validator("telegram_users")
+    @classmethod
+    def _check_users(cls, v: str) -> str:
+        for item in (x.strip() for x in v.split(",")):
+            if item and not re.fullmatch(r"\d+(\s*:\s*(viewer|trader))?", item, re.I):
+                raise ValueError(f"{item!r} is not <user id>[:viewer|trader] (comma-separated)")
+        return v
 
     @field_validator("log_level")
     @classmethod

@@ -167,8 +167,9 @@ QUEUES: dict[str, QueueDef] = {
         _market("trader.signals", "signals.*.*", max_length=1_000),
         _market("trader.book", "book.*.*", max_length=1_000),
         _market("api.heartbeats", "heartbeat.*", max_length=1_000),
+        _market("notifier.heartbeats", "heartbeat.*", max_length=1_000),
         # state consumers
-        _state("notifier.events", "order.update.#", "fill.#", "risk.#", "notify.#"),
+        _state("notifier.events", "order.update.#", "fill.#", "position.#", "risk.#", "notify.#"),
         # order intents are executed inside the trader and published for the record (api.state)
         _state("api.state", "order.intent.#", "order.update.#", "fill.#", "position.#", "risk.#"),
         # control channel, one queue per service
