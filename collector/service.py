@@ -22,7 +22,6 @@ import hashlib
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from collector.feed import FeedOutput, FeedProcessor

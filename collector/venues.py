@@ -123,7 +123,7 @@ class BybitSource:
             except asyncio.TimeoutError:
                 ws = bs.ws
                 if ws is None or getattr(ws, "exited", False):
-                    raise ConnectionError(f"bybit {self.symbol}: websocket closed and pybit gave up reconnecting")
+                    raise ConnectionError(f"bybit {self.symbol}: websocket closed and pybit gave up reconnecting") from None
                 continue
             yield item
 

@@ -124,7 +124,7 @@ class TradingRepository:
         """
         orders = self.db.orders
         if isinstance(msg, m.OrderIntent):
-            on_insert = self._intent_doc(msg, mode)
+            on_insert: dict[str, Any] = self._intent_doc(msg, mode)
             try:
                 res = orders.update_one(
                     {"client_order_id": msg.client_order_id, "$or": [{"intent": None}, {"intent.id": msg.id}]},
@@ -156,7 +156,7 @@ class TradingRepository:
         fields.update(filled_qty=fq, status_rank=rank, tns=tns, time=ns_to_datetime(tns), msg_id=msg.id)
         if mode is not None:
             fields["mode"] = mode
-        on_insert: dict[str, Any] = {"created_tns": tns}
+        on_insert = {"created_tns": tns}
         if mode is None:
             on_insert["mode"] = None
         try:

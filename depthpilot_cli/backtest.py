@@ -88,7 +88,7 @@ def _model(model: Path | None):
 
     try:
         return load_model(model)
-    except Exception as exc:  # an artifact that does not load: one line, not a traceback
+    except Exception as exc:  # noqa: BLE001 - an artifact that does not load: one line, not a traceback
         _err(f"--model {model}: {type(exc).__name__}: {exc}")
         raise typer.Exit(2) from None
 

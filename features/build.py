@@ -10,7 +10,7 @@ import pandas as pd
 
 from features.aggregate import aggregate_blocks
 from features.candles import candle_features, ohlcv_from_mid, ohlcv_from_trades
-from features.engine import batch_features, feature_rows
+from features.engine import feature_rows
 from features.io import (RecordingError, books_from_messages, load_binance_books, load_book_snapshots_csv, load_klines,
                          load_trades_csv)
 from features.pipeline import interval_label, names_for

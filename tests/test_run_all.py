@@ -61,4 +61,4 @@ def test_run_all_in_one_process_produces_signals(data_dir):
     m = re.search(r"trades: (\d+) \| wins: (\d+) \| pnl after fees: (-?\d+\.\d{4}) USDT \| fees: (\d+\.\d{4})", summary)
     assert m, summary
     trades, wins, pnl, fees = int(m[1]), int(m[2]), float(m[3]), float(m[4])
-    assert trades >= 1 and 0 <= wins <= trades and fees > 0, summary
+    assert trades >= 1 and 0 <= wins <= trades and fees > 0 and pnl == pnl, summary

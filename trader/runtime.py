@@ -138,7 +138,7 @@ class TraderRuntime:
                 elif isinstance(ev, OrderReport):
                     upd = mm.order_update(ev, now)
                     self.counters["order_updates"] += 1
-                    self._store(lambda: self.store.upsert_order(upd, mode=self.mode))
+                    self._store(lambda upd=upd: self.store.upsert_order(upd, mode=self.mode))
                     self._publish(upd)
                 fresh.append(ev)
             actions = self.engine.on_events(fresh)
@@ -183,7 +183,7 @@ class TraderRuntime:
             if isinstance(a, OrderRequest):
                 intent = mm.intent_message(a, signal_id)
                 self.counters["intents"] += 1
-                self._store(lambda: self.store.upsert_order(intent, mode=self.mode))
+                self._store(lambda intent=intent: self.store.upsert_order(intent, mode=self.mode))
                 self._publish(intent)
                 self.worker.submit(a)
                 changed = True
@@ -195,7 +195,7 @@ class TraderRuntime:
                     pos = self._position(PositionChange(a.exchange, a.symbol, led.signed_qty, led.avg_price,
                                                         led.realized, led.fees, a.stop_price,
                                                         a.ts_ns or self.clock.now()))
-                    self._store(lambda: self.store.upsert_position(pos))
+                    self._store(lambda pos=pos: self.store.upsert_position(pos))
                     self._publish(pos)
                 changed = True
             elif isinstance(a, RiskAlert):
@@ -203,18 +203,18 @@ class TraderRuntime:
                 self.counters["risk_events"] += 1
                 log.log(logging.WARNING if a.severity != "info" else logging.INFO, "risk %s %s: %s",
                         a.kind, a.symbol, a.message)
-                self._store(lambda: self.store.insert(ev))
+                self._store(lambda ev=ev: self.store.insert(ev))
                 self._publish(ev)
                 changed = True
             elif isinstance(a, PositionChange):
                 pos = self._position(a)
-                self._store(lambda: self.store.upsert_position(pos))
+                self._store(lambda pos=pos: self.store.upsert_position(pos))
                 self._publish(pos)
                 changed = True
             elif isinstance(a, ClosedTrade):
                 self.counters["closed_trades"] += 1
                 rec = mm.closed_trade_record(a)
-                self._store(lambda: self.store.record_closed_trade(mm.trade_id(a), rec, mode=self.mode))
+                self._store(lambda a=a, rec=rec: self.store.record_closed_trade(mm.trade_id(a), rec, mode=self.mode))
                 self._publish(mm.trade_notification(a, self.mode))
                 changed = True
         if changed:

@@ -309,7 +309,7 @@ class MemoryBus(Bus):
 
     def get_dead_letters(self, queue: str, max_count: int = 100) -> list[tuple[bytes, dict[str, Any]]]:
         q = self.broker.queues.get(f"{queue}.dlq")
-        out = []
+        out: list[tuple[bytes, dict[str, Any]]] = []
         while q is not None and q.items and len(out) < max_count:
             env = q.items.popleft()
             out.append((env.body, env.headers))

@@ -27,7 +27,7 @@ class RabbitBus(RabbitConsumer):
 
     def _watchdog(self, conn: pika.SelectConnection) -> None:
         """I/O thread, every second while this connection lives: stall detection."""
-        if self._conn is not conn or not conn.is_open:
+        if id(self._conn) != id(conn) or not conn.is_open:  # (id: keeps mypy from narrowing conn to Optional)
             return
         self.stalled_consumers()
         conn.ioloop.call_later(min(1.0, max(0.05, self.stall_after / 4)), lambda: self._watchdog(conn))

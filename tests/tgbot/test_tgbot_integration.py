@@ -163,7 +163,7 @@ def test_keys_in_chat_are_deleted_refused_and_not_logged(monkeypatch, bot_api, r
         for user, text in ((OWNER, f"api_key: {secret}"), (OWNER, secret), (STRANGER, f"/trade {secret}")):
             n = len(bot_api.calls)
             mid = bot_api.message(user, text)
-            reply = bot_api.wait_call(lambda c: c.method == "sendMessage" and c.chat_id == user, after=n)
+            reply = bot_api.wait_call(lambda c, user=user: c.method == "sendMessage" and c.chat_id == user, after=n)
             assert "looked like an API key" in reply.text
             assert (user, mid) in bot_api.deleted
         assert secret not in caplog.text

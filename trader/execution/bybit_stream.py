@@ -101,7 +101,7 @@ class BybitPrivateStream:
             conn.ws = _EndpointWebSocket(endpoint=self.url, channel_type="private", testnet=False,
                                          api_key=self._key, api_secret=self._secret, retries=2,
                                          restart_on_error=False, callback_function=conn.on_message)
-        except Exception as e:  # pybit raises websocket / plain exceptions on connect: stay on REST
+        except Exception as e:  # noqa: BLE001 - pybit raises websocket / plain exceptions on connect: stay on REST
             log.warning("bybit private stream %s: connect failed (%s); REST polling", self.url, type(e).__name__)
             return False
         self._conn = conn
@@ -112,7 +112,7 @@ class BybitPrivateStream:
         if conn.auth:
             try:
                 conn.ws.ws.send(json.dumps({"op": "subscribe", "req_id": uuid.uuid4().hex, "args": list(TOPICS)}))
-            except Exception as e:  # the socket went away in between
+            except Exception as e:  # noqa: BLE001 - the socket went away in between
                 log.warning("bybit private stream: subscribe failed (%s)", type(e).__name__)
             while not conn.subscribed and conn.ws.is_connected() and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -136,5 +136,5 @@ class BybitPrivateStream:
         if conn is not None and conn.ws is not None:
             try:
                 conn.ws.exit()
-            except Exception as e:  # a socket already gone
+            except Exception as e:  # noqa: BLE001 - a socket already gone
                 log.debug("bybit private stream close: %s", type(e).__name__)
