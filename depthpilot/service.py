@@ -207,13 +207,13 @@ class Service:
                                   uptime_s=time.monotonic() - self.started_at, stats=stats, problems=problems)
 
     def _heartbeat_loop(self) -> None:
-        beat_file = os.environ.get("DEPTHPILOT_HEARTBEAT_FILE")  # container healthcheck reads its mtime
+        beat_file = os.environ.get("DEPTHPILOT_HEARTBEAT_FILE")  # the container healthcheck reads it
         while not self.stopping.wait(self.heartbeat_interval_s):
             try:
-                self.bus.publish(self.heartbeat())
+                hb = self.heartbeat()
+                self.bus.publish(hb)
                 if beat_file and self.bus.connected:
-                    with open(beat_file, "a"):
-                        os.utime(beat_file)
+                    write_health_file(beat_file, hb)
             except Exception:  # noqa: BLE001 - a missed heartbeat is reported by its absence
                 log.exception("heartbeat publish failed")
 
@@ -250,6 +250,36 @@ class Service:
             return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False,
                                   error=f"unknown command {cmd.command!r}")
         return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=True, result=result)
+
+
+def write_health_file(path: str, hb: m.ServiceHeartbeat) -> None:
+    """The heartbeat as one JSON line (status, problems, time), replaced atomically: the container
+    healthcheck requires it fresh AND ``"status": "ok"``, so a degraded service (a dead feed, a
+    stalled consumer...) turns its container unhealthy with the reason readable in the file."""
+    import json
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"service": hb.service, "status": hb.status, "problems": hb.problems, "ts": hb.ts}, f)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_health_file(path: str, max_age_s: float = 60.0) -> tuple[bool, str]:
+    """(healthy, one line why) for the container healthcheck (``python -m depthpilot.service``)."""
+    import json
+
+    try:
+        age = time.time() - os.path.getmtime(path)
+        with open(path) as f:
+            body = json.load(f)
+    except (OSError, ValueError) as exc:
+        return False, f"no readable heartbeat file {path}: {exc}"
+    if age > max_age_s:
+        return False, f"heartbeat {age:.0f} s old (> {max_age_s:g} s)"
+    if body.get("status") != "ok":
+        return False, f"{body.get('service', '?')} {body.get('status')}: " + "; ".join(body.get("problems") or [])
+    return True, "ok"
 
 
 def open_store(settings: Settings) -> Any:
@@ -335,3 +365,9 @@ if os.environ.get("DEPTHPILOT_DEBUG_SIGNALS"):
     import faulthandler
 
     faulthandler.register(signal.SIGUSR1)
+
+
+if __name__ == "__main__":  # container healthcheck: python -m depthpilot.service
+    _ok, _why = read_health_file(os.environ.get("DEPTHPILOT_HEARTBEAT_FILE", "/tmp/depthpilot.heartbeat"))
+    print(_why)
+    sys.exit(0 if _ok else 1)

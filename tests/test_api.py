@@ -35,3 +35,31 @@ def test_health_metrics_and_status(uid):
     finally:
         trader.stop()
         trader_bus.close()
+
+
+def test_degraded_service_shows_in_services_and_metrics(uid):
+    """A service's degraded heartbeat (with its reasons) reaches /services and /metrics; one
+    whose heartbeats stop turns silent."""
+    from api.health import ServiceHealth
+    from depthpilot import messages as m
+
+    now = [100.0]
+    health = ServiceHealth(stale_after_s=30, clock=lambda: now[0])
+    MemoryBroker.reset(uid)
+    bus = connect_bus(f"memory://{uid}", "api").start()
+    try:
+        client = TestClient(create_app(bus, None, services=health))
+        health.on_heartbeat(m.ServiceHeartbeat(service="features", instance="a", status="ok", stats={"late": 3.0}))
+        health.on_heartbeat(m.ServiceHeartbeat(service="collector", instance="b", status="degraded",
+                                               problems=["binance BTCUSDT: feed down for 75 s"]))
+        body = client.get("/services").json()
+        assert body["collector"]["status"] == "degraded" and "feed down" in body["collector"]["problems"][0]
+        text = client.get("/metrics").text
+        assert 'depthpilot_service_healthy{service="collector"} 0.0' in text
+        assert 'depthpilot_service_healthy{service="features"} 1.0' in text
+        assert 'depthpilot_service_problems{service="collector"} 1.0' in text
+        assert 'depthpilot_service_stat{service="features",stat="late"} 3.0' in text
+        now[0] += 31
+        assert client.get("/services").json()["features"]["status"] == "silent"
+    finally:
+        bus.close()

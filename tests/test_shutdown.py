@@ -107,3 +107,30 @@ def test_close_bus_reports_unconfirmed() -> None:
     assert close_bus(_Closing(None)) == 0  # type: ignore[arg-type]
     assert close_bus(_Closing(0)) == 0  # type: ignore[arg-type]
     assert close_bus(_Closing(7)) == 7  # type: ignore[arg-type]
+
+
+def test_health_file_carries_status_and_reason(tmp_path) -> None:
+    """The container healthcheck (``python -m depthpilot.service``) passes only on a fresh file
+    that says ok; a degraded heartbeat fails it with the reason."""
+    import os
+    import subprocess
+    import sys
+
+    from depthpilot import messages as m
+    from depthpilot.paths import REPO_ROOT
+    from depthpilot.service import read_health_file, write_health_file
+
+    path = str(tmp_path / "beat")
+    assert read_health_file(path)[0] is False  # no file yet
+    write_health_file(path, m.ServiceHeartbeat(service="collector", instance="x", status="ok"))
+    assert read_health_file(path) == (True, "ok")
+    env = {**os.environ, "DEPTHPILOT_HEARTBEAT_FILE": path, "PYTHONPATH": str(REPO_ROOT)}
+    assert subprocess.run([sys.executable, "-m", "depthpilot.service"], env=env, capture_output=True).returncode == 0
+    write_health_file(path, m.ServiceHeartbeat(service="collector", instance="x", status="degraded",
+                                               problems=["binance BTCUSDT: feed down for 75 s"]))
+    ok, why = read_health_file(path)
+    assert not ok and "feed down for 75 s" in why
+    proc = subprocess.run([sys.executable, "-m", "depthpilot.service"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 1 and "feed down" in proc.stdout
+    os.utime(path, (0, 0))
+    assert "old" in read_health_file(path)[1]
