@@ -12,6 +12,7 @@ from tests.tgbot.conftest import OWNER, VIEWER, start_bot, stop_bot
 from tests.tgbot.real_trader import TRADER_QUEUES, RealBookFeeder, RealTrader, purge, real_books, signal
 from tests.tgbot.test_tgbot_integration import ask, button, tap
 from tests.trader.svc_helpers import wait_until
+from tgbot.render import money, plain, signed
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -86,9 +87,14 @@ def test_bot_drives_the_real_trader_and_stop_flattens(monkeypatch, bot_api, trad
             assert ask(bot_api, OWNER, "/positions").text == "No open positions."
             trade = client.call(c.RecentTrades(n=5)).trades
             assert len(trade) == 1 and trade[0].exit_reason == "flatten"
+            t = trade[0]
             text = ask(bot_api, OWNER, "/trades").text
-            assert f"{symbol} long" in text and "(flatten)" in text and f"{trade[0].fees.quantize(Decimal('0.01'))} fees" \
-                in text, text
+            assert f"{symbol} long {plain(t.qty)} {plain(t.entry_price)} -> {plain(t.exit_price)}: {signed(t.pnl)} " \
+                f"after {money(t.fees)} fees (flatten)" in text, text
+            assert t.entry_price == pos.avg_price and t.pnl == (t.exit_price - t.entry_price) * t.qty - t.fees
+            pnl = ask(bot_api, OWNER, "/pnl").text
+            assert f"realized {signed(t.pnl)} USDT after {money(t.fees)} fees, unrealized 0.00; 1 trades, " \
+                f"{int(t.pnl > 0)}/1 won" in pnl, pnl
             assert f"{symbol}@{exchange}: stopped" in ask(bot_api, OWNER, "/status").text
         # the viewer never reached the trader: every command it saw came from the owner
         assert {x.requested_by for x in trader.handled} == {f"telegram:{OWNER}", "test"}
