@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -14,13 +15,20 @@ from depthpilot import control as c
 from depthpilot import messages as m
 from depthpilot.bus import connect_bus
 from notifier.format import num, usd
-from tests.notifier.test_notifier_integration import MAIN_CHAT, bot_api, start_notifier, stop_notifier, wait_for  # noqa: F401
+from tests.notifier.test_notifier_integration import MAIN_CHAT, start_notifier, stop_notifier, wait_for
+from tests.tgbot.fakes.bot_api import FakeBotAPI
 from tests.tgbot.real_trader import TRADER_QUEUES, RealBookFeeder, RealTrader, mids, purge, real_books, signal
 
 pytestmark = pytest.mark.rabbitmq
 
 D = Decimal
 OUT_QUEUE = "api.state"  # the trader's order/fill/position messages, as the API sees them
+
+
+@pytest.fixture
+def bot_api() -> Iterator[FakeBotAPI]:
+    with FakeBotAPI() as api:
+        yield api
 
 
 def test_a_real_trailing_stop_round_trip_reaches_the_chat_with_the_traders_pnl(monkeypatch, bot_api, amqp_url, uid):
