@@ -74,12 +74,21 @@ def test_a_real_trailing_stop_round_trip_reaches_the_chat_with_the_traders_pnl(m
         assert t.exit_price > min(asks[entry_i:feed.index + 1, 0, 0]) and t.exit_price < t.entry_price
         # the trader's PnL after fees, exact: from its own stored fills
         fills = trader.store.fills()
-        assert len(fills) == 2
-        sell, buy = sorted(fills, key=lambda f: f["side"] != "sell")
-        q = D(str(sell["qty"]))
-        fees = D(str(sell["fee"])) + D(str(buy["fee"]))
-        assert t.fees == fees and t.pnl == (D(str(sell["price"])) - D(str(buy["price"]))) * q - fees
+        notional = {"buy": D(0), "sell": D(0)}
+        qty = {"buy": D(0), "sell": D(0)}
+        for f in fills:  # a market order may fill over several levels of the recorded book
+            notional[f["side"]] += D(str(f["qty"])) * D(str(f["price"]))
+            qty[f["side"]] += D(str(f["qty"]))
+        fees = sum((D(str(f["fee"])) for f in fills), D(0))
+        assert qty["buy"] == qty["sell"] == t.qty
+        assert t.fees == fees and t.pnl == notional["sell"] - notional["buy"] - fees
         assert t.pnl > 0  # the trailing stop locked in a gain on the fall
+        stored = trader.store.closed_trades(mode="paper")
+        assert len(stored) == 1 and stored[0]["pnl"] == t.pnl and stored[0]["fees"] == t.fees
+        assert stored[0]["exit_reason"] == "trailing_stop"
+        # the closing order's update says so too (the notifier reads the reason from it)
+        closing = [x for x in seen if isinstance(x, m.OrderUpdate) and x.side == m.Side.BUY]
+        assert closing and {x.reason for x in closing} == {"trailing_stop"}, closing
 
         wait_for(lambda: sum("CLOSE" in x for x in bot_api.sent_to(MAIN_CHAT)) == 1, 10)
         texts = bot_api.sent_to(MAIN_CHAT)
