@@ -95,7 +95,7 @@ def render_risk(r: c.RiskReply) -> str:
     lines = ["Risk" + ("  HALTED: " + (r.halt_reason or "yes") if r.halted else ": ok")]
     for name, limit in r.limits.items():
         used = r.usage.get(name)
-        lines.append(f"{name}: {used if used is not None else '-'} / {limit}")
+        lines.append(f"{name}: {used} / {limit}" if used is not None else f"{name}: {limit}")
     for name, used in r.usage.items():
         if name not in r.limits:
             lines.append(f"{name}: {used}")

@@ -34,6 +34,18 @@ class EngineGuards:
     def _alert(self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any) -> RiskAlert:
         ...  # in TradingEngine
 
+    def venue_stop_reason(self, symbol: str, client_order_id: str, reason: str) -> str:
+        """The reason to publish for a venue report of ``client_order_id``: a venue-side stop
+        order (not one of the engine's own orders; reported with reason ``stop`` or a ``stop-``
+        client id) is labelled as the closed trade will be, ``trailing_stop`` once the stop
+        has trailed, else ``stop``; any other report keeps ``reason``."""
+        st = self.symbols.get(symbol)
+        if st is None or client_order_id in st.pending:
+            return reason
+        if reason == "stop" or client_order_id.startswith("stop-"):  # engine.STOP_ORDER_PREFIX
+            return "trailing_stop" if st.stop_kind == "trailing" else "stop"
+        return reason
+
     def _cache_floats(self) -> None:
         """Float copies of limits for the per-book pre-checks (exact decisions stay Decimal)."""
         self._fee_f = float(self.cfg.taker_fee)

@@ -75,16 +75,20 @@ def risk(eng: "TradingEngine") -> RiskReply:
         "daily_loss_limit", "max_loss_fraction", "maintenance_margin_rate", "trailing_lock_fraction",
         "max_book_age_s", "max_signal_age_s")}
     usage: dict[str, str] = {"day_realized": str(eng.day_realized), "day_pnl": str(eng.day_pnl())}
-    total = ZERO
+    total = biggest = ZERO
     for s, st in sorted(eng.symbols.items()):
         n = st.notional()
         total += n
+        biggest = max(biggest, n)
         if st.led.qty:
             usage[f"position_notional.{s}"] = str(n)
             usage[f"stop.{s}"] = str(st.stop)
         if st.data_halt:
             usage[f"data_halt.{s}"] = st.data_halt
-    usage["total_exposure"] = str(total)
+    # usage of a limit is keyed by the limit's name (the bot renders "used / limit")
+    usage["max_total_exposure"] = str(total)
+    usage["max_position_notional"] = str(biggest)
+    usage["daily_loss_limit"] = str(max(ZERO, -eng.day_pnl()))
     return RiskReply(limits=limits, usage=usage, halted=bool(eng.halt_reason), halt_reason=eng.halt_reason)
 
 

@@ -137,6 +137,7 @@ class TraderRuntime:
                     self._publish(msg)
                 elif isinstance(ev, OrderReport):
                     upd = mm.order_update(ev, now)
+                    upd.reason = self.engine.venue_stop_reason(ev.symbol, ev.client_order_id, upd.reason)
                     self.counters["order_updates"] += 1
                     self._store(lambda upd=upd: self.store.upsert_order(upd, mode=self.mode))
                     self._publish(upd)

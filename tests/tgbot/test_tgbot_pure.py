@@ -141,6 +141,10 @@ def test_rendering():
     risk = c.RiskReply(limits={"daily_loss_usd": "100"}, usage={"daily_loss_usd": "42.5", "open_orders": "1"},
                        halted=False)
     assert render.render(risk) == "Risk: ok\ndaily_loss_usd: 42.5 / 100\nopen_orders: 1"
+    # a limit nothing measures is shown as the limit alone, not as "- / limit"
+    bare = c.RiskReply(limits={"leverage": "3", "daily_loss_limit": "100"}, usage={"daily_loss_limit": "0"},
+                       halted=True, halt_reason="daily_loss")
+    assert render.render(bare) == "Risk  HALTED: daily_loss\nleverage: 3\ndaily_loss_limit: 0 / 100"
     assert render.render(c.Ack(message="x")) == "Done: x"
     assert "within 2 s" in render.render_timeout(c.Flatten(), 2) and "NOT be executed" in render.render_timeout(
         c.Flatten(), 2)

@@ -237,3 +237,16 @@ def test_takes_collector_book_snapshots_as_they_are():
     # decided on book 100 (signal time = its ts_recv, no latency): filled on that book's best ask
     assert pos.avg_price == to_decimal(float(snaps[100].asks[0, 0]))
     assert pos.opened_ts == snaps[100].ts_recv
+
+
+def test_venue_stop_reports_are_labelled_as_the_trade_will_be():
+    """The published OrderUpdate of a venue-side stop says trailing_stop once the stop trailed,
+    like the closed trade (the notifier shows the order's reason)."""
+    sim, c = open_long()
+    eng = sim.engine
+    assert eng.venue_stop_reason(SYM, "stop-1", "stop") == "stop"  # the initial stop
+    assert eng.venue_stop_reason(SYM, "stop-1", "") == "stop"  # a stop- client id, no reason
+    c.book(60300.0)  # trails
+    assert eng.venue_stop_reason(SYM, "stop-2", "stop") == "trailing_stop"
+    assert eng.venue_stop_reason(SYM, "x-9", "signal") == "signal"  # other reports keep theirs
+    assert eng.venue_stop_reason("NOPE", "stop-3", "stop") == "stop"  # unknown symbol: unchanged
