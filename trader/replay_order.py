@@ -13,6 +13,10 @@ does the same on the replay clock by holding books back:
 * a book older than the last released one starts a new pass (a looped replay): everything held
   is released first and the order starts afresh.
 
+Event time is the book's exchange time (its receive time when it has none), never going
+backwards within a pass: the time the features service samples on and a backtest uses
+(``backtest.data``), so a book and the signal of a tick are ordered on one clock.
+
 The engine's timer runs on event time, as the backtest runs it: at the first book at least
 ``timer_ns`` after the last timer (not at the very first book).
 """
@@ -22,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+LOOP_NS = 60 * 10**9  # a book this far before the newest one starts a new pass (looped replay)
 TIMER_NS = 10**9  # same as backtest.run.TIMER_NS: the engine timer every second of event time
 
 
@@ -37,13 +42,16 @@ class ReplayOrder:
                                                                "released_by_timeout": 0})
 
     def add_book(self, ts: int, book: Any, now_mono: float) -> list[tuple[str, Any]]:
-        """A book arrived: events to apply now (``("timer", ns)`` / ``("book", book)``)."""
+        """A book arrived at event time ``ts``: events to apply now (``("timer", ns)`` /
+        ``("book", (ts, book))``, ``ts`` clamped so that it never goes backwards)."""
         out: list[tuple[str, Any]] = []
         newest = self.held[-1][0] if self.held else self.last_book_ts
-        if newest is not None and ts < newest:  # a looped replay starts over
+        if newest is not None and ts < newest - LOOP_NS:  # a looped replay starts over
             out += self._release(None)
             self.counters["loops"] += 1
             self.last_book_ts = self.last_signal_ts = self.next_timer = None
+        elif newest is not None and ts < newest:
+            ts = newest  # a late exchange stamp: kept in arrival order
         if self.last_signal_ts is not None and ts <= self.last_signal_ts:
             self.counters["late_books"] += 1  # a signal after it was applied already: apply at once
             return out + self._apply_book(ts, book)
@@ -81,7 +89,7 @@ class ReplayOrder:
         elif ts >= self.next_timer:
             out.append(("timer", ts))
             self.next_timer = ts + self.timer_ns
-        out.append(("book", book))
+        out.append(("book", (ts, book)))
         if self.last_book_ts is None or ts > self.last_book_ts:
             self.last_book_ts = ts
         return out

@@ -22,6 +22,8 @@ import time
 from decimal import Decimal
 from typing import Any, Callable
 
+import msgspec
+
 from depthpilot import messages as m
 from trader import message_map as mm
 from trader.actions import ClosedTrade, PositionChange, RiskAlert, StopMove
@@ -108,7 +110,7 @@ class TraderRuntime:
         if self.replay is not None:
             with self._seq:
                 self.counters["books"] += 1
-                self._apply(self.replay.add_book(book.ts_recv or book.ts_exchange, book, time.monotonic()))
+                self._apply(self.replay.add_book(book.ts_exchange or book.ts_recv, book, time.monotonic()))
             return
         self.counters["books"] += 1
         self.clock.saw(book.ts_recv or book.ts_exchange)
@@ -199,7 +201,9 @@ class TraderRuntime:
                 with self.lock:
                     self.dispatch(self.engine.on_timer(ev))
             elif kind == "book":
-                self.clock.saw(ev.ts_recv or ev.ts_exchange)
+                ts, ev = ev
+                ev = msgspec.structs.replace(ev, ts_recv=ts)  # the engine and paper judge books by event time
+                self.clock.saw(ts)
                 if self.worker.book(ev):
                     self.worker.call(lambda _c: None).result(timeout=barrier_s)
                 with self.lock:
