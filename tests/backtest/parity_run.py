@@ -52,7 +52,7 @@ class ServicesRun:
     books: int
     signals: int
     counters: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # services started -> the trader took its last book or signal
 
 
 def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.0, **env: str) -> ServicesRun:
@@ -81,7 +81,6 @@ def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.
     uid = uuid.uuid4().hex[:10]
     store = Store.connect(f"mongomock://{uid}", f"parity_{uid}", snapshot_ttl_s=None)
     services, buses = [], []
-    t0 = time.perf_counter()
     try:
         for cls in (TraderService, PredictorService, FeaturesService, CollectorService):
             bus = connect_bus(url, cls.name).start()
@@ -93,7 +92,8 @@ def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.
             services.append(svc)
             buses.append(bus)
         rt = services[0].runtime
-        last, since, deadline = None, time.monotonic(), time.monotonic() + timeout_s
+        start = time.monotonic()
+        last, since, deadline = None, start, start + timeout_s
         while time.monotonic() < deadline:
             time.sleep(0.2)
             with rt._seq:
@@ -104,7 +104,7 @@ def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.
                 break
         else:
             raise AssertionError(f"the services did not finish the replay within {timeout_s:g} s: {last}")
-        seconds = time.perf_counter() - t0
+        seconds = since - start  # until the trader took its last book or signal
         with rt.lock:
             trades = list(rt.engine.closed)
             st = rt.engine.symbols["BTCUSDT"]
