@@ -52,12 +52,13 @@ class ServicesRun:
     books: int
     signals: int
     counters: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0  # services started -> the trader took its last book or signal
+    seconds: float = 0.0  # services started -> the trader took the last signal
 
 
-def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.0, **env: str) -> ServicesRun:
+def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.0, quiet_s: float = 2.0,
+                 **env: str) -> ServicesRun:
     """Replay ``recording`` through the four services on ``url`` until the trader has taken
-    every book and signal (no change for 2 s); the trader's closed trades."""
+    every book and signal (nothing held, no change for ``quiet_s``); the trader's closed trades."""
     from collector.service import CollectorService
     from depthpilot.bus import connect_bus
     from depthpilot.settings import load_settings
@@ -93,18 +94,20 @@ def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.
             buses.append(bus)
         rt = services[0].runtime
         start = time.monotonic()
-        last, since, deadline = None, start, start + timeout_s
+        last, since, sig_at, deadline = None, start, start, start + timeout_s
         while time.monotonic() < deadline:
             time.sleep(0.2)
             with rt._seq:
                 now = (rt.counters["books"], rt.counters["signals"], len(rt.replay.held) if rt.replay else 0)
             if now != last:
+                if last is None or now[1] != last[1]:
+                    sig_at = time.monotonic()
                 last, since = now, time.monotonic()
-            elif now[0] and not now[2] and time.monotonic() - since > 2.0:
+            elif now[0] and not now[2] and time.monotonic() - since > quiet_s:
                 break
         else:
             raise AssertionError(f"the services did not finish the replay within {timeout_s:g} s: {last}")
-        seconds = since - start  # until the trader took its last book or signal
+        seconds = sig_at - start  # until the trader took the last signal (held books wait hold_s after it)
         with rt.lock:
             trades = list(rt.engine.closed)
             st = rt.engine.symbols["BTCUSDT"]
