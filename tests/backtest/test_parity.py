@@ -22,7 +22,8 @@ def _key(t):
 def test_backtest_and_services_make_the_same_trades(amqp_url, tmp_path: Path):
     rec = slice_recording(need_data(SPOT), 60.0, tmp_path / "btcusdt.gz")  # the first minute of the recording
     bt, books = run_backtest(rec)
-    sv = run_services(amqp_url, rec, speed=10.0, timeout_s=60.0)
+    # paced at 10x; a book waits up to 5 s for its tick's signal (headroom on a busy machine)
+    sv = run_services(amqp_url, rec, speed=10.0, timeout_s=90.0, TRADER_REPLAY_HOLD_S="5")
 
     # every book the backtest rebuilt reached the trader (no throttle, no market-queue drop),
     # and no signal came after a later book had been applied
