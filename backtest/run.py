@@ -133,7 +133,7 @@ def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg
     eng = TradingEngine(cfg.trader, {sym: inst})
     paper = _paper(inst, cfg)
     sim = Simulator(eng, paper, keep_actions=False)
-    sigs = stream.signals(books) if stream is not None else [None] * len(books)
+    sigs = stream.events(books) if stream is not None else [[] for _ in range(len(books))]
     views = books.views()
     T = len(views)
     sim.control("start", sym)
@@ -156,8 +156,7 @@ def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg
         sim.book(v)
         if done:
             continue
-        s = sigs[i]
-        if s is not None:
+        for s in sigs[i]:
             sim.signal(s)
         if i >= last:
             sim.control("stop", sym, True)

@@ -30,22 +30,44 @@ class SignalStream:
     probs: np.ndarray  # (T, C)
     ttl_ns: int
     model_id: str = ""
+    ts: np.ndarray | None = None  # (T,) row times when rows are sampled ticks, not books (None = per book)
 
     @property
     def has(self) -> np.ndarray:
         return np.isfinite(self.probs).all(axis=1)
 
     def signals(self, books: Books) -> list[Signal | None]:
-        """A :class:`Signal` per row (None where there is none)."""
+        """A :class:`Signal` per row (None where there is none); rows are books (``ts`` None)."""
+        if self.ts is not None:
+            raise ValueError(f"{self.name}: rows are sampled ticks; use events()")
+        return self._make(books, books.ts)
+
+    def events(self, books: Books) -> list[list[Signal]]:
+        """The signals to hand to the engine after each book: a per-book stream's own row; a
+        sampled stream's tick ``t`` after the last book at or before ``t`` (where the features
+        service emits it: once a later book has shown that the tick has passed)."""
+        out: list[list[Signal]] = [[] for _ in range(len(books))]
+        if self.ts is None:
+            for i, s in enumerate(self._make(books, books.ts)):
+                if s is not None:
+                    out[i].append(s)
+            return out
+        row = np.searchsorted(books.ts, self.ts, side="right") - 1
+        for j, s in enumerate(self._make(books, self.ts)):
+            if s is not None and row[j] >= 0:
+                out[int(row[j])].append(s)
+        return out
+
+    def _make(self, books: Books, row_ts: np.ndarray) -> list[Signal | None]:
         from predictor.smoothing import score_from_probs
 
-        out: list[Signal | None] = [None] * len(books)
+        out: list[Signal | None] = [None] * len(row_ts)
         has = self.has
         idx = np.flatnonzero(has)
         if idx.size:
             scores = np.asarray(score_from_probs(self.probs[idx], self.classes), dtype=np.float64)
             for j, i in enumerate(idx.tolist()):
-                t = int(books.ts[i])
+                t = int(row_ts[i])
                 out[i] = Signal(exchange=books.exchange, symbol=books.symbol, ts=t, model_id=self.model_id or self.name,
                                 classes=self.classes, probs=self.probs[i].tolist(), score=float(scores[j]),
                                 expires_at=t + self.ttl_ns, id=f"{self.name}-{i}", trace={})  # no uuid/clock per row
@@ -121,7 +143,8 @@ def window_ends(ts: np.ndarray, X: np.ndarray, seq_len: int) -> tuple[np.ndarray
 
 
 def model_probs(pred: Any, books: Books, X: np.ndarray | None = None, batch: int = 4096) -> SignalStream:
-    """Batched model probabilities per row (see the module doc)."""
+    """Batched model probabilities per book row (see the module doc). The services feed a model
+    on a sampled clock one row per tick instead: :func:`sampled_probs`."""
     if X is None:
         X = feature_matrix(pred, books)
     S = pred.seq_len
@@ -134,6 +157,41 @@ def model_probs(pred: Any, books: Books, X: np.ndarray | None = None, batch: int
         probs[ends] = pred.predict_windows(win[pos - S + 1], batch=batch)
     ttl = int(float(pred.thresholds.get("signal_ttl_s", 120.0)) * 1e9)
     return SignalStream("model", list(pred.classes), probs, ttl, pred.model_id)
+
+
+def sampled_rows(pred: Any, books: Books) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tick_ts, X, reset)``: the model's input rows on its sampled clock, the rows the features
+    service publishes for these books (:func:`features.engine.feature_rows`; invalid books are
+    refused as the streaming engine does)."""
+    from features.engine import feature_rows
+    from features.spec import feature_names
+
+    spec = model_spec(pred)
+    bids, asks = books.bids, books.asks
+    if not books.valid.all():
+        bids = np.where(books.valid[:, None, None], bids, np.nan)
+        asks = np.where(books.valid[:, None, None], asks, np.nan)
+    tick, X, reset = feature_rows(spec, books.ts, (bids, asks))
+    names = feature_names(spec)
+    cols = [names.index(n) for n in pred.feature_names]
+    return tick, X[:, cols], reset
+
+
+def sampled_probs(pred: Any, books: Books) -> SignalStream:
+    """Probabilities on the model's sampled clock, row by row through ``Predictor.push`` with the
+    features' reset flags: the predictor service's own arithmetic (the incremental LSTM step), so
+    a backtest and the running services see the same numbers, not ones within 1e-5."""
+    tick, X, reset = sampled_rows(pred, books)
+    key = f"{books.exchange}:{books.symbol}:backtest"
+    pred.reset(key)
+    probs = np.full((len(tick), len(pred.classes)), np.nan)
+    for i, t in enumerate(tick.tolist()):
+        p = pred.push(key, t, X[i], reset=bool(reset[i]))
+        if p is not None:
+            probs[i] = p
+    pred.reset(key)
+    ttl = int(float(pred.thresholds.get("signal_ttl_s", 120.0)) * 1e9)
+    return SignalStream("model", list(pred.classes), probs, ttl, pred.model_id, ts=tick)
 
 
 def streaming_probs(pred: Any, books: Books) -> np.ndarray:

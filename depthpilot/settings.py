@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     trader_paper_lot: Decimal = Field(Decimal("0.001"), gt=0, validation_alias="TRADER_PAPER_LOT")
     trader_paper_balance: Decimal = Field(Decimal("10000"), gt=0, validation_alias="TRADER_PAPER_BALANCE")
     trader_poll_interval_s: float = Field(0.05, gt=0, le=10, validation_alias="TRADER_POLL_INTERVAL_S")
+    # replay clock: a book waits at most this long (wall) for the signal that comes before it
+    trader_replay_hold_s: float = Field(1.0, gt=0, le=60, validation_alias="TRADER_REPLAY_HOLD_S")
     bybit_base_url: str | None = Field(None, validation_alias="BYBIT_BASE_URL")  # a mirror / local fake venue
     bybit_private_ws_url: str | None = Field(None, validation_alias="BYBIT_PRIVATE_WS_URL")
 

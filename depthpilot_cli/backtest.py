@@ -95,7 +95,7 @@ def _model(model: Path | None):
 
 def _suite(rec: Path, pred, cfg, n_random: int, seed: int, period_s: float, bar) -> tuple[Any, Any, Any]:
     from backtest.data import infer_instrument
-    from backtest.signals import feature_matrix, model_depth, model_probs
+    from backtest.signals import feature_matrix, model_depth, model_probs, model_spec, sampled_probs
     from backtest.suite import backtest_suite
 
     task = bar.add_task(f"books {rec.name}", total=None)
@@ -103,7 +103,9 @@ def _suite(rec: Path, pred, cfg, n_random: int, seed: int, period_s: float, bar)
     bar.update(task, total=1, completed=1)
     t2 = bar.add_task("features + model", total=1)
     X = feature_matrix(pred, books)
-    stream = model_probs(pred, books, X)
+    stream = model_probs(pred, books, X)  # per book: the forecast metrics of `evaluate`
+    # trading: on the model's sampled clock when it has one, as the running services feed it
+    trade_stream = sampled_probs(pred, books) if model_spec(pred).sample_interval_s else stream
     bar.update(t2, completed=1)
     tasks: dict[str, int] = {}
 
@@ -113,7 +115,7 @@ def _suite(rec: Path, pred, cfg, n_random: int, seed: int, period_s: float, bar)
         bar.update(tasks[name], completed=i)
 
     man = pred.artifact.manifest
-    res = backtest_suite(books, stream, infer_instrument(books), cfg, label_horizon=int(man.label.get("horizon", 20)),
+    res = backtest_suite(books, trade_stream, infer_instrument(books), cfg, label_horizon=int(man.label.get("horizon", 20)),
                          label_threshold=float(man.label.get("threshold", 0.0)), n_random=n_random, seed=seed,
                          period_s=period_s, on_progress=on_progress)
     return res, books, (X, stream)

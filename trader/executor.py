@@ -65,10 +65,11 @@ class ExecWorker:
         if not pending:
             self._jobs.put(("stop", symbol))
 
-    def book(self, book: Any) -> None:
-        """Hand a book to an execution that simulates on books (paper); others ignore it."""
+    def book(self, book: Any) -> bool:
+        """Hand a book to an execution that simulates on books (paper; True); others ignore it."""
         if self._feeds_books:
             self._jobs.put(("book", book))
+        return self._feeds_books
 
     def call(self, fn: Callable[[ExecutionClient], Any]) -> Future:
         fut: Future = Future()

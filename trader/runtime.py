@@ -22,12 +22,15 @@ import time
 from decimal import Decimal
 from typing import Any, Callable
 
+import msgspec
+
 from depthpilot import messages as m
 from trader import message_map as mm
 from trader.actions import ClosedTrade, PositionChange, RiskAlert, StopMove
 from trader.domain import FillReport, OrderReport, OrderRequest, PositionReport
 from trader.engine import TradingEngine
 from trader.executor import ExecWorker
+from trader.replay_order import ReplayOrder
 
 log = logging.getLogger("trader.runtime")
 
@@ -55,7 +58,7 @@ class EventClock:
 class TraderRuntime:
     def __init__(self, engine: TradingEngine, client: Any, *, bus: Any, store: Any | None, mode: str,
                  exchange: str, poll_interval_s: float = 0.05, state_key: str | None = None,
-                 source: str = "trader") -> None:
+                 source: str = "trader", replay_hold_s: float | None = None) -> None:
         self.engine = engine
         self.client = client
         self.bus = bus
@@ -73,6 +76,9 @@ class TraderRuntime:
                          "duplicate_fills": 0}
         self._fills_seen: dict[str, None] = {}
         self.signal_to_intent_ns: list[int] = []
+        # replay clock: events in event-time order, one at a time, as a backtest applies them
+        self.replay = ReplayOrder(hold_s=replay_hold_s) if replay_hold_s is not None else None
+        self._seq = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -101,6 +107,11 @@ class TraderRuntime:
 
     # ------------------------------------------------------------------ inputs
     def on_book(self, book: m.BookSnapshot) -> None:
+        if self.replay is not None:
+            with self._seq:
+                self.counters["books"] += 1
+                self._apply(self.replay.add_book(book.ts_exchange or book.ts_recv, book, time.monotonic()))
+            return
         self.counters["books"] += 1
         self.clock.saw(book.ts_recv or book.ts_exchange)
         with self.lock:
@@ -110,6 +121,11 @@ class TraderRuntime:
                 self.dispatch(actions)
 
     def on_signal(self, sig: m.Signal) -> None:
+        if self.replay is not None:
+            with self._seq:
+                self.counters["signals"] += 1
+                self._apply([*self.replay.add_signal(sig.ts), ("signal", sig)])
+            return
         self.counters["signals"] += 1
         self.clock.saw(sig.ts)
         t0 = time.perf_counter_ns()
@@ -164,11 +180,41 @@ class TraderRuntime:
             return True
 
     def tick(self) -> None:
-        """Periodic: the engine's timer (day roll-over, stale data halts)."""
+        """Periodic: the engine's timer (day roll-over, stale data halts). On the replay clock the
+        timer runs on event time (:mod:`trader.replay_order`); here only held books are released."""
+        if self.replay is not None:
+            with self._seq:
+                self._apply(self.replay.due(time.monotonic()))
+            return
         with self.lock:
             actions = self.engine.on_timer(self.clock.now())
             if actions:
                 self.dispatch(actions)
+
+    def _apply(self, events: list[tuple[str, Any]], barrier_s: float = 30.0) -> None:
+        """Replay clock (caller holds ``_seq``): each event as the backtest's ``Simulator`` applies
+        it. A book goes to the paper exchange first and its fills reach the engine before the
+        engine sees the book; after every event the execution worker is drained (a barrier
+        through its queue, waited for outside the engine lock), so reports of orders sent on
+        one event reach the engine before the next event."""
+        for kind, ev in events:
+            if kind == "timer":
+                with self.lock:
+                    self.dispatch(self.engine.on_timer(ev))
+            elif kind == "book":
+                ts, ev = ev
+                ev = msgspec.structs.replace(ev, ts_recv=ts)  # the engine and paper judge books by event time
+                self.clock.saw(ts)
+                if self.worker.book(ev):
+                    self.worker.call(lambda _c: None).result(timeout=barrier_s)
+                with self.lock:
+                    self.dispatch(self.engine.on_book(ev))
+            else:
+                self.clock.saw(ev.ts)
+                with self.lock:
+                    self.signals[ev.symbol] = ev
+                    self.dispatch(self.engine.on_signal(ev), signal_id=ev.id)
+            self.worker.call(lambda _c: None).result(timeout=barrier_s)
 
     # ------------------------------------------------------------------ control (any thread)
     def act(self, fn: Callable[[TradingEngine], list[Any]]) -> list[Any]:

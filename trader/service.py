@@ -11,6 +11,7 @@ from typing import Any
 from depthpilot import messages as m
 from depthpilot.control import ControlServer
 from depthpilot.service import Service
+from features.freshness import clock_mode
 from trader import control_handlers
 from trader import message_map as mm
 from trader.engine import TradingEngine
@@ -43,10 +44,12 @@ class TraderService(Service):
         self.plan = plan
         # Bybit pushes fills/orders/positions over its private WebSocket unless a REST base URL
         # without a stream URL was given (trader.execution.make_execution_client)
+        replay = clock_mode(s.pipeline_clock, s.collector_source) == "replay"
         self._has_stream = plan.venue == "bybit" and bool(s.bybit_private_ws_url or not s.bybit_base_url)
         self.runtime = rt = TraderRuntime(engine, client, bus=self.bus, store=self.store, mode=plan.mode,
                                           exchange=plan.exchange, poll_interval_s=s.trader_poll_interval_s,
-                                          state_key=key, source=self.name)
+                                          state_key=key, source=self.name,
+                                          replay_hold_s=s.trader_replay_hold_s if replay else None)
         rt.start()
         self._apply_changed_settings(trader_config(s), key)
         self.control = ControlServer()
@@ -139,6 +142,8 @@ class TraderService(Service):
             return {}
         out = {k: float(v) for k, v in rt.counters.items()}
         out.update({f"exec_{k}": float(v) for k, v in rt.worker.counters.items()})
+        if rt.replay is not None:
+            out.update({f"replay_{k}": float(v) for k, v in rt.replay.counters.items()})
         with rt.lock:
             eng = rt.engine
             out["open_positions"] = float(sum(1 for st in eng.symbols.values() if st.led.qty))
