@@ -1,7 +1,7 @@
 """Feature-engine throughput on real 250-level books, vs a naive pandas-per-snapshot reference.
 
 Books: the Binance spot BTCUSDT recording (2024-08-08, 6,493 diffs) rebuilt at 250 levels per
-side from its raw REST snapshot (1000 levels) + diff stream (features.io.rebuild_binance_books).
+side from its raw REST snapshot (1000 levels) + diff stream (features.io.load_binance_books).
 
 Prints, in one process run:
   * batch: snapshots/s of batch_features (full default FeatureSpec: 13 depths up to 250)
@@ -28,7 +28,7 @@ import pandas as pd  # noqa: E402
 
 from depthpilot.paths import data_dir  # noqa: E402
 from features.engine import StreamingFeatures, batch_features  # noqa: E402
-from features.io import rebuild_binance_books  # noqa: E402
+from features.io import load_binance_books  # noqa: E402
 from features.spec import FeatureSpec, feature_names  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main() -> None:
     if not raw:
         sys.exit(f"raw Binance recording not found under {data_dir()}")
     t0 = time.perf_counter()
-    ts, bids, asks = rebuild_binance_books(raw, depth=250)
+    ts, bids, asks = load_binance_books(raw, depth=250)
     T = len(ts)
     print(f"books: {T} real Binance spot BTCUSDT snapshots rebuilt at 250 levels/side from raw diffs "
           f"in {time.perf_counter() - t0:.1f} s (missing levels: {int(np.isnan(bids[..., 0]).sum() + np.isnan(asks[..., 0]).sum())})")

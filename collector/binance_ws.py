@@ -40,37 +40,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence  # noqa: F401
 from typing import Any, Literal
 
 import aiohttp
-import orjson
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-)
 
-from collector.events import RetryEvent
+from collector.binance_rest import (  # noqa: F401 - re-exported (REST side of the source)
+    MARKETS,
+    BinanceHTTPError,
+    BinanceSourceError,
+    MarketSpec,
+    SnapshotFetcher,
+    _check_symbols,
+    _spec,
+    is_retryable,
+    retry_after_s,
+    snapshot_limit,
+)
+from collector.binance_conn import ReconnectEvent, StreamConnection, connection_loop, stream_connections
 from collector.book import make_snapshot
-from collector.exchanges.binance import (
-    EXCHANGE_SPOT,
-    EXCHANGE_USDM,
+from collector.events import RetryEvent
+from collector.exchanges.binance_parse import (
     KIND_DEPTH,
     KIND_SNAPSHOT,
     KIND_TRADE,
-    BinanceDiffBook,
     BinanceFormatError,
     DepthSnapshot,
-    SyncResult,
     parse_stream_message,
+    size_unit,
     trade_message,
 )
+from collector.exchanges.binance_sync import BinanceDiffBook, SyncResult
 from depthpilot.messages import BookSnapshot, Trade
 
 __all__ = [
@@ -90,176 +91,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Market = Literal["spot", "usdm"]
+Market = Literal["spot", "usdm", "coinm"]
 Message = BookSnapshot | Trade
-
-
-class BinanceSourceError(ValueError):
-    """Bad configuration of a Binance source, or a non-retryable answer from Binance."""
-
-
-class BinanceHTTPError(Exception):
-    """A non-200 REST answer (``status``, Binance error ``code``/``msg``, ``Retry-After`` s)."""
-
-    def __init__(self, status: int, code: int | None, msg: str, retry_after: float | None = None) -> None:
-        super().__init__(f"HTTP {status}" + (f" code {code}" if code is not None else "") + (f": {msg}" if msg else ""))
-        self.status = status
-        self.code = code
-        self.msg = msg
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class MarketSpec:
-    exchange: str  # normalised exchange name used everywhere else
-    ws_url: str  # base: scheme://host[:port]
-    rest_url: str
-    depth_path: str  # REST snapshot endpoint
-    rest_limits: tuple[int, ...] | None  # allowed ``limit`` values (None: any in 1..rest_max)
-    rest_max: int
-    depth_route: str  # ws path prefix carrying diff depth ("" = root)
-    trade_route: str  # ws path prefix carrying trades
-    depth_stream: str  # channel after "<sym>@"
-    trade_stream: str
-    max_streams: int  # per connection
-    futures: bool
-
-
-MARKETS: dict[str, MarketSpec] = {
-    # spot: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
-    "spot": MarketSpec(EXCHANGE_SPOT, "wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3/depth",
-                       None, 5000, "", "", "depth@100ms", "trade", 1024, False),
-    # USD-M: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
-    # (depth belongs to /public, aggTrade to /market; unrouted connections only get /public data)
-    "usdm": MarketSpec(EXCHANGE_USDM, "wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1/depth",
-                       (5, 10, 20, 50, 100, 500, 1000), 1000, "/public", "/market", "depth@100ms", "aggTrade", 200, True),
-}
-
-
-def snapshot_limit(market: str, depth: int, minimum: int = 1000) -> int:
-    """REST ``limit`` for a book emitted at ``depth`` levels: at least ``minimum`` (levels far
-    from the top that never change again are only known from the snapshot), at least
-    ``depth``, within what the endpoint accepts (spot 1..5000, USD-M a fixed set up to 1000)."""
-    spec = _spec(market)
-    if depth < 1:
-        raise BinanceSourceError(f"depth must be >= 1, got {depth}")
-    want = max(depth, minimum)
-    if spec.rest_limits is None:
-        return min(want, spec.rest_max)
-    covering = [x for x in spec.rest_limits if x >= want]
-    return min(covering) if covering else max(spec.rest_limits)
-
-
-@dataclass(frozen=True)
-class StreamConnection:
-    """One websocket connection: its URL, streams, and whether it carries diff depth."""
-
-    name: str
-    url: str
-    streams: tuple[str, ...]
-    symbols: tuple[str, ...]
-    carries_depth: bool
-
-
-def stream_connections(
-    market: str,
-    symbols: Sequence[str],
-    ws_url: str | None = None,
-    *,
-    depth_stream: str | None = None,
-    trade_stream: str | None = None,
-    trades: bool = True,
-) -> list[StreamConnection]:
-    """The websocket connections for ``symbols`` (pure; see the module doc for the routing)."""
-    spec = _spec(market)
-    syms = _check_symbols(symbols)
-    base = (ws_url or spec.ws_url).rstrip("/")
-    depth_ch = depth_stream or spec.depth_stream
-    trade_ch = trade_stream or spec.trade_stream
-    routes: dict[str, list[str]] = {}
-    routes.setdefault(spec.depth_route, []).extend(f"{s.lower()}@{depth_ch}" for s in syms)
-    if trades:
-        routes.setdefault(spec.trade_route, []).extend(f"{s.lower()}@{trade_ch}" for s in syms)
-    out = []
-    for route, streams in routes.items():
-        if len(streams) > spec.max_streams:
-            raise BinanceSourceError(
-                f"{len(streams)} streams on one {spec.exchange} connection; Binance allows {spec.max_streams} "
-                f"(use fewer symbols per source)")
-        out.append(StreamConnection(
-            name=f"{spec.exchange}{route or '/'}",
-            url=f"{base}{route}/stream?streams=" + "/".join(streams),
-            streams=tuple(streams),
-            symbols=syms,
-            carries_depth=route == spec.depth_route,
-        ))
-    return out
-
-
-def _spec(market: str) -> MarketSpec:
-    try:
-        return MARKETS[market]
-    except KeyError:
-        raise BinanceSourceError(f"market must be one of {sorted(MARKETS)}, not {market!r}") from None
-
-
-def _check_symbols(symbols: Sequence[str] | str) -> tuple[str, ...]:
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    syms = tuple(dict.fromkeys(str(s).strip().upper() for s in symbols))
-    if not syms or any(not s.isalnum() for s in syms):
-        raise BinanceSourceError(f"symbols must be non-empty alphanumeric Binance symbols, got {list(symbols)!r}")
-    return syms
-
-
-# --------------------------------------------------------------------------- REST retry policy
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Rate limits (429), IP bans (418, after their Retry-After), 5xx, timeouts, transport."""
-    if isinstance(exc, BinanceHTTPError):
-        return exc.status in (418, 429) or exc.status >= 500
-    return isinstance(exc, (asyncio.TimeoutError, aiohttp.ClientError, OSError))
-
-
-def retry_after_s(headers: Any) -> float | None:
-    """``Retry-After`` in seconds (Binance sends seconds), or None."""
-    raw = headers.get("Retry-After") if headers is not None else None
-    if raw is None:
-        return None
-    try:
-        v = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return v if v >= 0 else None
-
-
-
-
-@dataclass(frozen=True)
-class ReconnectEvent:
-    exchange: str
-    symbols: tuple[str, ...]
-    connection: str
-    reason: str
-    delay_s: float
-    ts_ns: int = field(default_factory=time.time_ns)
-
-
-class _WaitRetryAfter:
-    """Exponential back-off, but never shorter than the server's Retry-After."""
-
-    def __init__(self, base: Any, cap_s: float) -> None:
-        self.base = base
-        self.cap_s = cap_s
-
-    def __call__(self, rs: RetryCallState) -> float:
-        w = float(self.base(rs))
-        exc = rs.outcome.exception() if rs.outcome is not None else None
-        ra = getattr(exc, "retry_after", None)
-        if ra is not None:
-            w = max(w, min(float(ra), self.cap_s))
-        return w
 
 
 # --------------------------------------------------------------------------- the source
@@ -318,7 +151,7 @@ class BinanceDiffSource:
         if max_connection_age_s <= 0:
             raise BinanceSourceError("max_connection_age_s must be > 0")
         self.depth = depth
-        self.rest_url = (rest_url or self.spec.rest_url).rstrip("/")
+        rest_base = (rest_url or self.spec.rest_url).rstrip("/")
         self.connections = stream_connections(market, self.symbols, ws_url, depth_stream=depth_stream,
                                               trade_stream=trade_stream, trades=trades)
         if rest_limit is None:
@@ -327,16 +160,12 @@ class BinanceDiffSource:
             raise BinanceSourceError(f"rest_limit for {self.exchange} must be one of {self.spec.rest_limits}")
         elif not 1 <= rest_limit <= self.spec.rest_max:
             raise BinanceSourceError(f"rest_limit for {self.exchange} must be in 1..{self.spec.rest_max}")
-        self.rest_limit = rest_limit
-        self.on_retry = on_retry
         self.on_reconnect = on_reconnect
         self._session = session
         self.trades = trades
-        self.rest_timeout_s = rest_timeout_s
-        self.rest_max_attempts = rest_max_attempts
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.retry_after_max_s = retry_after_max_s
+        self.rest = SnapshotFetcher(self.spec, rest_base, rest_limit, on_retry=on_retry, timeout_s=rest_timeout_s,
+                                    max_attempts=rest_max_attempts, backoff_initial_s=backoff_initial_s,
+                                    backoff_max_s=backoff_max_s, retry_after_max_s=retry_after_max_s)
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.max_reconnect_attempts = max_reconnect_attempts
@@ -349,10 +178,7 @@ class BinanceDiffSource:
         self.connects = 0
         self.reconnects = 0
         self.rotations = 0
-        self.rest_requests = 0
         self.snapshots_applied = 0
-        self.retries = 0
-        self.retries_by_error: dict[str, int] = {}
         self.bad_messages = 0
         self.messages = 0
         # runtime state (per stream() call)
@@ -420,7 +246,8 @@ class BinanceDiffSource:
     def _emit(self, sym: str, b: BinanceDiffBook, ts: int) -> BookSnapshot:
         valid = b.valid
         self._last_valid[sym] = valid
-        return make_snapshot(b.book, self.exchange, sym, ts, self.depth, valid, b.reason)
+        unit, cv = size_unit(self.market, sym)
+        return make_snapshot(b.book, self.exchange, sym, ts, self.depth, valid, b.reason, unit, cv)
 
     def _on_raw(self, session: aiohttp.ClientSession, raw: bytes | str, ts: int) -> Iterable[Message]:
         self.messages += 1
@@ -465,6 +292,15 @@ class BinanceDiffSource:
         b = self.builders[sym]
         self.snapshots_applied += 1
         res = b.on_snapshot_msg(snap)
+        if res is SyncResult.STALE:
+            # not newer than the book: ignored (counted in the builder's old_snapshots); the book
+            # never rewinds. If it is still waiting for a snapshot, ask again (slower if it repeats)
+            log.info("%s %s: snapshot %d is older than the book (%d); ignored", self.exchange, sym,
+                     snap.lastUpdateId, b.last_update_id)
+            if b.needs_snapshot:
+                self._failed_snapshots[sym] += 1
+                self._request_snapshot(session, sym)
+            return None
         if res is SyncResult.GAP:
             # buffered diffs are newer than the snapshot: fetch again, slowing down if it repeats
             self._failed_snapshots[sym] += 1
@@ -498,7 +334,7 @@ class BinanceDiffSource:
         if sym in self._fetching or self._queue is None:
             return
         n = self._failed_snapshots[sym]
-        delay = 0.0 if n == 0 else min(self.backoff_max_s, self.backoff_initial_s * 2 ** (n - 1))
+        delay = 0.0 if n == 0 else min(self.rest.backoff_max_s, self.rest.backoff_initial_s * 2 ** (n - 1))
         self._fetching[sym] = asyncio.create_task(self._fetch_task(session, sym, self._gen[sym], delay),
                                                   name=f"binance-snapshot-{sym}")
 
@@ -516,124 +352,29 @@ class BinanceDiffSource:
             queue.put_nowait(("error", exc))
 
     async def fetch_snapshot(self, session: aiohttp.ClientSession, sym: str) -> DepthSnapshot:
-        """One REST depth snapshot with retries (429/418/5xx/timeouts), reported via on_retry."""
+        """One REST depth snapshot with retries (see :class:`collector.binance_rest.SnapshotFetcher`)."""
+        return await self.rest.fetch(session, sym)
 
-        def before_sleep(rs: RetryCallState) -> None:
-            exc = rs.outcome.exception() if rs.outcome is not None else None
-            sleep_s = rs.next_action.sleep if rs.next_action is not None else 0.0
-            name = type(exc).__name__
-            self.retries += 1
-            key = f"HTTP {exc.status}" if isinstance(exc, BinanceHTTPError) else name
-            self.retries_by_error[key] = self.retries_by_error.get(key, 0) + 1
-            log.warning("%s %s depth snapshot attempt %d failed (%s), retrying in %.2fs", self.exchange, sym,
-                        rs.attempt_number, exc, sleep_s)
-            if self.on_retry is not None:
-                self.on_retry(RetryEvent(self.exchange, sym, "depth_snapshot", rs.attempt_number, name,
-                                         str(exc)[:300], sleep_s))
+    @property
+    def rest_url(self) -> str:
+        return self.rest.rest_url
 
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(is_retryable),
-            wait=_WaitRetryAfter(wait_exponential(multiplier=self.backoff_initial_s, min=self.backoff_initial_s,
-                                                  max=self.backoff_max_s), self.retry_after_max_s),
-            stop=stop_after_attempt(self.rest_max_attempts),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                return await self._get_depth(session, sym)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+    @rest_url.setter
+    def rest_url(self, url: str) -> None:
+        self.rest.rest_url = url
 
-    async def _get_depth(self, session: aiohttp.ClientSession, sym: str) -> DepthSnapshot:
-        self.rest_requests += 1
-        url = self.rest_url + self.spec.depth_path
-        timeout = aiohttp.ClientTimeout(total=self.rest_timeout_s)
-        async with session.get(url, params={"symbol": sym, "limit": str(self.rest_limit)}, timeout=timeout) as r:
-            body = await r.read()
-            if r.status != 200:
-                code, msg = None, body[:200].decode(errors="replace")
-                try:
-                    obj = orjson.loads(body)
-                    if isinstance(obj, dict):
-                        code, msg = obj.get("code"), str(obj.get("msg", msg))
-                except ValueError:
-                    pass  # not JSON (e.g. an HTML 502 page): keep the text
-                err = BinanceHTTPError(r.status, code, msg, retry_after_s(r.headers))
-                if not is_retryable(err):
-                    raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot refused: {err}")
-                raise err
-        try:
-            kind, _, snap = parse_stream_message(body)
-        except BinanceFormatError as exc:
-            raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot unreadable: {exc}") from None
-        if kind != KIND_SNAPSHOT:
-            raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot: unexpected payload {body[:100]!r}")
-        return snap
+    @property
+    def rest_requests(self) -> int:
+        return self.rest.rest_requests
+
+    @property
+    def retries(self) -> int:
+        return self.rest.retries
+
+    @property
+    def retries_by_error(self) -> dict[str, int]:
+        return self.rest.retries_by_error
 
     # ----------------------------------------------------------------- websocket connections
     async def _conn_loop(self, session: aiohttp.ClientSession, conn: StreamConnection) -> None:
-        queue = self._queue
-        assert queue is not None
-        failures = 0
-        loop = asyncio.get_running_loop()
-        while True:
-            reason = ""
-            delivered = False
-            rotate = False
-            try:
-                ws = await asyncio.wait_for(session.ws_connect(
-                    conn.url, autoping=True, heartbeat=self.heartbeat_s, decode_text=False,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), self.connect_timeout_s)
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                reason = f"connect failed: {type(exc).__name__}: {exc}"
-            else:
-                self.connects += 1
-                deadline = loop.time() + self.max_connection_age_s
-                try:
-                    while True:
-                        remaining = deadline - loop.time()
-                        if remaining <= 0:
-                            reason, rotate = "connection age limit (Binance disconnects at 24 h)", True
-                            break
-                        try:
-                            msg = await ws.receive(timeout=remaining)
-                        except TimeoutError:
-                            continue  # the deadline check above rotates
-                        if msg.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                            data = msg.data
-                            delivered = True
-                            if data[:11] != b'{"stream":"' and b"serverShutdown" in data:
-                                reason, rotate = "serverShutdown event", True
-                                break
-                            queue.put_nowait(("msg", data, time.time_ns()))
-                        elif msg.type == aiohttp.WSMsgType.ERROR:
-                            reason = f"websocket error: {ws.exception()!r}"
-                            break
-                        else:  # CLOSE / CLOSING / CLOSED
-                            reason = f"closed by server (code {ws.close_code})"
-                            break
-                finally:
-                    await ws.close()
-            # lost: tell stream() (books invalidated), then reconnect with back-off
-            if delivered or rotate:
-                failures = 0
-            failures += 0 if rotate else 1
-            if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
-                queue.put_nowait(("error", BinanceSourceError(
-                    f"{conn.name}: {failures - 1} reconnect attempts failed; last: {reason}")))
-                return
-            if rotate:
-                self.rotations += 1
-                delay = 0.0
-            else:
-                delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(0, failures - 1))
-                delay *= 0.5 + random.random() / 2  # jitter: many collectors must not reconnect in lock-step
-            self.reconnects += 1
-            queue.put_nowait(("down", conn, reason))
-            log.warning("%s: websocket lost (%s); reconnecting in %.2fs", conn.name, reason, delay)
-            if self.on_reconnect is not None:
-                self.on_reconnect(ReconnectEvent(self.exchange, conn.symbols, conn.name, reason, delay))
-            if delay > 0:
-                await asyncio.sleep(delay)
+        await connection_loop(self, session, conn)

@@ -373,6 +373,8 @@ def make_snapshot(
     depth: int,
     valid: bool = True,
     reason: str = "",
+    size_unit: str = "base",
+    contract_value: float = 0.0,
 ):
     """Materialise the top ``depth`` levels of ``book`` as a :class:`depthpilot.messages.BookSnapshot`.
 
@@ -393,4 +395,6 @@ def make_snapshot(
         depth=depth,
         valid=valid,
         reason=reason,
+        size_unit=size_unit,
+        contract_value=contract_value,
     )

@@ -62,7 +62,7 @@ def _kind_of(reason: str) -> str:
 
 class FeedProcessor:
     def __init__(self, *, rate_hz: float = 10.0, store_interval_s: float = 1.0, max_staleness_s: float = 5.0,
-                 source: str = "collector") -> None:
+                 source: str = "collector", measure_latency: bool = True) -> None:
         if rate_hz <= 0 or store_interval_s <= 0 or max_staleness_s <= 0:
             raise ValueError("rate_hz, store_interval_s and max_staleness_s must be > 0")
         self.min_gap_ns = int(_NS / rate_hz)
@@ -76,8 +76,10 @@ class FeedProcessor:
         self._latest: dict[tuple[str, str], m.BookSnapshot] = {}
         self._pending: dict[tuple[str, str], m.BookSnapshot] = {}
         self._stale: set[tuple[str, str]] = set()
+        self.measure_latency = measure_latency
         self.published = 0
         self.throttled = 0
+        self.stale_events = 0
 
     # ------------------------------------------------------------------ books
     def on_snapshot(self, s: m.BookSnapshot) -> FeedOutput:
@@ -85,7 +87,7 @@ class FeedProcessor:
         key = (s.exchange, s.symbol)
         s.id = snapshot_id(s)
         feed = self.health.feed(*key)
-        feed.on_update(s.ts_recv, s.ts_exchange)
+        feed.on_update(s.ts_recv, s.ts_exchange if self.measure_latency else 0)
         self._latest[key] = s
         self._stale.discard(key)
         was_valid = self._valid.get(key)
@@ -134,6 +136,7 @@ class FeedProcessor:
                 if key in self._stale or last is None:
                     continue
                 self._stale.add(key)
+                self.stale_events += 1
                 age = (now_ns - last.ts_recv) / _NS
                 stale = m.BookSnapshot(exchange=last.exchange, symbol=last.symbol, ts_exchange=last.ts_exchange,
                                        ts_recv=now_ns, seq=last.seq, bids=last.bids, asks=last.asks,

@@ -3,10 +3,9 @@
 Sources yield :class:`depthpilot.messages.BookSnapshot` and :class:`depthpilot.messages.Trade`
 in receive order:
 
-* :class:`BinanceRecordingReplay` - raw Binance recordings (``<ts> <json>`` lines, see
-  :mod:`collector.exchanges.binance`); books are rebuilt by the same
-  :class:`~collector.exchanges.binance.BinanceDiffBook` the live collector uses, so gaps,
-  resyncs and crossed books show up as ``valid=False`` snapshots with a reason;
+* :class:`collector.replay_binance.BinanceRecordingReplay` - raw Binance recordings (re-exported
+  here; books rebuilt by the same :class:`~collector.exchanges.binance_sync.BinanceDiffBook`
+  the live collector uses);
 * :class:`TardisBookSnapshotReplay` - Tardis ``book_snapshot_N`` CSV (also the
   ``derived_book_snapshot_25.csv.gz`` files);
 * :class:`TardisTradesReplay` - Tardis ``trades`` CSV.
@@ -32,18 +31,6 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, Iterable, 
 
 import numpy as np
 
-from collector.book import make_snapshot
-from collector.exchanges.binance import (
-    EXCHANGE_SPOT,
-    EXCHANGE_USDM,
-    KIND_DEPTH,
-    KIND_SNAPSHOT,
-    KIND_TRADE,
-    BinanceDiffBook,
-    SyncResult,
-    iter_recording,
-    trade_message,
-)
 from depthpilot.messages import BookSnapshot, Side, Trade
 
 __all__ = [
@@ -55,7 +42,6 @@ __all__ = [
     "pace",
     "apace",
     "SnapshotThrottle",
-    "BinanceRecordingReplay",
     "TardisBookSnapshotReplay",
     "TardisTradesReplay",
     "merge_by_recv",
@@ -256,101 +242,6 @@ class SnapshotThrottle:
         return key in self._pending
 
 
-# --------------------------------------------------------------------------- Binance recordings
-
-
-class BinanceRecordingReplay:
-    """Rebuild books (and pass trades) from raw Binance recordings.
-
-    ``paths``: a file, a directory of ``*.gz`` files (one window, in name order) or a list.
-    ``market``: "spot", "usdm" or "auto" (futures diffs carry ``pu``). ``max_rate_hz``: book
-    snapshots per second per symbol (None = one per applied diff). Validity changes (gap,
-    resync, crossed) are emitted immediately regardless of the rate.
-
-    After iteration, ``builders`` holds the per-symbol :class:`BinanceDiffBook` (counters).
-    """
-
-    def __init__(
-        self,
-        paths: str | Path | Iterable[str | Path],
-        *,
-        market: str = "auto",
-        depth: int = 25,
-        max_rate_hz: float | None = None,
-        exchange: str | None = None,
-        trades: bool = True,
-    ) -> None:
-        if depth < 1:
-            raise ReplayError(f"depth must be >= 1, not {depth}")
-        self.paths = paths
-        self.market = market
-        self.depth = depth
-        self.exchange = exchange
-        self.trades = trades
-        self.max_rate_hz = max_rate_hz
-        self.builders: dict[str, BinanceDiffBook] = {}
-
-    def _exchange(self, b: BinanceDiffBook) -> str:
-        if self.exchange:
-            return self.exchange
-        return EXCHANGE_USDM if b._futures else EXCHANGE_SPOT
-
-    def _builder(self, sym: str) -> BinanceDiffBook:
-        b = self.builders.get(sym)
-        if b is None:
-            b = self.builders[sym] = BinanceDiffBook(self.market)
-        return b
-
-    def __iter__(self) -> Iterator[ReplayMessage]:
-        throttle = SnapshotThrottle(self.max_rate_hz) if self.max_rate_hz else None
-        last_valid: dict[str, bool] = {}
-        last_recv: dict[str, int] = {}
-        depth = self.depth
-
-        def emit(sym: str, b: BinanceDiffBook) -> BookSnapshot:
-            valid = b.valid
-            last_valid[sym] = valid
-            return make_snapshot(b.book, self._exchange(b), sym, last_recv[sym], depth, valid, b.reason)
-
-        for rec in iter_recording(self.paths):
-            ts = rec.ts_recv
-            if throttle is not None:
-                for sym in throttle.due(ts):
-                    yield emit(sym, self.builders[sym])
-            kind = rec.kind
-            if kind == KIND_DEPTH or kind == KIND_SNAPSHOT:
-                sym = rec.symbol
-                b = self._builder(sym)
-                if kind == KIND_DEPTH:
-                    res = b.on_diff(rec.msg)
-                else:
-                    res = b.on_snapshot_msg(rec.msg)
-                if res is SyncResult.STALE or (res is SyncResult.BUFFERED and kind == KIND_DEPTH):
-                    continue  # book unchanged
-                last_recv[sym] = ts
-                valid = b.valid
-                if valid != last_valid.get(sym, not valid):
-                    if throttle is not None:
-                        throttle.force(sym, ts)
-                    yield emit(sym, b)
-                elif not valid:
-                    continue  # still invalid: nothing new to tell
-                elif throttle is None or throttle.offer(sym, ts):
-                    yield emit(sym, b)
-            elif kind == KIND_TRADE and self.trades:
-                b = self.builders.get(rec.symbol)
-                if self.exchange:
-                    ex = self.exchange
-                elif b is not None and b._futures is not None:
-                    ex = self._exchange(b)
-                else:
-                    ex = EXCHANGE_USDM if rec.msg.X else EXCHANGE_SPOT  # futures trades carry X
-                yield trade_message(rec.msg, ex, ts, rec.symbol)
-        if throttle is not None:
-            for sym in throttle.flush():
-                yield emit(sym, self.builders[sym])
-
-
 def snapshot_validity(bids: np.ndarray, asks: np.ndarray) -> tuple[bool, str]:
     """(valid, reason) of a materialised book: both sides present and not crossed."""
     if len(bids) == 0 or len(asks) == 0:
@@ -506,3 +397,13 @@ class TardisTradesReplay:
 def merge_by_recv(*sources: Iterable[ReplayMessage]) -> Iterator[ReplayMessage]:
     """Merge already time-ordered sources into one stream ordered by ``ts_recv``."""
     return heapq.merge(*sources, key=_ts_recv)
+
+
+def __getattr__(name: str) -> Any:
+    """``BinanceRecordingReplay`` lives in :mod:`collector.replay_binance` (it uses this module's
+    throttle); re-exported lazily to avoid an import cycle."""
+    if name == "BinanceRecordingReplay":
+        from collector.replay_binance import BinanceRecordingReplay
+
+        return BinanceRecordingReplay
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

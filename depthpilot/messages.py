@@ -127,6 +127,11 @@ class BookSnapshot(Message, tag="book_snapshot"):
     depth: int = 0  # levels requested; bids/asks may hold fewer
     valid: bool = True
     reason: str = ""  # why not valid
+    # unit of the sizes, as the venue quotes them: "base" (base asset: spot, USD-M) or
+    # "contracts" (COIN-M: each worth ``contract_value`` quote units). Added with defaults:
+    # messages from before still decode (as base-asset sizes).
+    size_unit: str = "base"
+    contract_value: float = 0.0
 
     def best_bid(self) -> float:
         return float(self.bids[0, 0]) if len(self.bids) else float("nan")

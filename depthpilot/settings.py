@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     binance_depth_stream: str | None = Field(None, validation_alias="BINANCE_DEPTH_STREAM")
     binance_trade_stream: str | None = Field(None, validation_alias="BINANCE_TRADE_STREAM")
     collector_reconnect_initial_s: float = Field(1.0, gt=0, le=60, validation_alias="COLLECTOR_RECONNECT_INITIAL_S")
+    # a live feed without a usable message (valid book / trade) for this long makes the collector unhealthy
+    collector_feed_down_limit_s: float = Field(60.0, gt=0, validation_alias="COLLECTOR_FEED_DOWN_LIMIT_S")
+    binance_coinm_ws_url: str | None = Field(None, validation_alias="BINANCE_COINM_WS_URL")
+    binance_coinm_rest_url: str | None = Field(None, validation_alias="BINANCE_COINM_REST_URL")
+    # Bybit public websocket URL override (a proxy or a local fake); None = pybit's endpoint
+    bybit_ws_url: str | None = Field(None, validation_alias="BYBIT_WS_URL")
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
@@ -162,7 +168,7 @@ class Settings(BaseSettings):
             raise ValueError("must be mongodb://, mongodb+srv:// or mongomock://")
         return v
 
-    @field_validator("binance_ws_url", "binance_usdm_ws_url")
+    @field_validator("binance_ws_url", "binance_usdm_ws_url", "binance_coinm_ws_url", "bybit_ws_url")
     @classmethod
     def _check_ws_url(cls, v: str | None) -> str | None:
         if v in (None, ""):
@@ -172,7 +178,7 @@ class Settings(BaseSettings):
             raise ValueError("must be ws://host[:port] or wss://host[:port]")
         return v.rstrip("/")
 
-    @field_validator("binance_rest_url", "binance_usdm_rest_url")
+    @field_validator("binance_rest_url", "binance_usdm_rest_url", "binance_coinm_rest_url")
     @classmethod
     def _check_rest_url(cls, v: str | None) -> str | None:
         if v in (None, ""):

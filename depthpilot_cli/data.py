@@ -49,7 +49,8 @@ app.add_typer(features_app, name="features")
 @features_app.command("build")
 def features_build(
     out: Path = typer.Option(..., "--out", "-o", help="output .parquet or .csv"),
-    books: Optional[Path] = typer.Option(None, help="book recording: raw Binance .gz / dir, Tardis CSV, or an export"),
+    books: list[Path] = typer.Option([], help="book recording: raw Binance file(s) / dir (repeat for files of one "
+                                              "stream, in any order), Tardis CSV, or an export"),
     trades: Optional[Path] = typer.Option(None, help="trades CSV/Parquet (for candle features)"),
     klines: Optional[Path] = typer.Option(None, help="1-minute klines CSV (candle features)"),
     from_store: bool = typer.Option(False, "--from-store", help="read stored snapshots instead of a file"),
@@ -60,8 +61,16 @@ def features_build(
     kind: str = typer.Option("snapshot", help="snapshot | block | candle"),
     spec: Optional[Path] = typer.Option(None, help="FeatureSpec JSON or a model manifest.json (default spec otherwise)"),
     depth: int = typer.Option(250, help="levels when rebuilding raw recordings"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of a bad-input error"),
 ) -> None:
     """Compute a feature matrix offline, with the spec hash in the file's metadata."""
+    from depthpilot_cli.errors import one_line_errors
+
+    with one_line_errors("features build", debug):
+        _features_build(out, books, trades, klines, from_store, exchange, symbol, start, end, kind, spec, depth)
+
+
+def _features_build(out, books, trades, klines, from_store, exchange, symbol, start, end, kind, spec, depth) -> None:
     from features.build import books_from_messages, build, load_books, write_frame
     from features.io import load_klines, load_trades_csv
 
@@ -88,8 +97,8 @@ def features_build(
 
             ts, b, a = books_from_messages(it())
             kw.update(ts=ts, bids=b, asks=a)
-        elif books is not None:
-            task = prog.add_task(f"loading {books.name}", total=None)
+        elif books:
+            task = prog.add_task(f"loading {', '.join(p.name for p in books)}", total=None)
             ts, b, a = load_books(books, depth=depth)
             prog.update(task, total=len(ts), completed=len(ts))
             kw.update(ts=ts, bids=b, asks=a)

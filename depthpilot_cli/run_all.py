@@ -67,11 +67,21 @@ def run_all(
     except KeyboardInterrupt:
         pass
     finally:
+        problems = [f"{svc.name}: {p}" for svc, _ in services for p in _problems(svc)]
         for svc, bus in reversed(services):
             svc.stop()
             bus.close()
     console.print(_pipeline_summary(services), soft_wrap=True)
+    if problems:  # a service that was unhealthy at the end (a feed down, a replay that failed): non-zero exit
+        for p in problems:
+            console.print(f"[red]{p}[/red]", soft_wrap=True)
+        raise typer.Exit(1)
     console.print("stopped")
+
+
+def _problems(svc) -> list[str]:
+    fn = getattr(svc, "problems", None)
+    return list(fn()) if callable(fn) else []
 
 
 def _pipeline_summary(services: list) -> str:

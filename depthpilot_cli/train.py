@@ -15,7 +15,8 @@ from depthpilot_cli.common import app, console, load_spec, progress, settings
 @app.command()
 def train(
     source: str = typer.Option("klines", help="klines | books | features (a `features build` file) | store"),
-    path: Optional[Path] = typer.Option(None, help="input file/dir (default: the bundled dataset for klines/books)"),
+    path: list[Path] = typer.Option([], help="input file/dir (default: the bundled dataset for klines/books); "
+                                             "books: repeat for several files of one stream"),
     out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="artifact directory"),
     kind: str = typer.Option("snapshot", help="books/store: snapshot | block"),
     interval: str = typer.Option("", help="store: the FeatureVector interval to train on ('' = per snapshot)"),
@@ -34,8 +35,18 @@ def train(
     folds: int = typer.Option(4),
     seed: int = typer.Option(0),
     tune: int = typer.Option(0, "--tune", help="optuna trials before training (needs `pip install depthpilot[tune]`)"),
+    debug: bool = typer.Option(False, "--debug", help="show the traceback of a bad-input error"),
 ) -> None:
     """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
+    from depthpilot_cli.errors import one_line_errors
+
+    with one_line_errors("train", debug):
+        _train(source, path, out, kind, interval, exchange, symbol, spec, columns, label, horizon, threshold, seq_len,
+               hidden, layers, dropout, epochs, folds, seed, tune)
+
+
+def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, label, horizon, threshold, seq_len,
+           hidden, layers, dropout, epochs, folds, seed, tune) -> None:
     from features.spec import FeatureSpec
     from predictor.labels import LabelSpec
     from predictor.sources import (RELATIVE_CANDLE_COLUMNS, SourceError, from_books, from_feature_file, from_klines,
@@ -48,16 +59,18 @@ def train(
     try:
         if source == "klines":
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
-            data = from_klines(path or data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs)
+            if len(paths) > 1:
+                raise SourceError("--source klines takes one --path")
+            data = from_klines(paths[0] if paths else data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs)
             if columns == "relative":
                 data = data.select(RELATIVE_CANDLE_COLUMNS)
         elif source == "books":
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=1.0)
-            data = from_books(path or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
+            data = from_books(paths or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
         elif source == "features":
-            if path is None:
-                raise SourceError("--path to a `depthpilot features build` file is required")
-            data = from_feature_file(path)
+            if len(paths) != 1:
+                raise SourceError("--path to one `depthpilot features build` file is required")
+            data = from_feature_file(paths[0])
         elif source == "store":
             if not exchange or not symbol:
                 raise SourceError("--source store needs --exchange and --symbol")
@@ -72,8 +85,7 @@ def train(
                           hidden=hidden, layers=layers, dropout=dropout, max_epochs=epochs, n_folds=folds, seed=seed,
                           tune_trials=tune, model_name=out.name)
     except (SourceError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise SourceError(str(exc)) from exc  # one line, exit 2 (one_line_errors)
     console.print(f"{len(data.ts)} rows x {len(data.names)} features (spec {data.spec_hash})")
     with progress() as prog:
         task = prog.add_task("training", total=None)

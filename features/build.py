@@ -3,52 +3,33 @@ run in batch over a recording, an export or the store. pandas only at this edge.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from depthpilot import messages as m
 from features.aggregate import aggregate_blocks
 from features.candles import candle_features, ohlcv_from_mid, ohlcv_from_trades
 from features.engine import feature_rows
-from features.io import RecordingError, load_book_snapshots_csv, load_klines, load_trades_csv, rebuild_binance_books
+from features.io import (RecordingError, books_from_messages, load_binance_books, load_book_snapshots_csv, load_klines,
+                         load_trades_csv)
 from features.pipeline import interval_label, names_for
 from features.spec import FeatureSpec
 
 
-def books_from_messages(snaps: Iterable[m.BookSnapshot], depth: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stack snapshots into (ts, bids (T, L, 2), asks (T, L, 2)) with NaN padding.
-    Snapshots the collector flagged invalid become all-NaN rows (the engine rejects them)."""
-    snaps = list(snaps)
-    L = depth or max((max(len(s.bids), len(s.asks)) for s in snaps), default=0)
-    T = len(snaps)
-    ts = np.fromiter(((s.ts_exchange or s.ts_recv) for s in snaps), np.int64, T)
-    bids = np.full((T, L, 2), np.nan)
-    asks = np.full((T, L, 2), np.nan)
-    for i, s in enumerate(snaps):
-        if not s.valid:
-            continue
-        b, a = s.bids[:L], s.asks[:L]
-        bids[i, : len(b)] = b
-        asks[i, : len(a)] = a
-    return ts, bids, asks
-
-
-def load_books(path: Path, depth: int = 250) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A book source on disk: Tardis-style snapshot CSV/Parquet (incl. our exports), or a raw
-    Binance recording (``*.gz`` lines of ``<local_ts> <json>``; a directory of them)."""
-    if path.is_dir():
-        raws = sorted(path.glob("*.gz"))
-        if not raws:
-            raise RecordingError(f"{path}: no *.gz recordings")
-        return rebuild_binance_books(raws, depth=depth, futures="usdm" in str(path) or "futures" in str(path))
-    name = path.name
-    if name.endswith((".csv", ".csv.gz", ".parquet")):
-        return load_book_snapshots_csv(path)
-    if name.endswith(".gz"):
-        return rebuild_binance_books([path], depth=depth, futures="usdm" in str(path) or "futures" in str(path))
-    raise RecordingError(f"{path}: unknown book format (want .csv[.gz], .parquet or a raw Binance .gz)")
+def load_books(path: Path | Sequence[Path], depth: int = 250) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A book source on disk: Tardis-style snapshot CSV/Parquet (incl. our exports), or raw
+    Binance recordings (files of ``<local_ts> <json>`` lines; a directory or several files of
+    one stream, in time order). Market, symbol and time unit come from the data."""
+    paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
+    if not paths:
+        raise RecordingError("no book recording given")
+    for p in paths:
+        if not p.exists():
+            raise RecordingError(f"no such recording {p}")
+    if len(paths) == 1 and paths[0].name.endswith((".csv", ".csv.gz", ".parquet")):
+        return load_book_snapshots_csv(paths[0])
+    return load_binance_books(paths if len(paths) > 1 else paths[0], depth=depth)
 
 
 def build(spec: FeatureSpec, kind: str, *, ts: np.ndarray | None = None, bids: np.ndarray | None = None,

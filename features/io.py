@@ -3,30 +3,34 @@
 * :func:`load_book_snapshots_csv` - Tardis ``book_snapshot_N``-style CSV (``derived_book_snapshot_25.csv.gz``)
   -> ts (T,) ns, bids (T, N, 2), asks (T, N, 2); empty levels become NaN padding.
 * :func:`load_trades_csv` - Tardis ``trades``-style CSV -> dict of arrays.
-* :func:`load_klines` - the Binance 1 m klines CSV -> dict of arrays (ts = close time ns).
-* :func:`rebuild_binance_books` - rebuild deeper books (e.g. 250 levels) from the raw Binance
-  recording (REST snapshot + diff stream) with :class:`collector.book.L2Book`. A minimal local
-  loader for offline use and benchmarks; the live collector has its own.
+* :func:`load_klines` - Binance klines: the exchange's standard dump layout
+  (``open_time,open,high,low,close,volume,close_time,quote_volume,count,...``, with or without
+  header, ms or µs times) or the named-column CSV with ``close_datetime`` -> dict of arrays
+  (ts = close time ns).
+* :func:`load_binance_books` - deeper books (e.g. 250 levels) rebuilt from raw Binance
+  recordings by the collector's own replay (:class:`collector.replay_binance.BinanceRecordingReplay`,
+  the one implementation of the sync rule): offline books equal live books. Several files of
+  one stream are one stream (a continuation without its own snapshot follows its predecessor).
 """
 from __future__ import annotations
 
-import gzip
+import itertools
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
-import orjson
 import pandas as pd
 
-from collector.book import L2Book
+from depthpilot import messages as m
 
 __all__ = [
     "RecordingError",
     "load_book_snapshots_csv",
     "load_trades_csv",
     "load_klines",
-    "rebuild_binance_books",
+    "load_binance_books",
+    "books_from_messages",
 ]
 
 
@@ -75,96 +79,120 @@ def load_trades_csv(path: str | Path) -> dict[str, np.ndarray]:
     }
 
 
-def load_klines(path: str | Path) -> dict[str, np.ndarray]:
-    """Binance kline CSV (open,high,low,close,volume,quote_volume,trades,close_datetime).
+_KLINE_DUMP_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
+                       "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+_KLINE_ALIASES = {"count": "trades", "number_of_trades": "trades", "quote_asset_volume": "quote_volume"}
 
-    ``ts`` = candle close time in ns UTC (the last ns the candle covers)."""
+
+def _epoch_to_ns(v: np.ndarray, what: str, path: Path) -> np.ndarray:
+    """Epoch integers in s/ms/µs/ns (by magnitude, per value) -> ns."""
+    v = np.asarray(v, dtype=np.int64)
+    out = np.where(v >= 10**17, v, np.where(v >= 10**14, v * 1_000, np.where(v >= 10**11, v * 1_000_000,
+                                                                            v * 1_000_000_000)))
+    if len(v) and (v.min() < 10**9 or v.max() >= 10**19):
+        raise RecordingError(f"{path}: column {what} is not an epoch time in s/ms/us/ns")
+    return out
+
+
+def load_klines(path: str | Path) -> dict[str, np.ndarray]:
+    """Binance klines -> open/high/low/close/volume (+ quote_volume, trades) and ``ts`` = candle
+    close time in ns UTC (the last instant the candle covers).
+
+    Reads the exchange's standard dump layout as it ships (``open_time,open,high,low,close,
+    volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore``, with
+    or without a header; times in ms or µs) and the named-column CSV with ``close_datetime``."""
     path = Path(path)
     if not path.is_file():
         raise RecordingError(f"no such recording {path}")
-    df = pd.read_csv(path)
+    try:
+        first = pd.read_csv(path, header=None, nrows=1)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RecordingError(f"{path}: unreadable klines CSV ({type(exc).__name__}: {exc})") from None
+    if first.empty:
+        raise RecordingError(f"{path}: empty klines file")
+    headerless = str(first.iloc[0, 0]).strip().replace(".", "", 1).isdigit()  # a number, not a column name
+    try:
+        if headerless:
+            df = pd.read_csv(path, header=None)
+            if df.shape[1] < 7:
+                raise RecordingError(f"{path}: a headerless klines CSV needs the Binance dump layout "
+                                     f"{_KLINE_DUMP_COLUMNS[:7]}..., got {df.shape[1]} columns")
+            df.columns = _KLINE_DUMP_COLUMNS[: df.shape[1]] + [f"extra_{i}" for i in range(df.shape[1] - 12)]
+        else:
+            df = pd.read_csv(path)
+    except (ValueError, OSError, EOFError) as exc:
+        raise RecordingError(f"{path}: unreadable klines CSV ({type(exc).__name__}: {exc})") from None
+    df = df.rename(columns={c: _KLINE_ALIASES.get(c.strip().lower(), c.strip().lower()) for c in df.columns})
     need = ["open", "high", "low", "close", "volume"]
-    if any(c not in df.columns for c in need + ["close_datetime"]):
-        raise RecordingError(f"{path.name}: expected columns {need + ['close_datetime']}, got {list(df.columns)}")
-    close = pd.to_datetime(df["close_datetime"], utc=True)
-    ts = close.dt.tz_convert(None).to_numpy("datetime64[ns]").astype(np.int64)
-    out = {c: df[c].to_numpy(np.float64) for c in need}
-    for c in ("quote_volume", "trades"):
-        if c in df.columns:
-            out[c] = df[c].to_numpy(np.float64)
+    if "close_time" in df.columns:
+        ts = _epoch_to_ns(pd.to_numeric(df["close_time"], errors="raise").to_numpy(), "close_time", path)
+    elif "close_datetime" in df.columns:
+        close = pd.to_datetime(df["close_datetime"], utc=True)
+        ts = close.dt.tz_convert(None).to_numpy("datetime64[ns]").astype(np.int64)
+    else:
+        raise RecordingError(f"{path}: no close_time or close_datetime column (got {list(df.columns)})")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise RecordingError(f"{path}: missing kline columns {missing} (got {list(df.columns)})")
+    try:
+        out = {c: pd.to_numeric(df[c], errors="raise").to_numpy(np.float64) for c in need}
+        for c in ("quote_volume", "trades"):
+            if c in df.columns:
+                out[c] = pd.to_numeric(df[c], errors="raise").to_numpy(np.float64)
+    except ValueError as exc:
+        raise RecordingError(f"{path}: non-numeric kline value: {exc}") from None
     out["ts"] = ts
     return out
 
 
-def _lines(paths: Iterable[Path]) -> Iterable[tuple[int, dict]]:
-    for p in paths:
-        with gzip.open(p, "rb") as f:
-            for raw in f:
-                sp = raw.find(b" ")
-                if sp < 0:
-                    continue
-                yield int(raw[:sp]), orjson.loads(raw[sp + 1 :])
-
-
-def rebuild_binance_books(paths: Iterable[str | Path], depth: int = 250, futures: bool = False,
-                          max_snapshots: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rebuild top-``depth`` books after every applied diff of a raw Binance recording.
-
-    Sync rule (Binance docs): apply the REST snapshot, drop diffs with ``u <= lastUpdateId``,
-    then spot requires ``U == previous u + 1`` (futures ``pu == previous u``); a break raises
-    RecordingError. Returns (ts ns = event time E, bids (T, depth, 2), asks (T, depth, 2)),
-    NaN-padded where a side has fewer levels.
-    """
-    book = L2Book()
-    last_id: int | None = None
-    prev_u: int | None = None
-    ts_l: list[int] = []
-    bl: list[np.ndarray] = []
-    al: list[np.ndarray] = []
-    pending: list[dict] = []  # diffs received before the REST snapshot (replayed after it)
-
-    def diffs() -> Iterable[dict]:
-        nonlocal last_id
-        for _, msg in _lines([Path(p) for p in paths]):
-            if "lastUpdateId" in msg:
-                book.apply_snapshot(((float(p), float(q)) for p, q in msg["bids"]),
-                                    ((float(p), float(q)) for p, q in msg["asks"]))
-                last_id = int(msg["lastUpdateId"])
-                yield from pending
-                pending.clear()
-                continue
-            data = msg.get("data") or {}
-            if data.get("e") != "depthUpdate":
-                continue
-            if last_id is None:
-                pending.append(data)
-            else:
-                yield data
-
-    for data in diffs():
-        U, u = int(data["U"]), int(data["u"])
-        if u <= last_id:
+def books_from_messages(snaps: Iterable[m.BookSnapshot], depth: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stack snapshots into (ts, bids (T, L, 2), asks (T, L, 2)) with NaN padding.
+    Snapshots the collector flagged invalid become all-NaN rows (the engine rejects them)."""
+    snaps = list(snaps)
+    L = depth or max((max(len(s.bids), len(s.asks)) for s in snaps), default=0)
+    T = len(snaps)
+    ts = np.fromiter(((s.ts_exchange or s.ts_recv) for s in snaps), np.int64, T)
+    bids = np.full((T, L, 2), np.nan)
+    asks = np.full((T, L, 2), np.nan)
+    for i, s in enumerate(snaps):
+        if not s.valid:
             continue
-        if prev_u is None:
-            if not (U <= last_id + 1 <= u or (futures and U <= last_id <= u)):
-                raise RecordingError(f"first diff U={U} u={u} does not straddle lastUpdateId={last_id}")
-        elif futures:
-            if int(data["pu"]) != prev_u:
-                raise RecordingError(f"sequence break: pu={data['pu']} != previous u={prev_u}")
-        elif U != prev_u + 1:
-            raise RecordingError(f"sequence break: U={U} != previous u + 1 = {prev_u + 1}")
-        prev_u = u
-        book.apply_deltas(((float(p), float(q)) for p, q in data["b"]), ((float(p), float(q)) for p, q in data["a"]))
-        b, a = book.top(depth)
-        bb = np.full((depth, 2), np.nan)
-        aa = np.full((depth, 2), np.nan)
-        bb[: len(b)] = b
-        aa[: len(a)] = a
-        bl.append(bb)
-        al.append(aa)
-        ts_l.append(int(data["E"]) * 1_000_000)
-        if max_snapshots is not None and len(ts_l) >= max_snapshots:
-            break
-    if not ts_l:
-        raise RecordingError("no diff applied (missing REST snapshot?)")
-    return np.array(ts_l, dtype=np.int64), np.stack(bl), np.stack(al)
+        b, a = s.bids[:L], s.asks[:L]
+        bids[i, : len(b)] = b
+        asks[i, : len(a)] = a
+    return ts, bids, asks
+
+
+def binance_book_messages(paths: str | Path | Sequence[str | Path], depth: int = 250) -> Iterable[m.BookSnapshot]:
+    """BookSnapshots of ONE raw Binance stream, one per applied update, exactly as the
+    collector's replay emits them (same builder, same sync rule). Several streams (a directory
+    mixing symbols or markets) are refused with one line."""
+    from collector.exchanges.binance_parse import BinanceFormatError
+    from collector.replay_binance import BinanceRecordingReplay
+
+    try:
+        rep = BinanceRecordingReplay(paths, depth=depth, trades=False)
+    except (BinanceFormatError, FileNotFoundError) as exc:
+        raise RecordingError(str(exc)) from None
+    if len(rep.streams) > 1:
+        where = paths if isinstance(paths, (str, Path)) else ", ".join(map(str, paths))
+        raise RecordingError(f"{where}: holds {len(rep.streams)} streams ({', '.join(rep.stream_names)}); "
+                             "give the files of one stream")
+
+    def it() -> Iterable[m.BookSnapshot]:
+        try:
+            yield from rep  # type: ignore[misc]
+        except BinanceFormatError as exc:
+            raise RecordingError(str(exc)) from None
+
+    return it()
+
+
+def load_binance_books(paths: str | Path | Sequence[str | Path], depth: int = 250,
+                       max_snapshots: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ts ns = exchange event time, bids (T, depth, 2), asks (T, depth, 2)) of one raw Binance
+    stream; invalid books (before the first snapshot, gaps, crossed) are all-NaN rows."""
+    snaps = list(itertools.islice(binance_book_messages(paths, depth), max_snapshots))
+    if not any(s.valid for s in snaps):
+        raise RecordingError(f"{paths}: no book could be built (no REST snapshot the diffs connect to)")
+    return books_from_messages(snaps, depth)

@@ -82,7 +82,9 @@ def from_klines(path: Path, spec: FeatureSpec | None = None) -> TrainingData:
                         Prices(close=k["close"], high=k["high"], low=k["low"]), names, spec.hash, _meta(spec, "candle"))
 
 
-def from_books(path: Path, spec: FeatureSpec, kind: str = "block", depth: int = 250) -> TrainingData:
+def from_books(path: Path | Sequence[Path], spec: FeatureSpec, kind: str = "block", depth: int = 250) -> TrainingData:
+    """Snapshot/block features of a book source (a file, a directory, or several files of one
+    stream in any order: a continuation without snapshot follows its predecessor)."""
     if kind not in ("snapshot", "block"):
         raise SourceError("book recordings give 'snapshot' or 'block' features")
     ts, bids, asks = load_books(path, depth=depth)

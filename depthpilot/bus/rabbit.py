@@ -434,9 +434,12 @@ class RabbitBus(Bus):
             self._count("market_dropped")
             return
         with self._lock:
-            self._market_outbox.append((exchange, rk, body, props))
+            evicted = len(self._market_outbox) == self._market_outbox.maxlen
+            self._market_outbox.append((exchange, rk, body, props))  # a full outbox evicts its oldest
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
+        if evicted:
+            self._count("market_dropped")  # counted, so the eviction shows in the heartbeat
         self._count("published")
         if schedule:
             self._call_soon(self._flush)

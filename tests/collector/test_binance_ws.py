@@ -121,8 +121,10 @@ def test_snapshot_limit_and_stream_routing():
     assert mkt.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade" and not mkt.carries_depth
     with pytest.raises(BinanceSourceError, match="streams"):
         stream_connections("usdm", [f"S{i}USDT" for i in range(201)])
+    (coinm,) = stream_connections("coinm", ["BTCUSD_PERP"])  # COIN-M: one dstream connection, depth + aggTrade
+    assert coinm.url == "wss://dstream.binance.com/stream?streams=btcusd_perp@depth@100ms/btcusd_perp@aggTrade"
     with pytest.raises(BinanceSourceError, match="market"):
-        BinanceDiffSource("coinm", ["BTCUSD"])  # type: ignore[arg-type]
+        BinanceDiffSource("margin", ["BTCUSD"])  # type: ignore[arg-type]
     with pytest.raises(BinanceSourceError, match="rest_limit"):
         BinanceDiffSource("usdm", ["BTCUSDT"], rest_limit=2000)
     with pytest.raises(BinanceSourceError, match="symbols"):
@@ -192,6 +194,30 @@ def test_lost_diff_is_detected_and_resynced_from_rest(rel, market):
     bad = snaps[i_bad]
     assert "resync" in bad.reason and "sequence break" in bad.reason
     assert snaps[i_bad - 1].seq < lost and snaps[i_bad + 1].seq > lost
+
+
+@pytest.mark.parametrize("rel,market", [(SPOT, "spot")])
+def test_older_rest_snapshot_never_rewinds_the_live_book(rel, market):
+    """After a gap the REST node answers with an OLD snapshot (older than the book already
+    built): it is counted and ignored (the book never goes back), and a fresh one resyncs."""
+    rec, ref = _reference(rel, market, N_SPOT)
+    after = [int(d["u"]) for d in rec.depth_events if int(d["u"])]
+    lost = after[600]
+
+    async def go():
+        async with FakeBinance(rec, futures=market == "usdm", drop_u={lost}) as srv:
+            srv.fail("/api/v3/depth", "ok", 1)  # the initial sync is normal
+            srv.fail("/api/v3/depth", "stale", 1)  # the resync first gets an old snapshot
+            src = _source(srv, market, backoff_initial_s=0.01)
+            return srv, src, await _collect(src, srv)
+
+    srv, src, msgs = _run(go())
+    snaps = _check_against_replay(msgs, ref)  # every valid book is right: nothing was rewound
+    b = src.builders["BTCUSDT"]
+    assert b.old_snapshots == 1 and b.gaps == 1 and b.resyncs == 1
+    assert [r[2] for r in srv.depth_requests()] == ["200", "stale", "200"]
+    seqs = [s.seq for s in snaps if s.valid]
+    assert seqs == sorted(seqs) and seqs[-1] == srv.final_u
 
 
 # ------------------------------------------------------------------------ (c) server closes -> reconnect

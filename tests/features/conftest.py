@@ -33,10 +33,9 @@ def usdm25(data_dir):
 @pytest.fixture(scope="session")
 def spot250(data_dir):
     """First 1,500 books of the spot recording rebuilt at 250 levels from the raw diffs."""
-    from features.io import rebuild_binance_books
+    from features.io import load_binance_books
 
-    raw = sorted(_need(data_dir / SPOT / "raw").glob("*.gz"))
-    return rebuild_binance_books(raw, depth=250, max_snapshots=1500)
+    return load_binance_books(_need(data_dir / SPOT / "raw"), depth=250, max_snapshots=1500)
 
 
 @pytest.fixture(scope="session")

@@ -224,13 +224,17 @@ class FakeBinance:
         faults = self._faults.get(request.path)
         if faults:
             fault = faults.popleft()
-            self.requests.append((request.path, q, fault))
+            if fault != "ok":  # "ok": answered normally (recorded below)
+                self.requests.append((request.path, q, fault))
             if fault in ("429", "418"):
                 return web.json_response({"code": -1003, "msg": "Too many requests; fake server."},
                                          status=int(fault), headers={"Retry-After": "0"})
             if fault == "500":
                 return web.Response(status=500, text="Internal Server Error")
-            await asyncio.sleep(30)  # "hang": longer than any client timeout
+            if fault == "stale":  # a lagging REST node: the recording's first (now old) snapshot
+                return web.Response(body=json.dumps(self.rec.snapshot).encode(), content_type="application/json")
+            if fault != "ok":
+                await asyncio.sleep(30)  # "hang": longer than any client timeout
         if "symbol" not in q:
             self.requests.append((request.path, q, "400"))
             return web.json_response({"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent."}, status=400)

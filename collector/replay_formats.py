@@ -1,0 +1,119 @@
+"""Replay input formats, as a table: each entry recognises a file by its content (or its
+container: a directory, a zip archive) and builds the source that replays it through that
+venue's own book builder. :func:`replay_sources` picks the first format that claims a path;
+adding a format is adding a row. Market and symbol always come from the data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from depthpilot import messages as m
+
+__all__ = ["ReplayFormat", "REPLAY_FORMATS", "replay_sources", "looks_like_binance"]
+
+
+@dataclass(frozen=True)
+class ReplayFormat:
+    name: str
+    detect: Callable[[Path], bool]
+    make: Callable[[Path, int, float | None], Iterable[m.Message]]
+
+
+def looks_like_binance(p: Path) -> bool:
+    """A raw Binance recording (``<digits> {json}`` lines, gzip or plain) by its first line, or
+    a directory of them; an unreadable or empty file also goes to the Binance reader, which
+    names the problem in one line."""
+    from collector.exchanges.binance_recording import open_recording
+
+    if p.is_dir():
+        return True
+    if p.name.lower().endswith((".csv", ".csv.gz", ".parquet", ".zip")):
+        return False
+    try:
+        with open_recording(p) as fh:
+            line = fh.readline(4096)
+    except Exception:  # noqa: BLE001 - unreadable: let the Binance reader raise its one-line error
+        return True
+    head, _, rest = line.partition(b" ")
+    return not line or (head.isdigit() and rest.lstrip().startswith(b"{"))
+
+
+def _is_clip(p: Path) -> bool:
+    from collector.clip_replay import is_clip
+
+    return is_clip(p)
+
+
+def _is_bybit_archive(p: Path) -> bool:
+    from collector.clip_replay import is_bybit_archive
+
+    return is_bybit_archive(p)
+
+
+def _clip(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.clip_replay import clip_replay
+
+    return clip_replay(p, depth)
+
+
+def _bybit_archive(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.clip_replay import bybit_archive_replay
+
+    return bybit_archive_replay(p, depth)
+
+
+def _binance(p: Path, depth: int, rate: float | None) -> Iterable[m.Message]:
+    from collector.replay_binance import BinanceRecordingReplay
+
+    return BinanceRecordingReplay(p, depth=depth, max_rate_hz=rate)
+
+
+def _tardis_header(p: Path) -> str:
+    import gzip
+
+    opener = gzip.open if p.name.lower().endswith(".gz") else open
+    try:
+        with opener(p, "rt") as fh:  # type: ignore[operator]
+            return fh.readline(4096)
+    except (OSError, EOFError, UnicodeDecodeError):
+        return ""
+
+
+def _fields(p: Path) -> set[str]:
+    return {f.strip() for f in _tardis_header(p).split(",")}
+
+
+def _tardis_trades(p: Path, _depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.replay import TardisTradesReplay
+
+    return TardisTradesReplay(p)
+
+
+def _tardis_books(p: Path, _depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.replay import TardisBookSnapshotReplay
+
+    return TardisBookSnapshotReplay(p)
+
+
+REPLAY_FORMATS: list[ReplayFormat] = [
+    ReplayFormat("cryptofeed websocket capture", _is_clip, _clip),
+    ReplayFormat("Bybit v5 archive", _is_bybit_archive, _bybit_archive),
+    ReplayFormat("Tardis trades CSV", lambda p: {"id", "side", "price", "amount"} <= _fields(p), _tardis_trades),
+    ReplayFormat("Tardis book_snapshot CSV", lambda p: "asks[0].price" in _tardis_header(p), _tardis_books),
+    ReplayFormat("raw Binance recording", looks_like_binance, _binance),
+]
+
+
+def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[m.Message]]:
+    """One source per path (``REPLAY_PATHS``), each through its venue's own book builder. A
+    path no format claims, or a bad file, fails here with one line."""
+    sources: list[Iterable[m.Message]] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"REPLAY_PATHS: {p} does not exist")
+        fmt = next((f for f in REPLAY_FORMATS if f.detect(p)), None)
+        if fmt is None:
+            raise ValueError(f"REPLAY_PATHS: cannot tell the format of {p}")
+        sources.append(fmt.make(p, depth, rate_hz))
+    return sources
