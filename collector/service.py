@@ -57,6 +57,7 @@ class CollectorService(Service):
                                        # a replay cannot measure exchange latency: the recorder's clock is not ours
                                        measure_latency=s.collector_source == "live")
         self._lock = threading.Lock()
+        self.recorders: Any = None  # collector.recorder.RecorderPool when COLLECTOR_RECORD_DIR is set
         self.snap_writer = self.trade_writer = None
         if self.store is not None:
             from depthpilot.store import BatchWriter
@@ -225,7 +226,15 @@ class CollectorService(Service):
         with one line on an unknown exchange)."""
         from collector.venues import FeedContext, venue
 
-        ctx = FeedContext(self.settings, self._on_retry, self._on_reconnect)
+        s = self.settings
+        if s.collector_record_dir and self.recorders is None:
+            from collector.recorder import RecorderPool
+
+            self.recorders = RecorderPool(s.collector_record_dir, flush_interval_s=s.collector_record_flush_s,
+                                          rotate_bytes=int(s.collector_record_rotate_mb * 2**20)
+                                          if s.collector_record_rotate_mb else None)
+        ctx = FeedContext(self.settings, self._on_retry, self._on_reconnect,
+                          self.recorders.for_exchange if self.recorders is not None else None)
         venues = [venue(ex) for ex in self.settings.exchanges]  # all names checked before anything starts
         return [f for v, ex in zip(venues, self.settings.exchanges)
                 for f in v.feeds(ctx, list(self.settings.symbols), ex)]
@@ -308,6 +317,8 @@ class CollectorService(Service):
     # ------------------------------------------------------------------ lifecycle
     def teardown(self) -> None:
         self._flush_store(checkpoint=not self.live, force=True)
+        if self.recorders is not None:
+            self.recorders.close()  # complete gzip streams, .part files renamed
 
     def _now(self) -> int | None:
         """The collector's clock: wall time live, the replay's event time in a replay."""

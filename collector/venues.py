@@ -38,6 +38,8 @@ class FeedContext:
     settings: Any
     on_retry: Callable[[Any], None]
     on_reconnect: Callable[[Any], None]
+    # exchange -> collector.recorder.Recorder when raw messages are recorded (COLLECTOR_RECORD_DIR)
+    recorder_for: Callable[[str], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> l
         return BinanceDiffSource(market, list(symbols), depth=s.book_depth, ws_url=ws_url, rest_url=rest_url,  # type: ignore[arg-type]
                                  on_retry=ctx.on_retry, on_reconnect=ctx.on_reconnect,
                                  depth_stream=s.binance_depth_stream, trade_stream=s.binance_trade_stream,
-                                 trades=s.collector_trades, reconnect_initial_s=s.collector_reconnect_initial_s)
+                                 trades=s.collector_trades, reconnect_initial_s=s.collector_reconnect_initial_s,
+                                 raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
 
     return [FeedSpec(f"{exchange} book+trades {','.join(symbols)}", exchange, tuple(symbols), "book+trades", make)]
 

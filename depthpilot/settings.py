@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     binance_coinm_rest_url: str | None = Field(None, validation_alias="BINANCE_COINM_REST_URL")
     # Bybit public websocket URL override (a proxy or a local fake); None = pybit's endpoint
     bybit_ws_url: str | None = Field(None, validation_alias="BYBIT_WS_URL")
+    # record every raw live message into rotating gzip day files under this directory (replay format)
+    collector_record_dir: str | None = Field(None, validation_alias="COLLECTOR_RECORD_DIR")
+    collector_record_flush_s: float = Field(1.0, gt=0, le=60, validation_alias="COLLECTOR_RECORD_FLUSH_S")
+    collector_record_rotate_mb: float = Field(0.0, ge=0, validation_alias="COLLECTOR_RECORD_ROTATE_MB")  # 0: daily only
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
