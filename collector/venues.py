@@ -189,6 +189,28 @@ VENUES["bybit"] = Venue("bybit", "collector.bybit_ws", "collector.exchanges.bybi
                         "Bybit v5 linear via pybit, own book")
 
 
+# --------------------------------------------------------------------------- Kraken spot (native, CRC32-checked)
+
+
+def _kraken_spot_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list[FeedSpec]:
+    from collector.exchanges.kraken_spot import DEPTHS
+    from collector.exchanges.kraken_spot_feed import KrakenSpotSource
+
+    s = ctx.settings
+    depth = next((d for d in DEPTHS if d >= s.book_depth), DEPTHS[-1])
+
+    def make() -> Any:
+        return KrakenSpotSource(list(symbols), depth=depth, version=s.kraken_spot_ws_version,
+                                ws_url=s.kraken_spot_ws_url, emit_depth=min(s.book_depth, depth),
+                                raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
+
+    return [FeedSpec(f"{exchange} book {','.join(symbols)}", exchange, tuple(symbols), "book", make)]
+
+
+VENUES["krakenspot"] = Venue("krakenspot", "collector.exchanges.kraken_spot_feed", "collector.exchanges.kraken_spot",
+                             _kraken_spot_feeds, "Kraken spot websocket v1/v2 book, CRC32 checksum on every update")
+
+
 def _ccxt_names() -> list[str]:
     from collector.ccxt_source import EXCHANGES
 

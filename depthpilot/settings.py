@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     binance_coinm_rest_url: str | None = Field(None, validation_alias="BINANCE_COINM_REST_URL")
     # Bybit public websocket URL override (a proxy or a local fake); None = pybit's endpoint
     bybit_ws_url: str | None = Field(None, validation_alias="BYBIT_WS_URL")
+    # Kraken spot native book feed (exchange name krakenspot; symbols as Kraken writes them: BTC/USD in v2)
+    kraken_spot_ws_url: str | None = Field(None, validation_alias="KRAKEN_SPOT_WS_URL")
+    kraken_spot_ws_version: int = Field(2, ge=1, le=2, validation_alias="KRAKEN_SPOT_WS_VERSION")
     # record every raw live message into rotating gzip day files under this directory (replay format)
     collector_record_dir: str | None = Field(None, validation_alias="COLLECTOR_RECORD_DIR")
     collector_record_flush_s: float = Field(1.0, gt=0, le=60, validation_alias="COLLECTOR_RECORD_FLUSH_S")

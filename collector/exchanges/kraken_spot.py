@@ -68,7 +68,7 @@ class KrakenSpotBookBuilder(BookBuilder):
     """One Kraken spot pair (``symbol`` as Kraken writes it: ``XBT/USD`` in v1, ``BTC/USD`` in
     v2), one subscribed ``depth``. Feed it decoded messages of either version."""
 
-    exchange = "kraken"
+    exchange = "krakenspot"  # the venue name (the ccxt venue "kraken" is another)
 
     def __init__(self, symbol: str, *, depth: int = 10, price_precision: int | None = None,
                  qty_precision: int | None = None, verify_checksum: bool = True) -> None:
@@ -120,7 +120,7 @@ class KrakenSpotBookBuilder(BookBuilder):
             return ApplyResult.IGNORED
         maps = [x for x in arr[1:-2] if isinstance(x, Mapping)]
         if not maps:
-            raise BookMessageError(f"kraken {self.symbol}: v1 book message without a map")
+            raise BookMessageError(f"{self.exchange} {self.symbol}: v1 book message without a map")
         if any("as" in x or "bs" in x for x in maps):
             self._bids.clear()
             self._asks.clear()
@@ -163,13 +163,13 @@ class KrakenSpotBookBuilder(BookBuilder):
     def _v2(self, kind: Any, d: Mapping[str, Any]) -> ApplyResult:
         pp, qp = self.price_precision, self.qty_precision
         if pp is None or qp is None:
-            raise BookMessageError(f"kraken {self.symbol}: v2 book message but the pair's price/qty precision is "
+            raise BookMessageError(f"{self.exchange} {self.symbol}: v2 book message but the pair's price/qty precision is "
                                    "unknown (subscribe to the instrument channel or pass price_precision/qty_precision)")
         if kind == "snapshot":
             self._bids.clear()
             self._asks.clear()
         elif kind != "update":
-            raise BookMessageError(f"kraken {self.symbol}: unknown book message type {kind!r}")
+            raise BookMessageError(f"{self.exchange} {self.symbol}: unknown book message type {kind!r}")
         elif not self.has_snapshot:
             return self._awaiting()
         for levels, side in ((d.get("bids", ()), self._bids), (d.get("asks", ()), self._asks)):

@@ -91,7 +91,7 @@ def test_v1_message_with_asks_and_bids_maps_and_other_channels():
     assert b.process(upd) is ApplyResult.APPLIED and b.stats.checksum_ok == 1
     assert b.process([2, [["1.0", "1.0", "1.0", "s", "l", ""]], "trade", "XBT/USD"]) is ApplyResult.IGNORED
     assert b.process([1, {"a": [["1", "1", "1"]]}, "book-10", "ETH/USD"]) is ApplyResult.IGNORED
-    with pytest.raises(BookMessageError, match="kraken XBT/USD"):
+    with pytest.raises(BookMessageError, match="krakenspot XBT/USD"):
         b.process([1, {"a": [["oops"]]}, "book-10", "XBT/USD"])
 
 
@@ -159,3 +159,64 @@ def test_v2_without_precision_is_one_clear_error():
 def test_checksum_field():
     assert checksum_field("0.05000") == "5000" and checksum_field("0.00000304") == "304"
     assert checksum_field("45285.2") == "452852"
+
+
+# --------------------------------------------------------------------------- live feed (fake v1 server) + recording
+
+
+def test_live_feed_resyncs_on_a_corrupted_update_and_its_recording_replays_to_the_same_books(tmp_path):
+    import asyncio
+    import contextlib
+
+    from collector.exchanges.kraken_spot_feed import KrakenSpotSource, kraken_recording_replay
+    from collector.recorder import Recorder
+    from collector.replay_formats import replay_sources
+    from depthpilot import messages as m
+    from tests.collector.fakes.kraken_spot_server import FakeKrakenSpot
+
+    init, updates = _clip()
+
+    async def main():
+        async with FakeKrakenSpot(init, updates, corrupt={50}) as srv:
+            rec = Recorder(tmp_path, "krakenspot")
+            src = KrakenSpotSource(["XBT/USD"], depth=10, version=1, ws_url=srv.ws_url, raw_sink=rec.write)
+            out: list = []
+
+            async def consume():
+                async with contextlib.aclosing(src.stream()) as it:
+                    async for x in it:
+                        out.append(x)
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(srv.done.wait(), 20)
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            rec.close()
+            return srv, src, out
+
+    srv, src, live = asyncio.run(main())
+    b = src.builders["XBT/USD"]
+    assert src.resubscribes == 1 and srv.subscribes == 2 and srv.unsubscribes == 1
+    assert b.stats.checksum_failed == 1 and b.stats.snapshots == 2 and b.stats.checksum_ok >= 100
+    assert b.valid
+    truth_bids = sorted(srv.bids.items(), key=lambda kv: -float(kv[0]))
+    truth_asks = sorted(srv.asks.items(), key=lambda kv: float(kv[0]))
+    assert b.levels() == (truth_bids, truth_asks)  # after the resync the book is the exchange's
+    assert [s.valid for s in live].count(False) == 1 and all(s.exchange == "krakenspot" for s in live)
+    (f,) = (tmp_path / "krakenspot").iterdir()
+    replayed = list(kraken_recording_replay(f))
+    key = [(s.valid, s.bids.tobytes(), s.asks.tobytes()) for s in live]
+    assert [(s.valid, s.bids.tobytes(), s.asks.tobytes()) for s in replayed] == key
+    (src2,) = replay_sources([f], 10, None)  # REPLAY_PATHS recognises the recording by its content
+    assert sum(isinstance(x, m.BookSnapshot) for x in src2) == len(live)
+
+
+def test_registry_serves_krakenspot():
+    from collector.venues import FeedContext, venue
+    from depthpilot.settings import load_settings
+
+    s = load_settings(KRAKEN_SPOT_WS_VERSION="1", KRAKEN_SPOT_WS_URL="ws://127.0.0.1:1/", BOOK_DEPTH="20")
+    (feed,) = venue("krakenspot").feeds(FeedContext(s, print, print), ["XBT/USD"], "krakenspot")
+    src = feed.make()
+    assert (src.version, src.depth, src.emit_depth, src.ws_url) == (1, 25, 20, "ws://127.0.0.1:1/")
