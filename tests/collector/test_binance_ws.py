@@ -196,6 +196,42 @@ def test_lost_diff_is_detected_and_resynced_from_rest(rel, market):
     assert snaps[i_bad - 1].seq < lost and snaps[i_bad + 1].seq > lost
 
 
+def test_live_coinm_books_equal_offline_replay_on_a_synthesised_recording(tmp_path):
+    """COIN-M live (dstream/dapi paths, BTCUSD_PERP, sizes in contracts) against the fake
+    server replaying a COIN-M recording SYNTHESISED from the real USD-M one (no real COIN-M
+    recording exists here; see tests/collector/venue_data.py)."""
+    import gzip as _gzip
+
+    from tests.collector.venue_data import COINM_SYMBOL, USDM as USDM_DS, coinm_line, raw_files
+
+    src_file = raw_files(USDM_DS)[0]  # the file with the REST snapshot line
+    coinm = tmp_path / "coinm"
+    with _gzip.open(src_file, "rb") as fin, _gzip.open(coinm, "wb", compresslevel=1) as fout:
+        for line in fin:
+            if line.strip():
+                fout.write(coinm_line(line))
+    ref = {s.seq: (s.bids, s.asks) for s in BinanceRecordingReplay(coinm, depth=DEPTH, trades=False)
+           if isinstance(s, m.BookSnapshot) and s.valid}
+    rec = load_recording(coinm, max_depth_events=N_SPOT)
+
+    async def go():
+        async with FakeBinance(rec, futures=True, delay_s=0.002, burst=8) as srv:
+            src = BinanceDiffSource("coinm", [COINM_SYMBOL], depth=DEPTH, ws_url=srv.ws_url, rest_url=srv.base_url,
+                                    depth_stream="depth@0ms", trade_stream="trade", backoff_initial_s=0.01,
+                                    reconnect_initial_s=0.01)
+            return srv, src, await _collect(src, srv)
+
+    srv, src, msgs = _run(go())
+    snaps = _check_against_replay(msgs, ref)
+    assert src.builders[COINM_SYMBOL].gaps == 0 and all(s.valid for s in snaps)
+    assert {(s.exchange, s.symbol, s.size_unit, s.contract_value) for s in snaps} == {
+        ("binancecoinm", COINM_SYMBOL, "contracts", 100.0)}
+    assert [(r[0], r[1]["symbol"]) for r in srv.depth_requests()] == [("/dapi/v1/depth", COINM_SYMBOL)]
+    assert [c.path for c in srv.ws_connections] == ["/stream"]  # one dstream connection: depth + trades
+    trades = [x for x in msgs if isinstance(x, m.Trade)]
+    assert trades and {(t.exchange, t.symbol) for t in trades} == {("binancecoinm", COINM_SYMBOL)}
+
+
 @pytest.mark.parametrize("rel,market", [(SPOT, "spot")])
 def test_older_rest_snapshot_never_rewinds_the_live_book(rel, market):
     """After a gap the REST node answers with an OLD snapshot (older than the book already

@@ -157,3 +157,40 @@ def test_bad_recordings_fail_start_up_or_make_the_replay_unhealthy(tmp_path, uid
         finally:
             svc.stop()
             bus.close()
+
+
+def test_replay_checkpoint_advances_only_after_the_bus_confirmed(tmp_path, uid):
+    """bus.flush() not confirming (a broker that does not ack) must hold the checkpoint back:
+    a restart then replays what might not have reached the broker."""
+    from collector.service import CollectorService
+    from depthpilot.bus.memory import MemoryBus
+
+    clip = _clip(tmp_path, 1500)
+
+    class UnconfirmedBus(MemoryBus):
+        confirm = False
+
+        def flush(self, timeout: float = 10.0) -> bool:
+            return self.confirm
+
+    for confirm in (False, True):
+        MemoryBroker.reset(f"{uid}{confirm}")
+        url = f"memory://{uid}{confirm}"
+        settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(clip), REPLAY_SPEED="0")
+        store = Store.connect(f"mongomock://{uid}{confirm}", f"c_{uid}", snapshot_ttl_s=None)
+        bus = UnconfirmedBus(url, "collector")
+        bus.confirm = confirm
+        bus.start()
+        svc = CollectorService(settings, bus, store)
+        try:
+            svc.start()
+            assert svc.finished.wait(30)
+            state = store.get_state(svc.replay_key)
+            if confirm:
+                assert state == {"ts_recv": svc.last_ts} and svc.checkpoint_waits == 0
+            else:
+                assert state is None and svc.checkpoint_waits >= 1
+                assert store.count("trades", "binance", "BTCUSDT") > 0  # the data itself was stored
+        finally:
+            svc.stop()
+            bus.close()

@@ -287,3 +287,31 @@ def test_book_snapshot_size_unit_is_additive_and_old_messages_still_decode():
     old = m.decode(msgspec.msgpack.encode(raw))
     assert isinstance(old, m.BookSnapshot) and (old.size_unit, old.contract_value) == ("base", 0.0)
     assert old.v == s.v and np.array_equal(old.bids, s.bids) and np.array_equal(old.asks, s.asks)
+
+
+def test_a_rest_snapshot_that_cannot_be_attributed_is_refused_with_one_line(tmp_path):
+    f = tmp_path / "two_symbols"
+    depth = '{"stream":"%s@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"%s","U":6,"u":7,"b":[],"a":[]}}'
+    with gzip.open(f, "wb") as fh:
+        fh.write(b"1723161253937085768 " + (depth % ("btcusdt", "BTCUSDT")).encode() + b"\n")
+        fh.write(b"1723161253937085769 " + (depth % ("ethusdt", "ETHUSDT")).encode() + b"\n")
+        fh.write(b'1723161253937085770 {"lastUpdateId":5,"bids":[],"asks":[]}\n')
+    with pytest.raises(BinanceFormatError, match=r"two_symbols:3: REST snapshot names no symbol .* BTCUSDT, ETHUSDT"):
+        list(iter_recording(f))
+
+
+def test_feed_supervision_problems_are_one_line_each():
+    from collector.supervision import FeedSupervision
+
+    s = FeedSupervision(down_limit_s=10)
+    s.started("a", 0)
+    s.started("b", 0)
+    assert s.problems(5 * 10**9) == []
+    s.ok("a", 8 * 10**9)
+    s.failed("b", "connect: OSError: refused")
+    assert s.problems(15 * 10**9) == ["feed b down: no usable data for 15s (1 failures; last: connect: OSError: refused)"]
+    s.ok("b", 15 * 10**9)
+    s.died("a", "RuntimeError: boom")
+    s.fail("replay failed: x.gz:3: bad line")
+    assert s.problems(16 * 10**9) == ["replay failed: x.gz:3: bad line", "feed a died: RuntimeError: boom"]
+    assert s.stats() == {"feed_restarts": 1.0, "feeds_dead": 1.0}

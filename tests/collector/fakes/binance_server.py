@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth")
+DEPTH_PATHS = ("/api/v3/depth", "/fapi/v1/depth", "/dapi/v1/depth")
 
 
 @dataclass
