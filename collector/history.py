@@ -16,12 +16,22 @@ left empty. ``close_time`` = ``open_time + interval - 1`` ms, as the exchange wr
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from decimal import Decimal
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
-__all__ = ["KLINE_COLUMNS", "Gap", "KlineDownloader", "find_gaps", "kline_rows", "last_open_time", "timeframe_ms",
-           "format_row"]
+__all__ = [
+    "KLINE_COLUMNS",
+    "Gap",
+    "KlineDownloader",
+    "find_gaps",
+    "format_row",
+    "kline_rows",
+    "last_open_time",
+    "timeframe_ms",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +56,10 @@ class Gap:
     missing: int  # candles missing
 
     def __str__(self) -> str:
-        from datetime import datetime, timezone
+        from datetime import datetime
 
         def t(ms: int) -> str:
-            return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+            return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
 
         return f"{self.missing} candle(s) missing between {t(self.after_ms)} and {t(self.before_ms)} UTC"
 

@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 __all__ = ["Recorder", "RecorderStats", "day_of", "file_name", "safe_symbol"]
@@ -38,7 +38,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 def day_of(ts_ns: int) -> str:
     """UTC day (``YYYYMMDD``) of a receive time in ns."""
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y%m%d")
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y%m%d")
 
 
 def safe_symbol(symbol: str) -> str:
@@ -65,7 +65,7 @@ class RecorderStats:
 
 
 class _Open:
-    __slots__ = ("path", "fh", "day", "bytes", "last_flush")
+    __slots__ = ("bytes", "day", "fh", "last_flush", "path")
 
     def __init__(self, path: Path, day: str) -> None:
         self.path = path

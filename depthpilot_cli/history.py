@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,10 +23,23 @@ def _tail(path: Path, n: int = 4096) -> str:
 
 
 async def _download(exchange: str, symbol: str, timeframe: str, since_ms: int, until_ms: int, out: Path,
-                    limit: int, api_base_url: Optional[str], quiet: bool) -> tuple[int, list, int, int]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+                    limit: int, api_base_url: str | None, quiet: bool) -> tuple[int, list, int, int]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    from collector.history import KLINE_COLUMNS, KlineDownloader, find_gaps, format_row, kline_rows, last_open_time
+    from collector.history import (
+        KLINE_COLUMNS,
+        KlineDownloader,
+        find_gaps,
+        format_row,
+        kline_rows,
+        last_open_time,
+    )
 
     retries: list = []
     dl = KlineDownloader(exchange, symbol, timeframe=timeframe, limit=limit, api_base_url=api_base_url,
@@ -59,8 +71,7 @@ async def _download(exchange: str, symbol: str, timeframe: str, since_ms: int, u
                 for g in new:
                     console.print(f"[yellow]gap: {g}[/yellow]", highlight=False)
                 gaps.extend(new)
-                for row in kline_rows(page, iv):
-                    fh.write(format_row(row))
+                fh.writelines(format_row(row) for row in kline_rows(page, iv))
                 fh.flush()  # a stopped download resumes after the last line written
                 prev = opens[-1]
                 written += len(page)
@@ -76,9 +87,9 @@ def klines(
     exchange: str = typer.Option(..., "--exchange", help="ccxt exchange (binance, binanceusdm, bybit, okx, kraken, ...)"),
     symbol: str = typer.Option(..., "--symbol", help="BTCUSDT or BTC/USDT"),
     since: str = typer.Option(..., "--since", help="first candle: ISO date/time (UTC) or ns since epoch"),
-    until: Optional[str] = typer.Option(None, "--until", help="end (exclusive); default now"),
+    until: str | None = typer.Option(None, "--until", help="end (exclusive); default now"),
     interval: str = typer.Option("1m", "--interval", help="candle timeframe (1m, 5m, 1h, 1d, ...)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV file (default <SYMBOL>_<interval>.csv); "
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV file (default <SYMBOL>_<interval>.csv); "
                                        "an existing file is continued after its last candle"),
     limit: int = typer.Option(1000, help="candles per request"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),

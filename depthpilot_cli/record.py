@@ -8,7 +8,7 @@ import contextlib
 import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -23,7 +23,7 @@ def _gaps(src: Any) -> int:
     return n
 
 
-async def _record(exchange: str, symbols: list[str], out: Path, duration: Optional[float], rotate_mb: float,
+async def _record(exchange: str, symbols: list[str], out: Path, duration: float | None, rotate_mb: float,
                   flush_s: float, quiet: bool) -> dict[str, int]:
     from collector.recorder import RecorderPool
     from collector.venues import FeedContext, venue
@@ -85,7 +85,7 @@ def record(
     exchange: str = typer.Option(..., "--exchange", help="venue name (binance, binanceusdm, krakenspot, ...)"),
     symbols: str = typer.Option(..., "--symbols", help="comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT"),
     out: Path = typer.Option(Path("recordings"), "--out", "-o", help="directory; files go to <out>/<exchange>/"),
-    duration: Optional[float] = typer.Option(None, help="stop after this many seconds (default: until Ctrl-C)"),
+    duration: float | None = typer.Option(None, help="stop after this many seconds (default: until Ctrl-C)"),
     rotate_mb: float = typer.Option(0.0, help="also rotate a file after this many MB of messages (0: daily only)"),
     flush_s: float = typer.Option(1.0, help="flush to disk every N seconds (a crash loses at most that)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),

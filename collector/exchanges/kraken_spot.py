@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import calendar
 import zlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from collector.exchanges.core import ApplyResult, BookBuilder, BookMessageError
 
-__all__ = ["KrakenSpotBookBuilder", "kraken_checksum", "checksum_field", "CHECKSUM_DEPTH", "DEPTHS"]
+__all__ = ["CHECKSUM_DEPTH", "DEPTHS", "KrakenSpotBookBuilder", "checksum_field", "kraken_checksum"]
 
 CHECKSUM_DEPTH = 10
 DEPTHS = (10, 25, 100, 500, 1000)  # the subscription depths Kraken offers

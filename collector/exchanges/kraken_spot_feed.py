@@ -17,8 +17,9 @@ import gzip
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
 
 import aiohttp
 
@@ -26,7 +27,7 @@ from collector.exchanges.core import ApplyResult, BookMessageError
 from collector.exchanges.kraken_spot import KrakenSpotBookBuilder
 from depthpilot.messages import BookSnapshot
 
-__all__ = ["KrakenSpotSource", "kraken_recording_replay", "looks_like_kraken_recording", "WS_URLS"]
+__all__ = ["WS_URLS", "KrakenSpotSource", "kraken_recording_replay", "looks_like_kraken_recording"]
 
 log = logging.getLogger(__name__)
 

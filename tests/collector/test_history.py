@@ -11,7 +11,13 @@ from depthpilot_cli.main import app
 from features.io import load_klines
 from tests.collector.fakes.data import fixture_json
 from tests.collector.fakes.http_server import FakeExchangeHTTP
-from tests.collector.fakes.klines import INFO, KLINES, BinanceKlines, ServerThread, real_klines
+from tests.collector.fakes.klines import (
+    INFO,
+    KLINES,
+    BinanceKlines,
+    ServerThread,
+    real_klines,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,7 +15,11 @@ from decimal import Decimal
 import pytest
 
 from collector.exchanges.core import ApplyResult, BookMessageError
-from collector.exchanges.kraken_spot import KrakenSpotBookBuilder, checksum_field, kraken_checksum
+from collector.exchanges.kraken_spot import (
+    KrakenSpotBookBuilder,
+    checksum_field,
+    kraken_checksum,
+)
 from tests.collector.fakes.data import require
 
 CLIP = "kraken-spot-xbtusd-book10-2023-05-29/orderbook.json"
@@ -134,7 +138,7 @@ def test_v2_checksum_uses_the_instrument_precision_not_the_json_number():
     assert b.book.ts_exchange == 1696613755440295000
     # an update: qty 0 deletes, a new level; the expected string again by hand
     upd = _v2("update", [(45283.5, 0)], [(45285.9, 0.25)], zlib.crc32(
-        ("452852" "100000" "452859" "25000000" "452860" "150000000" "452830" "200000000").encode()))
+        b"452852" b"100000" b"452859" b"25000000" b"452860" b"150000000" b"452830" b"200000000"))
     assert b.process(upd) is ApplyResult.APPLIED and b.stats.checksum_ok == 2
     # the same numbers without the precision formatting would hash differently
     naive = kraken_checksum([("45285.2", "0.001")], [("45283.5", "0.1")])
@@ -144,7 +148,7 @@ def test_v2_checksum_uses_the_instrument_precision_not_the_json_number():
 def test_v2_mismatch_resyncs_on_the_next_snapshot_and_decimals_parse_the_same():
     b = KrakenSpotBookBuilder("BTC/USD", price_precision=1, qty_precision=8)
     good = zlib.crc32(b"1000" b"100000000" b"990" b"200000000")
-    assert b.process(_v2("snapshot", [(Decimal("99.0"), Decimal("2"))], [(100.0, 1.0)], good)) is ApplyResult.SNAPSHOT
+    assert b.process(_v2("snapshot", [(Decimal("99.0"), Decimal(2))], [(100.0, 1.0)], good)) is ApplyResult.SNAPSHOT
     assert b.process(_v2("update", [(99.0, 3.0)], [], good)) is ApplyResult.CHECKSUM_FAILED  # 2 -> 3 not hashed
     assert b.process(_v2("update", [(98.0, 1.0)], [], 0)) is ApplyResult.AWAITING_SNAPSHOT
     assert b.process(_v2("snapshot", [(99.0, 2.0)], [(100.0, 1.0)], good)) is ApplyResult.SNAPSHOT and b.valid
@@ -168,7 +172,10 @@ def test_live_feed_resyncs_on_a_corrupted_update_and_its_recording_replays_to_th
     import asyncio
     import contextlib
 
-    from collector.exchanges.kraken_spot_feed import KrakenSpotSource, kraken_recording_replay
+    from collector.exchanges.kraken_spot_feed import (
+        KrakenSpotSource,
+        kraken_recording_replay,
+    )
     from collector.recorder import Recorder
     from collector.replay_formats import replay_sources
     from depthpilot import messages as m

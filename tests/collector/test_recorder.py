@@ -21,7 +21,11 @@ from collector.exchanges.binance_recording import iter_recording
 from collector.recorder import Recorder, day_of, file_name
 from collector.replay import BinanceRecordingReplay
 from depthpilot import messages as m
-from tests.collector.fakes.binance_server import FakeBinance, FakeBinanceThread, load_recording
+from tests.collector.fakes.binance_server import (
+    FakeBinance,
+    FakeBinanceThread,
+    load_recording,
+)
 from tests.collector.fakes.data import require
 
 pytestmark = pytest.mark.timeout(90)
@@ -175,3 +179,35 @@ def test_record_refuses_an_unknown_exchange_in_one_line(tmp_path):
 
     r = CliRunner().invoke(app, ["record", "--exchange", "nosuchex", "--symbols", "X", "--out", str(tmp_path)])
     assert r.exit_code == 2 and "unknown exchange 'nosuchex'" in r.output
+
+
+def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on_stop(tmp_path, uid):
+    from collector.service import CollectorService
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.settings import load_settings
+
+    rec = load_recording(require(SPOT), max_depth_events=600)
+    MemoryBroker.reset(uid)
+    url = f"memory://{uid}"
+    with FakeBinanceThread(FakeBinance(rec, delay_s=0.005, burst=4)) as srv:
+        settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="live", DEPTHPILOT_EXCHANGES="binance",
+                                 DEPTHPILOT_SYMBOLS="BTCUSDT", BINANCE_WS_URL=srv.ws_url, BINANCE_REST_URL=srv.base_url,
+                                 BINANCE_DEPTH_STREAM="depth@100ms", BINANCE_TRADE_STREAM="trade",
+                                 COLLECTOR_RECORD_DIR=str(tmp_path), COLLECTOR_RECORD_FLUSH_S="0.1")
+        bus = connect_bus(url, "collector").start()
+        svc = CollectorService(settings, bus, None)
+        svc.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not srv.done.is_set():
+                time.sleep(0.05)
+            time.sleep(0.5)
+            assert svc.recorders.stats()["messages"] > 600
+        finally:
+            svc.stop()
+            bus.close()
+    files = list((tmp_path / "binance").iterdir())
+    assert files and all(f.name.endswith(".gz") for f in files)  # closed cleanly on stop
+    books = [x for x in BinanceRecordingReplay(tmp_path / "binance", depth=20) if isinstance(x, m.BookSnapshot)]
+    assert books[-1].valid and books[-1].seq == srv.final_u  # the recording holds the whole session

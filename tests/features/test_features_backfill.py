@@ -76,7 +76,13 @@ def test_service_backfill_gives_a_candle_vector_within_seconds_and_a_clean_seam(
     from features.service import FeaturesService
     from tests.collector.fakes.data import fixture_json
     from tests.collector.fakes.http_server import FakeExchangeHTTP
-    from tests.collector.fakes.klines import INFO, KLINES, BinanceKlines, ServerThread, real_klines
+    from tests.collector.fakes.klines import (
+        INFO,
+        KLINES,
+        BinanceKlines,
+        ServerThread,
+        real_klines,
+    )
 
     n_hist = 200
     live_b = time.time_ns() // MIN - 20  # live trades start 20 minutes ago (the service accepts 1 h old input)

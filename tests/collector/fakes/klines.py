@@ -63,7 +63,7 @@ class ServerThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="fake-http", daemon=True)
         self.base_url = ""
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         self.base_url = asyncio.run_coroutine_threadsafe(self.srv.start(), self.loop).result(10)
         return self

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -100,7 +99,7 @@ class FakeKrakenSpot:
             await asyncio.sleep(self.delay_s)
         self.done.set()
 
-    async def start(self) -> "FakeKrakenSpot":
+    async def start(self) -> FakeKrakenSpot:
         app = web.Application()
         app.router.add_get("/", self._ws)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
@@ -116,8 +115,8 @@ class FakeKrakenSpot:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "FakeKrakenSpot":
+    async def __aenter__(self) -> FakeKrakenSpot:
         return await self.start()
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
