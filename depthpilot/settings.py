@@ -102,8 +102,9 @@ class Settings(BaseSettings):
                                                           validation_alias="FEATURES_EMIT")
     features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
     features_store: bool = Field(True, validation_alias="FEATURES_STORE")
-    # start-up back-fill of candle state from the exchange's REST history (ccxt; CCXT_API_BASE_URL applies)
-    features_backfill: str = Field("off", pattern="^(off|rest)$", validation_alias="FEATURES_BACKFILL")
+    # start-up back-fill of candle state: the exchange's REST history (ccxt; CCXT_API_BASE_URL applies)
+    # or the trades the collector stored
+    features_backfill: str = Field("off", pattern="^(off|rest|store)$", validation_alias="FEATURES_BACKFILL")
     features_backfill_candles: int = Field(300, ge=1, le=5000, validation_alias="FEATURES_BACKFILL_CANDLES")
     # input freshness (features and predictor): live inputs are judged by the wall clock,
     # replayed ones by the replay clock (auto: replay when COLLECTOR_SOURCE=replay)

@@ -4,7 +4,9 @@ candle vector comes seconds after start instead of after the indicators' warm-up
 
 ``candles_from_ohlcv`` (pure) turns ccxt rows into the candle dicts the pipeline takes
 (``ts`` = close time in ns, like :class:`features.candles.CandleBuilder`); ``fetch_candles``
-is the network call (retried with back-off, each retry reported by the downloader)."""
+is the network call (retried with back-off, each retry reported by the downloader);
+``candles_from_store`` builds them from the trades the collector stored (``FEATURES_BACKFILL=store``)
+with the live candle builder itself, so stored and live candles are made the same way."""
 from __future__ import annotations
 
 import asyncio
@@ -12,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["candles_from_ohlcv", "fetch_candles", "timeframe_for"]
+__all__ = ["candles_from_ohlcv", "candles_from_store", "fetch_candles", "timeframe_for"]
 
 
 def timeframe_for(interval_s: float) -> str:
@@ -55,3 +57,19 @@ def fetch_candles(exchange: str, symbol: str, interval_s: float, n: int, *, api_
             await dl.close()
 
     return candles_from_ohlcv(asyncio.run(run()), int(interval_s * 1e9))
+
+
+def candles_from_store(store: Any, exchange: str, symbol: str, interval_s: float, n: int,
+                       now_ns: int | None = None) -> list[dict[str, float]]:
+    """Closed candles of the last ``n`` intervals before the open one, from stored trades (quiet
+    intervals after the first trade are flat candles, as live; none before it)."""
+    from features.candles import CandleBuilder
+
+    iv = int(interval_s * 1e9)
+    now = now_ns if now_ns is not None else time.time_ns()
+    until = now // iv * iv
+    cb = CandleBuilder(iv)
+    out: list[dict[str, float]] = []
+    for t in store.iter_messages("trades", exchange, symbol, start=until - n * iv, end=until):
+        out.extend(cb.update(t.ts_exchange or t.ts_recv, t.price, t.size))
+    return out + cb.flush()

@@ -137,16 +137,23 @@ class FeaturesService(Service):
         self._emit(out)
 
     def _backfill(self) -> None:
-        """Seed each configured symbol's candle state from REST history (once, at start)."""
-        from features.backfill import fetch_candles
+        """Seed each configured symbol's candle state from REST history or the stored trades
+        (once, at start)."""
+        from features.backfill import candles_from_store, fetch_candles
 
         s = self.settings
         for ex in s.exchanges:
             for sym in s.symbols:
                 key = f"{ex} {sym}"
                 try:
-                    candles = fetch_candles(ex, sym, self.spec.interval_s, s.features_backfill_candles,
-                                            api_base_url=s.ccxt_api_base_url)
+                    if s.features_backfill == "store":
+                        if self.store is None:
+                            raise RuntimeError("FEATURES_BACKFILL=store but the service has no store")
+                        candles = candles_from_store(self.store, ex, sym, self.spec.interval_s,
+                                                     s.features_backfill_candles)
+                    else:
+                        candles = fetch_candles(ex, sym, self.spec.interval_s, s.features_backfill_candles,
+                                                api_base_url=s.ccxt_api_base_url)
                 except Exception as exc:  # noqa: BLE001 - retried inside; reported, the live candles go on
                     self.backfill[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
                     log.warning("candle back-fill of %s failed: %s", key, self.backfill[key])

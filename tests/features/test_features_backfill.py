@@ -144,3 +144,53 @@ def test_service_backfill_gives_a_candle_vector_within_seconds_and_a_clean_seam(
     pl = svc.pipelines[("binance", "BTCUSDT")][1]
     assert pl.seam.duplicates == 0 and pl.seam.missing == 0
     assert not any(isinstance(e, m.RiskEvent) and e.kind == "candle_gap" for e in got)
+
+
+def test_service_backfill_from_the_stored_trades(uid, tmp_path):
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.settings import load_settings
+    from depthpilot.store import Store
+    from depthpilot.topology import MARKET_EXCHANGE, DeliveryClass, QueueDef
+    from features.service import FeaturesService
+
+    now_b = time.time_ns() // MIN
+    store = Store.connect(f"mongomock://{uid}", f"bf_{uid}", snapshot_ttl_s=None)
+    rng = np.random.default_rng(3)
+    trades, last_px = [], {}
+    for b in range(now_b - 30, now_b - 5):  # trades stored up to 5 minutes ago
+        for k in range(3):
+            px = float(100 + rng.normal())
+            trades.append(_trade(b * MIN + (5 + 20 * k) * 10**9, px, len(trades)))
+            last_px[b] = px
+    store.insert_many("trades", trades)
+    MemoryBroker.reset(uid)
+    url = f"memory://{uid}"
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(FeatureSpec().to_dict()))
+    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="candle",
+                             FEATURES_BACKFILL="store", FEATURES_BACKFILL_CANDLES="20", DEPTHPILOT_EXCHANGES="binance",
+                             DEPTHPILOT_SYMBOLS="BTCUSDT", FEATURES_STORE="false")
+    test_bus = connect_bus(url, "test").start()
+    got: list = []
+    test_bus.subscribe(QueueDef(f"t.bfs.{uid}", MARKET_EXCHANGE, ("features.binance.BTCUSDT",), DeliveryClass.MARKET,
+                                max_length=10_000), lambda msg, d: got.append(msg))
+    svc_bus = connect_bus(url, "features").start()
+    svc = FeaturesService(settings, svc_bus, store)
+    t0 = time.monotonic()
+    svc.start()
+    try:
+        while time.monotonic() - t0 < 10 and len(got) < 15:
+            time.sleep(0.02)
+        elapsed = time.monotonic() - t0
+    finally:
+        svc.stop()
+        svc_bus.close()
+        test_bus.close()
+    assert svc.backfill == {"binance BTCUSDT": 15} and elapsed < 10  # minutes now-20 .. now-6
+    vec = sorted(got, key=lambda v: v.ts)
+    assert [v.ts // MIN for v in vec] == list(range(now_b - 20, now_b - 5))
+    # the candles are the stored trades' candles: log return of consecutive closes
+    i = vec[0].names.index("ret_log")
+    want = [np.log(last_px[b] / last_px[b - 1]) for b in range(now_b - 19, now_b - 5)]
+    np.testing.assert_allclose([v.values[i] for v in vec[1:]], want, rtol=1e-12)
