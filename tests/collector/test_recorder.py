@@ -170,6 +170,12 @@ def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readabl
     assert len(replayed) > 100 and rep.builders["BTCUSDT"].gaps == 0
     seqs = np.array([s.seq for s in replayed])
     assert (np.diff(seqs) > 0).all()
+    # every recorded book is the book the exchange's own recording gives at that update id
+    ref = {s.seq: s for s in BinanceRecordingReplay(require(SPOT), depth=20, trades=False)
+           if isinstance(s, m.BookSnapshot) and s.valid}
+    for s in replayed[1:]:
+        np.testing.assert_array_equal(s.bids, ref[s.seq].bids)
+        np.testing.assert_array_equal(s.asks, ref[s.seq].asks)
 
 
 def test_record_refuses_an_unknown_exchange_in_one_line(tmp_path):
