@@ -16,10 +16,14 @@ from depthpilot_cli.common import app, console, settings
 
 
 def _gaps(src: Any) -> int:
-    """Sequence gaps + reconnects a source has seen (0 for a source without counters)."""
+    """Sequence gaps, checksum failures and reconnects a source has seen."""
     n = int(getattr(src, "reconnects", 0) or 0)
     for b in (getattr(src, "builders", None) or {}).values():
-        n += int(getattr(b, "gaps", 0) or 0)
+        st = getattr(b, "stats", None)
+        if st is not None and not callable(st):  # BookBuilder venues: gaps and checksum failures
+            n += int(st.gaps) + int(st.checksum_failed)
+        else:  # Binance: sequence gaps
+            n += int(getattr(b, "gaps", 0) or 0)
     return n
 
 

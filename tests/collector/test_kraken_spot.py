@@ -227,3 +227,25 @@ def test_registry_serves_krakenspot():
     (feed,) = venue("krakenspot").feeds(FeedContext(s, print, print), ["XBT/USD"], "krakenspot")
     src = feed.make()
     assert (src.version, src.depth, src.emit_depth, src.ws_url) == (1, 25, 20, "ws://127.0.0.1:1/")
+
+
+def test_depthpilot_record_krakenspot_counts_the_checksum_failure_as_a_gap(tmp_path):
+    from typer.testing import CliRunner
+
+    from collector.exchanges.kraken_spot_feed import kraken_recording_replay
+    from depthpilot_cli.main import app
+    from tests.collector.fakes.klines import ServerThread
+    from tests.collector.fakes.kraken_spot_server import FakeKrakenSpot
+
+    init, updates = _clip()
+    with ServerThread(FakeKrakenSpot(init, updates, corrupt={30}, delay_s=0.005)) as th:
+        r = CliRunner().invoke(app, ["record", "--exchange", "krakenspot", "--symbols", "XBT/USD", "--out",
+                                     str(tmp_path), "--duration", "2"],
+                               env={"KRAKEN_SPOT_WS_VERSION": "1", "KRAKEN_SPOT_WS_URL": th.srv.ws_url,
+                                    "AMQP_URL": "memory://", "MONGO_URL": "mongomock://"})
+    assert r.exit_code == 0, r.output
+    assert "(1 gaps)" in r.output and "in 1 files" in r.output
+    (f,) = (tmp_path / "krakenspot").iterdir()
+    assert f.name.startswith("xbt-usd_") and f.name.endswith(".gz")
+    books = list(kraken_recording_replay(f))
+    assert [b.valid for b in books].count(False) == 1 and books[-1].valid
