@@ -137,7 +137,7 @@ class KlineDownloader:
         by_id = (c.markets_by_id or {}).get(self.symbol)
         if by_id:
             return by_id[0]["symbol"]
-        raise ValueError(f"--symbol: {self.exchange} has no market {self.symbol!r}")
+        raise ValueError(f"{self.exchange} has no market {self.symbol!r}")
 
     async def pages(self, since_ms: int, until_ms: int) -> Any:
         """Yield lists of ccxt OHLCV rows (closed candles only: open time + interval <= until),

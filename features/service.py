@@ -243,6 +243,8 @@ class FeaturesService(Service):
                                    "sample_interval_s": self.spec.sample_interval_s,
                                    "max_gap_s": self.spec.max_gap_s, "clock": self.clock.mode,
                                    "problems": problems}
+            if getattr(self, "backfill", None):
+                res["backfill"] = dict(self.backfill)  # candles seeded per symbol, or why it failed
             if problems and self.status == "ok":
                 res["status"] = "degraded"
             return res

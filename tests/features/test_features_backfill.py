@@ -194,3 +194,40 @@ def test_service_backfill_from_the_stored_trades(uid, tmp_path):
     i = vec[0].names.index("ret_log")
     want = [np.log(last_px[b] / last_px[b - 1]) for b in range(now_b - 19, now_b - 5)]
     np.testing.assert_allclose([v.values[i] for v in vec[1:]], want, rtol=1e-12)
+
+
+def test_a_failed_backfill_is_reported_and_the_service_goes_on(uid, tmp_path):
+    from depthpilot.bus import connect_bus
+    from depthpilot.bus.memory import MemoryBroker
+    from depthpilot.settings import load_settings
+    from depthpilot.topology import STATE_EXCHANGE, DeliveryClass, QueueDef
+    from features.service import FeaturesService
+    from tests.collector.fakes.data import fixture_json
+    from tests.collector.fakes.http_server import FakeExchangeHTTP
+    from tests.collector.fakes.klines import INFO, ServerThread
+
+    MemoryBroker.reset(uid)
+    url = f"memory://{uid}"
+    with ServerThread(FakeExchangeHTTP({INFO: fixture_json("binance_exchange_info.json")})) as th:
+        settings = load_settings(AMQP_URL=url, FEATURES_EMIT="candle", FEATURES_BACKFILL="rest",
+                                 CCXT_API_BASE_URL=th.base_url, DEPTHPILOT_EXCHANGES="binance",
+                                 DEPTHPILOT_SYMBOLS="NOPEUSDT", FEATURES_STORE="false")
+        test_bus = connect_bus(url, "test").start()
+        events: list = []
+        test_bus.subscribe(QueueDef(f"t.bff.{uid}", STATE_EXCHANGE, ("risk.#",), DeliveryClass.STATE, delivery_limit=5),
+                           lambda msg, d: events.append(msg))
+        svc_bus = connect_bus(url, "features").start()
+        svc = FeaturesService(settings, svc_bus, None)
+        svc.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not events:
+                time.sleep(0.02)
+            assert svc.heartbeat().status == "ok"
+        finally:
+            svc.stop()
+            svc_bus.close()
+            test_bus.close()
+    assert svc.backfill["binance NOPEUSDT"].startswith("failed: ValueError: binance has no market 'NOPEUSDT'")
+    (ev,) = [e for e in events if e.kind == "backfill_failed"]
+    assert ev.symbol == "NOPEUSDT" and "no market" in ev.message
