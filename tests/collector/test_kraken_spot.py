@@ -4,7 +4,8 @@ v1: a REAL clip (XBT/USD book-10, 2023-05-29: snapshot + 110 checksummed updates
 dataset's PROVENANCE.md). v2: no real v2 capture is available, so the v2 tests are built from
 Kraken's documentation ("Book checksum (WebSocket v2)": JSON-number prices, checksum over
 strings formatted with the instrument's price/qty precision) with hand-built messages whose
-expected checksum strings are written out by hand below."""
+expected checksum strings are written out by hand below, and the live v2 feed against a fake
+v2 server that re-encodes the real v1 clip's levels (checksums computed by the fake itself)."""
 from __future__ import annotations
 
 import copy
@@ -249,3 +250,42 @@ def test_depthpilot_record_krakenspot_counts_the_checksum_failure_as_a_gap(tmp_p
     assert f.name.startswith("xbt-usd_") and f.name.endswith(".gz")
     books = list(kraken_recording_replay(f))
     assert [b.valid for b in books].count(False) == 1 and books[-1].valid
+
+
+def test_live_v2_feed_on_the_clip_reencoded_as_v2_with_a_corrupted_update():
+    """The real clip's levels served as websocket v2 (JSON numbers, checksums from the fake's own
+    book with the instrument's precision): every checksum matches but the corrupted one, which
+    re-subscribes; the book ends equal to the exchange's."""
+    import asyncio
+    import contextlib
+
+    from collector.exchanges.kraken_spot_feed import KrakenSpotSource
+    from tests.collector.fakes.kraken_spot_server import FakeKrakenSpotV2
+
+    init, updates = _clip()
+
+    async def main():
+        async with FakeKrakenSpotV2(init, updates, corrupt={70}) as srv:
+            src = KrakenSpotSource(["BTC/USD"], depth=10, version=2, ws_url=srv.ws_url)
+            out: list = []
+
+            async def consume():
+                async with contextlib.aclosing(src.stream()) as it:
+                    async for x in it:
+                        out.append(x)
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(srv.done.wait(), 20)
+            await asyncio.sleep(0.3)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return srv, src, out
+
+    srv, src, live = asyncio.run(main())
+    b = src.builders["BTC/USD"]
+    assert (b.price_precision, b.qty_precision) == (1, 8)
+    assert src.resubscribes == 1 and srv.subscribes == 2 and b.stats.checksum_failed == 1
+    assert b.stats.checksum_ok >= 100 and b.valid and [s.valid for s in live].count(False) == 1
+    bids, asks = b.levels()
+    assert [float(p) for p, _ in bids] == sorted((float(p) for p in srv.bids), reverse=True)
+    assert [float(q) for _, q in asks] == [float(srv.asks[p]) for p in sorted(srv.asks, key=float)]

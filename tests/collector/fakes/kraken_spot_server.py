@@ -120,3 +120,82 @@ class FakeKrakenSpot:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class FakeKrakenSpotV2(FakeKrakenSpot):
+    """The same exchange speaking websocket v2 (``BTC/USD``): the ``instrument`` channel gives
+    the precision, book messages carry JSON-number prices and a checksum (snapshots too),
+    computed here from the exchange's own dict book, written independently of the collector:
+    price with ``PRICE_DP`` and qty with ``QTY_DP`` decimals, '.' removed, leading zeros off."""
+
+    PAIR, PRICE_DP, QTY_DP = "BTC/USD", 1, 8
+
+    def _crc(self) -> int:
+        import zlib
+        from decimal import Decimal
+
+        def f(x: str, dp: int) -> str:
+            return format(Decimal(x), f".{dp}f").replace(".", "").lstrip("0")
+
+        asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))[:10]
+        bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))[:10]
+        s = "".join(f(p, self.PRICE_DP) + f(q, self.QTY_DP) for p, q in asks + bids)
+        return zlib.crc32(s.encode())
+
+    def _msg(self, kind: str, bids: list, asks: list) -> str:
+        return json.dumps({"channel": "book", "type": kind, "data": [{
+            "symbol": self.PAIR, "bids": [{"price": float(p), "qty": float(q)} for p, q in bids],
+            "asks": [{"price": float(p), "qty": float(q)} for p, q in asks], "checksum": self._crc(),
+            "timestamp": "2023-05-29T17:58:55.000000Z"}]})
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        player: asyncio.Task | None = None
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                req = json.loads(msg.data)
+                ch = req.get("params", {}).get("channel")
+                await ws.send_str(json.dumps({"method": req.get("method"), "success": True, "result": {"channel": ch}}))
+                if ch == "instrument" and req["method"] == "subscribe":
+                    await ws.send_str(json.dumps({"channel": "instrument", "type": "snapshot", "data": {
+                        "assets": [], "pairs": [{"symbol": self.PAIR, "price_precision": self.PRICE_DP,
+                                                 "qty_precision": self.QTY_DP, "status": "online"}]}}))
+                elif ch == "book" and req["method"] == "unsubscribe":
+                    self.unsubscribes += 1
+                    if player is not None:
+                        player.cancel()
+                elif ch == "book":
+                    self.subscribes += 1
+                    if self.subscribes == 1:
+                        self.asks = {p: v for p, v, *_ in self.init[1]["as"]}
+                        self.bids = {p: v for p, v, *_ in self.init[1]["bs"]}
+                    await ws.send_str(self._msg("snapshot", sorted(self.bids.items(), key=lambda kv: -float(kv[0])),
+                                                sorted(self.asks.items(), key=lambda kv: float(kv[0]))))
+                    player = asyncio.create_task(self._play(ws))
+        finally:
+            if player is not None:
+                player.cancel()
+        return ws
+
+    async def _play(self, ws: web.WebSocketResponse) -> None:
+        while self.played < len(self.updates):
+            i = self.played
+            u = self.updates[i]
+            asks = [lv for x in u[1:-2] for lv in x.get("a", [])]
+            bids = [lv for x in u[1:-2] for lv in x.get("b", [])]
+            self._apply(self.asks, asks, False)
+            self._apply(self.bids, bids, True)
+            self.played += 1
+            wire_asks = [(lv[0], lv[1]) for lv in asks]
+            wire_bids = [(lv[0], lv[1]) for lv in bids]
+            if i in self.corrupt:
+                if wire_asks:
+                    wire_asks[0] = (wire_asks[0][0], f"{float(wire_asks[0][1]) + 0.5:.8f}")
+                else:
+                    wire_bids[0] = (wire_bids[0][0], f"{float(wire_bids[0][1]) + 0.5:.8f}")
+            await ws.send_str(self._msg("update", wire_bids, wire_asks))
+            await asyncio.sleep(self.delay_s)
+        self.done.set()
