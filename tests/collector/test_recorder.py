@@ -217,3 +217,33 @@ def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on
     assert files and all(f.name.endswith(".gz") for f in files)  # closed cleanly on stop
     books = [x for x in BinanceRecordingReplay(tmp_path / "binance", depth=20) if isinstance(x, m.BookSnapshot)]
     assert books[-1].valid and books[-1].seq == srv.final_u  # the recording holds the whole session
+
+
+def test_depthpilot_record_stopped_with_sigterm_closes_every_file(tmp_path):
+    rec = load_recording(require(SPOT), max_depth_events=3000)
+    out = tmp_path / "rec"
+    with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "BINANCE_WS_URL": srv.ws_url,
+               "BINANCE_REST_URL": srv.base_url, "BINANCE_DEPTH_STREAM": "depth@100ms", "AMQP_URL": "memory://",
+               "MONGO_URL": "mongomock://"}
+        p = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "record", "--exchange", "binance",
+                              "--symbols", "BTCUSDT", "--out", str(out)],
+                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 40
+            while time.monotonic() < deadline and p.poll() is None:
+                d = out / "binance"
+                if d.exists() and any(d.iterdir()):
+                    break
+                time.sleep(0.1)
+            time.sleep(1.5)
+            p.send_signal(signal.SIGTERM)
+            text = p.communicate(timeout=20)[0].decode()
+        finally:
+            if p.poll() is None:
+                p.kill()
+    assert p.returncode == 0, text
+    assert "messages" in text and "recorded " in text  # progress lines and the summary
+    (f,) = (out / "binance").iterdir()
+    assert f.name.endswith(".gz")
+    assert gzip.decompress(f.read_bytes()).count(b"\n") > 10  # a complete gzip stream
