@@ -337,6 +337,9 @@ class CollectorService(Service):
             out["old_snapshots"] = float(sum(b.old_snapshots for src in self.sources
                                              for b in getattr(src, "builders", {}).values()
                                              if hasattr(b, "old_snapshots")))
+        rec = getattr(self, "recorders", None)
+        if rec is not None:  # COLLECTOR_RECORD_DIR: what the recording holds so far
+            out.update({f"record.{k}": float(v) for k, v in rec.stats().items() if k != "gaps"})
         for feed in p.health.snapshot(self._now()):
             key = f"{feed['exchange']}.{feed['symbol']}"
             for k in ("updates_per_s", "gaps", "resyncs", "reconnects", "crossed", "staleness_s", "last_latency_ms"):

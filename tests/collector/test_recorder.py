@@ -210,6 +210,8 @@ def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on
                 time.sleep(0.05)
             time.sleep(0.5)
             assert svc.recorders.stats()["messages"] > 600
+            st = svc.stats()
+            assert st["record.messages"] > 600 and st["record.files"] == 1  # in the heartbeat
         finally:
             svc.stop()
             bus.close()
