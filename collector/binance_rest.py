@@ -157,6 +157,7 @@ class SnapshotFetcher:
         self.backoff_max_s = backoff_max_s
         self.retry_after_max_s = retry_after_max_s
         self.rest_requests = 0
+        self.last_raw: dict[str, bytes] = {}
         self.retries = 0
         self.retries_by_error: dict[str, int] = {}
 
@@ -213,4 +214,5 @@ class SnapshotFetcher:
             raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot unreadable: {exc}") from None
         if kind != KIND_SNAPSHOT:
             raise BinanceSourceError(f"{self.exchange} {sym} depth snapshot: unexpected payload {body[:100]!r}")
+        self.last_raw[sym] = body  # the exchange's bytes, for a recorder
         return snap

@@ -139,6 +139,7 @@ class BinanceDiffSource:
         heartbeat_s: float | None = 30.0,
         max_connection_age_s: float = 23 * 3600 + 50 * 60,
         max_buffer: int = 10_000,
+        raw_sink: Callable[[str, bytes, int], Any] | None = None,
     ) -> None:
         self.spec = _spec(market)
         self.market = market
@@ -188,6 +189,9 @@ class BinanceDiffSource:
         self._failed_snapshots: dict[str, int] = dict.fromkeys(self.symbols, 0)
         self._last_valid: dict[str, bool] = {}
         self._running = False
+        # raw_sink(symbol, raw bytes, receive ns): every message (and REST snapshot) in the order
+        # the books see them, e.g. a collector.recorder.Recorder.write
+        self.raw_sink = raw_sink
 
     # ----------------------------------------------------------------- public API
     def stats(self) -> dict[str, Any]:
@@ -257,6 +261,8 @@ class BinanceDiffSource:
             self.bad_messages += 1
             log.warning("%s: unparseable message (%s): %.200r", self.exchange, exc, raw)
             return ()
+        if self.raw_sink is not None and sym in self.builders:
+            self.raw_sink(sym, raw if isinstance(raw, bytes) else raw.encode(), ts)
         if kind == KIND_DEPTH:
             b = self.builders.get(sym)
             if b is None:
@@ -291,6 +297,9 @@ class BinanceDiffSource:
             return None  # requested before a reconnect: the new stream asks for its own
         b = self.builders[sym]
         self.snapshots_applied += 1
+        raw = self.rest.last_raw.pop(sym, None)
+        if self.raw_sink is not None and raw is not None:
+            self.raw_sink(sym, raw, ts)
         res = b.on_snapshot_msg(snap)
         if res is SyncResult.STALE:
             # not newer than the book: ignored (counted in the builder's old_snapshots); the book

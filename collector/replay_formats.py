@@ -96,11 +96,24 @@ def _tardis_books(p: Path, _depth: int, _rate: float | None) -> Iterable[m.Messa
     return TardisBookSnapshotReplay(p)
 
 
+def _is_kraken_spot(p: Path) -> bool:
+    from collector.exchanges.kraken_spot_feed import looks_like_kraken_recording
+
+    return looks_like_kraken_recording(p)
+
+
+def _kraken_spot(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.exchanges.kraken_spot_feed import kraken_recording_replay
+
+    return kraken_recording_replay(p, depth)
+
+
 REPLAY_FORMATS: list[ReplayFormat] = [
     ReplayFormat("cryptofeed websocket capture", _is_clip, _clip),
     ReplayFormat("Bybit v5 archive", _is_bybit_archive, _bybit_archive),
     ReplayFormat("Tardis trades CSV", lambda p: {"id", "side", "price", "amount"} <= _fields(p), _tardis_trades),
     ReplayFormat("Tardis book_snapshot CSV", lambda p: "asks[0].price" in _tardis_header(p), _tardis_books),
+    ReplayFormat("Kraken spot recording (depthpilot record)", _is_kraken_spot, _kraken_spot),
     ReplayFormat("raw Binance recording", looks_like_binance, _binance),
 ]
 

@@ -56,6 +56,7 @@ class CollectorService(Service):
                                        # a replay cannot measure exchange latency: the recorder's clock is not ours
                                        measure_latency=s.collector_source == "live")
         self._lock = threading.Lock()
+        self.recorders: Any = None  # collector.recorder.RecorderPool when COLLECTOR_RECORD_DIR is set
         self.snap_writer = self.trade_writer = None
         if self.store is not None:
             from depthpilot.store import BatchWriter
@@ -224,7 +225,15 @@ class CollectorService(Service):
         with one line on an unknown exchange)."""
         from collector.venues import FeedContext, venue
 
-        ctx = FeedContext(self.settings, self._on_retry, self._on_reconnect)
+        s = self.settings
+        if s.collector_record_dir and self.recorders is None:
+            from collector.recorder import RecorderPool
+
+            self.recorders = RecorderPool(s.collector_record_dir, flush_interval_s=s.collector_record_flush_s,
+                                          rotate_bytes=int(s.collector_record_rotate_mb * 2**20)
+                                          if s.collector_record_rotate_mb else None)
+        ctx = FeedContext(self.settings, self._on_retry, self._on_reconnect,
+                          self.recorders.for_exchange if self.recorders is not None else None)
         venues = [venue(ex) for ex in self.settings.exchanges]  # all names checked before anything starts
         return [f for v, ex in zip(venues, self.settings.exchanges)
                 for f in v.feeds(ctx, list(self.settings.symbols), ex)]
@@ -307,6 +316,8 @@ class CollectorService(Service):
     # ------------------------------------------------------------------ lifecycle
     def teardown(self) -> None:
         self._flush_store(checkpoint=not self.live, force=True)
+        if self.recorders is not None:
+            self.recorders.close()  # complete gzip streams, .part files renamed
 
     def _now(self) -> int | None:
         """The collector's clock: wall time live, the replay's event time in a replay."""
@@ -325,6 +336,9 @@ class CollectorService(Service):
             out["old_snapshots"] = float(sum(b.old_snapshots for src in self.sources
                                              for b in getattr(src, "builders", {}).values()
                                              if hasattr(b, "old_snapshots")))
+        rec = getattr(self, "recorders", None)
+        if rec is not None:  # COLLECTOR_RECORD_DIR: what the recording holds so far
+            out.update({f"record.{k}": float(v) for k, v in rec.stats().items() if k != "gaps"})
         for feed in p.health.snapshot(self._now()):
             key = f"{feed['exchange']}.{feed['symbol']}"
             for k in ("updates_per_s", "gaps", "resyncs", "reconnects", "crossed", "staleness_s", "last_latency_ms"):

@@ -38,6 +38,8 @@ class FeedContext:
     settings: Any
     on_retry: Callable[[Any], None]
     on_reconnect: Callable[[Any], None]
+    # exchange -> collector.recorder.Recorder when raw messages are recorded (COLLECTOR_RECORD_DIR)
+    recorder_for: Callable[[str], Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,8 @@ def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> l
         return BinanceDiffSource(market, list(symbols), depth=s.book_depth, ws_url=ws_url, rest_url=rest_url,  # type: ignore[arg-type]
                                  on_retry=ctx.on_retry, on_reconnect=ctx.on_reconnect,
                                  depth_stream=s.binance_depth_stream, trade_stream=s.binance_trade_stream,
-                                 trades=s.collector_trades, reconnect_initial_s=s.collector_reconnect_initial_s)
+                                 trades=s.collector_trades, reconnect_initial_s=s.collector_reconnect_initial_s,
+                                 raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
 
     return [FeedSpec(f"{exchange} book+trades {','.join(symbols)}", exchange, tuple(symbols), "book+trades", make)]
 
@@ -184,6 +187,28 @@ VENUES: dict[str, Venue] = {
 }
 VENUES["bybit"] = Venue("bybit", "collector.bybit_ws", "collector.exchanges.bybit", _bybit_feeds,
                         "Bybit v5 linear via pybit, own book")
+
+
+# --------------------------------------------------------------------------- Kraken spot (native, CRC32-checked)
+
+
+def _kraken_spot_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list[FeedSpec]:
+    from collector.exchanges.kraken_spot import DEPTHS
+    from collector.exchanges.kraken_spot_feed import KrakenSpotSource
+
+    s = ctx.settings
+    depth = next((d for d in DEPTHS if d >= s.book_depth), DEPTHS[-1])
+
+    def make() -> Any:
+        return KrakenSpotSource(list(symbols), depth=depth, version=s.kraken_spot_ws_version,
+                                ws_url=s.kraken_spot_ws_url, emit_depth=min(s.book_depth, depth),
+                                raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
+
+    return [FeedSpec(f"{exchange} book {','.join(symbols)}", exchange, tuple(symbols), "book", make)]
+
+
+VENUES["krakenspot"] = Venue("krakenspot", "collector.exchanges.kraken_spot_feed", "collector.exchanges.kraken_spot",
+                             _kraken_spot_feeds, "Kraken spot websocket v1/v2 book, CRC32 checksum on every update")
 
 
 def _ccxt_names() -> list[str]:

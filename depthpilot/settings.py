@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     binance_coinm_rest_url: str | None = Field(None, validation_alias="BINANCE_COINM_REST_URL")
     # Bybit public websocket URL override (a proxy or a local fake); None = pybit's endpoint
     bybit_ws_url: str | None = Field(None, validation_alias="BYBIT_WS_URL")
+    # Kraken spot native book feed (exchange name krakenspot; symbols as Kraken writes them: BTC/USD in v2)
+    kraken_spot_ws_url: str | None = Field(None, validation_alias="KRAKEN_SPOT_WS_URL")
+    kraken_spot_ws_version: int = Field(2, ge=1, le=2, validation_alias="KRAKEN_SPOT_WS_VERSION")
+    # record every raw live message into rotating gzip day files under this directory (replay format)
+    collector_record_dir: str | None = Field(None, validation_alias="COLLECTOR_RECORD_DIR")
+    collector_record_flush_s: float = Field(1.0, gt=0, le=60, validation_alias="COLLECTOR_RECORD_FLUSH_S")
+    collector_record_rotate_mb: float = Field(0.0, ge=0, validation_alias="COLLECTOR_RECORD_ROTATE_MB")  # 0: daily only
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
@@ -97,6 +104,10 @@ class Settings(BaseSettings):
                                                           validation_alias="FEATURES_EMIT")
     features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
     features_store: bool = Field(True, validation_alias="FEATURES_STORE")
+    # start-up back-fill of candle state: the exchange's REST history (ccxt; CCXT_API_BASE_URL applies)
+    # or the trades the collector stored
+    features_backfill: str = Field("off", pattern="^(off|rest|store)$", validation_alias="FEATURES_BACKFILL")
+    features_backfill_candles: int = Field(300, ge=1, le=5000, validation_alias="FEATURES_BACKFILL_CANDLES")
     # input freshness (features and predictor): live inputs are judged by the wall clock,
     # replayed ones by the replay clock (auto: replay when COLLECTOR_SOURCE=replay)
     pipeline_clock: str = Field("auto", pattern="^(auto|wall|replay)$", validation_alias="PIPELINE_CLOCK")

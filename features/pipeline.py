@@ -36,6 +36,7 @@ from features.clock import StreamingSampler, Tick
 from features.orderbook import REASONS
 from features.anomaly import AnomalyEvent, StreamingAnomalyDetector
 from features.candles import CandleBuilder, CandleInputError, StreamingCandleFeatures
+from features.seam import CandleSeam, SeamGap
 from features.engine import StreamingFeatures
 from features.spec import FeatureSpec, aggregate_names, candle_names, feature_names
 
@@ -82,6 +83,7 @@ class SymbolPipeline:
         self.agg = StreamingAggregator(spec)
         self.candles = CandleBuilder(spec.interval_ns)
         self.candle_feats = StreamingCandleFeatures(spec)
+        self.seam = CandleSeam(spec.interval_ns)  # history/live candle continuity
         agg_names = aggregate_names(spec)
         self._book_cols = [agg_names.index(c) for c in BOOK_ANOMALY_COLUMNS if c in agg_names]
         self.book_anomaly = StreamingAnomalyDetector(spec, [agg_names[i] for i in self._book_cols], "book_distribution")
@@ -241,11 +243,36 @@ class SymbolPipeline:
             _z, events = self.book_anomaly.update(bts, row[self._book_cols])
             out.events.extend(self._risk(e) for e in events)
 
-    def _candle_ticks(self, closed: list[dict[str, float]], out: PipelineOutput) -> None:
+    def seed_candles(self, candles: list[dict[str, float]]) -> PipelineOutput:
+        """Warm the candle state from history (closed candles, ``ts`` = close time in ns, oldest
+        first): each becomes a candle vector (no anomaly events: they are past). Candles for the
+        interval the live builder is filling, or later, are left to the live candle; overlaps
+        and holes are counted in :attr:`seam` and reported as a ``candle_gap`` RiskEvent."""
+        out = PipelineOutput()
+        live_b = self.candles._b
+        keep = [c for c in candles if live_b is None or int(c["ts"]) // self.spec.interval_ns < live_b]
+        self._candle_ticks(keep, out, history=True)
+        return out
+
+    def _seam_gap(self, gap: SeamGap, out: PipelineOutput) -> None:
+        out.events.append(m.RiskEvent(
+            kind="candle_gap", severity="warning", source=self.source, exchange=self.exchange, symbol=self.symbol,
+            message=f"{gap.missing} candle(s) missing ({gap.where}) before {gap.first_ts}",
+            data={"after_ts": gap.after_ts, "first_ts": gap.first_ts, "missing": gap.missing, "where": gap.where},
+            ts=gap.first_ts))
+
+    def _candle_ticks(self, closed: list[dict[str, float]], out: PipelineOutput, history: bool = False) -> None:
         for c in closed:
+            seam = self.seam.admit(int(c["ts"]), history=history)
+            if seam is False:
+                continue  # this interval was already seen (history and live overlap)
+            if seam is not None:
+                self._seam_gap(seam, out)
             row = self.candle_feats.update(c["open"], c["high"], c["low"], c["close"], c["volume"])
             if "candle" in self.emit:
                 out.vectors.append(self._vector("candle", int(c["ts"]), row))
+            if history:
+                continue
             z = row[self._vol_z]
             if np.isfinite(z) and abs(z) >= self.spec.anomaly_threshold:
                 ev = AnomalyEvent(kind="volume_spike", ts=int(c["ts"]), feature=self._names["candle"][self._vol_z],

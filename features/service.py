@@ -75,6 +75,9 @@ class FeaturesService(Service):
         self.bus.subscribe("features.book", self._on_book)
         self.bus.subscribe("features.trades", self._on_trade)
         self.spawn(self._advance_loop, "blocks")
+        self.backfill: dict[str, Any] = {}  # "<exchange> <symbol>" -> candles seeded / error
+        if s.features_backfill != "off" and "candle" in self.emit and s.features_candles_from == "trades":
+            self.spawn(self._backfill, "backfill")
 
     def _pipeline(self, exchange: str, symbol: str) -> tuple[threading.Lock, SymbolPipeline]:
         key = (exchange, symbol)
@@ -132,6 +135,40 @@ class FeaturesService(Service):
                     log.warning("%s %s: snapshot %s rejected (%s), %d so far", msg.exchange, msg.symbol, msg.seq,
                                 reason, n)
         self._emit(out)
+
+    def _backfill(self) -> None:
+        """Seed each configured symbol's candle state from REST history or the stored trades
+        (once, at start)."""
+        from features.backfill import candles_from_store, fetch_candles
+
+        s = self.settings
+        for ex in s.exchanges:
+            for sym in s.symbols:
+                key = f"{ex} {sym}"
+                try:
+                    if s.features_backfill == "store":
+                        if self.store is None:
+                            raise RuntimeError("FEATURES_BACKFILL=store but the service has no store")
+                        candles = candles_from_store(self.store, ex, sym, self.spec.interval_s,
+                                                     s.features_backfill_candles)
+                    else:
+                        candles = fetch_candles(ex, sym, self.spec.interval_s, s.features_backfill_candles,
+                                                api_base_url=s.ccxt_api_base_url)
+                except Exception as exc:  # noqa: BLE001 - retried inside; reported, the live candles go on
+                    self.backfill[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                    log.warning("candle back-fill of %s failed: %s", key, self.backfill[key])
+                    self.bus.publish(m.RiskEvent(kind="backfill_failed", severity="warning", source=self.name,
+                                                 exchange=ex, symbol=sym, message=self.backfill[key]))
+                    continue
+                if self.stopping.is_set():
+                    return
+                lock, pl = self._pipeline(ex, sym)
+                with lock:
+                    out = pl.seed_candles(candles)
+                self.backfill[key] = len(candles)
+                log.info("candle back-fill of %s: %d candles, up to %s", key, len(candles),
+                         candles[-1]["ts"] if candles else None)
+                self._emit(out)
 
     def _advance_loop(self) -> None:
         """Close a time block when the market goes quiet: estimate event time as the last
@@ -192,6 +229,9 @@ class FeaturesService(Service):
                "future": float(self.counts["future"]), "dropped_old": float(self.counts["dropped_old"]),
                "stale": float(sum(v for k, v in rejected.items() if "stale" in k.lower())),
                "resets": float(sum(resets.values())), "problems": float(len(self.problems()))}
+        pls = [pl for _lock, pl in list(self.pipelines.values())]
+        out["candle_seam_duplicates"] = float(sum(pl.seam.duplicates for pl in pls))
+        out["candle_seam_missing"] = float(sum(pl.seam.missing for pl in pls))
         out.update({f"rejected.{k}": float(v) for k, v in rejected.items()})
         out.update({f"resets.{k}": float(v) for k, v in resets.items()})
         return out
@@ -203,6 +243,8 @@ class FeaturesService(Service):
                                    "sample_interval_s": self.spec.sample_interval_s,
                                    "max_gap_s": self.spec.max_gap_s, "clock": self.clock.mode,
                                    "problems": problems}
+            if getattr(self, "backfill", None):
+                res["backfill"] = dict(self.backfill)  # candles seeded per symbol, or why it failed
             if problems and self.status == "ok":
                 res["status"] = "degraded"
             return res

@@ -12,12 +12,14 @@ reading, no network).
 * REST snapshot lines name no symbol: they belong to the stream's depth symbol (an error when
   a file carries depth for several symbols and the snapshot cannot be attributed).
 * Bad input raises :class:`BinanceFormatError` with ONE line naming the file (and the line):
-  an empty file, a file that is neither gzip nor recording lines, a truncated/corrupt gzip, a
-  garbage line.
+  an empty file, a file that is neither gzip nor recording lines, a corrupt gzip, a
+  garbage line. A gzip cut short (a recorder killed mid-file: :mod:`collector.recorder`) is read
+  up to its last complete line, with a warning naming the file.
 """
 from __future__ import annotations
 
 import gzip
+import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,8 @@ from collector.exchanges.binance_parse import (
 )
 
 __all__ = ["FileInfo", "describe_file", "recording_files", "plan_streams", "iter_recording", "open_recording"]
+
+log = logging.getLogger(__name__)
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _READ_ERRORS = (EOFError, OSError, zlib.error)
@@ -64,6 +68,13 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
             for lineno, line in enumerate(fh, 1):  # noqa: B007 - lineno used in the error
                 if line.strip():
                     yield lineno, line
+    except EOFError:
+        # a gzip stream without its end: a recorder killed mid-file (or still writing). Every
+        # complete line up to the last flush was read; a partial last line is dropped.
+        if lineno == 0:
+            raise BinanceFormatError(f"{path}: truncated gzip with no readable line") from None
+        log.warning("%s: truncated gzip (recorder killed or still writing?): read %d lines, the unreadable "
+                    "tail is skipped", path, lineno)
     except _READ_ERRORS as exc:
         raise BinanceFormatError(
             f"{path}: truncated or corrupt gzip after line {lineno}: {exc}" if lineno

@@ -146,7 +146,7 @@ def test_bad_recordings_fail_start_up_or_make_the_replay_unhealthy(tmp_path, uid
                 assert "\n" not in str(exc)
                 continue
             # found mid-file: the replay stops, the service says why and is unhealthy
-            assert kind in ("truncated", "garbage")
+            assert kind in ("corrupt", "garbage")
             assert svc.finished.wait(30)
             svc._update_status()
             (problem,) = svc.problems()

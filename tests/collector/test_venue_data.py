@@ -174,8 +174,11 @@ def test_replay_ignores_a_repeated_old_snapshot_line(tmp_path):
 def _bad_files(tmp_path: Path) -> dict[str, Path]:
     src = raw_files(SPOT)[0]
     out = {}
-    out["truncated"] = tmp_path / "truncated.gz"
-    out["truncated"].write_bytes(src.read_bytes()[:60_000])
+    out["corrupt"] = tmp_path / "corrupt.gz"  # (a gzip merely cut short is a crashed recording: read, warned)
+    with gzip.open(src, "rb") as fin:
+        data = bytearray(gzip.compress(b"".join(fin.readline() for _ in range(300))))
+    data[-8] ^= 0xFF  # wrong CRC32 in the trailer
+    out["corrupt"].write_bytes(bytes(data))
     out["random"] = tmp_path / "random.gz"
     out["random"].write_bytes(np.random.default_rng(1).bytes(5000))
     out["empty"] = tmp_path / "empty.gz"
@@ -192,7 +195,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
 
 
 EXPECT = {
-    "truncated": r"truncated\.gz: truncated or corrupt gzip after line \d+",
+    "corrupt": r"corrupt\.gz: truncated or corrupt gzip after line \d+",
     "random": r"random\.gz: neither gzip nor a text recording",
     "empty": r"empty\.gz: empty recording",
     "garbage": r"garbage\.gz:101: ",

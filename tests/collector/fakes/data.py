@@ -1,7 +1,8 @@
-"""Dataset lookup for tests: skip with a clear reason when a recording is missing."""
+"""Dataset lookup for tests: skip with a clear reason when a recording is missing (fail under CI=true)."""
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -11,11 +12,15 @@ from depthpilot.paths import data_dir
 
 
 def require(relpath: str) -> Path:
-    """Path of ``relpath`` inside the data dir, or skip the test saying what is missing."""
+    """Path of ``relpath`` inside the data dir, or skip the test saying what is missing (FAIL
+    under ``CI=true``: CI must not pass by skipping)."""
     p = data_dir() / relpath
     if not p.exists():
-        pytest.skip(f"dataset file {relpath!r} not found under data dir {data_dir()} "
-                    f"(set DEPTHPILOT_DATA_DIR)")
+        msg = (f"dataset file {relpath!r} not found under data dir {data_dir()} "
+               f"(set DEPTHPILOT_DATA_DIR)")
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
     return p
 
 
