@@ -1,5 +1,6 @@
 """FastAPI adapter: health, metrics and the read side. Thin: every query goes to the bus or
 the store; the services' own health comes from their heartbeats (:mod:`api.health`)."""
+
 from __future__ import annotations
 
 import time
@@ -13,20 +14,33 @@ from depthpilot import messages as m
 from depthpilot.bus import Bus, RpcTimeout
 
 
-def create_app(bus: Bus, store: Any | None, started_at: float | None = None,
-               services: ServiceHealth | None = None) -> FastAPI:
+def create_app(
+    bus: Bus, store: Any | None, started_at: float | None = None, services: ServiceHealth | None = None
+) -> FastAPI:
     app = FastAPI(title="depthpilot", version="0.1.0")
     t0 = started_at or time.monotonic()
     services = services or ServiceHealth()
     registry = CollectorRegistry()
     bus_stat = Gauge("depthpilot_bus", "bus counters of the api process", ["counter"], registry=registry)
     up = Gauge("depthpilot_bus_connected", "1 when the api's bus connection is up", registry=registry)
-    svc_ok = Gauge("depthpilot_service_healthy", "1 when the service's latest heartbeat says ok and is fresh",
-                   ["service"], registry=registry)
-    svc_problems = Gauge("depthpilot_service_problems", "reasons the service is degraded (count; text in /services)",
-                         ["service"], registry=registry)
-    svc_stat = Gauge("depthpilot_service_stat", "counters from the service's latest heartbeat (drops, errors, ...)",
-                     ["service", "stat"], registry=registry)
+    svc_ok = Gauge(
+        "depthpilot_service_healthy",
+        "1 when the service's latest heartbeat says ok and is fresh",
+        ["service"],
+        registry=registry,
+    )
+    svc_problems = Gauge(
+        "depthpilot_service_problems",
+        "reasons the service is degraded (count; text in /services)",
+        ["service"],
+        registry=registry,
+    )
+    svc_stat = Gauge(
+        "depthpilot_service_stat",
+        "counters from the service's latest heartbeat (drops, errors, ...)",
+        ["service", "stat"],
+        registry=registry,
+    )
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -37,8 +51,12 @@ def create_app(bus: Bus, store: Any | None, started_at: float | None = None,
                 store.ping()
             except Exception:  # noqa: BLE001 - reported as unhealthy
                 ok_store = False
-        body = {"status": "ok" if ok_bus and ok_store else "degraded", "bus": ok_bus, "store": ok_store,
-                "uptime_s": round(time.monotonic() - t0, 1)}
+        body = {
+            "status": "ok" if ok_bus and ok_store else "degraded",
+            "bus": ok_bus,
+            "store": ok_store,
+            "uptime_s": round(time.monotonic() - t0, 1),
+        }
         if not (ok_bus and ok_store):
             raise HTTPException(status_code=503, detail=body)
         return body

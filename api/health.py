@@ -1,5 +1,6 @@
 """What the api knows of the other services: their latest heartbeat (status, problems, stats),
 kept per service and judged stale after a few missed beats. Pure: heartbeats in, a view out."""
+
 from __future__ import annotations
 
 import threading
@@ -32,6 +33,11 @@ class ServiceHealth:
             status, problems = hb.status, list(hb.problems)
             if age > self.stale_after_s:
                 status, problems = "silent", [f"no heartbeat for {age:.0f} s", *problems]
-            out[name] = {"status": status, "problems": problems, "age_s": round(age, 1),
-                         "instance": hb.instance, "stats": dict(hb.stats)}
+            out[name] = {
+                "status": status,
+                "problems": problems,
+                "age_s": round(age, 1),
+                "instance": hb.instance,
+                "stats": dict(hb.stats),
+            }
         return out

@@ -1,4 +1,5 @@
 """The api service: serves the FastAPI app with uvicorn next to the usual service machinery."""
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@
 * persistence: a signal stream (see :func:`backtest.signals.persistence_stream`) through the
   same engine and strategy as the model.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,8 +35,7 @@ def holding_rows(books: Books, trades: Sequence[ClosedTrade]) -> list[int]:
     return out
 
 
-def random_plan(n_rows: int, lengths: Sequence[int], seed: int, first_row: int = 0
-                ) -> list[tuple[int, int, str]]:
+def random_plan(n_rows: int, lengths: Sequence[int], seed: int, first_row: int = 0) -> list[tuple[int, int, str]]:
     """Non-overlapping trades of the given lengths (rows) at uniformly random places in
     ``[first_row, n_rows)``, in random order with random sides. Fewer trades if they do not fit."""
     rng = np.random.default_rng(seed)

@@ -8,6 +8,7 @@ columns, and stacks the books into :class:`Books` (``ts`` ns, ``bids``/``asks`` 
 padding, a validity flag per row). :func:`infer_instrument` derives the tick and lot step from
 the prices and sizes themselves (never from a file name).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,15 @@ class Books:
         return int(self.ts.shape[0])
 
     def slice(self, i0: int, i1: int) -> Books:
-        return Books(self.exchange, self.symbol, self.ts[i0:i1], self.bids[i0:i1], self.asks[i0:i1],
-                     self.valid[i0:i1], self.source)
+        return Books(
+            self.exchange,
+            self.symbol,
+            self.ts[i0:i1],
+            self.bids[i0:i1],
+            self.asks[i0:i1],
+            self.valid[i0:i1],
+            self.source,
+        )
 
     def mid(self) -> np.ndarray:
         """Mid price per row (NaN on invalid rows)."""
@@ -53,19 +61,28 @@ class Books:
     def views(self) -> list[BookView]:
         """One engine/paper book per row; the arrays are views (no copy)."""
         ex, sym, b, a = self.exchange, self.symbol, self.bids, self.asks
-        return [BookView(ex, sym, int(t), b[i], a[i], bool(v), "" if v else "invalid book")
-                for i, (t, v) in enumerate(zip(self.ts.tolist(), self.valid.tolist()))]
+        return [
+            BookView(ex, sym, int(t), b[i], a[i], bool(v), "" if v else "invalid book")
+            for i, (t, v) in enumerate(zip(self.ts.tolist(), self.valid.tolist()))
+        ]
 
 
-def books_from_arrays(exchange: str, symbol: str, ts: np.ndarray, bids: np.ndarray, asks: np.ndarray,
-                      source: str = "") -> Books:
+def books_from_arrays(
+    exchange: str, symbol: str, ts: np.ndarray, bids: np.ndarray, asks: np.ndarray, source: str = ""
+) -> Books:
     ts = np.asarray(ts, dtype=np.int64)
     bids = np.asarray(bids, dtype=np.float64)
     asks = np.asarray(asks, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         bb, ba = bids[:, 0, :], asks[:, 0, :]
-        valid = (np.isfinite(bb).all(axis=1) & np.isfinite(ba).all(axis=1) & (bb[:, 0] > 0) & (bb[:, 1] > 0)
-                 & (ba[:, 1] > 0) & (bb[:, 0] < ba[:, 0]))
+        valid = (
+            np.isfinite(bb).all(axis=1)
+            & np.isfinite(ba).all(axis=1)
+            & (bb[:, 0] > 0)
+            & (bb[:, 1] > 0)
+            & (ba[:, 1] > 0)
+            & (bb[:, 0] < ba[:, 0])
+        )
     return Books(exchange, symbol, ts, bids, asks, valid, source)
 
 
@@ -105,8 +122,11 @@ def _tabular(path: Path, source: str) -> Books:
 
     try:
         ts, bids, asks = load_book_snapshots_csv(path)
-        head = pd.read_parquet(path, columns=["exchange", "symbol"]).iloc[:1] if path.suffix == ".parquet" \
+        head = (
+            pd.read_parquet(path, columns=["exchange", "symbol"]).iloc[:1]
+            if path.suffix == ".parquet"
             else pd.read_csv(path, nrows=1, usecols=lambda c: c in ("exchange", "symbol"))
+        )
     except (ValueError, OSError) as exc:
         raise BacktestInputError(f"{path}: {exc}") from None
     exchange = str(head["exchange"].iloc[0]) if "exchange" in head else "unknown"
@@ -148,8 +168,10 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         if isinstance(exc, BacktestInputError):
             raise
         raise BacktestInputError(f"{p}: {exc}") from None
-    raise BacktestInputError(f"{p}: unknown recording format (a raw Binance dir/.gz, a cryptofeed clip, a Bybit "
-                             ".data.zip, or a book-snapshot .csv[.gz]/.parquet)")
+    raise BacktestInputError(
+        f"{p}: unknown recording format (a raw Binance dir/.gz, a cryptofeed clip, a Bybit "
+        ".data.zip, or a book-snapshot .csv[.gz]/.parquet)"
+    )
 
 
 def _step(values: np.ndarray, max_decimals: int = 10) -> Decimal:
@@ -175,8 +197,9 @@ def infer_instrument(books: Books, min_notional: Decimal = Decimal(5)) -> Instru
     sz = np.concatenate([books.bids[ok][:, :, 1].ravel(), books.asks[ok][:, :, 1].ravel()])
     tick = _step(px)
     lot = _step(sz)
-    return Instrument(books.exchange, books.symbol, tick_size=tick, lot_step=lot, min_qty=lot,
-                      min_notional=min_notional)
+    return Instrument(
+        books.exchange, books.symbol, tick_size=tick, lot_step=lot, min_qty=lot, min_notional=min_notional
+    )
 
 
 def span_s(books: Books) -> float:
@@ -184,7 +207,14 @@ def span_s(books: Books) -> float:
 
 
 def describe(books: Books) -> dict[str, Any]:
-    return {"source": books.source, "exchange": books.exchange, "symbol": books.symbol, "books": len(books),
-            "valid_books": int(books.valid.sum()), "depth": int(books.bids.shape[1]),
-            "start_ts": int(books.ts[0]) if len(books) else 0, "end_ts": int(books.ts[-1]) if len(books) else 0,
-            "span_s": round(span_s(books), 3) if not math.isnan(span_s(books)) else 0.0}
+    return {
+        "source": books.source,
+        "exchange": books.exchange,
+        "symbol": books.symbol,
+        "books": len(books),
+        "valid_books": int(books.valid.sum()),
+        "depth": int(books.bids.shape[1]),
+        "start_ts": int(books.ts[0]) if len(books) else 0,
+        "end_ts": int(books.ts[-1]) if len(books) else 0,
+        "span_s": round(span_s(books), 3) if not math.isnan(span_s(books)) else 0.0,
+    }

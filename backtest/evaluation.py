@@ -11,6 +11,7 @@
   carries them (``feature_quantiles``) or training books are given; otherwise the share outside
   mean +- 3 sd of the training scaler, and the report says that the quantiles are missing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -66,8 +67,9 @@ def direction_metrics(y: np.ndarray, probs: np.ndarray, fwd: np.ndarray, classes
         up, down = cl.index("up"), cl.index("down")
         m = (y == up) | (y == down)
         out["direction_rows"] = int(m.sum())
-        out["direction_auc"] = float(roc_auc_score(y[m] == up, score[m])) if len(set((y[m] == up).tolist())) == 2 \
-            else float("nan")
+        out["direction_auc"] = (
+            float(roc_auc_score(y[m] == up, score[m])) if len(set((y[m] == up).tolist())) == 2 else float("nan")
+        )
     if "flat" in cl:
         flat = cl.index("flat")
         mv = y != flat
@@ -80,12 +82,14 @@ def direction_metrics(y: np.ndarray, probs: np.ndarray, fwd: np.ndarray, classes
     return out
 
 
-def drift(X: np.ndarray, names: Sequence[str], manifest: Any, train_X: np.ndarray | None = None
-          ) -> dict[str, Any]:
+def drift(X: np.ndarray, names: Sequence[str], manifest: Any, train_X: np.ndarray | None = None) -> dict[str, Any]:
     """Per-feature share of valid rows outside the training range (see the module doc)."""
     rows = X[np.isfinite(X).all(axis=1)]
-    q = (manifest.__dict__.get("feature_quantiles") or (manifest.metrics or {}).get("feature_quantiles")
-         if manifest is not None else None)
+    q = (
+        manifest.__dict__.get("feature_quantiles") or (manifest.metrics or {}).get("feature_quantiles")
+        if manifest is not None
+        else None
+    )
     if train_X is not None:
         tr = train_X[np.isfinite(train_X).all(axis=1)]
         lo, hi = np.quantile(tr, QUANTILES[0], axis=0), np.quantile(tr, QUANTILES[1], axis=0)
@@ -101,21 +105,29 @@ def drift(X: np.ndarray, names: Sequence[str], manifest: Any, train_X: np.ndarra
         sd = np.asarray(manifest.scaler["scale"], dtype=np.float64)
         lo, hi = mean - 3 * sd, mean + 3 * sd
         how = "outside mean +- 3 sd of the training scaler (a proxy)"
-        missing = ("the manifest has no training quantiles (feature_quantiles); pass --train-books with the "
-                   "training recording for the exact check")
+        missing = (
+            "the manifest has no training quantiles (feature_quantiles); pass --train-books with the "
+            "training recording for the exact check"
+        )
     if rows.shape[0] == 0:
         return {"method": how, "missing": missing, "rows": 0, "features": {}}
     # a constant training feature (lo == hi) only counts rows that differ from it
     outside = ((rows < lo - 1e-12) | (rows > hi + 1e-12)).mean(axis=0)
     per = {n: float(v) for n, v in zip(names, outside)}
     ranked = dict(sorted(per.items(), key=lambda kv: -kv[1]))
-    return {"method": how, "missing": missing, "rows": int(rows.shape[0]),
-            "mean_share_outside": float(outside.mean()),
-            "features_mostly_outside": int((outside > 0.5).sum()), "features": ranked}
+    return {
+        "method": how,
+        "missing": missing,
+        "rows": int(rows.shape[0]),
+        "mean_share_outside": float(outside.mean()),
+        "features_mostly_outside": int((outside > 0.5).sum()),
+        "features": ranked,
+    }
 
 
-def evaluate_forecasts(mid: np.ndarray, probs: np.ndarray, label: dict[str, Any], classes: Sequence[str]
-                       ) -> dict[str, Any]:
+def evaluate_forecasts(
+    mid: np.ndarray, probs: np.ndarray, label: dict[str, Any], classes: Sequence[str]
+) -> dict[str, Any]:
     """Model vs persistence classification metrics + direction metrics on the same rows."""
     from predictor.evaluate import classification_metrics
 
@@ -129,11 +141,13 @@ def evaluate_forecasts(mid: np.ndarray, probs: np.ndarray, label: dict[str, Any]
     if not use.any():
         return {"rows": 0, "note": "no row has a label, a model output and a persistence forecast"}
     yy = y[use]
-    res = {"rows": int(use.sum()),
-           "label": label.get("description", ""),
-           "label_share": {c: float(np.mean(yy == i)) for i, c in enumerate(classes)},
-           "model": classification_metrics(yy, probs[use], classes),
-           "persistence": classification_metrics(yy, pers[use], classes)}
+    res = {
+        "rows": int(use.sum()),
+        "label": label.get("description", ""),
+        "label_share": {c: float(np.mean(yy == i)) for i, c in enumerate(classes)},
+        "model": classification_metrics(yy, probs[use], classes),
+        "persistence": classification_metrics(yy, pers[use], classes),
+    }
     res["model"].update(direction_metrics(yy, probs[use], fwd[use], classes))
     res["persistence"].update(direction_metrics(yy, pers[use], fwd[use], classes))
     for k in ("model", "persistence"):

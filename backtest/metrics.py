@@ -8,6 +8,7 @@
   sqrt(periods per 365-day year) since crypto trades around the clock, exposure time (share
   of the recording with a position open) and turnover (traded notional / starting balance).
 """
+
 from __future__ import annotations
 
 import math
@@ -65,9 +66,17 @@ def sharpe_sortino(returns: np.ndarray, period_s: float) -> tuple[float, float]:
     return sharpe, sortino
 
 
-def trade_metrics(trades: Sequence[ClosedTrade], start_balance: Decimal, ts: np.ndarray, equity: np.ndarray,
-                  position: np.ndarray, *, period_s: float = 10.0, funding: Decimal = ZERO,
-                  contract_value: Decimal = Decimal(1)) -> dict[str, Any]:
+def trade_metrics(
+    trades: Sequence[ClosedTrade],
+    start_balance: Decimal,
+    ts: np.ndarray,
+    equity: np.ndarray,
+    position: np.ndarray,
+    *,
+    period_s: float = 10.0,
+    funding: Decimal = ZERO,
+    contract_value: Decimal = Decimal(1),
+) -> dict[str, Any]:
     pnls = [t.pnl for t in trades]
     wins = [p for p in pnls if p > 0]
     losses = [p for p in pnls if p <= 0]
@@ -98,7 +107,9 @@ def trade_metrics(trades: Sequence[ClosedTrade], start_balance: Decimal, ts: np.
         "win_rate": len(wins) / n if n else float("nan"),
         "avg_win": sum(wins, ZERO) / len(wins) if wins else None,
         "avg_loss": sum(losses, ZERO) / len(losses) if losses else None,
-        "profit_factor": (float(sum(wins, ZERO) / loss_sum) if loss_sum > 0 else (float("inf") if wins else float("nan"))),
+        "profit_factor": (
+            float(sum(wins, ZERO) / loss_sum) if loss_sum > 0 else (float("inf") if wins else float("nan"))
+        ),
         "max_drawdown_closed": closed_drawdown(pnls),
         "max_drawdown_mtm": mdd_curve,
         "max_drawdown_mtm_pct": 100.0 * mdd_curve / float(start_balance),
@@ -120,6 +131,12 @@ def summarise_draws(values: Sequence[float]) -> dict[str, float]:
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"n": 0}
-    return {"n": int(a.size), "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            "min": float(a.min()), "max": float(a.max()), "p05": float(np.percentile(a, 5)),
-            "p95": float(np.percentile(a, 95))}
+    return {
+        "n": int(a.size),
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "p05": float(np.percentile(a, 5)),
+        "p95": float(np.percentile(a, 95)),
+    }

@@ -6,6 +6,7 @@ engine + paper exchange on them, and the best net PnL after fees wins (ties: few
 grid order). The chosen parameters then run once on the evaluation window, whose signals may use
 the last ``seq_len`` training books as warm-up (the past, known at that time) and nothing else.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,17 +57,24 @@ def points(grid: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))]
 
 
-def fit(train: Books, stream: SignalStream, inst: Instrument, cfg: RunConfig, grid: dict[str, tuple[Any, ...]],
-        *, optuna_trials: int = 0, seed: int = 0, on_progress: Callable[[int, int], None] | None = None
-        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def fit(
+    train: Books,
+    stream: SignalStream,
+    inst: Instrument,
+    cfg: RunConfig,
+    grid: dict[str, tuple[Any, ...]],
+    *,
+    optuna_trials: int = 0,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The best parameters on ``train`` alone, and every tried point's metrics."""
     tried: list[dict[str, Any]] = []
 
     def score(p: dict[str, Any]) -> dict[str, Any]:
         r = run_signals(train, stream, inst, _cfg(cfg, p), name="fit")
         m = metrics_of(r, inst, 10.0)
-        row = {"params": p, "net_pnl": m["net_pnl"], "trades": m["trades"], "fees": m["fees"],
-               "order": len(tried)}
+        row = {"params": p, "net_pnl": m["net_pnl"], "trades": m["trades"], "fees": m["fees"], "order": len(tried)}
         tried.append(row)
         if on_progress:
             on_progress(len(tried), optuna_trials or len(all_points))
@@ -91,21 +99,37 @@ def fit(train: Books, stream: SignalStream, inst: Instrument, cfg: RunConfig, gr
     return dict(ranked[0]["params"]), ranked
 
 
-def optimize(books: Books, pred: Any, inst: Instrument, cfg: RunConfig, *, train_frac: float = 0.6,
-             grid: dict[str, tuple[Any, ...]] | None = None, optuna_trials: int = 0, seed: int = 0,
-             on_progress: Callable[[int, int], None] | None = None) -> OptimizeResult:
+def optimize(
+    books: Books,
+    pred: Any,
+    inst: Instrument,
+    cfg: RunConfig,
+    *,
+    train_frac: float = 0.6,
+    grid: dict[str, tuple[Any, ...]] | None = None,
+    optuna_trials: int = 0,
+    seed: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> OptimizeResult:
     grid = grid or DEFAULT_GRID
     k = split(books, train_frac)
     train = books.slice(0, k)
     train_stream = model_probs(pred, train)  # the training books only
-    best, table = fit(train, train_stream, inst, cfg, grid, optuna_trials=optuna_trials, seed=seed,
-                      on_progress=on_progress)
+    best, table = fit(
+        train, train_stream, inst, cfg, grid, optuna_trials=optuna_trials, seed=seed, on_progress=on_progress
+    )
     ev_books, ev_stream = eval_window(books, pred, k)
-    res = OptimizeResult(int(books.ts[k]) if k < len(books) else 0, k, best, table,
-                         metrics_of(run_signals(train, train_stream, inst, _cfg(cfg, best)), inst, 10.0),
-                         metrics_of(run_signals(ev_books, ev_stream, inst, _cfg(cfg, best)), inst, 10.0),
-                         metrics_of(run_signals(train, train_stream, inst, cfg), inst, 10.0),
-                         metrics_of(run_signals(ev_books, ev_stream, inst, cfg), inst, 10.0), ev_stream)
+    res = OptimizeResult(
+        int(books.ts[k]) if k < len(books) else 0,
+        k,
+        best,
+        table,
+        metrics_of(run_signals(train, train_stream, inst, _cfg(cfg, best)), inst, 10.0),
+        metrics_of(run_signals(ev_books, ev_stream, inst, _cfg(cfg, best)), inst, 10.0),
+        metrics_of(run_signals(train, train_stream, inst, cfg), inst, 10.0),
+        metrics_of(run_signals(ev_books, ev_stream, inst, cfg), inst, 10.0),
+        ev_stream,
+    )
     if not res.eval_best["pays_fees"]:
         res.notes.append("the parameters chosen on the training window do NOT pay their fees on the later window")
     return res
@@ -115,5 +139,5 @@ def eval_window(books: Books, pred: Any, k: int) -> tuple[Books, SignalStream]:
     """The books after the split and their signals (warm-up from the last ``seq_len`` training books)."""
     ctx = max(0, k - pred.seq_len)
     s = model_probs(pred, books.slice(ctx, len(books)))
-    s.probs = s.probs[k - ctx:]
+    s.probs = s.probs[k - ctx :]
     return books.slice(k, len(books)), s

@@ -4,6 +4,7 @@ self-contained HTML report (plots embedded as base64, the tables inline).
 Files: ``trades.csv`` (every closed trade of the model, exact decimals), ``metrics.json``,
 ``equity.png``, ``drawdown.png``, ``report.html``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -21,16 +22,44 @@ import numpy as np
 
 from trader.actions import ClosedTrade
 
-TRADE_COLUMNS = ["n", "exchange", "symbol", "side", "qty", "entry_ts", "exit_ts", "entry_time", "exit_time",
-                 "entry_price", "exit_price", "gross_pnl", "fees", "pnl", "exit_reason"]
+TRADE_COLUMNS = [
+    "n",
+    "exchange",
+    "symbol",
+    "side",
+    "qty",
+    "entry_ts",
+    "exit_ts",
+    "entry_time",
+    "exit_time",
+    "entry_price",
+    "exit_price",
+    "gross_pnl",
+    "fees",
+    "pnl",
+    "exit_reason",
+]
 
-ROWS = [("net_pnl", "net PnL after fees"), ("gross_pnl", "gross PnL"), ("fees", "fees paid"),
-        ("funding", "funding paid"), ("trades", "trades"), ("win_rate", "win rate"), ("avg_win", "average win"),
-        ("avg_loss", "average loss"), ("profit_factor", "profit factor"),
-        ("gross_bps_per_trade", "gross bps / trade"), ("fee_bps_per_trade", "fee bps / trade"),
-        ("sharpe", "Sharpe (annualised)"), ("sortino", "Sortino (annualised)"),
-        ("max_drawdown_closed", "max drawdown, closed trades"), ("max_drawdown_mtm", "max drawdown, mark-to-market"),
-        ("exposure", "exposure time"), ("turnover", "turnover (x balance)"), ("avg_hold_s", "average hold (s)")]
+ROWS = [
+    ("net_pnl", "net PnL after fees"),
+    ("gross_pnl", "gross PnL"),
+    ("fees", "fees paid"),
+    ("funding", "funding paid"),
+    ("trades", "trades"),
+    ("win_rate", "win rate"),
+    ("avg_win", "average win"),
+    ("avg_loss", "average loss"),
+    ("profit_factor", "profit factor"),
+    ("gross_bps_per_trade", "gross bps / trade"),
+    ("fee_bps_per_trade", "fee bps / trade"),
+    ("sharpe", "Sharpe (annualised)"),
+    ("sortino", "Sortino (annualised)"),
+    ("max_drawdown_closed", "max drawdown, closed trades"),
+    ("max_drawdown_mtm", "max drawdown, mark-to-market"),
+    ("exposure", "exposure time"),
+    ("turnover", "turnover (x balance)"),
+    ("avg_hold_s", "average hold (s)"),
+]
 
 
 def iso(ns: int) -> str:
@@ -42,8 +71,25 @@ def write_trades_csv(path: Path, trades: Sequence[ClosedTrade]) -> None:
         w = csv.writer(f)
         w.writerow(TRADE_COLUMNS)
         for k, t in enumerate(trades, 1):
-            w.writerow([k, t.exchange, t.symbol, t.side, t.qty, t.entry_ts, t.exit_ts, iso(t.entry_ts), iso(t.exit_ts),
-                        t.entry_price, t.exit_price, t.gross_pnl, t.fees, t.pnl, t.exit_reason])
+            w.writerow(
+                [
+                    k,
+                    t.exchange,
+                    t.symbol,
+                    t.side,
+                    t.qty,
+                    t.entry_ts,
+                    t.exit_ts,
+                    iso(t.entry_ts),
+                    iso(t.exit_ts),
+                    t.entry_price,
+                    t.exit_price,
+                    t.gross_pnl,
+                    t.fees,
+                    t.pnl,
+                    t.exit_reason,
+                ]
+            )
 
 
 def read_trades_csv(path: Path) -> list[dict[str, Any]]:
@@ -149,21 +195,33 @@ def trades_table(trades: Sequence[ClosedTrade], limit: int = 200) -> str:
     cols = ["side", "qty", "entry", "exit", "entry price", "exit price", "gross", "fees", "pnl", "reason"]
     rows = []
     for t in list(trades)[:limit]:
-        vals = [t.side, t.qty, iso(t.entry_ts)[11:23], iso(t.exit_ts)[11:23], t.entry_price, t.exit_price,
-                t.gross_pnl, t.fees, t.pnl, t.exit_reason]
+        vals = [
+            t.side,
+            t.qty,
+            iso(t.entry_ts)[11:23],
+            iso(t.exit_ts)[11:23],
+            t.entry_price,
+            t.exit_price,
+            t.gross_pnl,
+            t.fees,
+            t.pnl,
+            t.exit_reason,
+        ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in vals) + "</tr>")
     more = f"<p>{len(trades) - limit} more in trades.csv</p>" if len(trades) > limit else ""
-    return (f'<table id="trades"><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{"".join(rows)}</table>{more}')
+    return f'<table id="trades"><tr>{"".join(f"<th>{c}</th>" for c in cols)}</tr>{"".join(rows)}</table>{more}'
 
 
 def write_html(path: Path, title: str, verdict: str, pays: bool | None, sections: list[tuple[str, str]]) -> None:
     cls = "good" if pays else "bad"
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
-    path.write_text(f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+    path.write_text(
+        f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>
 <p id="verdict" class="{cls}">{html.escape(verdict)}</p>{body}
 <p><small>generated {datetime.now(UTC).isoformat(timespec="seconds")} by depthpilot</small></p></body></html>""",
-                    encoding="utf-8")
+        encoding="utf-8",
+    )
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ it fills on the recording (exit reason ``flatten``).
 Also :func:`run_scripted`: fixed trades (entry row, exit row, side) through the same paper
 exchange, latency and fees, for the baselines (buy-and-hold, random entries).
 """
+
 from __future__ import annotations
 
 import time
@@ -83,15 +84,26 @@ class RecordingPaper(PaperExchange):
 
 
 def _paper(inst: Instrument, cfg: RunConfig) -> RecordingPaper:
-    p = RecordingPaper({inst.symbol: inst}, fees=cfg.fees, latency_ns=cfg.latency_ns, balance=cfg.balance,
-                       settle_ccy=inst.settle_ccy, mmr=cfg.trader.maintenance_margin_rate, exchange=inst.exchange)
+    p = RecordingPaper(
+        {inst.symbol: inst},
+        fees=cfg.fees,
+        latency_ns=cfg.latency_ns,
+        balance=cfg.balance,
+        settle_ccy=inst.settle_ccy,
+        mmr=cfg.trader.maintenance_margin_rate,
+        exchange=inst.exchange,
+    )
     p.set_leverage(inst.symbol, cfg.trader.leverage)
     return p
 
 
-def equity_curve(books: Books, fills: Sequence[FillReport], start: Decimal,
-                 funding: Sequence[tuple[int, float]] = (), contract_value: float = 1.0
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def equity_curve(
+    books: Books,
+    fills: Sequence[FillReport],
+    start: Decimal,
+    funding: Sequence[tuple[int, float]] = (),
+    contract_value: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mark-to-market equity at the mid after every book (float) and the signed position:
     start + cash flows of the fills up to the book (incl. fees, funding) + position x mid."""
     ts = books.ts
@@ -125,8 +137,15 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg: RunConfig, *,
-                on_progress: Callable[[int], None] | None = None, name: str = "") -> RunResult:
+def run_signals(
+    books: Books,
+    stream: SignalStream | None,
+    inst: Instrument,
+    cfg: RunConfig,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    name: str = "",
+) -> RunResult:
     """The engine + paper exchange over ``books`` with ``stream``'s signals (None = no signal)."""
     t0 = time.perf_counter()
     sym = inst.symbol
@@ -167,9 +186,23 @@ def run_signals(books: Books, stream: SignalStream | None, inst: Instrument, cfg
         on_progress(T)
     led = paper.ledgers[sym]
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, funding, float(inst.contract_value))
-    return RunResult(name or (stream.name if stream else "flat"), list(eng.closed), list(paper.fill_log),
-                     cfg.balance, paper.cash, led.fees, paper.funding_paid, paper.slippage_total, led.signed_qty,
-                     books.ts.copy(), eq, pos, dict(eng.counters), time.perf_counter() - t0, dict(paper.requests))
+    return RunResult(
+        name or (stream.name if stream else "flat"),
+        list(eng.closed),
+        list(paper.fill_log),
+        cfg.balance,
+        paper.cash,
+        led.fees,
+        paper.funding_paid,
+        paper.slippage_total,
+        led.signed_qty,
+        books.ts.copy(),
+        eq,
+        pos,
+        dict(eng.counters),
+        time.perf_counter() - t0,
+        dict(paper.requests),
+    )
 
 
 def flatten_row(books: Books, latency_ns: int) -> int:
@@ -188,8 +221,9 @@ def entry_qty(inst: Instrument, cfg: TraderConfig, price: float) -> Decimal:
     return inst.round_qty(notional / Decimal(repr(price)))
 
 
-def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instrument, cfg: RunConfig,
-                 name: str = "scripted") -> RunResult:
+def run_scripted(
+    books: Books, plan: Sequence[tuple[int, int, str]], inst: Instrument, cfg: RunConfig, name: str = "scripted"
+) -> RunResult:
     """Fixed round trips ``(entry_row, exit_row, "long"|"short")`` (non-overlapping, in order),
     market orders decided at those books and filled ``latency`` later, with the same fees."""
     t0 = time.perf_counter()
@@ -234,8 +268,17 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
                 qty = entry_qty(inst, cfg.trader, float(v.asks[0, 0] if side == "long" else v.bids[0, 0]))
                 if qty < inst.min_qty:
                     continue
-                paper.submit(OrderRequest(f"e{k}", inst.exchange, sym, "buy" if side == "long" else "sell", qty,
-                                          reason="entry", ts_ns=v.ts))
+                paper.submit(
+                    OrderRequest(
+                        f"e{k}",
+                        inst.exchange,
+                        sym,
+                        "buy" if side == "long" else "sell",
+                        qty,
+                        reason="entry",
+                        ts_ns=v.ts,
+                    )
+                )
                 open_k = (k, side)
             elif what == "exit" and open_k is not None and open_k[0] == k:
                 want_exit = True
@@ -248,15 +291,40 @@ def run_scripted(books: Books, plan: Sequence[tuple[int, int, str]], inst: Instr
         paper.poll_events()
         settle()
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, funding, float(inst.contract_value))
-    return RunResult(name, trades, list(paper.fill_log), cfg.balance, paper.cash, led.fees, paper.funding_paid,
-                     paper.slippage_total, led.signed_qty, books.ts.copy(), eq, pos, {}, time.perf_counter() - t0, dict(paper.requests))
+    return RunResult(
+        name,
+        trades,
+        list(paper.fill_log),
+        cfg.balance,
+        paper.cash,
+        led.fees,
+        paper.funding_paid,
+        paper.slippage_total,
+        led.signed_qty,
+        books.ts.copy(),
+        eq,
+        pos,
+        {},
+        time.perf_counter() - t0,
+        dict(paper.requests),
+    )
 
 
 def _exit(paper: PaperExchange, inst: Instrument, k: int, side: str, ts: int) -> None:
     led = paper.ledgers[inst.symbol]
     if led.qty:
-        paper.submit(OrderRequest(f"x{k}", inst.exchange, inst.symbol, "sell" if side == "long" else "buy", led.qty,
-                                  reduce_only=True, reason="exit", ts_ns=ts))
+        paper.submit(
+            OrderRequest(
+                f"x{k}",
+                inst.exchange,
+                inst.symbol,
+                "sell" if side == "long" else "buy",
+                led.qty,
+                reduce_only=True,
+                reason="exit",
+                ts_ns=ts,
+            )
+        )
 
 
 def _closed(inst: Instrument, fills: Sequence[FillReport], k: int, side: str) -> ClosedTrade:
@@ -270,5 +338,17 @@ def _closed(inst: Instrument, fills: Sequence[FillReport], k: int, side: str) ->
     gross = s * (sum((f.qty * f.price for f in ext), ZERO) - sum((f.qty * f.price for f in ent), ZERO))
     gross *= inst.contract_value
     fees = sum((f.fee for f in ent + ext), ZERO)
-    return ClosedTrade(inst.exchange, inst.symbol, "long" if s > 0 else "short", qe, pe, px, ent[0].ts_ns,
-                       ext[-1].ts_ns, gross, fees, gross - fees, "scripted")
+    return ClosedTrade(
+        inst.exchange,
+        inst.symbol,
+        "long" if s > 0 else "short",
+        qe,
+        pe,
+        px,
+        ent[0].ts_ns,
+        ext[-1].ts_ns,
+        gross,
+        fees,
+        gross - fees,
+        "scripted",
+    )

@@ -9,6 +9,7 @@ all windows. ``tests/backtest`` checks both give the same probabilities.
 
 Probabilities of row ``i`` only use books ``<= i``: a signal at a book's time, no lookahead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -68,9 +69,18 @@ class SignalStream:
             scores = np.asarray(score_from_probs(self.probs[idx], self.classes), dtype=np.float64)
             for j, i in enumerate(idx.tolist()):
                 t = int(row_ts[i])
-                out[i] = Signal(exchange=books.exchange, symbol=books.symbol, ts=t, model_id=self.model_id or self.name,
-                                classes=self.classes, probs=self.probs[i].tolist(), score=float(scores[j]),
-                                expires_at=t + self.ttl_ns, id=f"{self.name}-{i}", trace={})  # no uuid/clock per row
+                out[i] = Signal(
+                    exchange=books.exchange,
+                    symbol=books.symbol,
+                    ts=t,
+                    model_id=self.model_id or self.name,
+                    classes=self.classes,
+                    probs=self.probs[i].tolist(),
+                    score=float(scores[j]),
+                    expires_at=t + self.ttl_ns,
+                    id=f"{self.name}-{i}",
+                    trace={},
+                )  # no uuid/clock per row
         return out
 
 
@@ -237,8 +247,9 @@ def past_return_class(mid: np.ndarray, horizon: int, threshold: float, classes: 
     return out
 
 
-def persistence_stream(books: Books, classes: Sequence[str], horizon: int, threshold: float, ttl_ns: int,
-                       confidence: float = 0.9) -> SignalStream:
+def persistence_stream(
+    books: Books, classes: Sequence[str], horizon: int, threshold: float, ttl_ns: int, confidence: float = 0.9
+) -> SignalStream:
     """The persistence signal: probability ``confidence`` on the class of the last move."""
     C = len(classes)
     cls = past_return_class(books.mid(), horizon, threshold, list(classes))

@@ -4,6 +4,7 @@
 the baselines (flat, buy-and-hold, random entries x N draws, persistence) with the same books,
 latency, fees and trader config, and computes every run's metrics.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -36,18 +37,36 @@ class SuiteResult:
 
 
 def metrics_of(r: RunResult, inst: Instrument, period_s: float) -> dict[str, Any]:
-    m = trade_metrics(r.trades, r.start_balance, r.equity_ts, r.equity, r.position, period_s=period_s,
-                      funding=r.funding_paid, contract_value=inst.contract_value)
+    m = trade_metrics(
+        r.trades,
+        r.start_balance,
+        r.equity_ts,
+        r.equity,
+        r.position,
+        period_s=period_s,
+        funding=r.funding_paid,
+        contract_value=inst.contract_value,
+    )
     m["open_qty_at_end"] = r.open_qty
     m["slippage"] = r.slippage
     return m
 
 
-def backtest_suite(books: Books, stream: SignalStream, inst: Instrument, cfg: RunConfig, *,
-                   label_horizon: int = 20, label_threshold: float = 2e-5, n_random: int = 20, seed: int = 0,
-                   period_s: float = 10.0, on_progress: Callable[[str, int, int], None] | None = None) -> SuiteResult:
+def backtest_suite(
+    books: Books,
+    stream: SignalStream,
+    inst: Instrument,
+    cfg: RunConfig,
+    *,
+    label_horizon: int = 20,
+    label_threshold: float = 2e-5,
+    n_random: int = 20,
+    seed: int = 0,
+    period_s: float = 10.0,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> SuiteResult:
     T = len(books)
-    prog = (lambda name: (lambda i: on_progress(name, i, T))) if on_progress else (lambda name: None)
+    prog = (lambda name: lambda i: on_progress(name, i, T)) if on_progress else (lambda name: None)
     model = run_signals(books, stream, inst, cfg, on_progress=prog("model"), name="model")
     runs = {"model": model}
     last = flatten_row(books, cfg.latency_ns)
@@ -89,9 +108,13 @@ def verdict(res: SuiteResult) -> str:
         better = sum(1 for d in res.random_draws if d["net_pnl"] < m["net_pnl"])
         beat = f" It beat {better} of {rnd['n']} random-entry draws with the same number and length of trades."
     if m["pays_fees"]:
-        return (f"The model PAYS its fees on this recording: net PnL {m['net_pnl']:.4f} after {m['fees']:.4f} of fees "
-                f"over {m['trades']} trades (gross {gross_bps:+.2f} bps per trade against {fee_bps:.2f} bps of fees)."
-                + beat)
-    return (f"The model does NOT pay its fees on this recording: net PnL {m['net_pnl']:.4f} after {m['fees']:.4f} of "
-            f"fees over {m['trades']} trades; it earned {gross_bps:+.2f} bps per trade before fees against "
-            f"{fee_bps:.2f} bps of fees per round trip." + beat)
+        return (
+            f"The model PAYS its fees on this recording: net PnL {m['net_pnl']:.4f} after {m['fees']:.4f} of fees "
+            f"over {m['trades']} trades (gross {gross_bps:+.2f} bps per trade against {fee_bps:.2f} bps of fees)."
+            + beat
+        )
+    return (
+        f"The model does NOT pay its fees on this recording: net PnL {m['net_pnl']:.4f} after {m['fees']:.4f} of "
+        f"fees over {m['trades']} trades; it earned {gross_bps:+.2f} bps per trade before fees against "
+        f"{fee_bps:.2f} bps of fees per round trip." + beat
+    )

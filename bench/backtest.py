@@ -21,6 +21,7 @@ sampled clock + engine/paper), with the check that both made the same trades.
 
 Run: ``python bench/backtest.py [--books N] [--services-s 120]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,8 +92,12 @@ def naive(books, pred, inst, cfg: RunConfig) -> tuple[float, float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--books", type=int, default=0, help="use the first N books (0 = all)")
-    ap.add_argument("--services-s", type=float, default=120.0,
-                    help="seconds of the recording replayed through the services (0 = skip)")
+    ap.add_argument(
+        "--services-s",
+        type=float,
+        default=120.0,
+        help="seconds of the recording replayed through the services (0 = skip)",
+    )
     args = ap.parse_args()
     root = data_dir() / USDM
     pred = load_model()
@@ -150,13 +155,16 @@ def main() -> None:
     print(f"books(CSV) + features + strategy               {rate(n, t_csv * n / len(csv) + core)}")
     print(f"books(raw) + features + strategy               {rate(n, t_raw * n / len(raw) + core)}")
     print(f"whole path incl. model, books from raw         {rate(n, t_raw * n / len(raw) + core + t_model)}")
-    print(f"naive per-event path (streaming features, push, engine): features {rate(n, tf)}, model {rate(n, tm)}, "
-          f"strategy {rate(n, tt)}; features+strategy {rate(n, tf + tt)}")
-    print(f"ratio batch/naive: features {tf / t_feat:.1f}x, model {tm / t_model:.1f}x, "
-          f"features+model+strategy {(tf + tm + tt) / (core + t_model):.1f}x")
+    print(
+        f"naive per-event path (streaming features, push, engine): features {rate(n, tf)}, model {rate(n, tm)}, "
+        f"strategy {rate(n, tt)}; features+strategy {rate(n, tf + tt)}"
+    )
+    print(
+        f"ratio batch/naive: features {tf / t_feat:.1f}x, model {tm / t_model:.1f}x, "
+        f"features+model+strategy {(tf + tm + tt) / (core + t_model):.1f}x"
+    )
     if args.services_s:
         services_ratio(args.services_s)
-
 
 
 def services_ratio(seconds: float) -> None:
@@ -172,18 +180,23 @@ def services_ratio(seconds: float) -> None:
         bt, books = run_backtest(rec)
         t_bt = time.perf_counter() - t0
         # unpaced, the signals lag the books by more than the default 1 s hold: books wait longer
-        sv = run_services(f"memory://{uuid.uuid4().hex[:8]}", rec, speed=0.0, timeout_s=600, quiet_s=0.5,
-                          TRADER_REPLAY_HOLD_S="20")
+        sv = run_services(
+            f"memory://{uuid.uuid4().hex[:8]}", rec, speed=0.0, timeout_s=600, quiet_s=0.5, TRADER_REPLAY_HOLD_S="20"
+        )
     key = lambda t: (t.side, t.qty, t.entry_price, t.exit_price, t.entry_ts, t.exit_ts)  # noqa: E731
     closed = [t for t in bt.trades if t.exit_reason != "flatten"]
-    same = [key(t) for t in sv.trades[:len(closed)]] == [key(t) for t in closed]
+    same = [key(t) for t in sv.trades[: len(closed)]] == [key(t) for t in closed]
     n = len(books)
     print(f"services on the in-memory bus, first {seconds:g} s of {SPOT} ({n} books, unpaced):")
     print(f"  backtest (model load, books, model, strategy){t_bt:7.3f} s   {rate(n, t_bt)}")
-    print(f"  services (replay -> trader took last signal)  {sv.seconds:7.3f} s   {rate(sv.books, sv.seconds)}"
-          f"  ({sv.books} books, {sv.signals} signals, late signals {sv.counters.get('replay_late_signals', 0):.0f})")
-    print(f"  ratio services/backtest: {sv.seconds / t_bt:.1f}x; same trades: {same} "
-          f"({len(closed)} backtest trades, {len(sv.trades)} service trades)")
+    print(
+        f"  services (replay -> trader took last signal)  {sv.seconds:7.3f} s   {rate(sv.books, sv.seconds)}"
+        f"  ({sv.books} books, {sv.signals} signals, late signals {sv.counters.get('replay_late_signals', 0):.0f})"
+    )
+    print(
+        f"  ratio services/backtest: {sv.seconds / t_bt:.1f}x; same trades: {same} "
+        f"({len(closed)} backtest trades, {len(sv.trades)} service trades)"
+    )
 
 
 if __name__ == "__main__":

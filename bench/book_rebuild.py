@@ -18,6 +18,7 @@ not timed. Measured in the same process:
 
 Run: ``python bench/book_rebuild.py [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -171,8 +172,12 @@ def main() -> int:
             f"[{market}] {n_col} diff msgs (+1 snapshot), final book {levels} levels, "
             f"applied={col.applied} dropped={col.dropped} gaps={col.gaps}, final BBO equal to reference: {same}"
         )
-        print(f"[{market}]   reference (json + naive dict book): {rate_ref:12,.0f} msg/s  ({1e6 / rate_ref:6.2f} us/msg)")
-        print(f"[{market}]   collector (msgspec + L2Book)      : {rate_col:12,.0f} msg/s  ({1e6 / rate_col:6.2f} us/msg)")
+        print(
+            f"[{market}]   reference (json + naive dict book): {rate_ref:12,.0f} msg/s  ({1e6 / rate_ref:6.2f} us/msg)"
+        )
+        print(
+            f"[{market}]   collector (msgspec + L2Book)      : {rate_col:12,.0f} msg/s  ({1e6 / rate_col:6.2f} us/msg)"
+        )
         print(f"[{market}]   ratio collector/reference         : {rate_col / rate_ref:6.2f}x")
         n_w, t_w, col_w = best_of(lambda lines=lines: run_collector(lines, args.depth), args.repeat)
         assert col_w.book.bids == col.book.bids and col_w.book.asks == col.book.asks

@@ -6,6 +6,7 @@ blocking publisher confirms measured in the same run.
 Figures: msg/s published (state: until every message is confirmed by the broker;
 market: until written), msg/s delivered end-to-end to a consumer, ratio vs the baseline.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,15 +83,25 @@ def main() -> None:
     rk_state = f"notify.bench{uid}"
     qs = QueueDef(f"bench.state.{uid}", STATE_EXCHANGE, (rk_state,), DeliveryClass.STATE, delivery_limit=5)
     pub, e2e = run_class(a.url, a.n, lambda i: m.Notification(text=str(i)), qs)
-    print(f"state     async confirms (persistent)   : {pub:10.0f} msg/s confirmed ({pub / base:5.1f}x baseline), "
-          f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)")
+    print(
+        f"state     async confirms (persistent)   : {pub:10.0f} msg/s confirmed ({pub / base:5.1f}x baseline), "
+        f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)"
+    )
 
     rk_market = f"trade.bench{uid}.BTCUSDT"
     qm = QueueDef(f"bench.market.{uid}", MARKET_EXCHANGE, (rk_market,), DeliveryClass.MARKET, max_length=10 * a.n)
-    pub, e2e = run_class(a.url, a.n, lambda i: m.Trade(exchange="b", symbol="BTCUSDT", ts_exchange=i, ts_recv=i,
-                                                        price=6e4, size=0.1, side=m.Side.BUY), qm)
-    print(f"market    transient, no confirm (Trade) : {pub:10.0f} msg/s published ({pub / base:5.1f}x baseline), "
-          f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)")
+    pub, e2e = run_class(
+        a.url,
+        a.n,
+        lambda i: m.Trade(
+            exchange="b", symbol="BTCUSDT", ts_exchange=i, ts_recv=i, price=6e4, size=0.1, side=m.Side.BUY
+        ),
+        qm,
+    )
+    print(
+        f"market    transient, no confirm (Trade) : {pub:10.0f} msg/s published ({pub / base:5.1f}x baseline), "
+        f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)"
+    )
 
     rk_book = f"book.bench{uid}.BTCUSDT"
     qb = QueueDef(f"bench.book.{uid}", MARKET_EXCHANGE, (rk_book,), DeliveryClass.MARKET, max_length=10 * a.n)
@@ -98,10 +109,16 @@ def main() -> None:
     bids = np.column_stack([6e4 - np.arange(250) * 0.1, rng.random(250)])
     asks = np.column_stack([6e4 + 0.1 + np.arange(250) * 0.1, rng.random(250)])
     nb = a.n // 4
-    pub, e2e = run_class(a.url, nb, lambda i: m.BookSnapshot(exchange="b", symbol="BTCUSDT", ts_exchange=i, ts_recv=i,
-                                                             seq=i, bids=bids, asks=asks), qb)
-    print(f"market    250-level BookSnapshot        : {pub:10.0f} msg/s published ({pub / base:5.1f}x baseline), "
-          f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)")
+    pub, e2e = run_class(
+        a.url,
+        nb,
+        lambda i: m.BookSnapshot(exchange="b", symbol="BTCUSDT", ts_exchange=i, ts_recv=i, seq=i, bids=bids, asks=asks),
+        qb,
+    )
+    print(
+        f"market    250-level BookSnapshot        : {pub:10.0f} msg/s published ({pub / base:5.1f}x baseline), "
+        f"{e2e:8.0f} msg/s consumed end-to-end ({e2e / base:5.1f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Prints, in one process run:
 
     python bench/features.py [--ref-n 400] [--repeat 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,18 @@ def pandas_reference(spec: FeatureSpec, bids: np.ndarray, asks: np.ndarray) -> n
         pbb, pqb, pba, pqa = prev
         ofi = (bb >= pbb) * qb - (bb <= pbb) * pqb - (ba <= pba) * qa + (ba >= pba) * pqa
         prev = (bb, qb, ba, qa)
-        feats.update(mid=mid, spread=ba - bb, spread_bps=(ba - bb) / mid * 1e4, microprice=micro,
-                     micro_dev_bps=(micro - mid) / mid * 1e4, imb_top=(qb - qa) / (qb + qa),
-                     imb_dw=(wb - wa) / (wb + wa), ofi=ofi, n_bid_levels=float(len(bdf)),
-                     n_ask_levels=float(len(adf)))
+        feats.update(
+            mid=mid,
+            spread=ba - bb,
+            spread_bps=(ba - bb) / mid * 1e4,
+            microprice=micro,
+            micro_dev_bps=(micro - mid) / mid * 1e4,
+            imb_top=(qb - qa) / (qb + qa),
+            imb_dw=(wb - wa) / (wb + wa),
+            ofi=ofi,
+            n_bid_levels=float(len(bdf)),
+            n_ask_levels=float(len(adf)),
+        )
         rows.append(pd.Series(feats))
     return pd.DataFrame(rows)[feature_names(spec)].to_numpy(np.float64)
 
@@ -82,8 +91,10 @@ def main() -> None:
     t0 = time.perf_counter()
     ts, bids, asks = load_binance_books(raw, depth=250)
     T = len(ts)
-    print(f"books: {T} real Binance spot BTCUSDT snapshots rebuilt at 250 levels/side from raw diffs "
-          f"in {time.perf_counter() - t0:.1f} s (missing levels: {int(np.isnan(bids[..., 0]).sum() + np.isnan(asks[..., 0]).sum())})")
+    print(
+        f"books: {T} real Binance spot BTCUSDT snapshots rebuilt at 250 levels/side from raw diffs "
+        f"in {time.perf_counter() - t0:.1f} s (missing levels: {int(np.isnan(bids[..., 0]).sum() + np.isnan(asks[..., 0]).sum())})"
+    )
     spec = FeatureSpec()
     print(f"spec {spec.hash}: {len(feature_names(spec))} features, depths {spec.depths}")
 
@@ -96,7 +107,9 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     best, med = min(times), float(np.median(times))
     batch_rate = T / med
-    print(f"batch: {T / best:,.0f} snapshots/s best, {batch_rate:,.0f} median of {args.repeat} (whole recording incl. validation)")
+    print(
+        f"batch: {T / best:,.0f} snapshots/s best, {batch_rate:,.0f} median of {args.repeat} (whole recording incl. validation)"
+    )
 
     # ---- streaming
     lat = np.empty(T * 2)
@@ -120,12 +133,16 @@ def main() -> None:
     ref_dt = time.perf_counter() - t0
     ref_rate = m / ref_dt
     err = float(np.max(np.abs(R - X[:m]) / np.maximum(np.abs(X[:m]), 1e-300)))
-    print(f"pandas-per-snapshot reference: {ref_rate:,.0f} snapshots/s ({m} snapshots, "
-          f"{ref_dt / m * 1e6:,.0f} µs each); max rel diff vs engine {err:.1e}")
+    print(
+        f"pandas-per-snapshot reference: {ref_rate:,.0f} snapshots/s ({m} snapshots, "
+        f"{ref_dt / m * 1e6:,.0f} µs each); max rel diff vs engine {err:.1e}"
+    )
     print(f"ratio batch / reference: {batch_rate / ref_rate:,.0f}x   (goal >= 30x)")
     print(f"ratio streaming / reference: {(1e6 / mean) / ref_rate:,.0f}x")
-    print(f"goals: batch >= 50k/s: {'met' if batch_rate >= 50_000 else 'NOT met'}; "
-          f"streaming p99 <= 50 µs: {'met' if p99 <= 50 else 'NOT met'}")
+    print(
+        f"goals: batch >= 50k/s: {'met' if batch_rate >= 50_000 else 'NOT met'}; "
+        f"streaming p99 <= 50 µs: {'met' if p99 <= 50 else 'NOT met'}"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ For each model (a 2-layer 128-unit LSTM over 60 steps with random weights, and t
   batch-1 calls, and 64 streaming pushes (one per symbol);
 * GPU batched throughput when CUDA is available.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,16 @@ def _big_artifact(X: np.ndarray, names: list[str], tmp: Path) -> Path:
     cfg = ModelConfig(n_features=X.shape[1], n_classes=3, hidden=128, layers=2, dropout=0.0)
     model = LSTMClassifier(cfg).eval()
     sc = Scaler.fit(X[:20000])
-    man = Manifest(model_id="bench-128x2", spec_hash="bench", feature_names=names, label=label.to_dict(),
-                   classes=label.classes, seq_len=60, model=cfg.to_dict(), scaler=sc.to_dict())
+    man = Manifest(
+        model_id="bench-128x2",
+        spec_hash="bench",
+        feature_names=names,
+        label=label.to_dict(),
+        classes=label.classes,
+        seq_len=60,
+        model=cfg.to_dict(),
+        scaler=sc.to_dict(),
+    )
     return save_artifact(tmp / "big", model, man)
 
 
@@ -67,14 +76,14 @@ def bench_model(title: str, path: Path, X: np.ndarray, ts: np.ndarray, n: int) -
         if p is not None:
             served_t.append(dt)
             served_p.append(p)
-    ends = rows[S - 1:]
-    wins = np.stack([X[e - S + 1:e + 1] for e in ends])
+    ends = rows[S - 1 :]
+    wins = np.stack([X[e - S + 1 : e + 1] for e in ends])
     xs = torch.from_numpy(((wins - pred._mean) / pred._scale).astype(np.float32))
     for k in range(300):  # warm oneDNN primitive caches
-        torch.softmax(model(xs[k % len(xs):k % len(xs) + 1]), -1)
+        torch.softmax(model(xs[k % len(xs) : k % len(xs) + 1]), -1)
     eager_t, eager_p = [], []
     for k in range(len(xs)):
-        x = xs[k:k + 1]
+        x = xs[k : k + 1]
         t0 = time.perf_counter()
         out = torch.softmax(model(x), -1)
         eager_t.append(time.perf_counter() - t0)
@@ -83,8 +92,10 @@ def bench_model(title: str, path: Path, X: np.ndarray, ts: np.ndarray, n: int) -
     s50, s99 = _pct(served_t)
     e50, e99 = _pct(eager_t)
     cfg = model.cfg
-    print(f"\n== {title}: LSTM hidden={cfg.hidden} layers={cfg.layers} seq={S} features={cfg.n_features} "
-          f"(torch threads={torch.get_num_threads()}, {len(served_t)} calls)")
+    print(
+        f"\n== {title}: LSTM hidden={cfg.hidden} layers={cfg.layers} seq={S} features={cfg.n_features} "
+        f"(torch threads={torch.get_num_threads()}, {len(served_t)} calls)"
+    )
     print(f"batch-1 eager model(x):      p50 {e50:8.1f} us   p99 {e99:8.1f} us")
     print(f"batch-1 served push():       p50 {s50:8.1f} us   p99 {s99:8.1f} us")
     print(f"  speed-up p50 {e50 / s50:.2f}x  p99 {e99 / s99:.2f}x  (goal >= 2x)   max |diff| {diff:.2e} (goal <= 1e-5)")
@@ -101,11 +112,11 @@ def bench_model(title: str, path: Path, X: np.ndarray, ts: np.ndarray, n: int) -
     t0 = time.perf_counter()
     for _ in range(reps):
         for k in range(B):
-            torch.softmax(model(xs[k:k + 1]), -1)
+            torch.softmax(model(xs[k : k + 1]), -1)
     seq_eager = B * reps / (time.perf_counter() - t0)
     syms = [f"S{k}" for k in range(B)]
     for k, s in enumerate(syms):  # warm every symbol's window
-        for i in rows[k:k + S]:
+        for i in rows[k : k + S]:
             pred.push(s, int(ts[i]), X[i])
     t0 = time.perf_counter()
     step = 0
@@ -115,8 +126,10 @@ def bench_model(title: str, path: Path, X: np.ndarray, ts: np.ndarray, n: int) -
             pred.push(s, int(ts[i]), X[i])
             step += 1
     streaming = step / (time.perf_counter() - t0)
-    print(f"{B} symbols: predict_windows batched {batched:9.0f} seq/s | 64 x eager batch-1 {seq_eager:8.0f} seq/s "
-          f"({batched / seq_eager:.1f}x) | streaming push {streaming:8.0f} seq/s ({streaming / seq_eager:.1f}x)")
+    print(
+        f"{B} symbols: predict_windows batched {batched:9.0f} seq/s | 64 x eager batch-1 {seq_eager:8.0f} seq/s "
+        f"({batched / seq_eager:.1f}x) | streaming push {streaming:8.0f} seq/s ({streaming / seq_eager:.1f}x)"
+    )
 
     if torch.cuda.is_available():
         gm = load_artifact(path).model.cuda()

@@ -5,6 +5,7 @@ the in-memory bus in the same run.
 
     python bench/pipeline_latency.py [--seconds 20] [--speed 5] [--url amqp://guest:guest@127.0.0.1:5672/%2F]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,10 +55,14 @@ def main() -> None:
     base = run(f"memory://{uuid.uuid4().hex[:8]}", a.seconds, a.speed)
     real = run(a.url, a.seconds, a.speed)
     for name, st in (("in-memory bus (baseline)", base), ("RabbitMQ", real)):
-        print(f"{name:26s}: {st['signals']:6.0f} signals, book->signal p50 {st['latency_ms_p50']:6.2f} ms, "
-              f"p99 {st['latency_ms_p99']:6.2f} ms")
-    print(f"ratio RabbitMQ / in-memory: p50 {real['latency_ms_p50'] / base['latency_ms_p50']:.2f}x, "
-          f"p99 {real['latency_ms_p99'] / base['latency_ms_p99']:.2f}x")
+        print(
+            f"{name:26s}: {st['signals']:6.0f} signals, book->signal p50 {st['latency_ms_p50']:6.2f} ms, "
+            f"p99 {st['latency_ms_p99']:6.2f} ms"
+        )
+    print(
+        f"ratio RabbitMQ / in-memory: p50 {real['latency_ms_p50'] / base['latency_ms_p50']:.2f}x, "
+        f"p99 {real['latency_ms_p99'] / base['latency_ms_p99']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ messages per second one core can record (a busy Binance symbol sends a few hundr
 
 Run: ``python bench/recorder.py``.
 """
+
 from __future__ import annotations
 
 import gzip

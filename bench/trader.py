@@ -14,6 +14,7 @@
 
 Run: ``python bench/trader.py [--books N] [--repeat N]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,14 @@ from trader.paper import PaperExchange  # noqa: E402
 
 USDM = "binance-usdm-btcusdt-2024-07-18-l2diff"
 SYM = "BTCUSDT"
-INST = Instrument("binance", SYM, tick_size=Decimal("0.1"), lot_step=Decimal("0.001"), min_qty=Decimal("0.001"),
-                  min_notional=Decimal("5"))
+INST = Instrument(
+    "binance",
+    SYM,
+    tick_size=Decimal("0.1"),
+    lot_step=Decimal("0.001"),
+    min_qty=Decimal("0.001"),
+    min_notional=Decimal("5"),
+)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -46,8 +53,16 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def sig(ts: int, up: float, down: float) -> Signal:
-    return Signal(exchange="binance", symbol=SYM, ts=ts, model_id="bench", classes=["down", "flat", "up"],
-                  probs=[down, max(0.0, 1 - up - down), up], score=up - down, expires_at=ts + 10**10)
+    return Signal(
+        exchange="binance",
+        symbol=SYM,
+        ts=ts,
+        model_id="bench",
+        classes=["down", "flat", "up"],
+        probs=[down, max(0.0, 1 - up - down), up],
+        score=up - down,
+        expires_at=ts + 10**10,
+    )
 
 
 # --------------------------------------------------------------------------- decision latency
@@ -75,9 +90,13 @@ def bench_decision(books: list[BookView], n: int) -> None:
         t0 = pc()
         eng.on_signal(s2)
         lat_none.append((pc() - t0) / 1e3)
-    print(f"decision latency, signal -> OrderRequest ({n} samples): p50 {pct(lat_order, .5):.1f} µs, "
-          f"p99 {pct(lat_order, .99):.1f} µs, max {max(lat_order):.1f} µs")
-    print(f"decision latency, signal -> no action:    p50 {pct(lat_none, .5):.1f} µs, p99 {pct(lat_none, .99):.1f} µs")
+    print(
+        f"decision latency, signal -> OrderRequest ({n} samples): p50 {pct(lat_order, 0.5):.1f} µs, "
+        f"p99 {pct(lat_order, 0.99):.1f} µs, max {max(lat_order):.1f} µs"
+    )
+    print(
+        f"decision latency, signal -> no action:    p50 {pct(lat_none, 0.5):.1f} µs, p99 {pct(lat_none, 0.99):.1f} µs"
+    )
 
 
 # --------------------------------------------------------------------------- paper fills
@@ -148,13 +167,23 @@ def bench_fills(books: list[BookView], qtys: list[Decimal], repeat: int) -> None
             events.clear()
         best["naive paper"] = max(best["naive paper"], n / (time.perf_counter() - t0))
         assert n == fills and led.signed_qty == px.ledgers[SYM].signed_qty and led.fees == px.ledgers[SYM].fees, (
-            n, fills, led.fees, px.ledgers[SYM].fees)
-    print(f"paper fills on {n_levels}-level books ({len(books)} market orders, {fills / len(books):.1f} levels "
-          f"walked per order, identical fills and ledgers in both):")
-    print(f"  matching only: {best['walk']:,.0f} fills/s vs naive float-and-sort {best['naive walk']:,.0f} fills/s: "
-          f"ratio {best['walk'] / best['naive walk']:.1f}x")
-    print(f"  full paper submit (fills, fees, ledger, reports): {best['paper']:,.0f} fills/s vs the same on naive "
-          f"matching {best['naive paper']:,.0f} fills/s: ratio {best['paper'] / best['naive paper']:.1f}x")
+            n,
+            fills,
+            led.fees,
+            px.ledgers[SYM].fees,
+        )
+    print(
+        f"paper fills on {n_levels}-level books ({len(books)} market orders, {fills / len(books):.1f} levels "
+        f"walked per order, identical fills and ledgers in both):"
+    )
+    print(
+        f"  matching only: {best['walk']:,.0f} fills/s vs naive float-and-sort {best['naive walk']:,.0f} fills/s: "
+        f"ratio {best['walk'] / best['naive walk']:.1f}x"
+    )
+    print(
+        f"  full paper submit (fills, fees, ledger, reports): {best['paper']:,.0f} fills/s vs the same on naive "
+        f"matching {best['naive paper']:,.0f} fills/s: ratio {best['paper'] / best['naive paper']:.1f}x"
+    )
 
 
 # --------------------------------------------------------------------------- books + strategy
@@ -165,8 +194,9 @@ def bench_backtest(books: list[BookView], repeat: int) -> None:
     for _ in range(repeat):
         cfg = TraderConfig(confirm_k=2, trailing_activation_fraction=Decimal("0.0002"), stop_cooldown_s=5)
         eng = TradingEngine(cfg, {SYM: INST})
-        sim = Simulator(eng, PaperExchange({SYM: INST}, balance=Decimal("100000"), latency_ns=50_000_000),
-                        keep_actions=False)
+        sim = Simulator(
+            eng, PaperExchange({SYM: INST}, balance=Decimal("100000"), latency_ns=50_000_000), keep_actions=False
+        )
         sim.control("start", SYM)
         mid_ref = None
         t0 = time.perf_counter()
@@ -184,9 +214,11 @@ def bench_backtest(books: list[BookView], repeat: int) -> None:
             mid_ref = mid
         dt = time.perf_counter() - t0
         best = max(best, len(books) / dt)
-    print(f"books + strategy (backtest loop, top-25 books): {best:,.0f} snapshots/s over {len(books)} books, "
-          f"{len(eng.closed)} round trips, in a position on {n_in_pos / len(books):.0%} of books "
-          f"(goal >= 100,000/s)")
+    print(
+        f"books + strategy (backtest loop, top-25 books): {best:,.0f} snapshots/s over {len(books)} books, "
+        f"{len(eng.closed)} round trips, in a position on {n_in_pos / len(books):.0%} of books "
+        f"(goal >= 100,000/s)"
+    )
 
 
 def main() -> None:
@@ -203,15 +235,16 @@ def main() -> None:
     top25 = [BookView("binance", SYM, int(ts[i]), bids[i], asks[i]) for i in range(len(ts))]
     bench_decision(top25, len(top25))
     bench_backtest(top25, args.repeat)
-    ts2, b2, a2 = rebuild_binance_books(sorted((d / "raw").glob("*.gz")), depth=250, futures=True,
-                                        max_snapshots=args.books)
+    ts2, b2, a2 = rebuild_binance_books(
+        sorted((d / "raw").glob("*.gz")), depth=250, futures=True, max_snapshots=args.books
+    )
     books250 = [BookView("binance", SYM, int(ts2[i]), b2[i], a2[i]) for i in range(len(ts2))]
     rng = random.Random(1)
     qtys = []  # each order walks k levels (k = 1..8): the first k-1 whole, a part of the k-th
     for i, b in enumerate(books250):
         lv = b.asks if i % 2 else b.bids
         k = rng.randint(1, 8)
-        whole = sum((to_decimal(float(s)) for s in lv[:k - 1, 1]), Decimal(0))
+        whole = sum((to_decimal(float(s)) for s in lv[: k - 1, 1]), Decimal(0))
         part = INST.round_qty(to_decimal(float(lv[k - 1, 1])) * Decimal(rng.random())) or INST.lot_step
         qtys.append(whole + min(part, to_decimal(float(lv[k - 1, 1]))))
     bench_fills(books250, qtys, args.repeat)

@@ -6,6 +6,7 @@ receipt). Baseline in the same run: the same decisions on the pure engine alone
 
     python bench/trader_service.py [--rounds 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,16 @@ def _book(px: float) -> m.BookSnapshot:
 def _signal(direction: str) -> m.Signal:
     ts = time.time_ns()
     probs = [0.8, 0.1, 0.1] if direction == "down" else [0.1, 0.1, 0.8]
-    return m.Signal(exchange="binance", symbol="BTCUSDT", ts=ts, model_id="bench", classes=["down", "flat", "up"],
-                    probs=probs, score=probs[2] - probs[0], expires_at=ts + 10**10)
+    return m.Signal(
+        exchange="binance",
+        symbol="BTCUSDT",
+        ts=ts,
+        model_id="bench",
+        classes=["down", "flat", "up"],
+        probs=probs,
+        score=probs[2] - probs[0],
+        expires_at=ts + 10**10,
+    )
 
 
 def _pct(xs: list[float]) -> tuple[float, float]:
@@ -110,8 +119,21 @@ def engine_latency(rounds: int) -> list[float]:
                 px = 60000.05 if r.side == "buy" else 59999.95
                 from decimal import Decimal
 
-                eng.on_events([FillReport(r.client_order_id, r.exchange, r.symbol, r.side, r.qty, Decimal(str(px)),
-                                          Decimal(0), fill_id=f"f{i}{r.client_order_id}", ts_ns=time.time_ns())])
+                eng.on_events(
+                    [
+                        FillReport(
+                            r.client_order_id,
+                            r.exchange,
+                            r.symbol,
+                            r.side,
+                            r.qty,
+                            Decimal(str(px)),
+                            Decimal(0),
+                            fill_id=f"f{i}{r.client_order_id}",
+                            ts_ns=time.time_ns(),
+                        )
+                    ]
+                )
     return lat
 
 
@@ -124,8 +146,10 @@ def main() -> None:
     b50, b99 = _pct(base)
     s50, s99 = _pct(svc)
     print(f"pure engine: signal -> order decision  n={len(base)}  p50 {b50:8.1f} us  p99 {b99:8.1f} us")
-    print(f"service, in-memory bus: signal published -> OrderIntent received  n={len(svc)}  "
-          f"p50 {s50:8.1f} us  p99 {s99:8.1f} us")
+    print(
+        f"service, in-memory bus: signal published -> OrderIntent received  n={len(svc)}  "
+        f"p50 {s50:8.1f} us  p99 {s99:8.1f} us"
+    )
     print(f"ratio (service / pure engine): p50 {s50 / b50:.1f}x")
 
 

@@ -2,6 +2,7 @@
 :class:`collector.binance_ws.BinanceDiffSource`: which streams go on which connection
 (spot: one; USD-M: depth on ``/public`` and trades on ``/market``; COIN-M: one), and the loop
 that keeps one connection alive (ping/pong, 24 h rotation, back-off, give-up)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -56,14 +57,17 @@ def stream_connections(
         if len(streams) > spec.max_streams:
             raise BinanceSourceError(
                 f"{len(streams)} streams on one {spec.exchange} connection; Binance allows {spec.max_streams} "
-                f"(use fewer symbols per source)")
-        out.append(StreamConnection(
-            name=f"{spec.exchange}{route or '/'}",
-            url=f"{base}{route}/stream?streams=" + "/".join(streams),
-            streams=tuple(streams),
-            symbols=syms,
-            carries_depth=route == spec.depth_route,
-        ))
+                f"(use fewer symbols per source)"
+            )
+        out.append(
+            StreamConnection(
+                name=f"{spec.exchange}{route or '/'}",
+                url=f"{base}{route}/stream?streams=" + "/".join(streams),
+                streams=tuple(streams),
+                symbols=syms,
+                carries_depth=route == spec.depth_route,
+            )
+        )
     return out
 
 
@@ -75,7 +79,6 @@ class ReconnectEvent:
     reason: str
     delay_s: float
     ts_ns: int = field(default_factory=time.time_ns)
-
 
 
 async def connection_loop(self: Any, session: aiohttp.ClientSession, conn: StreamConnection) -> None:
@@ -91,9 +94,16 @@ async def connection_loop(self: Any, session: aiohttp.ClientSession, conn: Strea
         delivered = False
         rotate = False
         try:
-            ws = await asyncio.wait_for(session.ws_connect(
-                conn.url, autoping=True, heartbeat=self.heartbeat_s, decode_text=False,
-                timeout=aiohttp.ClientWSTimeout(ws_close=5.0)), self.connect_timeout_s)
+            ws = await asyncio.wait_for(
+                session.ws_connect(
+                    conn.url,
+                    autoping=True,
+                    heartbeat=self.heartbeat_s,
+                    decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
+                ),
+                self.connect_timeout_s,
+            )
         except asyncio.CancelledError:
             raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -131,8 +141,9 @@ async def connection_loop(self: Any, session: aiohttp.ClientSession, conn: Strea
             failures = 0
         failures += 0 if rotate else 1
         if self.max_reconnect_attempts is not None and failures > self.max_reconnect_attempts:
-            queue.put_nowait(("error", BinanceSourceError(
-                f"{conn.name}: {failures - 1} reconnect attempts failed; last: {reason}")))
+            queue.put_nowait(
+                ("error", BinanceSourceError(f"{conn.name}: {failures - 1} reconnect attempts failed; last: {reason}"))
+            )
             return
         if rotate:
             self.rotations += 1

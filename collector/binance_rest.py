@@ -2,6 +2,7 @@
 (429/418/5xx/timeouts with exponential back-off honouring ``Retry-After``, via tenacity) and
 the snapshot fetcher. The websocket side lives in :mod:`collector.binance_ws`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,12 +17,25 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from collector.events import RetryEvent
 from collector.exchanges.binance_parse import (
-    EXCHANGE_COINM, EXCHANGE_SPOT, EXCHANGE_USDM, KIND_SNAPSHOT, BinanceFormatError, DepthSnapshot,
+    EXCHANGE_COINM,
+    EXCHANGE_SPOT,
+    EXCHANGE_USDM,
+    KIND_SNAPSHOT,
+    BinanceFormatError,
+    DepthSnapshot,
     parse_stream_message,
 )
 
-__all__ = ["BinanceHTTPError", "BinanceSourceError", "MARKETS", "MarketSpec", "SnapshotFetcher", "is_retryable",
-           "retry_after_s", "snapshot_limit"]
+__all__ = [
+    "BinanceHTTPError",
+    "BinanceSourceError",
+    "MARKETS",
+    "MarketSpec",
+    "SnapshotFetcher",
+    "is_retryable",
+    "retry_after_s",
+    "snapshot_limit",
+]
 
 log = logging.getLogger("collector.binance_ws")
 
@@ -59,16 +73,52 @@ class MarketSpec:
 
 MARKETS: dict[str, MarketSpec] = {
     # spot: https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams
-    "spot": MarketSpec(EXCHANGE_SPOT, "wss://stream.binance.com:9443", "https://api.binance.com", "/api/v3/depth",
-                       None, 5000, "", "", "depth@100ms", "trade", 1024, False),
+    "spot": MarketSpec(
+        EXCHANGE_SPOT,
+        "wss://stream.binance.com:9443",
+        "https://api.binance.com",
+        "/api/v3/depth",
+        None,
+        5000,
+        "",
+        "",
+        "depth@100ms",
+        "trade",
+        1024,
+        False,
+    ),
     # USD-M: https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams
     # (depth belongs to /public, aggTrade to /market; unrouted connections only get /public data)
-    "usdm": MarketSpec(EXCHANGE_USDM, "wss://fstream.binance.com", "https://fapi.binance.com", "/fapi/v1/depth",
-                       (5, 10, 20, 50, 100, 500, 1000), 1000, "/public", "/market", "depth@100ms", "aggTrade", 200, True),
+    "usdm": MarketSpec(
+        EXCHANGE_USDM,
+        "wss://fstream.binance.com",
+        "https://fapi.binance.com",
+        "/fapi/v1/depth",
+        (5, 10, 20, 50, 100, 500, 1000),
+        1000,
+        "/public",
+        "/market",
+        "depth@100ms",
+        "aggTrade",
+        200,
+        True,
+    ),
     # COIN-M: https://developers.binance.com/docs/derivatives/coin-margined-futures/websocket-market-streams
     # (symbols like BTCUSD_PERP; sizes in contracts; one connection carries depth and trades)
-    "coinm": MarketSpec(EXCHANGE_COINM, "wss://dstream.binance.com", "https://dapi.binance.com", "/dapi/v1/depth",
-                        (5, 10, 20, 50, 100, 500, 1000), 1000, "", "", "depth@100ms", "aggTrade", 200, True),
+    "coinm": MarketSpec(
+        EXCHANGE_COINM,
+        "wss://dstream.binance.com",
+        "https://dapi.binance.com",
+        "/dapi/v1/depth",
+        (5, 10, 20, 50, 100, 500, 1000),
+        1000,
+        "",
+        "",
+        "depth@100ms",
+        "aggTrade",
+        200,
+        True,
+    ),
 }
 
 
@@ -121,8 +171,6 @@ def retry_after_s(headers: Any) -> float | None:
     return v if v >= 0 else None
 
 
-
-
 class _WaitRetryAfter:
     """Exponential back-off, but never shorter than the server's Retry-After."""
 
@@ -143,9 +191,19 @@ class SnapshotFetcher:
     """REST depth snapshots of one market with retries; counts ``rest_requests``, ``retries``
     and ``retries_by_error``, reports each retry through ``on_retry``."""
 
-    def __init__(self, spec: MarketSpec, rest_url: str, rest_limit: int, *, on_retry: Callable[[RetryEvent], Any] | None,
-                 timeout_s: float, max_attempts: int, backoff_initial_s: float, backoff_max_s: float,
-                 retry_after_max_s: float) -> None:
+    def __init__(
+        self,
+        spec: MarketSpec,
+        rest_url: str,
+        rest_limit: int,
+        *,
+        on_retry: Callable[[RetryEvent], Any] | None,
+        timeout_s: float,
+        max_attempts: int,
+        backoff_initial_s: float,
+        backoff_max_s: float,
+        retry_after_max_s: float,
+    ) -> None:
         self.spec = spec
         self.exchange = spec.exchange
         self.rest_url = rest_url
@@ -171,16 +229,25 @@ class SnapshotFetcher:
             self.retries += 1
             key = f"HTTP {exc.status}" if isinstance(exc, BinanceHTTPError) else name
             self.retries_by_error[key] = self.retries_by_error.get(key, 0) + 1
-            log.warning("%s %s depth snapshot attempt %d failed (%s), retrying in %.2fs", self.exchange, sym,
-                        rs.attempt_number, exc, sleep_s)
+            log.warning(
+                "%s %s depth snapshot attempt %d failed (%s), retrying in %.2fs",
+                self.exchange,
+                sym,
+                rs.attempt_number,
+                exc,
+                sleep_s,
+            )
             if self.on_retry is not None:
-                self.on_retry(RetryEvent(self.exchange, sym, "depth_snapshot", rs.attempt_number, name,
-                                         str(exc)[:300], sleep_s))
+                self.on_retry(
+                    RetryEvent(self.exchange, sym, "depth_snapshot", rs.attempt_number, name, str(exc)[:300], sleep_s)
+                )
 
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_retryable),
-            wait=_WaitRetryAfter(wait_exponential(multiplier=self.backoff_initial_s, min=self.backoff_initial_s,
-                                                  max=self.backoff_max_s), self.retry_after_max_s),
+            wait=_WaitRetryAfter(
+                wait_exponential(multiplier=self.backoff_initial_s, min=self.backoff_initial_s, max=self.backoff_max_s),
+                self.retry_after_max_s,
+            ),
             stop=stop_after_attempt(self.rest_max_attempts),
             before_sleep=before_sleep,
             reraise=True,

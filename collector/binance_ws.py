@@ -36,6 +36,7 @@ Robustness:
   Other HTTP errors (e.g. 400 unknown symbol) and exhausted retries end :meth:`stream` with
   :class:`BinanceSourceError` / :class:`BinanceHTTPError` so the caller can restart it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -153,8 +154,9 @@ class BinanceDiffSource:
             raise BinanceSourceError("max_connection_age_s must be > 0")
         self.depth = depth
         rest_base = (rest_url or self.spec.rest_url).rstrip("/")
-        self.connections = stream_connections(market, self.symbols, ws_url, depth_stream=depth_stream,
-                                              trade_stream=trade_stream, trades=trades)
+        self.connections = stream_connections(
+            market, self.symbols, ws_url, depth_stream=depth_stream, trade_stream=trade_stream, trades=trades
+        )
         if rest_limit is None:
             rest_limit = snapshot_limit(market, depth)
         elif self.spec.rest_limits is not None and rest_limit not in self.spec.rest_limits:
@@ -164,9 +166,17 @@ class BinanceDiffSource:
         self.on_reconnect = on_reconnect
         self._session = session
         self.trades = trades
-        self.rest = SnapshotFetcher(self.spec, rest_base, rest_limit, on_retry=on_retry, timeout_s=rest_timeout_s,
-                                    max_attempts=rest_max_attempts, backoff_initial_s=backoff_initial_s,
-                                    backoff_max_s=backoff_max_s, retry_after_max_s=retry_after_max_s)
+        self.rest = SnapshotFetcher(
+            self.spec,
+            rest_base,
+            rest_limit,
+            on_retry=on_retry,
+            timeout_s=rest_timeout_s,
+            max_attempts=rest_max_attempts,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            retry_after_max_s=retry_after_max_s,
+        )
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.max_reconnect_attempts = max_reconnect_attempts
@@ -174,7 +184,8 @@ class BinanceDiffSource:
         self.heartbeat_s = heartbeat_s
         self.max_connection_age_s = max_connection_age_s
         self.builders: dict[str, BinanceDiffBook] = {
-            s: BinanceDiffBook(market, max_buffer=max_buffer) for s in self.symbols}
+            s: BinanceDiffBook(market, max_buffer=max_buffer) for s in self.symbols
+        }
         # counters
         self.connects = 0
         self.reconnects = 0
@@ -196,9 +207,14 @@ class BinanceDiffSource:
     # ----------------------------------------------------------------- public API
     def stats(self) -> dict[str, Any]:
         return {
-            "connects": self.connects, "reconnects": self.reconnects, "rotations": self.rotations,
-            "rest_requests": self.rest_requests, "snapshots_applied": self.snapshots_applied,
-            "retries": self.retries, "bad_messages": self.bad_messages, "messages": self.messages,
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "rotations": self.rotations,
+            "rest_requests": self.rest_requests,
+            "snapshots_applied": self.snapshots_applied,
+            "retries": self.retries,
+            "bad_messages": self.bad_messages,
+            "messages": self.messages,
             "books": {s: b.stats() for s, b in self.builders.items()},
         }
 
@@ -215,8 +231,9 @@ class BinanceDiffSource:
         session = self._session or aiohttp.ClientSession()
         queue: asyncio.Queue = asyncio.Queue()
         self._queue = queue
-        conn_tasks = [asyncio.create_task(self._conn_loop(session, c), name=f"binance-ws-{c.name}")
-                      for c in self.connections]
+        conn_tasks = [
+            asyncio.create_task(self._conn_loop(session, c), name=f"binance-ws-{c.name}") for c in self.connections
+        ]
         try:
             while True:
                 item = await queue.get()
@@ -290,8 +307,9 @@ class BinanceDiffSource:
             log.warning("%s: websocket error message: %.300r", self.exchange, msg)
         return ()
 
-    def _on_snapshot(self, session: aiohttp.ClientSession, sym: str, snap: DepthSnapshot, ts: int,
-                     gen: int) -> BookSnapshot | None:
+    def _on_snapshot(
+        self, session: aiohttp.ClientSession, sym: str, snap: DepthSnapshot, ts: int, gen: int
+    ) -> BookSnapshot | None:
         self._fetching.pop(sym, None)
         if gen != self._gen[sym]:
             return None  # requested before a reconnect: the new stream asks for its own
@@ -304,8 +322,13 @@ class BinanceDiffSource:
         if res is SyncResult.STALE:
             # not newer than the book: ignored (counted in the builder's old_snapshots); the book
             # never rewinds. If it is still waiting for a snapshot, ask again (slower if it repeats)
-            log.info("%s %s: snapshot %d is older than the book (%d); ignored", self.exchange, sym,
-                     snap.lastUpdateId, b.last_update_id)
+            log.info(
+                "%s %s: snapshot %d is older than the book (%d); ignored",
+                self.exchange,
+                sym,
+                snap.lastUpdateId,
+                b.last_update_id,
+            )
             if b.needs_snapshot:
                 self._failed_snapshots[sym] += 1
                 self._request_snapshot(session, sym)
@@ -313,8 +336,12 @@ class BinanceDiffSource:
         if res is SyncResult.GAP:
             # buffered diffs are newer than the snapshot: fetch again, slowing down if it repeats
             self._failed_snapshots[sym] += 1
-            log.info("%s %s: snapshot %d does not bridge the buffered diffs; fetching again", self.exchange, sym,
-                     snap.lastUpdateId)
+            log.info(
+                "%s %s: snapshot %d does not bridge the buffered diffs; fetching again",
+                self.exchange,
+                sym,
+                snap.lastUpdateId,
+            )
             self._request_snapshot(session, sym)
         if res is SyncResult.APPLIED or self._last_valid.get(sym, False) != b.valid:
             if res is SyncResult.APPLIED:
@@ -344,8 +371,9 @@ class BinanceDiffSource:
             return
         n = self._failed_snapshots[sym]
         delay = 0.0 if n == 0 else min(self.rest.backoff_max_s, self.rest.backoff_initial_s * 2 ** (n - 1))
-        self._fetching[sym] = asyncio.create_task(self._fetch_task(session, sym, self._gen[sym], delay),
-                                                  name=f"binance-snapshot-{sym}")
+        self._fetching[sym] = asyncio.create_task(
+            self._fetch_task(session, sym, self._gen[sym], delay), name=f"binance-snapshot-{sym}"
+        )
 
     async def _fetch_task(self, session: aiohttp.ClientSession, sym: str, gen: int, delay: float) -> None:
         queue = self._queue

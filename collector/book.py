@@ -20,6 +20,7 @@ the window (moving far levels into it first if it holds fewer than ``n``) and ra
 window target to ``n`` (at most :data:`MAX_WINDOW`), so repeated emits of a fixed depth never
 touch the rest of the book.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -217,7 +218,9 @@ class L2Book:
         """Apply absolute level updates (size 0 = remove). Prices/sizes may be str or float."""
         self.apply_levels([(float(p), float(q)) for p, q in bids], [(float(p), float(q)) for p, q in asks])
 
-    def apply_levels(self, bid_levels: Iterable[tuple[float, float]], ask_levels: Iterable[tuple[float, float]]) -> None:
+    def apply_levels(
+        self, bid_levels: Iterable[tuple[float, float]], ask_levels: Iterable[tuple[float, float]]
+    ) -> None:
         """Hot path: apply levels that are already ``(float, float)`` (size <= 0 removes).
 
         Per level: one comparison with the window boundary, one dict operation. The best price

@@ -23,6 +23,7 @@ on the same pybit socket; :func:`parse_public_trades` (pure) turns each raw mess
 Threading: pybit runs the socket in its own thread; ``on_update``/``on_trade`` are called
 on that thread, with the builder locked. Use :meth:`BybitBookStream.snapshot` from elsewhere.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,8 +78,18 @@ def parse_public_trades(msg: Mapping[str, Any], *, ts_recv: int, exchange: str =
             raise BybitTradeError(f"{topic}: bad trade {r!r}: {type(exc).__name__} {exc}") from None
         if not (price > 0 and size > 0 and ts > 0):
             raise BybitTradeError(f"{topic}: bad trade {r!r}: price, size and time must be > 0")
-        out.append(Trade(exchange=exchange, symbol=symbol, ts_exchange=ts * 1_000_000, ts_recv=ts_recv,
-                         price=price, size=size, side=side, trade_id=tid))
+        out.append(
+            Trade(
+                exchange=exchange,
+                symbol=symbol,
+                ts_exchange=ts * 1_000_000,
+                ts_recv=ts_recv,
+                price=price,
+                size=size,
+                side=side,
+                trade_id=tid,
+            )
+        )
     return out
 
 
@@ -132,8 +143,9 @@ class BybitBookStream:
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
         """Connect (blocks until pybit reports the socket open) and subscribe."""
-        kwargs = dict(self.ws_kwargs, channel_type=self.channel_type, testnet=self.testnet,
-                      callback_function=self._on_raw)
+        kwargs = dict(
+            self.ws_kwargs, channel_type=self.channel_type, testnet=self.testnet, callback_function=self._on_raw
+        )
         self.ws = EndpointWebSocket(endpoint=self.endpoint, **kwargs) if self.endpoint else WebSocket(**kwargs)
         self._subscribe()
         if self.on_trade is not None:

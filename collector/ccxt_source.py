@@ -23,6 +23,7 @@ Depth: each exchange accepts different ``limit`` values (taken from ccxt's own
 :data:`EXCHANGES`); :func:`resolve_limit` picks the smallest allowed limit that covers the
 requested depth (or the exchange maximum) and the snapshot is cut to ``depth``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -109,13 +110,30 @@ class ExchangeSpec:
 # "binance_ccxt" is Binance spot through ccxt instead of the native diff-depth source (a
 # fallback route; published under its own exchange name so the two never mix).
 EXCHANGES: dict[str, ExchangeSpec] = {
-    "binance": ExchangeSpec("binance", rest_limits=(5, 10, 20, 50, 100, 500, 1000, 5000), rest_max=5000,
-                            ws_limits=(5, 10, 20, 50, 100, 500, 1000, 5000), ws_max=5000, fetch_markets_types=("spot",)),
-    "binance_ccxt": ExchangeSpec("binance", rest_limits=(5, 10, 20, 50, 100, 500, 1000, 5000), rest_max=5000,
-                                 ws_limits=(5, 10, 20, 50, 100, 500, 1000, 5000), ws_max=5000,
-                                 fetch_markets_types=("spot",)),
-    "binanceusdm": ExchangeSpec("binanceusdm", rest_limits=(5, 10, 20, 50, 100, 500, 1000), rest_max=1000,
-                                ws_limits=(5, 10, 20, 50, 100, 500, 1000), ws_max=1000, fetch_markets_types=("linear",)),
+    "binance": ExchangeSpec(
+        "binance",
+        rest_limits=(5, 10, 20, 50, 100, 500, 1000, 5000),
+        rest_max=5000,
+        ws_limits=(5, 10, 20, 50, 100, 500, 1000, 5000),
+        ws_max=5000,
+        fetch_markets_types=("spot",),
+    ),
+    "binance_ccxt": ExchangeSpec(
+        "binance",
+        rest_limits=(5, 10, 20, 50, 100, 500, 1000, 5000),
+        rest_max=5000,
+        ws_limits=(5, 10, 20, 50, 100, 500, 1000, 5000),
+        ws_max=5000,
+        fetch_markets_types=("spot",),
+    ),
+    "binanceusdm": ExchangeSpec(
+        "binanceusdm",
+        rest_limits=(5, 10, 20, 50, 100, 500, 1000),
+        rest_max=1000,
+        ws_limits=(5, 10, 20, 50, 100, 500, 1000),
+        ws_max=1000,
+        fetch_markets_types=("linear",),
+    ),
     "bybit": ExchangeSpec("bybit", default_type="linear", rest_max=500, ws_limits=(1, 50, 200, 1000), ws_max=1000),
     "bybit_spot": ExchangeSpec("bybit", default_type="spot", rest_max=200, ws_limits=(1, 50, 200, 1000), ws_max=1000),
     "okx": ExchangeSpec("okx", rest_max=400, ws_limits=(1, 5, 400), ws_max=400),
@@ -159,8 +177,9 @@ def rebase_api_urls(exchange: Any, base_url: str) -> None:
     exchange.urls["api"] = rebase(exchange.urls["api"])
 
 
-def normalise_order_book(ob: Mapping[str, Any], *, exchange: str, symbol: str, depth: int,
-                         ts_recv: int) -> BookSnapshot:
+def normalise_order_book(
+    ob: Mapping[str, Any], *, exchange: str, symbol: str, depth: int, ts_recv: int
+) -> BookSnapshot:
     """ccxt unified order book -> BookSnapshot (top ``depth``, sorted, crossed -> invalid)."""
     bids = np.asarray([lv[:2] for lv in ob.get("bids") or ()], dtype=np.float64).reshape(-1, 2)
     asks = np.asarray([lv[:2] for lv in ob.get("asks") or ()], dtype=np.float64).reshape(-1, 2)
@@ -174,11 +193,16 @@ def normalise_order_book(ob: Mapping[str, Any], *, exchange: str, symbol: str, d
     elif not len(bids) or not len(asks):
         valid, reason = False, "empty side"
     return BookSnapshot(
-        exchange=exchange, symbol=symbol,
+        exchange=exchange,
+        symbol=symbol,
         ts_exchange=int(ts) * 1_000_000 if ts else 0,
         ts_recv=ts_recv,
         seq=int(nonce) if nonce is not None else 0,
-        bids=bids, asks=asks, depth=depth, valid=valid, reason=reason,
+        bids=bids,
+        asks=asks,
+        depth=depth,
+        valid=valid,
+        reason=reason,
     )
 
 
@@ -201,8 +225,16 @@ def normalise_trade(t: Mapping[str, Any], *, exchange: str, symbol: str, ts_recv
     if not (price > 0 and size > 0 and ts > 0):
         raise CcxtDataError(f"{exchange} {symbol}: trade {t.get('id')!r} has price={price} amount={size} ts={ts}")
     tid = t.get("id")
-    return Trade(exchange=exchange, symbol=symbol, ts_exchange=ts * 1_000_000, ts_recv=ts_recv, price=price,
-                 size=size, side=side, trade_id="" if tid is None else str(tid))
+    return Trade(
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=ts * 1_000_000,
+        ts_recv=ts_recv,
+        price=price,
+        size=size,
+        side=side,
+        trade_id="" if tid is None else str(tid),
+    )
 
 
 class TradeDeduper:
@@ -236,10 +268,6 @@ class TradeDeduper:
 
     def __len__(self) -> int:
         return len(self._ids)
-
-
-
-
 
 
 class _CcxtSource:
@@ -311,14 +339,23 @@ class _CcxtSource:
             self.retries += 1
             self.retries_by_error[name] = self.retries_by_error.get(name, 0) + 1
             ev = RetryEvent(self.name, self.symbol, operation, rs.attempt_number, name, str(exc)[:300], sleep_s)
-            log.warning("%s %s %s attempt %d failed (%s), retrying in %.2fs", self.name, self.symbol,
-                        operation, rs.attempt_number, name, sleep_s)
+            log.warning(
+                "%s %s %s attempt %d failed (%s), retrying in %.2fs",
+                self.name,
+                self.symbol,
+                operation,
+                rs.attempt_number,
+                name,
+                sleep_s,
+            )
             if self.on_retry is not None:
                 self.on_retry(ev)
 
         return AsyncRetrying(
             retry=retry_if_exception_type(RETRYABLE_ERRORS),
-            wait=wait_exponential(multiplier=self.backoff_initial_s, min=self.backoff_initial_s, max=self.backoff_max_s),
+            wait=wait_exponential(
+                multiplier=self.backoff_initial_s, min=self.backoff_initial_s, max=self.backoff_max_s
+            ),
             stop=stop_after_attempt(self.max_attempts),
             before_sleep=before_sleep,
             reraise=True,
@@ -387,8 +424,7 @@ class CcxtBookSource(_CcxtSource):
         await self.load_markets()
         if self.mode == "ws":
             while True:
-                ob = await self._call("watch_order_book",
-                                      lambda: self.client.watch_order_book(self.symbol, self.limit))
+                ob = await self._call("watch_order_book", lambda: self.client.watch_order_book(self.symbol, self.limit))
                 yield self._emit(ob)
         else:
             while True:
@@ -398,8 +434,9 @@ class CcxtBookSource(_CcxtSource):
 
     def _emit(self, ob: Mapping[str, Any]) -> BookSnapshot:
         self.updates += 1
-        return normalise_order_book(ob, exchange=self.name, symbol=self.symbol, depth=self.depth,
-                                    ts_recv=time.time_ns())
+        return normalise_order_book(
+            ob, exchange=self.name, symbol=self.symbol, depth=self.depth, ts_recv=time.time_ns()
+        )
 
 
 class CcxtTradeSource(_CcxtSource):
@@ -415,8 +452,17 @@ class CcxtTradeSource(_CcxtSource):
 
     _ws_feature = "watchTrades"
 
-    def __init__(self, exchange: str, symbol: str, *, limit: int | None = 1000, since_ms: int | None = None,
-                 seen_ids: Iterable[str] = (), max_seen: int = 20_000, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        limit: int | None = 1000,
+        since_ms: int | None = None,
+        seen_ids: Iterable[str] = (),
+        max_seen: int = 20_000,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(exchange, symbol, **kwargs)
         if limit is not None and limit < 1:
             raise CcxtSourceError(f"limit must be >= 1, got {limit}")
@@ -436,7 +482,7 @@ class CcxtTradeSource(_CcxtSource):
         seen here: :meth:`_emitted` does that when the trade is handed out)."""
         out: list[Trade] = []
         page_ids: set[str] = set()
-        for t in sorted(raw, key=lambda x: (x.get("timestamp") or 0)):
+        for t in sorted(raw, key=lambda x: x.get("timestamp") or 0):
             try:
                 trade = normalise_trade(t, exchange=self.name, symbol=self.symbol, ts_recv=ts_recv)
             except CcxtDataError as exc:
@@ -473,8 +519,13 @@ class CcxtTradeSource(_CcxtSource):
         if stamps and not new and since is not None and full and max(stamps) <= since:
             # a whole page inside one millisecond, all seen: step over it (trades may be lost)
             self.skipped_windows += 1
-            log.warning("%s %s: %d trades in one ms at %d fill the page; stepping over it",
-                        self.name, self.symbol, len(page), since)
+            log.warning(
+                "%s %s: %d trades in one ms at %d fill the page; stepping over it",
+                self.name,
+                self.symbol,
+                len(page),
+                since,
+            )
             self.since_ms = since + 1
         return new, full
 

@@ -8,6 +8,7 @@ feed would use), as BookSnapshot messages in receive order:
 A snapshot is emitted after every message that changed a book, and once when a book turns
 invalid (sequence gap, checksum failure: the builder waits for a fresh snapshot).
 """
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,13 @@ def is_bybit_archive(path: Path) -> bool:
 class BuilderReplay:
     """Feed (ts_recv_ns, message) pairs to one builder per symbol; yield snapshots."""
 
-    def __init__(self, messages: Callable[[], Iterator[tuple[int, Any]]], builder: type[BookBuilder],
-                 symbols_of: SymbolsOf, depth: int = 25) -> None:
+    def __init__(
+        self,
+        messages: Callable[[], Iterator[tuple[int, Any]]],
+        builder: type[BookBuilder],
+        symbols_of: SymbolsOf,
+        depth: int = 25,
+    ) -> None:
         self._messages = messages
         self._cls = builder
         self._symbols_of = symbols_of

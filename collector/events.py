@@ -1,4 +1,5 @@
 """Events the live sources report to their owner (pure dataclasses, no I/O)."""
+
 from __future__ import annotations
 
 import time

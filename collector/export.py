@@ -9,6 +9,7 @@ feature engine's loaders (:mod:`features.io`) read back:
 
 Parquet (default) or CSV; written in chunks so an export never holds the whole range in memory.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,16 +62,18 @@ def snapshots_to_frame(snaps: list[m.BookSnapshot], depth: int) -> pd.DataFrame:
 
 
 def trades_to_frame(trades: list[m.Trade]) -> pd.DataFrame:
-    return pd.DataFrame({
-        "exchange": [t.exchange for t in trades],
-        "symbol": [t.symbol for t in trades],
-        "timestamp": [t.ts_exchange // 1000 for t in trades],
-        "local_timestamp": [t.ts_recv // 1000 for t in trades],
-        "id": [t.trade_id for t in trades],
-        "side": [t.side.value for t in trades],
-        "price": [t.price for t in trades],
-        "amount": [t.size for t in trades],
-    })
+    return pd.DataFrame(
+        {
+            "exchange": [t.exchange for t in trades],
+            "symbol": [t.symbol for t in trades],
+            "timestamp": [t.ts_exchange // 1000 for t in trades],
+            "local_timestamp": [t.ts_recv // 1000 for t in trades],
+            "id": [t.trade_id for t in trades],
+            "side": [t.side.value for t in trades],
+            "price": [t.price for t in trades],
+            "amount": [t.size for t in trades],
+        }
+    )
 
 
 def _chunks(it: Iterable[m.Message], n: int) -> Iterator[list[m.Message]]:
@@ -84,8 +87,15 @@ def _chunks(it: Iterable[m.Message], n: int) -> Iterator[list[m.Message]]:
         yield buf
 
 
-def write_export(messages: Iterable[m.Message], kind: str, out: Path, *, depth: int = 25, fmt: str | None = None,
-                 progress: Callable[[int], None] | None = None) -> int:
+def write_export(
+    messages: Iterable[m.Message],
+    kind: str,
+    out: Path,
+    *,
+    depth: int = 25,
+    fmt: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Write ``messages`` (BookSnapshot or Trade) to ``out``; returns the row count."""
     if kind not in ("snapshots", "trades"):
         raise ExportError("kind must be 'snapshots' or 'trades'")

@@ -11,6 +11,7 @@ Binance builder) and decides, per (exchange, symbol):
   that re-emits a snapshot produces the same id and nothing is stored or handled twice,
 * per-feed health counters (:class:`collector.health.HealthRegistry`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -61,8 +62,15 @@ def _kind_of(reason: str) -> str:
 
 
 class FeedProcessor:
-    def __init__(self, *, rate_hz: float = 10.0, store_interval_s: float = 1.0, max_staleness_s: float = 5.0,
-                 source: str = "collector", measure_latency: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        rate_hz: float = 10.0,
+        store_interval_s: float = 1.0,
+        max_staleness_s: float = 5.0,
+        source: str = "collector",
+        measure_latency: bool = True,
+    ) -> None:
         if rate_hz <= 0 or store_interval_s <= 0 or max_staleness_s <= 0:
             raise ValueError("rate_hz, store_interval_s and max_staleness_s must be > 0")
         self.min_gap_ns = int(_NS / rate_hz)
@@ -138,9 +146,18 @@ class FeedProcessor:
                 self._stale.add(key)
                 self.stale_events += 1
                 age = (now_ns - last.ts_recv) / _NS
-                stale = m.BookSnapshot(exchange=last.exchange, symbol=last.symbol, ts_exchange=last.ts_exchange,
-                                       ts_recv=now_ns, seq=last.seq, bids=last.bids, asks=last.asks,
-                                       depth=last.depth, valid=False, reason=f"stale: no update for {age:.1f}s")
+                stale = m.BookSnapshot(
+                    exchange=last.exchange,
+                    symbol=last.symbol,
+                    ts_exchange=last.ts_exchange,
+                    ts_recv=now_ns,
+                    seq=last.seq,
+                    bids=last.bids,
+                    asks=last.asks,
+                    depth=last.depth,
+                    valid=False,
+                    reason=f"stale: no update for {age:.1f}s",
+                )
                 stale.id = snapshot_id(stale)
                 self._valid[key] = False
                 out.events.append(self._event("feed_stale", "warning", stale, stale.reason))
@@ -155,10 +172,18 @@ class FeedProcessor:
     # ------------------------------------------------------------------ events
     def reconnect(self, exchange: str, symbol: str, why: str) -> m.RiskEvent:
         self.health.feed(exchange, symbol).on_reconnect()
-        return m.RiskEvent(kind="feed_reconnect", severity="warning", source=self.source, exchange=exchange,
-                           symbol=symbol, message=why)
+        return m.RiskEvent(
+            kind="feed_reconnect", severity="warning", source=self.source, exchange=exchange, symbol=symbol, message=why
+        )
 
     def _event(self, kind: str, severity: str, s: m.BookSnapshot, message: str) -> m.RiskEvent:
-        return m.RiskEvent(kind=kind, severity=severity, source=self.source, exchange=s.exchange,  # type: ignore[arg-type]
-                           symbol=s.symbol, message=message, data={"seq": s.seq, "ts_recv": s.ts_recv},
-                           ts=s.ts_recv)
+        return m.RiskEvent(
+            kind=kind,
+            severity=severity,
+            source=self.source,
+            exchange=s.exchange,  # type: ignore[arg-type]
+            symbol=s.symbol,
+            message=message,
+            data={"seq": s.seq, "ts_recv": s.ts_recv},
+            ts=s.ts_recv,
+        )

@@ -5,6 +5,7 @@ gaps, resyncs, reconnects, crossed books, staleness (now - last update) and the 
 exchange-to-receive latency. :meth:`FeedHealth.snapshot` returns a plain dict for heartbeats,
 metrics and the API; :func:`is_stale` decides staleness for a configurable max age.
 """
+
 from __future__ import annotations
 
 import time

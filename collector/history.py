@@ -13,6 +13,7 @@ Layout written (Binance's kline dump, which :func:`features.io.load_klines` read
 ccxt's unified OHLCV has no quote volume, trade count or taker volumes: those columns are
 left empty. ``close_time`` = ``open_time + interval - 1`` ms, as the exchange writes it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,20 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KLINE_COLUMNS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-                 "taker_buy_volume", "taker_buy_quote_volume", "ignore")
+KLINE_COLUMNS = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
 _UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 
 
@@ -87,8 +100,22 @@ def kline_rows(ohlcv: Sequence[Sequence[Any]], interval_ms: int) -> list[tuple[s
     rows = []
     for r in ohlcv:
         t = int(r[0])
-        rows.append((str(t), _num(r[1]), _num(r[2]), _num(r[3]), _num(r[4]), _num(r[5]), str(t + interval_ms - 1),
-                     "", "", "", "", ""))
+        rows.append(
+            (
+                str(t),
+                _num(r[1]),
+                _num(r[2]),
+                _num(r[3]),
+                _num(r[4]),
+                _num(r[5]),
+                str(t + interval_ms - 1),
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+        )
     return rows
 
 
@@ -110,17 +137,34 @@ class KlineDownloader:
     client. ``exchange`` is a ccxt-source name (see :data:`collector.ccxt_source.EXCHANGES`);
     ``symbol`` either unified (``BTC/USDT``) or the exchange's id (``BTCUSDT``)."""
 
-    def __init__(self, exchange: str, symbol: str, *, timeframe: str = "1m", limit: int = 1000,
-                 api_base_url: str | None = None, max_attempts: int = 6, backoff_initial_s: float = 0.5,
-                 backoff_max_s: float = 30.0, on_retry: Callable[[Any], Any] | None = None) -> None:
+    def __init__(
+        self,
+        exchange: str,
+        symbol: str,
+        *,
+        timeframe: str = "1m",
+        limit: int = 1000,
+        api_base_url: str | None = None,
+        max_attempts: int = 6,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        on_retry: Callable[[Any], Any] | None = None,
+    ) -> None:
         from collector.ccxt_source import _CcxtSource
 
         self.interval_ms = timeframe_ms(timeframe)
         self.timeframe = timeframe
         self.limit = limit
-        self.src = _CcxtSource(exchange, symbol, mode="rest", max_attempts=max_attempts,
-                               backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s, on_retry=on_retry,
-                               api_base_url=api_base_url)
+        self.src = _CcxtSource(
+            exchange,
+            symbol,
+            mode="rest",
+            max_attempts=max_attempts,
+            backoff_initial_s=backoff_initial_s,
+            backoff_max_s=backoff_max_s,
+            on_retry=on_retry,
+            api_base_url=api_base_url,
+        )
         self.exchange = exchange
         self.symbol = symbol
         self.requests = 0
@@ -146,6 +190,7 @@ class KlineDownloader:
         sym = await self.unified_symbol()
         since = since_ms
         while since < until_ms:
+
             async def fetch(since: int = since) -> Any:
                 self.requests += 1
                 return await self.src.client.fetch_ohlcv(sym, self.timeframe, since=since, limit=self.limit)
@@ -157,8 +202,9 @@ class KlineDownloader:
             yield rows
             since = int(rows[-1][0]) + self.interval_ms
 
-    async def fetch(self, since_ms: int, until_ms: int,
-                    on_page: Callable[[list], Awaitable[None] | None] | None = None) -> list[list[Any]]:
+    async def fetch(
+        self, since_ms: int, until_ms: int, on_page: Callable[[list], Awaitable[None] | None] | None = None
+    ) -> list[list[Any]]:
         out: list[list[Any]] = []
         async for page in self.pages(since_ms, until_ms):
             out.extend(page)

@@ -17,6 +17,7 @@
 The naming/rotation rules are pure functions (:func:`day_of`, :func:`file_name`); the
 :class:`Recorder` only owns the open files.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -78,8 +79,9 @@ class _Open:
 class Recorder:
     """Writes raw messages of one exchange into rotating day files under ``root/<exchange>``."""
 
-    def __init__(self, root: str | Path, exchange: str, *, rotate_bytes: int | None = None,
-                 flush_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, root: str | Path, exchange: str, *, rotate_bytes: int | None = None, flush_interval_s: float = 1.0
+    ) -> None:
         if rotate_bytes is not None and rotate_bytes <= 0:
             raise ValueError(f"rotate_bytes must be > 0, got {rotate_bytes}")
         self.dir = Path(root) / safe_symbol(exchange)
@@ -179,8 +181,9 @@ class RecorderPool:
     def for_exchange(self, exchange: str) -> Recorder:
         r = self.recorders.get(exchange)
         if r is None:
-            r = self.recorders[exchange] = Recorder(self.root, exchange, rotate_bytes=self.rotate_bytes,
-                                                    flush_interval_s=self.flush_interval_s)
+            r = self.recorders[exchange] = Recorder(
+                self.root, exchange, rotate_bytes=self.rotate_bytes, flush_interval_s=self.flush_interval_s
+            )
         return r
 
     def stats(self) -> dict[str, int]:

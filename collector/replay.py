@@ -18,6 +18,7 @@ R per second per symbol by event time while never losing the latest state.
 "Event time" throughout is the receive timestamp ``ts_recv`` (ns) carried by every message:
 one clock for books and trades, so a replay at any speed emits exactly the same messages.
 """
+
 from __future__ import annotations
 
 import asyncio

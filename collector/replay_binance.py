@@ -9,6 +9,7 @@ play in time order as one stream (a continuation file without a snapshot continu
 predecessor's book); files of several streams (a directory mixing symbols or markets) are
 split per stream and merged by receive time.
 """
+
 from __future__ import annotations
 
 import heapq

@@ -2,6 +2,7 @@
 container: a directory, a zip archive) and builds the source that replays it through that
 venue's own book builder. :func:`replay_sources` picks the first format that claims a path;
 adding a format is adding a row. Market and symbol always come from the data."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

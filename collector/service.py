@@ -14,6 +14,7 @@
   turn the heartbeat "degraded" (:mod:`collector.supervision`). ``COLLECTOR_TRADES`` (default
   on) adds the trades of every live source.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -51,10 +52,14 @@ class CollectorService(Service):
 
     def setup(self) -> None:
         s = self.settings
-        self.processor = FeedProcessor(rate_hz=s.snapshot_rate_hz, store_interval_s=s.snapshot_store_interval_s,
-                                       max_staleness_s=s.book_max_staleness_s, source=self.name,
-                                       # a replay cannot measure exchange latency: the recorder's clock is not ours
-                                       measure_latency=s.collector_source == "live")
+        self.processor = FeedProcessor(
+            rate_hz=s.snapshot_rate_hz,
+            store_interval_s=s.snapshot_store_interval_s,
+            max_staleness_s=s.book_max_staleness_s,
+            source=self.name,
+            # a replay cannot measure exchange latency: the recorder's clock is not ours
+            measure_latency=s.collector_source == "live",
+        )
         self._lock = threading.Lock()
         self.recorders: Any = None  # collector.recorder.RecorderPool when COLLECTOR_RECORD_DIR is set
         self.snap_writer = self.trade_writer = None
@@ -199,10 +204,14 @@ class CollectorService(Service):
 
         while not self.stopping.is_set():
             bounds[:] = [0, 0]
-            sources = self.sources if loop == 0 else replay_sources(
-                s.replay_paths or [str(data_dir() / DEFAULT_RECORDING)], s.book_depth, s.snapshot_rate_hz)
-            for msg in pace(seen(self._shifted(loop, span, merge_by_recv(*sources))), speed,
-                            _StopClock(self.stopping)):
+            sources = (
+                self.sources
+                if loop == 0
+                else replay_sources(
+                    s.replay_paths or [str(data_dir() / DEFAULT_RECORDING)], s.book_depth, s.snapshot_rate_hz
+                )
+            )
+            for msg in pace(seen(self._shifted(loop, span, merge_by_recv(*sources))), speed, _StopClock(self.stopping)):
                 if self.stopping.is_set():
                     return
                 self.replayed += 1
@@ -229,14 +238,21 @@ class CollectorService(Service):
         if s.collector_record_dir and self.recorders is None:
             from collector.recorder import RecorderPool
 
-            self.recorders = RecorderPool(s.collector_record_dir, flush_interval_s=s.collector_record_flush_s,
-                                          rotate_bytes=int(s.collector_record_rotate_mb * 2**20)
-                                          if s.collector_record_rotate_mb else None)
-        ctx = FeedContext(self.settings, self._on_retry, self._on_reconnect,
-                          self.recorders.for_exchange if self.recorders is not None else None)
+            self.recorders = RecorderPool(
+                s.collector_record_dir,
+                flush_interval_s=s.collector_record_flush_s,
+                rotate_bytes=int(s.collector_record_rotate_mb * 2**20) if s.collector_record_rotate_mb else None,
+            )
+        ctx = FeedContext(
+            self.settings,
+            self._on_retry,
+            self._on_reconnect,
+            self.recorders.for_exchange if self.recorders is not None else None,
+        )
         venues = [venue(ex) for ex in self.settings.exchanges]  # all names checked before anything starts
-        return [f for v, ex in zip(venues, self.settings.exchanges)
-                for f in v.feeds(ctx, list(self.settings.symbols), ex)]
+        return [
+            f for v, ex in zip(venues, self.settings.exchanges) for f in v.feeds(ctx, list(self.settings.symbols), ex)
+        ]
 
     def _run_live(self) -> None:
         try:
@@ -260,8 +276,16 @@ class CollectorService(Service):
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _on_retry(self, ev: Any) -> None:
-        self._report(m.RiskEvent(kind="exchange_retry", severity="info", source=self.name, exchange=ev.exchange,
-                                 symbol=ev.symbol, message=f"{ev.operation} {ev.error}: retry in {ev.sleep_s:.1f}s"))
+        self._report(
+            m.RiskEvent(
+                kind="exchange_retry",
+                severity="info",
+                source=self.name,
+                exchange=ev.exchange,
+                symbol=ev.symbol,
+                message=f"{ev.operation} {ev.error}: retry in {ev.sleep_s:.1f}s",
+            )
+        )
 
     def _on_reconnect(self, ev: Any) -> None:  # a source reconnecting by itself: counted and reported
         for sym in ev.symbols:
@@ -298,7 +322,7 @@ class CollectorService(Service):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - restart the feed with back-off, reported
-                delay = min(60.0, self.settings.collector_reconnect_initial_s * 2.0 ** attempt)
+                delay = min(60.0, self.settings.collector_reconnect_initial_s * 2.0**attempt)
                 attempt += 1
                 why = f"{feed.what}: {type(exc).__name__}: {exc}"[:300]
                 sup.failed(feed.name, why)
@@ -325,17 +349,28 @@ class CollectorService(Service):
 
     def stats(self) -> dict[str, float]:
         p = self.processor
-        out = {"published": float(p.published), "throttled": float(p.throttled), "stale_events": float(p.stale_events),
-               "report_errors": float(self.report_errors), "checkpoint_waits": float(self.checkpoint_waits),
-               "problems": float(len(self.problems())), **self.supervision.stats()}
+        out = {
+            "published": float(p.published),
+            "throttled": float(p.throttled),
+            "stale_events": float(p.stale_events),
+            "report_errors": float(self.report_errors),
+            "checkpoint_waits": float(self.checkpoint_waits),
+            "problems": float(len(self.problems())),
+            **self.supervision.stats(),
+        }
         for w in (self.snap_writer, self.trade_writer):
             if w is not None:
                 out[f"store.{w.collection}.dropped"] = float(w.dropped)
                 out[f"store.{w.collection}.duplicates"] = float(w.duplicates)
         if not self.live:
-            out["old_snapshots"] = float(sum(b.old_snapshots for src in self.sources
-                                             for b in getattr(src, "builders", {}).values()
-                                             if hasattr(b, "old_snapshots")))
+            out["old_snapshots"] = float(
+                sum(
+                    b.old_snapshots
+                    for src in self.sources
+                    for b in getattr(src, "builders", {}).values()
+                    if hasattr(b, "old_snapshots")
+                )
+            )
         rec = getattr(self, "recorders", None)
         if rec is not None:  # COLLECTOR_RECORD_DIR: what the recording holds so far
             out.update({f"record.{k}": float(v) for k, v in rec.stats().items() if k != "gaps"})
@@ -349,8 +384,11 @@ class CollectorService(Service):
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         if cmd.command in ("status", "health"):
-            return {"source": self.settings.collector_source, "problems": self.problems(),
-                    "feeds": self.processor.health.snapshot(self._now())}
+            return {
+                "source": self.settings.collector_source,
+                "problems": self.problems(),
+                "feeds": self.processor.health.snapshot(self._now()),
+            }
         return None
 
 

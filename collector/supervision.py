@@ -13,6 +13,7 @@ A feed is a problem when
 * its task died (an exception escaped the supervisor itself), or
 * it could not start at all (unknown exchange, unreadable recording).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

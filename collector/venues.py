@@ -13,6 +13,7 @@ A venue adapter bundles, for one exchange (or one market of it):
 
 Adding an exchange: see the README ("Adding an exchange").
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,11 +78,20 @@ def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> l
     }[market]
 
     def make() -> Any:
-        return BinanceDiffSource(market, list(symbols), depth=s.book_depth, ws_url=ws_url, rest_url=rest_url,  # type: ignore[arg-type]
-                                 on_retry=ctx.on_retry, on_reconnect=ctx.on_reconnect,
-                                 depth_stream=s.binance_depth_stream, trade_stream=s.binance_trade_stream,
-                                 trades=s.collector_trades, reconnect_initial_s=s.collector_reconnect_initial_s,
-                                 raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
+        return BinanceDiffSource(
+            market,
+            list(symbols),
+            depth=s.book_depth,
+            ws_url=ws_url,
+            rest_url=rest_url,  # type: ignore[arg-type]
+            on_retry=ctx.on_retry,
+            on_reconnect=ctx.on_reconnect,
+            depth_stream=s.binance_depth_stream,
+            trade_stream=s.binance_trade_stream,
+            trades=s.collector_trades,
+            reconnect_initial_s=s.collector_reconnect_initial_s,
+            raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
+        )
 
     return [FeedSpec(f"{exchange} book+trades {','.join(symbols)}", exchange, tuple(symbols), "book+trades", make)]
 
@@ -94,8 +104,17 @@ class BybitSource:
     raises into the supervisor, which retries with back-off) and yields our own book's
     snapshots and the trades; it raises when pybit gives up on the socket."""
 
-    def __init__(self, symbol: str, *, depth: int, emit_depth: int, testnet: bool, trades: bool,
-                 endpoint: str | None = None, connect_retries: int = 3) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        depth: int,
+        emit_depth: int,
+        testnet: bool,
+        trades: bool,
+        endpoint: str | None = None,
+        connect_retries: int = 3,
+    ) -> None:
         self.symbol = symbol
         self.depth = depth
         self.emit_depth = emit_depth
@@ -114,10 +133,15 @@ class BybitSource:
         def put(x: Any) -> None:
             loop.call_soon_threadsafe(q.put_nowait, x)
 
-        bs = BybitBookStream(self.symbol, depth=self.depth, testnet=self.testnet, endpoint=self.endpoint,
-                             on_update=lambda _r, b: put(b.to_snapshot(self.emit_depth)),
-                             on_trade=put if self.trades else None,
-                             ws_kwargs={"retries": self.connect_retries})
+        bs = BybitBookStream(
+            self.symbol,
+            depth=self.depth,
+            testnet=self.testnet,
+            endpoint=self.endpoint,
+            on_update=lambda _r, b: put(b.to_snapshot(self.emit_depth)),
+            on_trade=put if self.trades else None,
+            ws_kwargs={"retries": self.connect_retries},
+        )
         self._stream = bs
         await loop.run_in_executor(None, bs.start)  # raises when pybit cannot connect
         while True:
@@ -126,7 +150,9 @@ class BybitSource:
             except asyncio.TimeoutError:
                 ws = bs.ws
                 if ws is None or getattr(ws, "exited", False):
-                    raise ConnectionError(f"bybit {self.symbol}: websocket closed and pybit gave up reconnecting") from None
+                    raise ConnectionError(
+                        f"bybit {self.symbol}: websocket closed and pybit gave up reconnecting"
+                    ) from None
                 continue
             yield item
 
@@ -141,9 +167,16 @@ def _bybit_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> lis
     depth = 200 if s.book_depth > 50 else 50
     out = []
     for sym in symbols:
+
         def make(sym: str = sym) -> BybitSource:
-            return BybitSource(sym, depth=depth, emit_depth=s.book_depth, testnet=s.mode.value == "testnet",
-                               trades=s.collector_trades, endpoint=getattr(s, "bybit_ws_url", None))
+            return BybitSource(
+                sym,
+                depth=depth,
+                emit_depth=s.book_depth,
+                testnet=s.mode.value == "testnet",
+                trades=s.collector_trades,
+                endpoint=getattr(s, "bybit_ws_url", None),
+            )
 
         out.append(FeedSpec(f"bybit book+trades {sym}", exchange, (sym,), "book+trades", make))
     return out
@@ -158,9 +191,16 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
     s = ctx.settings
     out = []
     for sym in symbols:
+
         def book(sym: str = sym) -> Any:
-            return CcxtBookSource(exchange, sym, depth=s.book_depth, mode=s.collector_ccxt_mode,
-                                  on_retry=ctx.on_retry, api_base_url=s.ccxt_api_base_url)
+            return CcxtBookSource(
+                exchange,
+                sym,
+                depth=s.book_depth,
+                mode=s.collector_ccxt_mode,
+                on_retry=ctx.on_retry,
+                api_base_url=s.ccxt_api_base_url,
+            )
 
         out.append(FeedSpec(f"{exchange} book {sym}", exchange, (sym,), "book", book))
         if s.collector_trades:
@@ -169,10 +209,15 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
             def trades(sym: str = sym, last: list[Any] = last) -> Any:
                 # a replacement source resumes after the last trade the failed one published
                 prev = last.pop() if last else None
-                src = CcxtTradeSource(exchange, sym, mode=s.collector_ccxt_mode, on_retry=ctx.on_retry,
-                                      api_base_url=s.ccxt_api_base_url,
-                                      since_ms=prev.since_ms if prev is not None else None,
-                                      seen_ids=prev.seen_ids() if prev is not None else ())
+                src = CcxtTradeSource(
+                    exchange,
+                    sym,
+                    mode=s.collector_ccxt_mode,
+                    on_retry=ctx.on_retry,
+                    api_base_url=s.ccxt_api_base_url,
+                    since_ms=prev.since_ms if prev is not None else None,
+                    seen_ids=prev.seen_ids() if prev is not None else (),
+                )
                 last.append(src)
                 return src
 
@@ -181,12 +226,18 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
 
 
 VENUES: dict[str, Venue] = {
-    name: Venue(name, "collector.exchanges.binance_parse", "collector.exchanges.binance_sync", _binance_feeds,
-                f"Binance {market} native diff-depth")
+    name: Venue(
+        name,
+        "collector.exchanges.binance_parse",
+        "collector.exchanges.binance_sync",
+        _binance_feeds,
+        f"Binance {market} native diff-depth",
+    )
     for name, market in _BINANCE_MARKET.items()
 }
-VENUES["bybit"] = Venue("bybit", "collector.bybit_ws", "collector.exchanges.bybit", _bybit_feeds,
-                        "Bybit v5 linear via pybit, own book")
+VENUES["bybit"] = Venue(
+    "bybit", "collector.bybit_ws", "collector.exchanges.bybit", _bybit_feeds, "Bybit v5 linear via pybit, own book"
+)
 
 
 # --------------------------------------------------------------------------- Kraken spot (native, CRC32-checked)
@@ -200,15 +251,25 @@ def _kraken_spot_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) 
     depth = next((d for d in DEPTHS if d >= s.book_depth), DEPTHS[-1])
 
     def make() -> Any:
-        return KrakenSpotSource(list(symbols), depth=depth, version=s.kraken_spot_ws_version,
-                                ws_url=s.kraken_spot_ws_url, emit_depth=min(s.book_depth, depth),
-                                raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None)
+        return KrakenSpotSource(
+            list(symbols),
+            depth=depth,
+            version=s.kraken_spot_ws_version,
+            ws_url=s.kraken_spot_ws_url,
+            emit_depth=min(s.book_depth, depth),
+            raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
+        )
 
     return [FeedSpec(f"{exchange} book {','.join(symbols)}", exchange, tuple(symbols), "book", make)]
 
 
-VENUES["krakenspot"] = Venue("krakenspot", "collector.exchanges.kraken_spot_feed", "collector.exchanges.kraken_spot",
-                             _kraken_spot_feeds, "Kraken spot websocket v1/v2 book, CRC32 checksum on every update")
+VENUES["krakenspot"] = Venue(
+    "krakenspot",
+    "collector.exchanges.kraken_spot_feed",
+    "collector.exchanges.kraken_spot",
+    _kraken_spot_feeds,
+    "Kraken spot websocket v1/v2 book, CRC32 checksum on every update",
+)
 
 
 def _ccxt_names() -> list[str]:

@@ -13,6 +13,7 @@ replies, defined once, transport-neutral.
 The CLI, the Telegram bot and the REST API are thin adapters over :class:`ControlClient`; none
 of them defines a command of its own. Money travels as ``Decimal`` (strings on the wire).
 """
+
 from __future__ import annotations
 
 import time
@@ -24,12 +25,39 @@ import msgspec
 from depthpilot import messages as m
 
 __all__ = [
-    "Request", "Reply", "ControlError", "ControlTimeout", "ControlRejected", "ControlClient", "ControlServer",
-    "REQUESTS", "request_for",
-    "StartTrading", "StopTrading", "Flatten", "PauseEntries", "ResumeEntries", "ResetRisk", "SetParameter",
-    "Status", "Positions", "Balance", "Pnl", "RecentTrades", "RiskLimits", "MuteNotifications",
-    "Ack", "PositionView", "StatusReply", "PositionsReply", "BalanceReply", "PnlReply", "TradeView",
-    "TradesReply", "RiskReply", "SymbolStatus",
+    "Request",
+    "Reply",
+    "ControlError",
+    "ControlTimeout",
+    "ControlRejected",
+    "ControlClient",
+    "ControlServer",
+    "REQUESTS",
+    "request_for",
+    "StartTrading",
+    "StopTrading",
+    "Flatten",
+    "PauseEntries",
+    "ResumeEntries",
+    "ResetRisk",
+    "SetParameter",
+    "Status",
+    "Positions",
+    "Balance",
+    "Pnl",
+    "RecentTrades",
+    "RiskLimits",
+    "MuteNotifications",
+    "Ack",
+    "PositionView",
+    "StatusReply",
+    "PositionsReply",
+    "BalanceReply",
+    "PnlReply",
+    "TradeView",
+    "TradesReply",
+    "RiskReply",
+    "SymbolStatus",
 ]
 
 Role = Literal["viewer", "trader"]
@@ -150,8 +178,20 @@ class MuteNotifications(Request):
 
 
 REQUESTS: tuple[type[Request], ...] = (
-    StartTrading, StopTrading, Flatten, PauseEntries, ResumeEntries, ResetRisk, SetParameter,
-    Status, Positions, Balance, Pnl, RecentTrades, RiskLimits, MuteNotifications,
+    StartTrading,
+    StopTrading,
+    Flatten,
+    PauseEntries,
+    ResumeEntries,
+    ResetRisk,
+    SetParameter,
+    Status,
+    Positions,
+    Balance,
+    Pnl,
+    RecentTrades,
+    RiskLimits,
+    MuteNotifications,
 )
 _BY_COMMAND: dict[str, type[Request]] = {r.COMMAND: r for r in REQUESTS}
 
@@ -260,9 +300,20 @@ class RiskReply(Reply):
 
 
 REPLY_FOR: dict[type[Request], type[Reply]] = {
-    StartTrading: Ack, StopTrading: Ack, Flatten: Ack, PauseEntries: Ack, ResumeEntries: Ack, ResetRisk: Ack,
-    SetParameter: Ack, Status: StatusReply, Positions: PositionsReply, Balance: BalanceReply, Pnl: PnlReply,
-    RecentTrades: TradesReply, RiskLimits: RiskReply, MuteNotifications: Ack,
+    StartTrading: Ack,
+    StopTrading: Ack,
+    Flatten: Ack,
+    PauseEntries: Ack,
+    ResumeEntries: Ack,
+    ResetRisk: Ack,
+    SetParameter: Ack,
+    Status: StatusReply,
+    Positions: PositionsReply,
+    Balance: BalanceReply,
+    Pnl: PnlReply,
+    RecentTrades: TradesReply,
+    RiskLimits: RiskReply,
+    MuteNotifications: Ack,
 }
 
 
@@ -286,9 +337,13 @@ class ControlClient:
 
     def command_for(self, req: Request, timeout_s: float | None = None) -> m.ControlCommand:
         timeout = self.timeout_s if timeout_s is None else timeout_s
-        return m.ControlCommand(target=req.TARGET, command=req.COMMAND, args=_to_wire(req),
-                                requested_by=self.requested_by,
-                                expires_at=time.time_ns() + int(timeout * 1e9))
+        return m.ControlCommand(
+            target=req.TARGET,
+            command=req.COMMAND,
+            args=_to_wire(req),
+            requested_by=self.requested_by,
+            expires_at=time.time_ns() + int(timeout * 1e9),
+        )
 
     def call(self, req: Request, timeout_s: float | None = None) -> Reply:
         from depthpilot.bus.base import RpcTimeout
@@ -298,8 +353,10 @@ class ControlClient:
         try:
             reply = self.bus.rpc(cmd, timeout=timeout)
         except RpcTimeout:
-            raise ControlTimeout(f"{req.TARGET} did not answer {req.COMMAND!r} within {timeout:g} s; "
-                                 "the command expired and will not be executed") from None
+            raise ControlTimeout(
+                f"{req.TARGET} did not answer {req.COMMAND!r} within {timeout:g} s; "
+                "the command expired and will not be executed"
+            ) from None
         if not reply.ok:
             raise ControlRejected(f"{req.COMMAND}: {reply.error}")
         return msgspec.convert(reply.result, REPLY_FOR[type(req)], strict=False)

@@ -4,6 +4,7 @@ one line naming the extra to install (``pip install 'depthpilot[train]'``).
 Extras (pyproject.toml): ``train`` (scikit-learn, matplotlib, optuna: ``depthpilot train``),
 ``demo`` (mongomock-ng: the embedded store of ``make run``), ``dev`` (tests, lint, lock file).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -20,5 +21,6 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         missing = exc.name or module
-        raise MissingExtra(f"{purpose} needs the '{extra}' extra (no module {missing!r}): "
-                           f"pip install 'depthpilot[{extra}]'") from None
+        raise MissingExtra(
+            f"{purpose} needs the '{extra}' extra (no module {missing!r}): pip install 'depthpilot[{extra}]'"
+        ) from None

@@ -16,6 +16,7 @@ Every message carries:
 Decoding garbage, an unknown type or an unsupported version raises
 :class:`MessageDecodeError` and nothing else.
 """
+
 from __future__ import annotations
 
 import os
@@ -270,8 +271,15 @@ class PositionUpdate(_Money, tag="position_update"):
     (exchange, symbol, mode); ``realized_pnl`` is before fees."""
 
     VERSION: ClassVar[int] = 2
-    MONEY: ClassVar[tuple[str, ...]] = ("qty", "avg_price", "realized_pnl", "unrealized_pnl", "fees_paid",
-                                        "mark_price", "stop_price")
+    MONEY: ClassVar[tuple[str, ...]] = (
+        "qty",
+        "avg_price",
+        "realized_pnl",
+        "unrealized_pnl",
+        "fees_paid",
+        "mark_price",
+        "stop_price",
+    )
 
     exchange: str
     symbol: str

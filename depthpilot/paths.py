@@ -1,4 +1,5 @@
 """Where things live on disk: data directory resolution shared by every service and test."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Redaction of secrets in URLs and error texts, shared by settings, bus and store."""
+
 from __future__ import annotations
 
 import re

@@ -21,6 +21,7 @@ Two kinds of raw file:
 ``derived_*`` files (:data:`DERIVED`) are rebuilt locally from the raw files and are **not**
 downloadable; :func:`fetch` skips them.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -133,62 +134,179 @@ DATASETS: tuple[Dataset, ...] = (
 
 MANIFEST: tuple[SourceFile, ...] = (
     # Binance spot BTCUSDT L2 diff recording (byte-identical copies)
-    SourceFile(_SPOT, "raw/btcusdt_20240808.gz", _HFT, _SPOT_COMMIT, "examples/spot/btcusdt_20240808.gz",
-               "5d263f4c5379cfc27379ef0e22779aa33804463d1b69c292e9c0714e31f2e1b4", 1274097),
-    SourceFile(_SPOT, "raw/btcusdt_20240809.gz", _HFT, _SPOT_COMMIT, "examples/spot/btcusdt_20240809.gz",
-               "2981a27474b8903133cc66e25f4da561140dd061c942b84801b9d8c60e4b3599", 1754087),
+    SourceFile(
+        _SPOT,
+        "raw/btcusdt_20240808.gz",
+        _HFT,
+        _SPOT_COMMIT,
+        "examples/spot/btcusdt_20240808.gz",
+        "5d263f4c5379cfc27379ef0e22779aa33804463d1b69c292e9c0714e31f2e1b4",
+        1274097,
+    ),
+    SourceFile(
+        _SPOT,
+        "raw/btcusdt_20240809.gz",
+        _HFT,
+        _SPOT_COMMIT,
+        "examples/spot/btcusdt_20240809.gz",
+        "2981a27474b8903133cc66e25f4da561140dd061c942b84801b9d8c60e4b3599",
+        1754087,
+    ),
     # Binance USD-M BTCUSDT perp L2 diff recording (in history only; byte-identical)
-    SourceFile(_USDM, "raw/btcusdt_20240718.gz", _HFT, _USDM_COMMIT, "examples/usdm/btcusdt_20240718.gz",
-               "e4163718b819a93b858d1259bfeb53e170ee31e03738f88e172af74078cd45be", 572468),
-    SourceFile(_USDM, "raw/btcusdt_20240719.gz", _HFT, _USDM_COMMIT, "examples/usdm/btcusdt_20240719.gz",
-               "33bab357ff6e97be8134efd35d3489794807bedeb47f1a1f6cc81ece65d88b58", 2568733),
+    SourceFile(
+        _USDM,
+        "raw/btcusdt_20240718.gz",
+        _HFT,
+        _USDM_COMMIT,
+        "examples/usdm/btcusdt_20240718.gz",
+        "e4163718b819a93b858d1259bfeb53e170ee31e03738f88e172af74078cd45be",
+        572468,
+    ),
+    SourceFile(
+        _USDM,
+        "raw/btcusdt_20240719.gz",
+        _HFT,
+        _USDM_COMMIT,
+        "examples/usdm/btcusdt_20240719.gz",
+        "33bab357ff6e97be8134efd35d3489794807bedeb47f1a1f6cc81ece65d88b58",
+        2568733,
+    ),
     # Hyperliquid BTC l2Book capture (byte-identical)
-    SourceFile(_HYPER, "raw/btcusd_20250126.gz", _HFT, _HYPER_COMMIT, "examples/hyperliquid/btcusd_20250126.gz",
-               "0e48db38986847092dede9975bf64e108ffa3646a6d2ec1672bd1099627249e1", 7484),
+    SourceFile(
+        _HYPER,
+        "raw/btcusd_20250126.gz",
+        _HFT,
+        _HYPER_COMMIT,
+        "examples/hyperliquid/btcusd_20250126.gz",
+        "0e48db38986847092dede9975bf64e108ffa3646a6d2ec1672bd1099627249e1",
+        7484,
+    ),
     # Binance spot 1m klines: upstream plain CSV, stored gzipped
-    SourceFile(_KLINES, "BTCUSDT_1m.csv.gz", _KLINES_REPO, _KLINES_COMMIT, "data/BTCUSDT_1m.csv",
-               "eb5fb96bbd39f1be05c165a225802574920b42947a87d2cb61f59f5f14e7c3cd", 1319608, gzip=True,
-               upstream_sha256="465f97f992251ff7da906117e569c2bff32eb425cd62bc459eb8f1ad7dbcac3a",
-               upstream_size=4108158),
+    SourceFile(
+        _KLINES,
+        "BTCUSDT_1m.csv.gz",
+        _KLINES_REPO,
+        _KLINES_COMMIT,
+        "data/BTCUSDT_1m.csv",
+        "eb5fb96bbd39f1be05c165a225802574920b42947a87d2cb61f59f5f14e7c3cd",
+        1319608,
+        gzip=True,
+        upstream_sha256="465f97f992251ff7da906117e569c2bff32eb425cd62bc459eb8f1ad7dbcac3a",
+        upstream_size=4108158,
+    ),
     # cryptofeed replay captures: upstream plain text, stored gzipped
-    SourceFile(_CF, "raw/BITMEX.ws.1.0.gz", _CF_REPO, _CF_COMMIT, "sample_data/BITMEX.ws.1.0",
-               "c0c30e9045fd019a27c17c626b238e1a22498c8f8919942ccfa0de4d5910634e", 122498, gzip=True,
-               upstream_sha256="2a6832e6c3b2c0a6c0c2591158c76320a7aa16e11e0750575f84a02672b0ee09",
-               upstream_size=1283881),
-    SourceFile(_CF, "raw/BYBIT.ws.26.0.gz", _CF_REPO, _CF_COMMIT, "sample_data/BYBIT.ws.26.0",
-               "ad3be1a390a504e0862e17df120d33167b0c0c22b8e17b82488de02053e2b611", 38616, gzip=True,
-               upstream_sha256="0cbca0c72261bd1ff6c42d7011313da3dab1be7b24c8be9d9990e1b5ebd3d40d",
-               upstream_size=429664),
-    SourceFile(_CF, "raw/KRAKEN_FUTURES.ws.1.0.gz", _CF_REPO, _CF_COMMIT, "sample_data/KRAKEN_FUTURES.ws.1.0",
-               "617c1a7ac79281720695113bbd6f6e9b8d7a686a9bee8654b4ecaa38e90c5531", 144355, gzip=True,
-               upstream_sha256="e31ebfee740d41b3084f7ed72d1c2711430b861e0c93347f03cc526381931040",
-               upstream_size=1271096),
-    SourceFile(_CF, "raw/OKX.ws.1.0.gz", _CF_REPO, _CF_COMMIT, "sample_data/OKX.ws.1.0",
-               "97dd55bf2332e755925be5003904a47869bfbff1a1cc480440c5aab0ccf1388f", 45851, gzip=True,
-               upstream_sha256="a9b65fb84bda877ac799d3afe6e3630f0929751b31c6fa1bb4a55e0e6aceac91",
-               upstream_size=294370),
+    SourceFile(
+        _CF,
+        "raw/BITMEX.ws.1.0.gz",
+        _CF_REPO,
+        _CF_COMMIT,
+        "sample_data/BITMEX.ws.1.0",
+        "c0c30e9045fd019a27c17c626b238e1a22498c8f8919942ccfa0de4d5910634e",
+        122498,
+        gzip=True,
+        upstream_sha256="2a6832e6c3b2c0a6c0c2591158c76320a7aa16e11e0750575f84a02672b0ee09",
+        upstream_size=1283881,
+    ),
+    SourceFile(
+        _CF,
+        "raw/BYBIT.ws.26.0.gz",
+        _CF_REPO,
+        _CF_COMMIT,
+        "sample_data/BYBIT.ws.26.0",
+        "ad3be1a390a504e0862e17df120d33167b0c0c22b8e17b82488de02053e2b611",
+        38616,
+        gzip=True,
+        upstream_sha256="0cbca0c72261bd1ff6c42d7011313da3dab1be7b24c8be9d9990e1b5ebd3d40d",
+        upstream_size=429664,
+    ),
+    SourceFile(
+        _CF,
+        "raw/KRAKEN_FUTURES.ws.1.0.gz",
+        _CF_REPO,
+        _CF_COMMIT,
+        "sample_data/KRAKEN_FUTURES.ws.1.0",
+        "617c1a7ac79281720695113bbd6f6e9b8d7a686a9bee8654b4ecaa38e90c5531",
+        144355,
+        gzip=True,
+        upstream_sha256="e31ebfee740d41b3084f7ed72d1c2711430b861e0c93347f03cc526381931040",
+        upstream_size=1271096,
+    ),
+    SourceFile(
+        _CF,
+        "raw/OKX.ws.1.0.gz",
+        _CF_REPO,
+        _CF_COMMIT,
+        "sample_data/OKX.ws.1.0",
+        "97dd55bf2332e755925be5003904a47869bfbff1a1cc480440c5aab0ccf1388f",
+        45851,
+        gzip=True,
+        upstream_sha256="a9b65fb84bda877ac799d3afe6e3630f0929751b31c6fa1bb4a55e0e6aceac91",
+        upstream_size=294370,
+    ),
     # NautilusTrader test fixtures: Tardis / Binance CSV / Bybit ob500 formats (byte-identical)
-    SourceFile(_TARDIS, "binance-futures_book_snapshot_25_BTCUSDT.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/tardis/binance-futures_book_snapshot_25_BTCUSDT.csv",
-               "d3b40b6b35d3703ee40e67c60c96387179fe0bf4886e975361a87f4720fa0ea2", 9270),
-    SourceFile(_TARDIS, "binance-futures_book_snapshot_5_BTCUSDT.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/tardis/binance-futures_book_snapshot_5_BTCUSDT.csv",
-               "65f8b70744bacbbf64091e3b912a9fbbab6b287b6cf0cb99b403f61323655c01", 2350),
-    SourceFile(_TARDIS, "bitmex_trades_XBTUSD.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/tardis/bitmex_trades_XBTUSD.csv",
-               "4ebcc8565f4941ff8879da65f2084cce127a5054edcf038a678fc13cc3eacc25", 1056),
-    SourceFile(_TARDIS, "btcusdt-depth-snap.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/binance/btcusdt-depth-snap.csv",
-               "470ab6a3ced7da91c951db297a233f04546ed145cc63802a7507852c09f484bb", 7582),
-    SourceFile(_TARDIS, "btcusdt-depth-update.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/binance/btcusdt-depth-update.csv",
-               "884fe4ad52cdee4917149d268fb9730c6641bd386d8e297e187f7eaea08573da", 8585),
-    SourceFile(_TARDIS, "deribit_incremental_book_L2_BTC-PERPETUAL.csv", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/tardis/deribit_incremental_book_L2_BTC-PERPETUAL.csv",
-               "40b3cdd0253172d248939e877047e65061c7f6de4d56dd190b0b603a5eb6a66b", 1221),
-    SourceFile(_TARDIS, "xrpusdt-ob500.data.zip", _NT_REPO, _NT_COMMIT,
-               "tests/test_data/bybit/xrpusdt-ob500.data.zip",
-               "5e53f958e58340da19e8fd00be203fed6032eb92155f0430f0deca3076aad314", 80538),
+    SourceFile(
+        _TARDIS,
+        "binance-futures_book_snapshot_25_BTCUSDT.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/tardis/binance-futures_book_snapshot_25_BTCUSDT.csv",
+        "d3b40b6b35d3703ee40e67c60c96387179fe0bf4886e975361a87f4720fa0ea2",
+        9270,
+    ),
+    SourceFile(
+        _TARDIS,
+        "binance-futures_book_snapshot_5_BTCUSDT.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/tardis/binance-futures_book_snapshot_5_BTCUSDT.csv",
+        "65f8b70744bacbbf64091e3b912a9fbbab6b287b6cf0cb99b403f61323655c01",
+        2350,
+    ),
+    SourceFile(
+        _TARDIS,
+        "bitmex_trades_XBTUSD.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/tardis/bitmex_trades_XBTUSD.csv",
+        "4ebcc8565f4941ff8879da65f2084cce127a5054edcf038a678fc13cc3eacc25",
+        1056,
+    ),
+    SourceFile(
+        _TARDIS,
+        "btcusdt-depth-snap.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/binance/btcusdt-depth-snap.csv",
+        "470ab6a3ced7da91c951db297a233f04546ed145cc63802a7507852c09f484bb",
+        7582,
+    ),
+    SourceFile(
+        _TARDIS,
+        "btcusdt-depth-update.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/binance/btcusdt-depth-update.csv",
+        "884fe4ad52cdee4917149d268fb9730c6641bd386d8e297e187f7eaea08573da",
+        8585,
+    ),
+    SourceFile(
+        _TARDIS,
+        "deribit_incremental_book_L2_BTC-PERPETUAL.csv",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/tardis/deribit_incremental_book_L2_BTC-PERPETUAL.csv",
+        "40b3cdd0253172d248939e877047e65061c7f6de4d56dd190b0b603a5eb6a66b",
+        1221,
+    ),
+    SourceFile(
+        _TARDIS,
+        "xrpusdt-ob500.data.zip",
+        _NT_REPO,
+        _NT_COMMIT,
+        "tests/test_data/bybit/xrpusdt-ob500.data.zip",
+        "5e53f958e58340da19e8fd00be203fed6032eb92155f0430f0deca3076aad314",
+        80538,
+    ),
 )
 
 #: Files produced locally from the raw recordings (``dataset``, ``path``). Not in any source repo,
@@ -252,8 +370,9 @@ class _Retryable(Exception):
     """Transient failure (network error, HTTP 5xx/429): worth another attempt."""
 
 
-def _download(client: httpx.Client, entry: SourceFile, url: str, tmp: Path,
-              progress: Callable[[str, int, int], None] | None) -> str:
+def _download(
+    client: httpx.Client, entry: SourceFile, url: str, tmp: Path, progress: Callable[[str, int, int], None] | None
+) -> str:
     """Stream ``url`` into ``tmp``; return the sha256 of the bytes received."""
     h = hashlib.sha256()
     limit = entry.download_size
@@ -269,8 +388,7 @@ def _download(client: httpx.Client, entry: SourceFile, url: str, tmp: Path,
                 for chunk in resp.iter_bytes(_CHUNK):
                     done += len(chunk)
                     if limit is not None and done > limit:
-                        raise SampleDataError(
-                            f"{entry.name}: {url} sent more than the expected {limit} bytes")
+                        raise SampleDataError(f"{entry.name}: {url} sent more than the expected {limit} bytes")
                     h.update(chunk)
                     out.write(chunk)
                     if progress is not None:
@@ -293,8 +411,15 @@ def _gzip_into(src: Path, dst: Path, expected_sha256: str) -> None:
             shutil.copyfileobj(fin, gz, _CHUNK)
 
 
-def _fetch_one(client: httpx.Client, entry: SourceFile, target: Path, base_url: str,
-               progress: Callable[[str, int, int], None] | None, retries: int, retry_wait: float) -> None:
+def _fetch_one(
+    client: httpx.Client,
+    entry: SourceFile,
+    target: Path,
+    base_url: str,
+    progress: Callable[[str, int, int], None] | None,
+    retries: int,
+    retry_wait: float,
+) -> None:
     url = entry.url(base_url)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
@@ -315,7 +440,8 @@ def _fetch_one(client: httpx.Client, entry: SourceFile, target: Path, base_url: 
             raise SampleDataError(f"{entry.name}: giving up after {max(0, retries) + 1} attempts: {last}") from last
         if got != entry.download_sha256:
             raise SampleDataError(
-                f"{entry.name}: sha256 mismatch for {url}: expected {entry.download_sha256}, got {got}")
+                f"{entry.name}: sha256 mismatch for {url}: expected {entry.download_sha256}, got {got}"
+            )
         if entry.gzip:
             fd, gz_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".gz.part")
             os.close(fd)
@@ -358,8 +484,12 @@ def _provenance_note(ds: Dataset, entries: list[SourceFile], base_url: str) -> s
         lines.append(f"| `{e.path}` | {e.url(base_url)}{how} | `{e.sha256}` |")
     derived = [p for d, p in DERIVED if d == ds.name]
     if derived:
-        lines += ["", "Not downloaded (derived locally from the raw files, not in the source repo): "
-                  + ", ".join(f"`{p}`" for p in derived) + "."]
+        lines += [
+            "",
+            "Not downloaded (derived locally from the raw files, not in the source repo): "
+            + ", ".join(f"`{p}`" for p in derived)
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -396,8 +526,9 @@ def fetch(
                 target = dest / entry.dataset / entry.path
                 if is_present(target, entry):
                     continue
-                created.extend(d for d in reversed([target.parent, *target.parent.parents])
-                               if d not in created and not d.exists())
+                created.extend(
+                    d for d in reversed([target.parent, *target.parent.parents]) if d not in created and not d.exists()
+                )
                 _fetch_one(client, entry, target, base_url, progress, retries, retry_wait)
                 downloaded.append(target)
     except BaseException:

@@ -3,6 +3,7 @@ control queue, graceful shutdown. A service subclasses :class:`Service`, wires i
 logic to the bus in ``setup()`` and answers its own control commands in
 ``handle_command()``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,13 @@ class SecretFilter(logging.Filter):
 def setup_logging(settings: Settings) -> None:
     secrets = [
         v.get_secret_value()
-        for v in (settings.telegram_bot_token, settings.bybit_api_key, settings.bybit_api_secret,
-                  settings.telegram_webhook_secret, settings.notify_webhook_url)
+        for v in (
+            settings.telegram_bot_token,
+            settings.bybit_api_key,
+            settings.bybit_api_secret,
+            settings.telegram_webhook_secret,
+            settings.notify_webhook_url,
+        )
         if v is not None
     ]
     for url in (settings.amqp_url, settings.mongo_url):
@@ -165,8 +171,11 @@ class Service:
             try:
                 sub.cancel()
             except Exception:  # noqa: BLE001 - keep shutting down; unacked messages are redelivered
-                log.exception("%s: cancelling the consumer of %s failed", self.name,
-                              getattr(getattr(sub, "queue", None), "name", "?"))
+                log.exception(
+                    "%s: cancelling the consumer of %s failed",
+                    self.name,
+                    getattr(getattr(sub, "queue", None), "name", "?"),
+                )
         self._subscriptions.clear()
         try:
             self.teardown()
@@ -203,8 +212,14 @@ class Service:
         stats.update(self.stats())
         problems = self.all_problems()
         status = "degraded" if problems and self.status == "ok" else self.status
-        return m.ServiceHeartbeat(service=self.name, instance=self.instance, status=status,  # type: ignore[arg-type]
-                                  uptime_s=time.monotonic() - self.started_at, stats=stats, problems=problems)
+        return m.ServiceHeartbeat(
+            service=self.name,
+            instance=self.instance,
+            status=status,  # type: ignore[arg-type]
+            uptime_s=time.monotonic() - self.started_at,
+            stats=stats,
+            problems=problems,
+        )
 
     def _heartbeat_loop(self) -> None:
         beat_file = os.environ.get("DEPTHPILOT_HEARTBEAT_FILE")  # the container healthcheck reads it
@@ -225,16 +240,27 @@ class Service:
             # the sender has given up (and told its user so): executing now would act on a
             # command the user was told failed
             self.expired_commands += 1
-            log.warning("%s: dropped expired command %r from %r (%.1f s past its deadline)", self.name,
-                        cmd.command, cmd.requested_by or "?", late_s)
+            log.warning(
+                "%s: dropped expired command %r from %r (%.1f s past its deadline)",
+                self.name,
+                cmd.command,
+                cmd.requested_by or "?",
+                late_s,
+            )
             return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False, error="expired")
         try:
             if cmd.command == "ping":
                 result: dict[str, Any] | None = {"pong": True}
             elif cmd.command == "status":
                 hb = self.heartbeat()
-                result = {"service": self.name, "instance": self.instance, "status": hb.status,
-                          "uptime_s": round(hb.uptime_s, 1), "stats": hb.stats, "problems": hb.problems}
+                result = {
+                    "service": self.name,
+                    "instance": self.instance,
+                    "status": hb.status,
+                    "uptime_s": round(hb.uptime_s, 1),
+                    "stats": hb.stats,
+                    "problems": hb.problems,
+                }
                 extra = self.handle_command(cmd)
                 if extra:
                     result.update(extra)
@@ -242,13 +268,15 @@ class Service:
                 result = self.handle_command(cmd)
         except Exception as exc:  # noqa: BLE001 - the caller gets the error as a reply
             log.exception("command %s failed", cmd.command)
-            return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False,
-                                  error=f"{type(exc).__name__}: {exc}")
+            return m.ControlReply(
+                correlation_id=cmd.correlation_id, source=self.name, ok=False, error=f"{type(exc).__name__}: {exc}"
+            )
         if result is None:
             if cmd.target == "all":
                 return None  # not ours to answer
-            return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False,
-                                  error=f"unknown command {cmd.command!r}")
+            return m.ControlReply(
+                correlation_id=cmd.correlation_id, source=self.name, ok=False, error=f"unknown command {cmd.command!r}"
+            )
         return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=True, result=result)
 
 
@@ -296,8 +324,13 @@ def run_service(service_cls: type[Service], argv: list[str] | None = None) -> in
         print(f"{service_cls.name}: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings)
-    bus = connect_bus(settings.amqp_url, service_cls.name, heartbeat=settings.amqp_heartbeat_s,
-                      prefetch=settings.amqp_prefetch) if not settings.memory_bus else connect_bus(settings.amqp_url, service_cls.name)
+    bus = (
+        connect_bus(
+            settings.amqp_url, service_cls.name, heartbeat=settings.amqp_heartbeat_s, prefetch=settings.amqp_prefetch
+        )
+        if not settings.memory_bus
+        else connect_bus(settings.amqp_url, service_cls.name)
+    )
     try:
         bus.start()
         store = open_store(settings)
@@ -327,8 +360,7 @@ def run_service(service_cls: type[Service], argv: list[str] | None = None) -> in
         svc.stop()
         unconfirmed = close_bus(bus)
     if unconfirmed:
-        log.error("%s: %d published state messages were never confirmed by the broker", service_cls.name,
-                  unconfirmed)
+        log.error("%s: %d published state messages were never confirmed by the broker", service_cls.name, unconfirmed)
         return 3
     return 0
 
@@ -350,8 +382,9 @@ def healthcheck_main(service: str, timeout_s: float = 5.0) -> int:
     bus = connect_bus(settings.amqp_url, f"healthcheck-{service}")
     try:
         bus.start()
-        cmd = m.ControlCommand(target=service, command="ping", requested_by="healthcheck",
-                               expires_at=time.time_ns() + int(timeout_s * 1e9))
+        cmd = m.ControlCommand(
+            target=service, command="ping", requested_by="healthcheck", expires_at=time.time_ns() + int(timeout_s * 1e9)
+        )
         reply = bus.rpc(cmd, timeout=timeout_s)
         return 0 if reply.ok else 1
     except Exception as exc:  # noqa: BLE001

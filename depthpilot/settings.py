@@ -5,6 +5,7 @@ An invalid or missing required value stops start-up with ONE line naming the var
 Secrets are ``SecretStr``: never printed, never logged, masked in ``repr`` and
 ``safe_dict()``.
 """
+
 from __future__ import annotations
 
 import os
@@ -54,8 +55,12 @@ class Settings(BaseSettings):
 
     # what to trade / collect
     mode: Mode = Field(Mode.PAPER, validation_alias=AliasChoices("DEPTHPILOT_MODE", "MODE"))
-    symbols: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTCUSDT"], validation_alias="DEPTHPILOT_SYMBOLS")
-    exchanges: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["binance"], validation_alias="DEPTHPILOT_EXCHANGES")
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT"], validation_alias="DEPTHPILOT_SYMBOLS"
+    )
+    exchanges: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["binance"], validation_alias="DEPTHPILOT_EXCHANGES"
+    )
     data_dir: str | None = Field(None, validation_alias="DEPTHPILOT_DATA_DIR")
     book_depth: int = Field(250, ge=1, le=5000, validation_alias="BOOK_DEPTH")
     snapshot_rate_hz: float = Field(10.0, gt=0, le=1000, validation_alias="SNAPSHOT_RATE_HZ")
@@ -100,8 +105,9 @@ class Settings(BaseSettings):
 
     # features service
     features_spec_file: str | None = Field(None, validation_alias="FEATURES_SPEC_FILE")
-    features_emit: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["snapshot", "block", "candle"],
-                                                          validation_alias="FEATURES_EMIT")
+    features_emit: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["snapshot", "block", "candle"], validation_alias="FEATURES_EMIT"
+    )
     features_candles_from: str = Field("trades", pattern="^(trades|mid)$", validation_alias="FEATURES_CANDLES_FROM")
     features_store: bool = Field(True, validation_alias="FEATURES_STORE")
     # start-up back-fill of candle state: the exchange's REST history (ccxt; CCXT_API_BASE_URL applies)
@@ -115,7 +121,9 @@ class Settings(BaseSettings):
     input_max_age_s: float = Field(10.0, ge=0, validation_alias="INPUT_MAX_AGE_S")  # 0 = no age limit
 
     # predictor service
-    predictor_model: str = Field("book-default", validation_alias="PREDICTOR_MODEL")  # name under predictor/models or a path
+    predictor_model: str = Field(
+        "book-default", validation_alias="PREDICTOR_MODEL"
+    )  # name under predictor/models or a path
     predictor_threads: int = Field(1, ge=1, le=64, validation_alias="PREDICTOR_THREADS")
     # a symbol receiving vectors without a signal for this long degrades the status (0 = auto:
     # the model's window length in seconds + 30 s)
@@ -170,7 +178,9 @@ class Settings(BaseSettings):
     telegram_poll_timeout_s: int = Field(30, ge=1, le=60, validation_alias="TELEGRAM_POLL_TIMEOUT_S")
     telegram_webhook_url: str | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_URL")
     telegram_webhook_secret: SecretStr | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
-    telegram_webhook_listen: str = Field("127.0.0.1:8081", pattern=r"^[^:]+:\d+$", validation_alias="TELEGRAM_WEBHOOK_LISTEN")
+    telegram_webhook_listen: str = Field(
+        "127.0.0.1:8081", pattern=r"^[^:]+:\d+$", validation_alias="TELEGRAM_WEBHOOK_LISTEN"
+    )
     telegram_control_timeout_s: float = Field(5.0, gt=0, le=120, validation_alias="TELEGRAM_CONTROL_TIMEOUT_S")
     telegram_confirm_ttl_s: float = Field(30.0, gt=0, le=600, validation_alias="TELEGRAM_CONFIRM_TTL_S")
 
@@ -178,8 +188,9 @@ class Settings(BaseSettings):
     # TELEGRAM_USERS user in private
     notify_routes: str = Field("", validation_alias="NOTIFY_ROUTES")
     notify_webhook_url: SecretStr | None = Field(None, validation_alias="NOTIFY_WEBHOOK_URL")  # Discord/Slack-style
-    notify_daily_summary_utc: str = Field("23:55", pattern=r"^(|([01]\d|2[0-3]):[0-5]\d)$",
-                                          validation_alias="NOTIFY_DAILY_SUMMARY_UTC")  # "" = off
+    notify_daily_summary_utc: str = Field(
+        "23:55", pattern=r"^(|([01]\d|2[0-3]):[0-5]\d)$", validation_alias="NOTIFY_DAILY_SUMMARY_UTC"
+    )  # "" = off
     notify_per_chat_interval_s: float = Field(1.0, ge=0, le=60, validation_alias="NOTIFY_PER_CHAT_INTERVAL_S")
     notify_global_rate_per_s: float = Field(30.0, gt=0, le=1000, validation_alias="NOTIFY_GLOBAL_RATE_PER_S")
     notify_retry_max_s: float = Field(60.0, gt=0, le=3600, validation_alias="NOTIFY_RETRY_MAX_S")
@@ -192,8 +203,15 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
 
-    _csv = field_validator("symbols", "exchanges", "telegram_allowed_chat_ids", "features_emit", "replay_paths",
-                           "trader_autostart", mode="before")(_split_csv)
+    _csv = field_validator(
+        "symbols",
+        "exchanges",
+        "telegram_allowed_chat_ids",
+        "features_emit",
+        "replay_paths",
+        "trader_autostart",
+        mode="before",
+    )(_split_csv)
 
     @field_validator("features_emit")
     @classmethod
@@ -282,7 +300,9 @@ class Settings(BaseSettings):
                     f"BYBIT_API_KEY and BYBIT_API_SECRET are required when DEPTHPILOT_MODE={self.mode.value}"
                 )
         if self.mode is Mode.LIVE and self.live_trading_confirm != "yes":
-            raise ValueError("DEPTHPILOT_LIVE_TRADING_CONFIRM must be 'yes' to trade with real money (DEPTHPILOT_MODE=live)")
+            raise ValueError(
+                "DEPTHPILOT_LIVE_TRADING_CONFIRM must be 'yes' to trade with real money (DEPTHPILOT_MODE=live)"
+            )
         return self
 
     # ------------------------------------------------------------------ helpers

@@ -23,6 +23,7 @@ State collections hold the latest state per key: ``orders`` (unique ``client_ord
 instance``), ``collector_state`` (``_id`` = key). Their ``_id`` is an ObjectId and is dropped
 when read; the last applied message id is kept as ``msg_id``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,11 +38,27 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from depthpilot import messages as m
 from depthpilot.redact import redact_url, scrub
 from depthpilot.store_docs import (
-    StoreError, doc_to_message, from_bson, to_bson, event_ns, message_body, message_to_doc, ns_to_datetime, pack_array, public,
-    snapshot_from_doc, to_ns, unpack_array,
+    StoreError,
+    doc_to_message,
+    from_bson,
+    to_bson,
+    event_ns,
+    message_body,
+    message_to_doc,
+    ns_to_datetime,
+    pack_array,
+    public,
+    snapshot_from_doc,
+    to_ns,
+    unpack_array,
 )
 from depthpilot.store_market import (
-    COLLECTION_BY_TYPE, MESSAGE_COLLECTIONS, TTL_INDEX, BatchWriter, InsertStats, MarketDataWriter,
+    COLLECTION_BY_TYPE,
+    MESSAGE_COLLECTIONS,
+    TTL_INDEX,
+    BatchWriter,
+    InsertStats,
+    MarketDataWriter,
 )
 from depthpilot.store_trading import ORDER_STATUS_RANK, DuplicateOrderError, TradingRepository
 
@@ -73,9 +90,21 @@ STATE_COLLECTIONS = ("orders", "positions", "heartbeats", "collector_state", "cl
 COLLECTIONS: tuple[str, ...] = (*MESSAGE_COLLECTIONS, *STATE_COLLECTIONS)
 _COLLECTION_BY_TYPE = COLLECTION_BY_TYPE
 _STATE_DROP = ("id", "type", "v", "trace")
-_TRADING_METHODS = ("insert_order_intent", "upsert_order", "insert_fill", "upsert_position", "pnl_summary",
-                    "positions", "orders", "order", "open_orders", "fills", "record_closed_trade",
-                    "closed_trades", "pnl")
+_TRADING_METHODS = (
+    "insert_order_intent",
+    "upsert_order",
+    "insert_fill",
+    "upsert_position",
+    "pnl_summary",
+    "positions",
+    "orders",
+    "order",
+    "open_orders",
+    "fills",
+    "record_closed_trade",
+    "closed_trades",
+    "pnl",
+)
 
 
 # --------------------------------------------------------------------------- mongomock
@@ -107,7 +136,9 @@ class Store(MarketDataWriter):
     pymongo (or mongomock) ``Database`` without creating indexes."""
 
     def __init__(self, db: Any, *, snapshot_ttl_s: int | None = 86400, url: str = "", owns_client: bool = False):
-        if snapshot_ttl_s is not None and (isinstance(snapshot_ttl_s, bool) or not isinstance(snapshot_ttl_s, int) or snapshot_ttl_s <= 0):
+        if snapshot_ttl_s is not None and (
+            isinstance(snapshot_ttl_s, bool) or not isinstance(snapshot_ttl_s, int) or snapshot_ttl_s <= 0
+        ):
             raise StoreError(f"snapshot_ttl_s must be a positive int of seconds or None, got {snapshot_ttl_s!r}")
         self.db = db
         self.snapshot_ttl_s = snapshot_ttl_s
@@ -192,8 +223,9 @@ class Store(MarketDataWriter):
         try:
             self.ensure_market_indexes()
             self.trading.ensure_indexes()
-            self.db.heartbeats.create_index([("service", 1), ("instance", 1)], name="uniq_service_instance",
-                                            unique=True)
+            self.db.heartbeats.create_index(
+                [("service", 1), ("instance", 1)], name="uniq_service_instance", unique=True
+            )
         except OperationFailure as exc:
             raise StoreError(f"cannot create indexes in {self.url} db {self.db.name!r}: {exc}") from exc
 
@@ -213,8 +245,9 @@ class Store(MarketDataWriter):
         fields = {k: v for k, v in body.items() if k not in _STATE_DROP and k not in ("service", "instance")}
         fields.update(tns=tns, time=ns_to_datetime(tns), msg_id=hb.id)
         try:
-            self.db.heartbeats.update_one({"service": hb.service, "instance": hb.instance, "tns": {"$lte": tns}},
-                                          {"$set": fields}, upsert=True)
+            self.db.heartbeats.update_one(
+                {"service": hb.service, "instance": hb.instance, "tns": {"$lte": tns}}, {"$set": fields}, upsert=True
+            )
             return True
         except DuplicateKeyError:
             return False  # a newer heartbeat exists
@@ -268,8 +301,13 @@ class Store(MarketDataWriter):
         return int(self._coll(collection).count_documents(self._filter(exchange, symbol)))
 
     def _range_cursor(
-        self, collection: str, exchange: str, symbol: str, start: int | datetime | None,
-        end: int | datetime | None, batch_size: int,
+        self,
+        collection: str,
+        exchange: str,
+        symbol: str,
+        start: int | datetime | None,
+        end: int | datetime | None,
+        batch_size: int,
     ) -> Any:
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise StoreError(f"batch_size must be a positive int, got {batch_size!r}")

@@ -17,6 +17,7 @@ Every ``Decimal`` going in becomes ``Decimal128``; every ``Decimal128`` coming o
 ``Decimal`` again, so the round trip is exact (``Decimal('0.1')`` stays ``Decimal('0.1')``,
 trailing zeros included).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -136,8 +137,9 @@ def to_ns(t: int | datetime, what: str) -> int:
 
 def message_body(msg: m.Message) -> dict[str, Any]:
     """A message as a BSON-ready dict: plain values, Decimal money as Decimal128."""
-    body = msgspec.to_builtins(msg, builtin_types=(Decimal,),
-                               enc_hook=lambda o: o.tolist() if isinstance(o, np.ndarray) else o.item())
+    body = msgspec.to_builtins(
+        msg, builtin_types=(Decimal,), enc_hook=lambda o: o.tolist() if isinstance(o, np.ndarray) else o.item()
+    )
     return to_bson(body)
 
 

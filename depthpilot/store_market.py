@@ -5,6 +5,7 @@ events), unordered batched inserts that are idempotent by message id, and the sn
 ``self.url`` and ``self.snapshot_ttl_s``); :class:`BatchWriter` buffers messages off the
 consumer threads and writes them in batches.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,9 +35,7 @@ MESSAGE_COLLECTIONS: dict[str, tuple[type[m.Message], ...]] = {
     "events": (m.RiskEvent, m.Notification),
     "position_history": (m.PositionUpdate,),
 }
-COLLECTION_BY_TYPE: dict[type[m.Message], str] = {
-    t: name for name, types in MESSAGE_COLLECTIONS.items() for t in types
-}
+COLLECTION_BY_TYPE: dict[type[m.Message], str] = {t: name for name, types in MESSAGE_COLLECTIONS.items() for t in types}
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,9 @@ class BatchWriter:
     def add(self, msg: m.Message) -> bool:
         """Buffer one message; returns True when a flush is due by size."""
         if not isinstance(msg, self._types):
-            raise StoreError(f"{self.collection!r} stores {'/'.join(t.__name__ for t in self._types)}, got {type(msg).__name__}")
+            raise StoreError(
+                f"{self.collection!r} stores {'/'.join(t.__name__ for t in self._types)}, got {type(msg).__name__}"
+            )
         with self._lock:
             if not self._buf:
                 self._oldest = self._clock()

@@ -10,6 +10,7 @@
 * ``closed_trades``: one document per round trip (``_id`` = its trade id, so recording it
   twice is a no-op), PnL after fees; :meth:`TradingRepository.pnl` sums them by period.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,15 @@ from pymongo.errors import DuplicateKeyError
 
 from depthpilot import messages as m
 from depthpilot.store_docs import (
-    StoreError, dec, event_ns, message_body, message_to_doc, ns_to_datetime, public, to_bson, to_ns,
+    StoreError,
+    dec,
+    event_ns,
+    message_body,
+    message_to_doc,
+    ns_to_datetime,
+    public,
+    to_bson,
+    to_ns,
 )
 from depthpilot.store_market import insert_docs
 
@@ -42,8 +51,18 @@ TERMINAL_RANK = 4
 OPEN_STATUSES = ("intent", "new", "accepted", "partially_filled")
 
 _INTENT_SCALARS = ("exchange", "symbol", "side", "qty")
-_UPDATE_FIELDS = ("exchange", "symbol", "side", "qty", "status", "filled_qty", "avg_price",
-                  "exchange_order_id", "reason", "ts")
+_UPDATE_FIELDS = (
+    "exchange",
+    "symbol",
+    "side",
+    "qty",
+    "status",
+    "filled_qty",
+    "avg_price",
+    "exchange_order_id",
+    "reason",
+    "ts",
+)
 _STATE_DROP = ("id", "type", "v", "trace")
 _TRADE_MONEY = ("qty", "entry_price", "exit_price", "pnl", "fees")
 
@@ -93,8 +112,18 @@ class TradingRepository:
         tns = event_ns(intent)
         doc = {k: body[k] for k in _INTENT_SCALARS}
         doc.update(
-            status="intent", status_rank=0, filled_qty=Decimal128("0"), avg_price=None, exchange_order_id="",
-            reason="", ts=0, tns=tns, time=ns_to_datetime(tns), created_tns=tns, msg_id=intent.id, mode=mode,
+            status="intent",
+            status_rank=0,
+            filled_qty=Decimal128("0"),
+            avg_price=None,
+            exchange_order_id="",
+            reason="",
+            ts=0,
+            tns=tns,
+            time=ns_to_datetime(tns),
+            created_tns=tns,
+            msg_id=intent.id,
+            mode=mode,
         )
         return doc
 
@@ -165,8 +194,9 @@ class TradingRepository:
         except DuplicateKeyError:
             return False  # order exists with a status this update must not override
 
-    def orders(self, status: str | Sequence[str] | None = None, limit: int = 100,
-               mode: str | None = None) -> list[dict[str, Any]]:
+    def orders(
+        self, status: str | Sequence[str] | None = None, limit: int = 100, mode: str | None = None
+    ) -> list[dict[str, Any]]:
         """Orders, most recently updated first; ``status`` one status or a list of them."""
         if not isinstance(limit, int) or limit <= 0:
             raise StoreError(f"limit must be a positive int, got {limit!r}")
@@ -201,8 +231,9 @@ class TradingRepository:
         doc["mode"] = mode
         return insert_docs(self.db.fills, [doc]).inserted == 1
 
-    def fills(self, client_order_id: str | None = None, mode: str | None = None,
-              limit: int = 1000) -> list[dict[str, Any]]:
+    def fills(
+        self, client_order_id: str | None = None, mode: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
         f: dict[str, Any] = {}
         if client_order_id is not None:
             f["client_order_id"] = client_order_id
@@ -293,12 +324,12 @@ class TradingRepository:
         for k in _TRADE_MONEY:
             doc[k] = dec(doc[k])
         tns = int(trade["exit_ts"])
-        doc.update(_id=trade_id, mode=mode, tns=tns, time=ns_to_datetime(tns),
-                   stored_at=datetime.now(timezone.utc))
+        doc.update(_id=trade_id, mode=mode, tns=tns, time=ns_to_datetime(tns), stored_at=datetime.now(timezone.utc))
         return insert_docs(self.db.closed_trades, [to_bson(doc)]).inserted == 1
 
-    def closed_trades(self, mode: str | None = None, n: int = 10,
-                      since: int | datetime | None = None) -> list[dict[str, Any]]:
+    def closed_trades(
+        self, mode: str | None = None, n: int = 10, since: int | datetime | None = None
+    ) -> list[dict[str, Any]]:
         """Newest first; ``id`` is the trade id, money as Decimal."""
         if not isinstance(n, int) or n <= 0:
             raise StoreError(f"n must be a positive int, got {n!r}")

@@ -21,6 +21,7 @@ Per-symbol stateful consumers (features, predictor) use single-active-consumer q
 that running several replicas never breaks per-symbol order (one consumes, the others
 stand by); sharding by symbol with a consistent-hash exchange is the planned next step.
 """
+
 from __future__ import annotations
 
 import json
@@ -105,7 +106,9 @@ class QueueDef:
             args["x-dead-letter-exchange"] = DEAD_LETTER_EXCHANGE
             args["x-dead-letter-routing-key"] = self.name
             args["x-dead-letter-strategy"] = "at-most-once"
-            args["x-delivery-limit"] = self.delivery_limit if self.delivery_limit is not None else DEFAULT_DELIVERY_LIMIT
+            args["x-delivery-limit"] = (
+                self.delivery_limit if self.delivery_limit is not None else DEFAULT_DELIVERY_LIMIT
+            )
             args["x-max-length"] = self.max_length if self.max_length is not None else DEFAULT_STATE_MAX_LENGTH
             args["x-overflow"] = "reject-publish"
             if self.message_ttl_ms is not None:
@@ -141,13 +144,27 @@ ROUTES: dict[type[m.Message], Route] = {
 
 
 def _market(name: str, *keys: str, max_length: int = DEFAULT_MARKET_MAX_LENGTH, sac: bool = False) -> QueueDef:
-    return QueueDef(name, MARKET_EXCHANGE, keys, _M, max_length=max_length, message_ttl_ms=DEFAULT_MARKET_TTL_MS,
-                    single_active_consumer=sac)
+    return QueueDef(
+        name,
+        MARKET_EXCHANGE,
+        keys,
+        _M,
+        max_length=max_length,
+        message_ttl_ms=DEFAULT_MARKET_TTL_MS,
+        single_active_consumer=sac,
+    )
 
 
 def _state(name: str, *keys: str, ttl_ms: int | None = None) -> QueueDef:
-    return QueueDef(name, STATE_EXCHANGE, keys, _S, max_length=DEFAULT_STATE_MAX_LENGTH, message_ttl_ms=ttl_ms,
-                    delivery_limit=DEFAULT_DELIVERY_LIMIT)
+    return QueueDef(
+        name,
+        STATE_EXCHANGE,
+        keys,
+        _S,
+        max_length=DEFAULT_STATE_MAX_LENGTH,
+        message_ttl_ms=ttl_ms,
+        delivery_limit=DEFAULT_DELIVERY_LIMIT,
+    )
 
 
 def control_queue(service: str) -> QueueDef:
@@ -229,8 +246,15 @@ def definitions(queues: dict[str, QueueDef] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "vhosts": [{"name": vhost}],
         "exchanges": [
-            {"name": e.name, "vhost": vhost, "type": e.type, "durable": e.durable, "auto_delete": False,
-             "internal": False, "arguments": {}}
+            {
+                "name": e.name,
+                "vhost": vhost,
+                "type": e.type,
+                "durable": e.durable,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
             for e in EXCHANGES
         ],
         "queues": [],
@@ -238,15 +262,39 @@ def definitions(queues: dict[str, QueueDef] | None = None) -> dict[str, Any]:
         "policies": [],
     }
     for q in sorted(queues.values(), key=lambda q: q.name):
-        out["queues"].append({"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
-                              "arguments": q.arguments()})
-        out["queues"].append({"name": q.dlq, "vhost": vhost, "durable": True, "auto_delete": False,
-                              "arguments": {"x-queue-type": "quorum"}})
+        out["queues"].append(
+            {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": q.arguments()}
+        )
+        out["queues"].append(
+            {
+                "name": q.dlq,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": {"x-queue-type": "quorum"},
+            }
+        )
         for key in q.bindings:
-            out["bindings"].append({"source": q.exchange, "vhost": vhost, "destination": q.name,
-                                    "destination_type": "queue", "routing_key": key, "arguments": {}})
-        out["bindings"].append({"source": DEAD_LETTER_EXCHANGE, "vhost": vhost, "destination": q.dlq,
-                                "destination_type": "queue", "routing_key": q.name, "arguments": {}})
+            out["bindings"].append(
+                {
+                    "source": q.exchange,
+                    "vhost": vhost,
+                    "destination": q.name,
+                    "destination_type": "queue",
+                    "routing_key": key,
+                    "arguments": {},
+                }
+            )
+        out["bindings"].append(
+            {
+                "source": DEAD_LETTER_EXCHANGE,
+                "vhost": vhost,
+                "destination": q.dlq,
+                "destination_type": "queue",
+                "routing_key": q.name,
+                "arguments": {},
+            }
+        )
     return out
 
 

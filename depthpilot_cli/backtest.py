@@ -1,5 +1,6 @@
 """``depthpilot backtest`` / ``evaluate`` / ``optimize``: the live trading code on recorded books,
 fees and latency always on, with baselines on the same events and one HTML report each."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,7 @@ def trader_config(config: Path | None, sets: list[str]):
     return cfg
 
 
-def run_config(config, sets, latency_ms: float, taker_fee: str | None, funding_rate: str | None,
-               balance: str):
+def run_config(config, sets, latency_ms: float, taker_fee: str | None, funding_rate: str | None, balance: str):
     from decimal import Decimal, InvalidOperation
 
     from backtest.run import RunConfig
@@ -69,8 +69,9 @@ def run_config(config, sets, latency_ms: float, taker_fee: str | None, funding_r
     if latency_ms < 0:
         _err("--latency-ms must be >= 0")
         raise typer.Exit(2)
-    return RunConfig(trader=trader_config(config, sets), fees=fees, latency_ns=int(latency_ms * 1e6), balance=bal,
-                     funding_rate=fr)
+    return RunConfig(
+        trader=trader_config(config, sets), fees=fees, latency_ns=int(latency_ms * 1e6), balance=bal, funding_rate=fr
+    )
 
 
 def _load(path: Path, depth: int):
@@ -115,9 +116,18 @@ def _suite(rec: Path, pred, cfg, n_random: int, seed: int, period_s: float, bar)
         bar.update(tasks[name], completed=i)
 
     man = pred.artifact.manifest
-    res = backtest_suite(books, trade_stream, infer_instrument(books), cfg, label_horizon=int(man.label.get("horizon", 20)),
-                         label_threshold=float(man.label.get("threshold", 0.0)), n_random=n_random, seed=seed,
-                         period_s=period_s, on_progress=on_progress)
+    res = backtest_suite(
+        books,
+        trade_stream,
+        infer_instrument(books),
+        cfg,
+        label_horizon=int(man.label.get("horizon", 20)),
+        label_threshold=float(man.label.get("threshold", 0.0)),
+        n_random=n_random,
+        seed=seed,
+        period_s=period_s,
+        on_progress=on_progress,
+    )
     return res, books, (X, stream)
 
 
@@ -158,12 +168,20 @@ COMMON = dict(
 
 
 @app.command()
-def backtest(recordings: list[Path] = typer.Argument(..., help="recordings (raw Binance dir, clip, CSV, Parquet)"),
-             model: Path | None = COMMON["model"], out: Path = COMMON["out"], config: Path | None = COMMON["config"],
-             sets: list[str] = COMMON["sets"], latency_ms: float = COMMON["latency_ms"],
-             taker_fee: str | None = COMMON["taker_fee"], funding_rate: str | None = COMMON["funding_rate"],
-             balance: str = COMMON["balance"], random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
-             period_s: float = COMMON["period_s"]) -> None:
+def backtest(
+    recordings: list[Path] = typer.Argument(..., help="recordings (raw Binance dir, clip, CSV, Parquet)"),
+    model: Path | None = COMMON["model"],
+    out: Path = COMMON["out"],
+    config: Path | None = COMMON["config"],
+    sets: list[str] = COMMON["sets"],
+    latency_ms: float = COMMON["latency_ms"],
+    taker_fee: str | None = COMMON["taker_fee"],
+    funding_rate: str | None = COMMON["funding_rate"],
+    balance: str = COMMON["balance"],
+    random_draws: int = COMMON["random_draws"],
+    seed: int = COMMON["seed"],
+    period_s: float = COMMON["period_s"],
+) -> None:
     """Backtest a model on recordings: trades CSV, metrics, plots and one HTML report per recording."""
     from backtest.output import write_backtest
     from backtest.suite import verdict
@@ -179,14 +197,21 @@ def backtest(recordings: list[Path] = typer.Argument(..., help="recordings (raw 
 
 
 @app.command()
-def evaluate(books: list[Path] = typer.Option(..., "--books", help="recordings the model has not seen"),
-             model: Path | None = COMMON["model"], out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
-             train_books: Path | None = typer.Option(None, help="the training recording, for exact drift quantiles"),
-             config: Path | None = COMMON["config"], sets: list[str] = COMMON["sets"],
-             latency_ms: float = COMMON["latency_ms"], taker_fee: str | None = COMMON["taker_fee"],
-             funding_rate: str | None = COMMON["funding_rate"], balance: str = COMMON["balance"],
-             random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
-             period_s: float = COMMON["period_s"]) -> None:
+def evaluate(
+    books: list[Path] = typer.Option(..., "--books", help="recordings the model has not seen"),
+    model: Path | None = COMMON["model"],
+    out: Path = typer.Option(Path("runs/evaluate"), "--out", "-o"),
+    train_books: Path | None = typer.Option(None, help="the training recording, for exact drift quantiles"),
+    config: Path | None = COMMON["config"],
+    sets: list[str] = COMMON["sets"],
+    latency_ms: float = COMMON["latency_ms"],
+    taker_fee: str | None = COMMON["taker_fee"],
+    funding_rate: str | None = COMMON["funding_rate"],
+    balance: str = COMMON["balance"],
+    random_draws: int = COMMON["random_draws"],
+    seed: int = COMMON["seed"],
+    period_s: float = COMMON["period_s"],
+) -> None:
     """A model on new recordings: forecast metrics (direction vs moves), drift, and the backtest report."""
     from backtest.evaluation import drift, evaluate_forecasts
     from backtest.output import forecast_sections, write_backtest
@@ -202,28 +227,44 @@ def evaluate(books: list[Path] = typer.Option(..., "--books", help="recordings t
             res, bk, (X, stream) = _suite(rec, pred, cfg, random_draws, seed, period_s, bar)
         ev = evaluate_forecasts(bk.mid(), stream.probs, man.label, pred.classes)
         dr = drift(X, pred.feature_names, man, train_X)
-        path = write_backtest(_outdir(out, books, i), res, f"depthpilot evaluate: {pred.model_id}",
-                              forecast_sections(ev, dr), {"forecast": ev, "drift": dr})
+        path = write_backtest(
+            _outdir(out, books, i),
+            res,
+            f"depthpilot evaluate: {pred.model_id}",
+            forecast_sections(ev, dr),
+            {"forecast": ev, "drift": dr},
+        )
         m = ev.get("model", {})
         p = ev.get("persistence", {})
-        console.print(f"log-loss model {m.get('log_loss', float('nan')):.4f} vs persistence "
-                      f"{p.get('log_loss', float('nan')):.4f}; direction AUC {m.get('direction_auc', float('nan')):.3f}")
+        console.print(
+            f"log-loss model {m.get('log_loss', float('nan')):.4f} vs persistence "
+            f"{p.get('log_loss', float('nan')):.4f}; direction AUC {m.get('direction_auc', float('nan')):.3f}"
+        )
         console.print(verdict(res))
         console.print(f"report: {path}")
 
 
 @app.command()
-def optimize(recording: Path = typer.Argument(..., help="one recording: fit on its start, judge on its end"),
-             model: Path | None = COMMON["model"], out: Path = typer.Option(Path("runs/optimize"), "--out", "-o"),
-             train_frac: float = typer.Option(0.6, help="share of the books in the training window"),
-             optuna_trials: int = typer.Option(0, "--optuna", help="optuna TPE trials over the grid (0 = full grid)"),
-             grid: str | None = typer.Option(None, help='JSON {"field": [values], ...} of TraderConfig fields '
-                                                '(default: threshold, K, trailing lock, cooldown)'),
-             config: Path | None = COMMON["config"], sets: list[str] = COMMON["sets"],
-             latency_ms: float = COMMON["latency_ms"], taker_fee: str | None = COMMON["taker_fee"],
-             funding_rate: str | None = COMMON["funding_rate"], balance: str = COMMON["balance"],
-             random_draws: int = COMMON["random_draws"], seed: int = COMMON["seed"],
-             period_s: float = COMMON["period_s"]) -> None:
+def optimize(
+    recording: Path = typer.Argument(..., help="one recording: fit on its start, judge on its end"),
+    model: Path | None = COMMON["model"],
+    out: Path = typer.Option(Path("runs/optimize"), "--out", "-o"),
+    train_frac: float = typer.Option(0.6, help="share of the books in the training window"),
+    optuna_trials: int = typer.Option(0, "--optuna", help="optuna TPE trials over the grid (0 = full grid)"),
+    grid: str | None = typer.Option(
+        None,
+        help='JSON {"field": [values], ...} of TraderConfig fields (default: threshold, K, trailing lock, cooldown)',
+    ),
+    config: Path | None = COMMON["config"],
+    sets: list[str] = COMMON["sets"],
+    latency_ms: float = COMMON["latency_ms"],
+    taker_fee: str | None = COMMON["taker_fee"],
+    funding_rate: str | None = COMMON["funding_rate"],
+    balance: str = COMMON["balance"],
+    random_draws: int = COMMON["random_draws"],
+    seed: int = COMMON["seed"],
+    period_s: float = COMMON["period_s"],
+) -> None:
     """Grid (or optuna) over threshold, K, trailing stop and cooldown on a training window; report
     both windows, the chosen parameters judged on the later window only."""
     from dataclasses import replace
@@ -244,32 +285,76 @@ def optimize(recording: Path = typer.Argument(..., help="one recording: fit on i
     with progress() as bar:
         t = bar.add_task("grid on the training window", total=None)
         try:
-            res = run_opt(books, pred, inst, cfg, train_frac=train_frac, grid=the_grid, optuna_trials=optuna_trials, seed=seed,
-                          on_progress=lambda i, n: bar.update(t, total=n, completed=i))
+            res = run_opt(
+                books,
+                pred,
+                inst,
+                cfg,
+                train_frac=train_frac,
+                grid=the_grid,
+                optuna_trials=optuna_trials,
+                seed=seed,
+                on_progress=lambda i, n: bar.update(t, total=n, completed=i),
+            )
         except ValueError as exc:
             _err(f"{exc}")
             raise typer.Exit(2) from None
     best_cfg = replace(cfg, trader=replace(cfg.trader, **res.best))
     ev_books = books.slice(res.split_row, len(books))
     man = pred.artifact.manifest
-    suite = backtest_suite(ev_books, res.eval_stream, inst, best_cfg, label_horizon=int(man.label.get("horizon", 20)),
-                           label_threshold=float(man.label.get("threshold", 0.0)), n_random=random_draws, seed=seed,
-                           period_s=period_s)
+    suite = backtest_suite(
+        ev_books,
+        res.eval_stream,
+        inst,
+        best_cfg,
+        label_horizon=int(man.label.get("horizon", 20)),
+        label_threshold=float(man.label.get("threshold", 0.0)),
+        n_random=random_draws,
+        seed=seed,
+        period_s=period_s,
+    )
     suite.notes += res.notes
     grid_txt = ", ".join(f"{k} in {list(v)}" for k, v in the_grid.items())
-    top = "".join(f"<tr><td>{r['params']}</td><td>{R.fmt(r['net_pnl'])}</td><td>{r['trades']}</td></tr>"
-                  for r in res.table[:10])
-    sections = [("Windows", f"<p>training: the first {train_frac:.0%} of the books (to {R.iso(res.split_ts)}); "
-                 f"evaluation: the rest. Grid: {grid_txt}{' (optuna)' if optuna_trials else ''}. Chosen on the "
-                 f"training window only: <code>{res.best}</code>.</p>" + window_table({
-                     "training, chosen": res.train_best, "evaluation, chosen": res.eval_best,
-                     "training, defaults": res.train_default, "evaluation, defaults": res.eval_default})),
-                ("Best 10 on the training window", f"<table id='grid'><tr><th>params</th><th>net PnL</th>"
-                 f"<th>trades</th></tr>{top}</table>")]
-    path = write_backtest(out, suite, "depthpilot optimize (evaluation window)", sections,
-                          {"optimize": {"best": res.best, "split_ts": res.split_ts, "train_best": res.train_best,
-                                        "eval_best": res.eval_best, "train_default": res.train_default,
-                                        "eval_default": res.eval_default, "tried": res.table}})
+    top = "".join(
+        f"<tr><td>{r['params']}</td><td>{R.fmt(r['net_pnl'])}</td><td>{r['trades']}</td></tr>" for r in res.table[:10]
+    )
+    sections = [
+        (
+            "Windows",
+            f"<p>training: the first {train_frac:.0%} of the books (to {R.iso(res.split_ts)}); "
+            f"evaluation: the rest. Grid: {grid_txt}{' (optuna)' if optuna_trials else ''}. Chosen on the "
+            f"training window only: <code>{res.best}</code>.</p>"
+            + window_table(
+                {
+                    "training, chosen": res.train_best,
+                    "evaluation, chosen": res.eval_best,
+                    "training, defaults": res.train_default,
+                    "evaluation, defaults": res.eval_default,
+                }
+            ),
+        ),
+        (
+            "Best 10 on the training window",
+            f"<table id='grid'><tr><th>params</th><th>net PnL</th><th>trades</th></tr>{top}</table>",
+        ),
+    ]
+    path = write_backtest(
+        out,
+        suite,
+        "depthpilot optimize (evaluation window)",
+        sections,
+        {
+            "optimize": {
+                "best": res.best,
+                "split_ts": res.split_ts,
+                "train_best": res.train_best,
+                "eval_best": res.eval_best,
+                "train_default": res.train_default,
+                "eval_default": res.eval_default,
+                "tried": res.table,
+            }
+        },
+    )
     console.print(f"chosen on the training window: {res.best}")
     console.print(verdict(suite))
     console.print(f"report: {path}")

@@ -3,6 +3,7 @@ loading with one-line errors, time arguments and progress bars.
 
 Commands live in the modules of this package, each registering on :data:`app`;
 :mod:`depthpilot_cli.main` imports them all. Add a command by adding a module."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,11 +15,14 @@ from rich.console import Console
 
 from depthpilot.paths import REPO_ROOT
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="depthpilot: order-book driven crypto trading pipeline")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="depthpilot: order-book driven crypto trading pipeline"
+)
 console = Console(stderr=True)
 
 SERVICES = ("collector", "features", "predictor", "trader", "notifier", "tgbot", "api")
 DEFINITIONS_PATH = REPO_ROOT / "rabbitmq" / "definitions.json"
+
 
 def settings():
     from depthpilot.settings import ConfigError, load_settings
@@ -56,9 +60,14 @@ def time_arg(value: Optional[str], name: str) -> Optional[int]:
 def progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
-
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def load_spec(spec: Optional[Path]):
@@ -69,4 +78,3 @@ def load_spec(spec: Optional[Path]):
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-

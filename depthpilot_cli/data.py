@@ -1,4 +1,5 @@
 """Data commands: ``export``, ``features build``, ``sample-data``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,13 @@ def export(
     with progress() as prog:
         task = prog.add_task(f"export {kind} {exchange} {symbol}", total=total or None)
         try:
-            n = write_export(store.iter_messages(kind, exchange, symbol, t0, t1), kind, out, depth=depth,
-                             progress=lambda k: prog.advance(task, k))
+            n = write_export(
+                store.iter_messages(kind, exchange, symbol, t0, t1),
+                kind,
+                out,
+                depth=depth,
+                progress=lambda k: prog.advance(task, k),
+            )
         except ExportError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1) from None
@@ -49,8 +55,11 @@ app.add_typer(features_app, name="features")
 @features_app.command("build")
 def features_build(
     out: Path = typer.Option(..., "--out", "-o", help="output .parquet or .csv"),
-    books: list[Path] = typer.Option([], help="book recording: raw Binance file(s) / dir (repeat for files of one "
-                                              "stream, in any order), Tardis CSV, or an export"),
+    books: list[Path] = typer.Option(
+        [],
+        help="book recording: raw Binance file(s) / dir (repeat for files of one "
+        "stream, in any order), Tardis CSV, or an export",
+    ),
     trades: Optional[Path] = typer.Option(None, help="trades CSV/Parquet (for candle features)"),
     klines: Optional[Path] = typer.Option(None, help="1-minute klines CSV (candle features)"),
     from_store: bool = typer.Option(False, "--from-store", help="read stored snapshots instead of a file"),
@@ -59,7 +68,9 @@ def features_build(
     start: Optional[str] = typer.Option(None),
     end: Optional[str] = typer.Option(None),
     kind: str = typer.Option("snapshot", help="snapshot | block | candle"),
-    spec: Optional[Path] = typer.Option(None, help="FeatureSpec JSON or a model manifest.json (default spec otherwise)"),
+    spec: Optional[Path] = typer.Option(
+        None, help="FeatureSpec JSON or a model manifest.json (default spec otherwise)"
+    ),
     depth: int = typer.Option(250, help="levels when rebuilding raw recordings"),
     debug: bool = typer.Option(False, "--debug", help="show the traceback of a bad-input error"),
 ) -> None:
@@ -90,8 +101,9 @@ def _features_build(out, books, trades, klines, from_store, exchange, symbol, st
             task = prog.add_task("reading stored snapshots", total=store.count("snapshots", exchange, symbol) or None)
 
             def it():
-                for snap in store.iter_messages("snapshots", exchange, symbol, time_arg(start, "start"),
-                                                time_arg(end, "end")):
+                for snap in store.iter_messages(
+                    "snapshots", exchange, symbol, time_arg(start, "start"), time_arg(end, "end")
+                ):
                     prog.advance(task)
                     yield snap
 
@@ -116,11 +128,11 @@ def _features_build(out, books, trades, klines, from_store, exchange, symbol, st
     console.print(f"wrote {len(df)} rows x {df.shape[1] - 2} features (spec {fs.hash}, {kind}) to {out}")
 
 
-
 @app.command("sample-data")
 def sample_data(
-    dest: Optional[Path] = typer.Option(None, help="where to put the recordings (default: DEPTHPILOT_DATA_DIR "
-                                                   "if set, else ./data in the repository)"),
+    dest: Optional[Path] = typer.Option(
+        None, help="where to put the recordings (default: DEPTHPILOT_DATA_DIR if set, else ./data in the repository)"
+    ),
     dataset: list[str] = typer.Option([], "--dataset", help="only these datasets (repeatable)"),
 ) -> None:
     """Download the public recordings the tests, demo and bundled models use (needs internet),
@@ -166,5 +178,3 @@ def _derive_binance(ds_dir: Path) -> None:
     write_export((x for x in msgs if isinstance(x, m.BookSnapshot) and x.valid), "snapshots", books_out, depth=25)
     write_export((x for x in msgs if isinstance(x, m.Trade)), "trades", trades_out)
     console.print(f"derived {books_out.name} and {trades_out.name} in {ds_dir}")
-
-

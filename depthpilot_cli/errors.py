@@ -5,6 +5,7 @@ missing column, a truncated gzip or an unknown option value prints ``<command>: 
 wrong>`` (the file and line are part of the error's own text) instead of a traceback; with
 ``--debug`` the traceback is shown. Anything else (a bug) still raises with its traceback.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,6 +1,7 @@
 """The ``depthpilot`` command line (typer + rich): the composition root above the core
 package and the services. Every module of this package registers its commands on the shared
 app; this module imports them all."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,6 +16,7 @@ from rich.table import Table
 
 import depthpilot_cli
 from depthpilot_cli.common import DEFINITIONS_PATH, SERVICES, app, console, service_class, settings
+
 
 @app.command()
 def topology(
@@ -85,8 +87,9 @@ def control(
     args = dict(a.split("=", 1) for a in arg)
     bus = connect_bus(s.amqp_url, "cli").start()
     # the deadline travels with the command: a service that gets it after we gave up drops it
-    cmd = m.ControlCommand(target=target, command=command, args=args, requested_by="cli",
-                           expires_at=time.time_ns() + int(timeout * 1e9))
+    cmd = m.ControlCommand(
+        target=target, command=command, args=args, requested_by="cli", expires_at=time.time_ns() + int(timeout * 1e9)
+    )
     try:
         reply = bus.rpc(cmd, timeout)
     except RpcTimeout as exc:
@@ -96,7 +99,6 @@ def control(
         bus.close()
     Console().print_json(data=m.to_builtins(reply))
     raise typer.Exit(0 if reply.ok else 1)
-
 
 
 def _register_commands() -> None:

@@ -1,6 +1,7 @@
 """``depthpilot record``: run an exchange's live feeds (the collector's own, from the venue
 registry) without the bus, writing every raw message into replayable gzip day files
 (:mod:`collector.recorder`), with progress (messages, bytes, files, gaps)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,8 +28,9 @@ def _gaps(src: Any) -> int:
     return n
 
 
-async def _record(exchange: str, symbols: list[str], out: Path, duration: float | None, rotate_mb: float,
-                  flush_s: float, quiet: bool) -> dict[str, int]:
+async def _record(
+    exchange: str, symbols: list[str], out: Path, duration: float | None, rotate_mb: float, flush_s: float, quiet: bool
+) -> dict[str, int]:
     from collector.recorder import RecorderPool
     from collector.venues import FeedContext, venue
 
@@ -36,14 +38,17 @@ async def _record(exchange: str, symbols: list[str], out: Path, duration: float 
     pool = RecorderPool(out, rotate_bytes=int(rotate_mb * 2**20) if rotate_mb else None, flush_interval_s=flush_s)
     rec = pool.for_exchange(exchange)
     problems: list[str] = []
-    ctx = FeedContext(s, lambda ev: problems.append(f"retry {ev}"),
-                      lambda ev: console.print(f"[yellow]{ev.connection}: {ev.reason}[/yellow]"), pool.for_exchange)
+    ctx = FeedContext(
+        s,
+        lambda ev: problems.append(f"retry {ev}"),
+        lambda ev: console.print(f"[yellow]{ev.connection}: {ev.reason}[/yellow]"),
+        pool.for_exchange,
+    )
     feeds = venue(exchange).feeds(ctx, symbols, exchange)
     sources = [f.make() for f in feeds if f.what != "trades"]
     if not sources or any(not hasattr(x, "raw_sink") for x in sources):
         pool.close()
-        raise ValueError(f"recording raw messages is not supported for {exchange!r} yet "
-                         "(native Binance, kraken spot)")
+        raise ValueError(f"recording raw messages is not supported for {exchange!r} yet (native Binance, kraken spot)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,8 +75,11 @@ async def _record(exchange: str, symbols: list[str], out: Path, duration: float 
             last_gaps = gaps
             st = pool.stats()
             if not quiet:
-                console.print(f"{time.monotonic() - t0:7.1f}s  messages {st['messages']:,}  "
-                              f"bytes {st['bytes']:,}  files {st['files']}  gaps {st['gaps']}", highlight=False)
+                console.print(
+                    f"{time.monotonic() - t0:7.1f}s  messages {st['messages']:,}  "
+                    f"bytes {st['bytes']:,}  files {st['files']}  gaps {st['gaps']}",
+                    highlight=False,
+                )
             if duration is not None and time.monotonic() - t0 >= duration:
                 break
     finally:
@@ -108,5 +116,8 @@ def record(
     except Exception as exc:  # noqa: BLE001 - a feed failed for good: one line, non-zero exit
         console.print(f"[red]record failed: {type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"recorded {st['messages']:,} messages, {st['bytes']:,} bytes in {st['files']} files "
-                  f"({st['gaps']} gaps) under {out / exchange}", highlight=False)
+    console.print(
+        f"recorded {st['messages']:,} messages, {st['bytes']:,} bytes in {st['files']} files "
+        f"({st['gaps']} gaps) under {out / exchange}",
+        highlight=False,
+    )

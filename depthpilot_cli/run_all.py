@@ -1,4 +1,5 @@
 """``depthpilot run-all``: every service in ONE process on the in-memory bus and store."""
+
 from __future__ import annotations
 
 import os
@@ -151,9 +152,12 @@ def ensure_demo_data(base_url: str | None = None) -> None:
     try:
         fetch(dest, base_url=base_url or DEFAULT_BASE_URL, datasets=[dataset], retries=1, retry_wait=0.5)
     except SampleDataError:
-        console.print(f"[red]no recordings found in {data_dir()} and they cannot be downloaded from here: "
-                      "set DEPTHPILOT_DATA_DIR to a directory that holds them, or run `make sample-data` "
-                      "on a machine with internet[/red]", soft_wrap=True)
+        console.print(
+            f"[red]no recordings found in {data_dir()} and they cannot be downloaded from here: "
+            "set DEPTHPILOT_DATA_DIR to a directory that holds them, or run `make sample-data` "
+            "on a machine with internet[/red]",
+            soft_wrap=True,
+        )
         raise typer.Exit(2) from None
     os.environ["DEPTHPILOT_DATA_DIR"] = str(dest)
 
@@ -177,4 +181,3 @@ def _pipeline_summary(services: list) -> str:
         elif svc.name == "trader":
             parts.append(f"trader: {st.get('intents', 0):.0f} orders, {st.get('fills', 0):.0f} fills")
     return "pipeline | " + " | ".join(parts)
-

@@ -2,6 +2,7 @@
 positions, closed trades and PnL after fees, asked from the trader over the control layer
 (the same requests the CLI and the Telegram bot send). On a terminal it is a rich table
 refreshed in place; otherwise periodic one-line summaries; at the end a summary of trades."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,12 +49,18 @@ def line(v: TradingView) -> str:
     """One line for logs / non-terminals."""
     if v.error or v.status is None:
         return f"trader | {v.error or 'no answer'}"
-    sigs = ", ".join(f"{s.symbol} {s.last_signal or '-'}"
-                     + (f" {s.last_score:+.2f}" if s.last_score is not None else "") for s in v.status.symbols)
-    pos = ", ".join(f"{p.symbol} {p.qty:+} @ {_q(p.avg_price, 2)} (uPnL {_q(p.unrealized_pnl)})"
-                    for p in v.positions) or "flat"
+    sigs = ", ".join(
+        f"{s.symbol} {s.last_signal or '-'}" + (f" {s.last_score:+.2f}" if s.last_score is not None else "")
+        for s in v.status.symbols
+    )
+    pos = (
+        ", ".join(f"{p.symbol} {p.qty:+} @ {_q(p.avg_price, 2)} (uPnL {_q(p.unrealized_pnl)})" for p in v.positions)
+        or "flat"
+    )
     p = v.pnl
-    pnl = f"trades: {p.trades} | wins: {p.wins} | pnl after fees: {_q(p.realized)} USDT | fees: {_q(p.fees)}" if p else ""
+    pnl = (
+        f"trades: {p.trades} | wins: {p.wins} | pnl after fees: {_q(p.realized)} USDT | fees: {_q(p.fees)}" if p else ""
+    )
     halt = f" | HALTED {v.status.halt_reason}" if v.status.halted else ""
     return f"trader ({v.status.mode}) | signals: {sigs} | positions: {pos} | {pnl}{halt}"
 
@@ -64,27 +71,50 @@ def render(v: TradingView, pipeline: str) -> Any:
     if v.error or v.status is None:
         parts.append(f"[yellow]trader: {v.error or 'no answer yet'}[/yellow]")
         return Group(*parts)
-    sig = Table("symbol", "trading", "signal", "score", "at", "book", title=f"trader ({v.status.mode})"
-                + (f" [red]HALTED {v.status.halt_reason}[/red]" if v.status.halted else ""))
+    sig = Table(
+        "symbol",
+        "trading",
+        "signal",
+        "score",
+        "at",
+        "book",
+        title=f"trader ({v.status.mode})" + (f" [red]HALTED {v.status.halt_reason}[/red]" if v.status.halted else ""),
+    )
     for s in v.status.symbols:
         arrow = {"up": "[green]up[/green]", "down": "[red]down[/red]"}.get(s.last_signal, s.last_signal or "-")
-        sig.add_row(s.symbol, "yes" if s.trading else "no", arrow,
-                    "" if s.last_score is None else f"{s.last_score:+.3f}", _t(s.last_signal_ts),
-                    "ok" if s.book_ok else (s.book_reason or "no book"))
+        sig.add_row(
+            s.symbol,
+            "yes" if s.trading else "no",
+            arrow,
+            "" if s.last_score is None else f"{s.last_score:+.3f}",
+            _t(s.last_signal_ts),
+            "ok" if s.book_ok else (s.book_reason or "no book"),
+        )
     parts.append(sig)
     pos = Table("symbol", "qty", "avg", "mark", "stop", "unrealized", title="open positions")
     for p in v.positions:
-        pos.add_row(p.symbol, str(p.qty), _q(p.avg_price, 2), _q(p.mark_price, 2), _q(p.stop_price, 2),
-                    _q(p.unrealized_pnl))
+        pos.add_row(
+            p.symbol, str(p.qty), _q(p.avg_price, 2), _q(p.mark_price, 2), _q(p.stop_price, 2), _q(p.unrealized_pnl)
+        )
     parts.append(pos if v.positions else "open positions: none")
     tr = Table("exit", "symbol", "side", "qty", "entry", "exit", "pnl", "reason", title="recent trades")
     for t in v.trades:
-        tr.add_row(_t(t.exit_ts), t.symbol, t.side, str(t.qty), _q(t.entry_price, 2), _q(t.exit_price, 2),
-                   _q(t.pnl), t.exit_reason)
+        tr.add_row(
+            _t(t.exit_ts),
+            t.symbol,
+            t.side,
+            str(t.qty),
+            _q(t.entry_price, 2),
+            _q(t.exit_price, 2),
+            _q(t.pnl),
+            t.exit_reason,
+        )
     parts.append(tr if v.trades else "recent trades: none yet")
     if v.pnl is not None:
-        parts.append(f"PnL after fees: [bold]{_q(v.pnl.realized)} {v.pnl.currency}[/bold] over {v.pnl.trades} trades "
-                     f"({v.pnl.wins} won), fees {_q(v.pnl.fees)}, unrealized {_q(v.pnl.unrealized)}")
+        parts.append(
+            f"PnL after fees: [bold]{_q(v.pnl.realized)} {v.pnl.currency}[/bold] over {v.pnl.trades} trades "
+            f"({v.pnl.wins} won), fees {_q(v.pnl.fees)}, unrealized {_q(v.pnl.unrealized)}"
+        )
     return Group(*parts)
 
 
@@ -93,5 +123,7 @@ def summary(v: TradingView) -> str:
     if v.pnl is None:
         return f"summary | trader: {v.error or 'no answer'}"
     p = v.pnl
-    return (f"summary | trades: {p.trades} | wins: {p.wins} | pnl after fees: {_q(p.realized)} {p.currency} | "
-            f"fees: {_q(p.fees)} | unrealized: {_q(p.unrealized)} | open positions: {len(v.positions)}")
+    return (
+        f"summary | trades: {p.trades} | wins: {p.wins} | pnl after fees: {_q(p.realized)} {p.currency} | "
+        f"fees: {_q(p.fees)} | unrealized: {_q(p.unrealized)} | open positions: {len(v.positions)}"
+    )

@@ -7,6 +7,7 @@ queries ``depthpilot status|positions|balance|pnl [today|7d|all]|trades [-n N]|r
 under ``trade``). Rich tables; errors are one line; exit code 0 = done, 1 = the trader refused
 or did not answer in time (the command then expired and will not be executed), 2 = bad input.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -75,23 +76,32 @@ def _ack(rep: c.Ack) -> None:
 
 
 @trade_app.command("start")
-def start(symbol: str = typer.Argument(..., help="e.g. BTCUSDT"),
-          n: Optional[int] = typer.Option(None, "--n", min=1, help="stop after N round trips"),
-          exchange: str = typer.Option("", help="venue (default: the trader's)"), timeout: float = TIMEOUT) -> None:
+def start(
+    symbol: str = typer.Argument(..., help="e.g. BTCUSDT"),
+    n: Optional[int] = typer.Option(None, "--n", min=1, help="stop after N round trips"),
+    exchange: str = typer.Option("", help="venue (default: the trader's)"),
+    timeout: float = TIMEOUT,
+) -> None:
     """Start trading SYMBOL (optionally for N trades)."""
     _ack(_call(c.StartTrading(symbol=symbol.upper(), exchange=exchange, n_trades=n), timeout))
 
 
 @trade_app.command("stop")
-def stop(symbol: str = typer.Argument("all"), flatten: bool = typer.Option(False, "--flatten", help="also close positions"),
-         timeout: float = TIMEOUT) -> None:
+def stop(
+    symbol: str = typer.Argument("all"),
+    flatten: bool = typer.Option(False, "--flatten", help="also close positions"),
+    timeout: float = TIMEOUT,
+) -> None:
     """Stop entries on SYMBOL (or all); --flatten also closes the open positions."""
     _ack(_call(c.StopTrading(symbol=symbol if symbol == "all" else symbol.upper(), flatten=flatten), timeout))
 
 
 @trade_app.command("flatten")
-def flatten(symbol: str = typer.Argument("all"), yes: bool = typer.Option(False, "--yes", "-y", help="no confirmation"),
-            timeout: float = TIMEOUT) -> None:
+def flatten(
+    symbol: str = typer.Argument("all"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="no confirmation"),
+    timeout: float = TIMEOUT,
+) -> None:
     """Close the open positions of SYMBOL (or all) at market."""
     if not yes and not typer.confirm(f"close every position of {symbol} at market?"):
         raise typer.Exit(1)
@@ -134,10 +144,17 @@ def status(timeout: float = TIMEOUT) -> None:
     out.print(f"mode [bold]{rep.mode}[/bold], {halt}, model {rep.model_id or '-'}")
     t = Table("symbol", "exchange", "trading", "paused", "trades left", "signal", "score", "signal time", "book")
     for s in rep.symbols:
-        t.add_row(s.symbol, s.exchange, "yes" if s.trading else "no", "yes" if s.paused else "no",
-                  "" if s.trades_left is None else str(s.trades_left), s.last_signal or "-",
-                  "" if s.last_score is None else f"{s.last_score:+.3f}", _ts(s.last_signal_ts),
-                  "ok" if s.book_ok else f"[yellow]{s.book_reason or 'no book'}[/yellow]")
+        t.add_row(
+            s.symbol,
+            s.exchange,
+            "yes" if s.trading else "no",
+            "yes" if s.paused else "no",
+            "" if s.trades_left is None else str(s.trades_left),
+            s.last_signal or "-",
+            "" if s.last_score is None else f"{s.last_score:+.3f}",
+            _ts(s.last_signal_ts),
+            "ok" if s.book_ok else f"[yellow]{s.book_reason or 'no book'}[/yellow]",
+        )
     out.print(t)
 
 
@@ -149,15 +166,27 @@ def positions(timeout: float = TIMEOUT) -> None:
         return
     t = Table("symbol", "exchange", "qty", "avg price", "mark", "stop", "unrealized", "realized", "fees", "opened")
     for p in rep.positions:
-        t.add_row(p.symbol, p.exchange, str(p.qty), str(p.avg_price), str(p.mark_price or ""), str(p.stop_price or ""),
-                  _money(p.unrealized_pnl), _money(p.realized_pnl), _money(p.fees_paid), _ts(p.opened_ts))
+        t.add_row(
+            p.symbol,
+            p.exchange,
+            str(p.qty),
+            str(p.avg_price),
+            str(p.mark_price or ""),
+            str(p.stop_price or ""),
+            _money(p.unrealized_pnl),
+            _money(p.realized_pnl),
+            _money(p.fees_paid),
+            _ts(p.opened_ts),
+        )
     out.print(t)
 
 
 def balance(timeout: float = TIMEOUT) -> None:
     """Account equity and available margin."""
     rep: c.BalanceReply = _call(c.Balance(), timeout)
-    out.print(f"{rep.mode}: equity {_money(rep.equity)} {rep.currency}, available {_money(rep.available)} {rep.currency}")
+    out.print(
+        f"{rep.mode}: equity {_money(rep.equity)} {rep.currency}, available {_money(rep.available)} {rep.currency}"
+    )
 
 
 def pnl(period: str = typer.Argument("today", help="today, 7d or all"), timeout: float = TIMEOUT) -> None:
@@ -167,8 +196,15 @@ def pnl(period: str = typer.Argument("today", help="today, 7d or all"), timeout:
         raise typer.Exit(2)
     rep: c.PnlReply = _call(c.Pnl(period=period), timeout)  # type: ignore[arg-type]
     t = Table("period", "since", "realized (after fees)", "fees", "unrealized", "trades", "wins")
-    t.add_row(rep.period, _ts(rep.since_ts) or "-", _money(rep.realized), _money(rep.fees), _money(rep.unrealized),
-              str(rep.trades), str(rep.wins))
+    t.add_row(
+        rep.period,
+        _ts(rep.since_ts) or "-",
+        _money(rep.realized),
+        _money(rep.fees),
+        _money(rep.unrealized),
+        str(rep.trades),
+        str(rep.wins),
+    )
     out.print(t)
 
 
@@ -180,8 +216,17 @@ def trades(n: int = typer.Option(10, "-n", min=1, help="how many"), timeout: flo
         return
     t = Table("exit time", "symbol", "side", "qty", "entry", "exit", "pnl", "fees", "reason")
     for x in rep.trades:
-        t.add_row(_ts(x.exit_ts), x.symbol, x.side, str(x.qty), str(x.entry_price), str(x.exit_price),
-                  _money(x.pnl), _money(x.fees), x.exit_reason)
+        t.add_row(
+            _ts(x.exit_ts),
+            x.symbol,
+            x.side,
+            str(x.qty),
+            str(x.entry_price),
+            str(x.exit_price),
+            _money(x.pnl),
+            _money(x.fees),
+            x.exit_reason,
+        )
     out.print(t)
 
 

@@ -1,4 +1,5 @@
 """``depthpilot train``: LSTM training with walk-forward evaluation against baselines."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,11 @@ from depthpilot_cli.common import app, console, load_spec, progress, settings
 @app.command()
 def train(
     source: str = typer.Option("klines", help="klines | books | features (a `features build` file) | store"),
-    path: list[Path] = typer.Option([], help="input file/dir (default: the bundled dataset for klines/books); "
-                                             "books: repeat for several files of one stream"),
+    path: list[Path] = typer.Option(
+        [],
+        help="input file/dir (default: the bundled dataset for klines/books); "
+        "books: repeat for several files of one stream",
+    ),
     out: Path = typer.Option(Path("runs/model"), "--out", "-o", help="artifact directory"),
     kind: str = typer.Option("snapshot", help="books/store: snapshot | block"),
     interval: str = typer.Option("", help="store: the FeatureVector interval to train on ('' = per snapshot)"),
@@ -34,28 +38,84 @@ def train(
     epochs: int = typer.Option(8),
     folds: int = typer.Option(4),
     seed: int = typer.Option(0),
-    tune: int = typer.Option(0, "--tune", help="optuna trials per training window: nested, inside each walk-forward "
-                             "fold's training rows only (needs the train extra: `pip install depthpilot[train]`)"),
-    allow_imbalanced: bool = typer.Option(False, "--allow-imbalanced",
-                                          help="train even when the labels leave a class almost empty "
-                                               "(warned about and recorded in the manifest and report)"),
+    tune: int = typer.Option(
+        0,
+        "--tune",
+        help="optuna trials per training window: nested, inside each walk-forward "
+        "fold's training rows only (needs the train extra: `pip install depthpilot[train]`)",
+    ),
+    allow_imbalanced: bool = typer.Option(
+        False,
+        "--allow-imbalanced",
+        help="train even when the labels leave a class almost empty "
+        "(warned about and recorded in the manifest and report)",
+    ),
     debug: bool = typer.Option(False, "--debug", help="show the traceback of a bad-input error"),
 ) -> None:
     """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
     from depthpilot_cli.errors import one_line_errors
 
     with one_line_errors("train", debug):
-        _train(source, path, out, kind, interval, exchange, symbol, spec, columns, label, horizon, threshold, seq_len,
-               hidden, layers, dropout, epochs, folds, seed, tune, allow_imbalanced)
+        _train(
+            source,
+            path,
+            out,
+            kind,
+            interval,
+            exchange,
+            symbol,
+            spec,
+            columns,
+            label,
+            horizon,
+            threshold,
+            seq_len,
+            hidden,
+            layers,
+            dropout,
+            epochs,
+            folds,
+            seed,
+            tune,
+            allow_imbalanced,
+        )
 
 
-def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, label, horizon, threshold, seq_len,
-           hidden, layers, dropout, epochs, folds, seed, tune, allow_imbalanced) -> None:
+def _train(
+    source,
+    paths,
+    out,
+    kind,
+    interval,
+    exchange,
+    symbol,
+    spec,
+    columns,
+    label,
+    horizon,
+    threshold,
+    seq_len,
+    hidden,
+    layers,
+    dropout,
+    epochs,
+    folds,
+    seed,
+    tune,
+    allow_imbalanced,
+) -> None:
     from features.spec import FeatureSpec
     from predictor.dataset import DatasetError
     from predictor.labels import ImbalancedLabels, LabelError, LabelSpec, check_label_balance, make_labels
-    from predictor.sources import (RELATIVE_CANDLE_COLUMNS, SourceError, from_books, from_feature_file, from_klines,
-                                   from_store, relative_columns)
+    from predictor.sources import (
+        RELATIVE_CANDLE_COLUMNS,
+        SourceError,
+        from_books,
+        from_feature_file,
+        from_klines,
+        from_store,
+        relative_columns,
+    )
     from predictor.train import TrainConfig
     from predictor.train import train as run_train
 
@@ -66,7 +126,9 @@ def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, 
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
             if len(paths) > 1:
                 raise SourceError("--source klines takes one --path")
-            data = from_klines(paths[0] if paths else data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs)
+            data = from_klines(
+                paths[0] if paths else data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs
+            )
             if columns == "relative":
                 data = data.select(RELATIVE_CANDLE_COLUMNS)
         elif source == "books":
@@ -86,9 +148,19 @@ def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, 
             raise SourceError("--source must be klines, books, features or store")
         if columns == "relative" and source != "klines":
             data = data.select(relative_columns(data.names))
-        cfg = TrainConfig(label=LabelSpec(kind=label, horizon=horizon, threshold=threshold), seq_len=seq_len,
-                          hidden=hidden, layers=layers, dropout=dropout, max_epochs=epochs, n_folds=folds, seed=seed,
-                          tune_trials=tune, model_name=out.name, allow_imbalanced=allow_imbalanced)
+        cfg = TrainConfig(
+            label=LabelSpec(kind=label, horizon=horizon, threshold=threshold),
+            seq_len=seq_len,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            max_epochs=epochs,
+            n_folds=folds,
+            seed=seed,
+            tune_trials=tune,
+            model_name=out.name,
+            allow_imbalanced=allow_imbalanced,
+        )
     except (SourceError, ValueError, FileNotFoundError) as exc:
         raise SourceError(str(exc)) from exc  # one line, exit 2 (one_line_errors)
     try:  # before anything is printed or fitted: labels that leave a class almost empty
@@ -97,8 +169,12 @@ def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, 
         if not allow_imbalanced:
             typer.echo(f"refused: {exc}", err=True)
             raise typer.Exit(2) from None
-        console.print(f"[bold yellow]WARNING: {exc}; training anyway (--allow-imbalanced), "
-                      "recorded in the manifest and report[/bold yellow]", markup=True, highlight=False)
+        console.print(
+            f"[bold yellow]WARNING: {exc}; training anyway (--allow-imbalanced), "
+            "recorded in the manifest and report[/bold yellow]",
+            markup=True,
+            highlight=False,
+        )
     console.print(f"{len(data.ts)} rows x {len(data.names)} features (spec {data.spec_hash})")
     with progress() as prog:
         task = prog.add_task("training", total=None)
@@ -109,8 +185,17 @@ def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, 
             prog.update(task, completed=ev.step, total=ev.steps_total, description=f"{where}{epoch}")
 
         try:
-            artifact = run_train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out,
-                                 progress=on_progress, features=data.features)
+            artifact = run_train(
+                cfg,
+                data.X,
+                data.ts,
+                data.prices,
+                data.names,
+                data.spec_hash,
+                out,
+                progress=on_progress,
+                features=data.features,
+            )
         except (DatasetError, LabelError) as exc:
             prog.stop()
             typer.echo(f"refused: {exc}", err=True)
@@ -119,11 +204,10 @@ def _train(source, paths, out, kind, interval, exchange, symbol, spec, columns, 
     table = Table("predictor", "accuracy", "log-loss", "brier", title="walk-forward, out of sample")
     for who, r in man["metrics"]["walk_forward"].items():
         if isinstance(r, dict) and "mean_fold_accuracy" in r:
-            table.add_row(who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}",
-                          f"{r['mean_fold_brier']:.4f}")
+            table.add_row(
+                who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}", f"{r['mean_fold_brier']:.4f}"
+            )
     Console().print(table)
     for w in man["metrics"].get("warnings", []):
         console.print(f"[bold yellow]WARNING: {w}[/bold yellow]", highlight=False)
     console.print(f"artifact and report.md in {artifact}")
-
-

@@ -1,4 +1,5 @@
 """``depthpilot --version``."""
+
 from __future__ import annotations
 
 import typer
@@ -30,7 +31,8 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
-                                      help="print the version and exit"),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+    ),
 ) -> None:
     pass

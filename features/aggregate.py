@@ -19,6 +19,7 @@ after ``advance`` closed the block on the wall clock) is dropped and counted in 
 Batch: :func:`aggregate_blocks`. Streaming: :class:`StreamingAggregator` (sums the block's
 rows in arrival order, exactly as ``np.add.reduceat`` does in batch).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,9 @@ def _assemble(n: np.ndarray, sums: np.ndarray, last: np.ndarray, prev_last: np.n
     return np.concatenate((n[:, None], mean, last, d), axis=1)
 
 
-def aggregate_blocks(spec: FeatureSpec, ts: np.ndarray, X: np.ndarray,
-                     reset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_blocks(
+    spec: FeatureSpec, ts: np.ndarray, X: np.ndarray, reset: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Aggregate (T, F) per-snapshot features (invalid rows all-NaN) with their ns timestamps;
     ``reset`` (T,) bool marks rows where per-symbol state restarted (``d_*`` NaN in their block).
 
@@ -71,7 +73,7 @@ def aggregate_blocks(spec: FeatureSpec, ts: np.ndarray, X: np.ndarray,
     if reset is not None:
         rv = np.asarray(reset, dtype=bool)[valid]
         broken = np.logical_or.reduceat(rv, starts)
-        A[broken, A.shape[1] - len(_change_idx(spec)):] = np.nan
+        A[broken, A.shape[1] - len(_change_idx(spec)) :] = np.nan
     return (b[starts] + 1) * iv - 1, A
 
 
@@ -104,7 +106,7 @@ class StreamingAggregator:
         row = _assemble(np.array([float(self._n)]), self._sum, self._last, self._prev_last, self._ci)[0]
         self.last_broken = self._broken  # the closed block's d_* spans a reset (NaN)
         if self._broken:
-            row[row.size - self._ci.size:] = np.nan
+            row[row.size - self._ci.size :] = np.nan
         bts = (self._block + 1) * self._iv - 1
         self._prev_last = self._last.copy()
         self._sum[:] = 0.0

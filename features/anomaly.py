@@ -12,6 +12,7 @@ threshold`` raises an :class:`AnomalyEvent`; the wiring turns it into a ``RiskEv
 Used for the candle volume spike (``vol_z`` column, on log1p(volume)) and for book-distribution
 anomalies over aggregated block features (e.g. ``last_vol_ratio_20``, ``mean_imb_dw``).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -90,14 +91,16 @@ def robust_zscore(x: np.ndarray, window: int, min_periods: int, start: int = 0) 
     return out
 
 
-def _events(kind: str, ts: np.ndarray, values: np.ndarray, z: np.ndarray, feature: str, thr: float,
-            spec_hash: str) -> list[AnomalyEvent]:
+def _events(
+    kind: str, ts: np.ndarray, values: np.ndarray, z: np.ndarray, feature: str, thr: float, spec_hash: str
+) -> list[AnomalyEvent]:
     hit = np.flatnonzero(np.abs(np.nan_to_num(z, nan=0.0)) >= thr)
     return [AnomalyEvent(kind, int(ts[i]), feature, float(values[i]), float(z[i]), float(thr), spec_hash) for i in hit]
 
 
-def detect_anomalies(spec: FeatureSpec, ts: np.ndarray, values: np.ndarray, names: Sequence[str],
-                     kind: str = "book_distribution") -> list[AnomalyEvent]:
+def detect_anomalies(
+    spec: FeatureSpec, ts: np.ndarray, values: np.ndarray, names: Sequence[str], kind: str = "book_distribution"
+) -> list[AnomalyEvent]:
     """Batch: events for every column of ``values`` (T, k) named ``names``, ordered by (ts, column)."""
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
@@ -130,9 +133,15 @@ class StreamingAnomalyDetector:
         self._buf.append(row)
         hist = np.stack(self._buf)  # (<= window + 1, k), current row last
         s = self.spec
-        z = np.array([robust_zscore(hist[:, j], s.anomaly_window, s.anomaly_min_periods, start=hist.shape[0] - 1)[0]
-                      for j in range(hist.shape[1])])
+        z = np.array(
+            [
+                robust_zscore(hist[:, j], s.anomaly_window, s.anomaly_min_periods, start=hist.shape[0] - 1)[0]
+                for j in range(hist.shape[1])
+            ]
+        )
         ev = []
         for j, name in enumerate(self.names):
-            ev.extend(_events(self.kind, np.array([ts]), row[j : j + 1], z[j : j + 1], name, s.anomaly_threshold, self._hash))
+            ev.extend(
+                _events(self.kind, np.array([ts]), row[j : j + 1], z[j : j + 1], name, s.anomaly_threshold, self._hash)
+            )
         return z, ev

@@ -7,6 +7,7 @@ candle vector comes seconds after start instead of after the indicators' warm-up
 is the network call (retried with back-off, each retry reported by the downloader);
 ``candles_from_store`` builds them from the trades the collector stored (``FEATURES_BACKFILL=store``)
 with the live candle builder itself, so stored and live candles are made the same way."""
+
 from __future__ import annotations
 
 import asyncio
@@ -32,13 +33,30 @@ def candles_from_ohlcv(rows: Sequence[Sequence[Any]], interval_ns: int) -> list[
     out = []
     for r in rows:
         open_ns = int(r[0]) * 1_000_000
-        out.append({"ts": open_ns + interval_ns - 1, "open": float(r[1]), "high": float(r[2]), "low": float(r[3]),
-                    "close": float(r[4]), "volume": float(r[5] or 0.0), "n": 0.0})
+        out.append(
+            {
+                "ts": open_ns + interval_ns - 1,
+                "open": float(r[1]),
+                "high": float(r[2]),
+                "low": float(r[3]),
+                "close": float(r[4]),
+                "volume": float(r[5] or 0.0),
+                "n": 0.0,
+            }
+        )
     return out
 
 
-def fetch_candles(exchange: str, symbol: str, interval_s: float, n: int, *, api_base_url: str | None = None,
-                  now_ns: int | None = None, on_retry: Any = None) -> list[dict[str, float]]:
+def fetch_candles(
+    exchange: str,
+    symbol: str,
+    interval_s: float,
+    n: int,
+    *,
+    api_base_url: str | None = None,
+    now_ns: int | None = None,
+    on_retry: Any = None,
+) -> list[dict[str, float]]:
     """The last ``n`` candles that closed before ``now_ns`` (default: now)."""
     from collector.history import KlineDownloader
 
@@ -49,8 +67,16 @@ def fetch_candles(exchange: str, symbol: str, interval_s: float, n: int, *, api_
     since = until - n * iv_ms
 
     async def run() -> list:
-        dl = KlineDownloader(exchange, symbol, timeframe=tf, limit=min(n, 1000), api_base_url=api_base_url,
-                             on_retry=on_retry, backoff_initial_s=0.5, max_attempts=5)
+        dl = KlineDownloader(
+            exchange,
+            symbol,
+            timeframe=tf,
+            limit=min(n, 1000),
+            api_base_url=api_base_url,
+            on_retry=on_retry,
+            backoff_initial_s=0.5,
+            max_attempts=5,
+        )
         try:
             return await dl.fetch(since, until)
         finally:
@@ -59,8 +85,9 @@ def fetch_candles(exchange: str, symbol: str, interval_s: float, n: int, *, api_
     return candles_from_ohlcv(asyncio.run(run()), int(interval_s * 1e9))
 
 
-def candles_from_store(store: Any, exchange: str, symbol: str, interval_s: float, n: int,
-                       now_ns: int | None = None) -> list[dict[str, float]]:
+def candles_from_store(
+    store: Any, exchange: str, symbol: str, interval_s: float, n: int, now_ns: int | None = None
+) -> list[dict[str, float]]:
     """Closed candles of the last ``n`` intervals before the open one, from stored trades (quiet
     intervals after the first trade are flat candles, as live; none before it)."""
     from features.candles import CandleBuilder

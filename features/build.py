@@ -1,5 +1,6 @@
 """Offline feature matrices (``depthpilot features build``): the same kernels as the service,
 run in batch over a recording, an export or the store. pandas only at this edge."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,14 @@ import pandas as pd
 from features.aggregate import aggregate_blocks
 from features.candles import candle_features, ohlcv_from_mid, ohlcv_from_trades
 from features.engine import feature_rows
-from features.io import (RecordingError, books_from_messages, load_binance_books, load_book_snapshots_csv, load_klines,
-                         load_trades_csv)
+from features.io import (
+    RecordingError,
+    books_from_messages,
+    load_binance_books,
+    load_book_snapshots_csv,
+    load_klines,
+    load_trades_csv,
+)
 from features.pipeline import interval_label, names_for
 from features.spec import FeatureSpec
 
@@ -32,9 +39,16 @@ def load_books(path: Path | Sequence[Path], depth: int = 250) -> tuple[np.ndarra
     return load_binance_books(paths if len(paths) > 1 else paths[0], depth=depth)
 
 
-def build(spec: FeatureSpec, kind: str, *, ts: np.ndarray | None = None, bids: np.ndarray | None = None,
-          asks: np.ndarray | None = None, trades: dict[str, np.ndarray] | None = None,
-          klines: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+def build(
+    spec: FeatureSpec,
+    kind: str,
+    *,
+    ts: np.ndarray | None = None,
+    bids: np.ndarray | None = None,
+    asks: np.ndarray | None = None,
+    trades: dict[str, np.ndarray] | None = None,
+    klines: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Feature frame of one kind (snapshot | block | candle): ``ts`` column (ns) + features.
 
     candle: from ``klines`` if given, else from ``trades``, else from the books' mid price."""
@@ -76,10 +90,12 @@ def write_frame(df: pd.DataFrame, out: Path) -> None:
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(df, preserve_index=False)
-        meta = {**(table.schema.metadata or {}),
-                b"depthpilot.spec_hash": df.attrs["spec_hash"].encode(),
-                b"depthpilot.interval": df.attrs["interval"].encode(),
-                b"depthpilot.kind": df.attrs["kind"].encode()}
+        meta = {
+            **(table.schema.metadata or {}),
+            b"depthpilot.spec_hash": df.attrs["spec_hash"].encode(),
+            b"depthpilot.interval": df.attrs["interval"].encode(),
+            b"depthpilot.kind": df.attrs["kind"].encode(),
+        }
         pq.write_table(table.replace_schema_metadata(meta), out, compression="zstd")
 
 

@@ -22,6 +22,7 @@ FeatureSpec):
 Streaming (:class:`StreamingCandleFeatures`) keeps the last ``lookback(spec)`` bars plus the
 EWMA states and calls the same functions with ``start`` = the new bar's index.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -184,7 +185,9 @@ def _indicators(o, h, l, c, v, spec: FeatureSpec, start: int, state: dict | None
         cols.append(_cci((h + l + c) / 3.0, spec.cci_window, start))
         mp = 0.5 * (h + l)
         dm = mp - np.concatenate(([np.nan], mp[:-1]))
-        emv = np.where(v > 0, dm * (h - l) * spec.evm_volume_scale / np.where(v > 0, v, 1.0), np.where(np.isnan(dm), np.nan, 0.0))
+        emv = np.where(
+            v > 0, dm * (h - l) * spec.evm_volume_scale / np.where(v > 0, v, 1.0), np.where(np.isnan(dm), np.nan, 0.0)
+        )
         cols.append(rolling_mean(emv, spec.evm_window, start=start))
         w = spec.bb_window
         mid = rolling_mean(c, w, start=start)
@@ -243,8 +246,9 @@ class StreamingCandleFeatures:
 # --------------------------------------------------------------------------- candles
 
 
-def ohlcv_from_trades(ts: np.ndarray, price: np.ndarray, size: np.ndarray | None, interval_ns: int,
-                      fill_gaps: bool = True) -> dict[str, np.ndarray]:
+def ohlcv_from_trades(
+    ts: np.ndarray, price: np.ndarray, size: np.ndarray | None, interval_ns: int, fill_gaps: bool = True
+) -> dict[str, np.ndarray]:
     """Bucket ticks (ts ns, sorted) into candles ``[k*interval, (k+1)*interval)``.
 
     Returns arrays ``ts`` (candle close time = bucket end - 1 ns, the last ns it covers),
@@ -316,8 +320,15 @@ class CandleBuilder:
         self._last_ts: int | None = None
 
     def _emit(self) -> dict[str, float]:
-        return {"ts": (self._b + 1) * self.interval_ns - 1, "open": self._o, "high": self._h, "low": self._l,
-                "close": self._c, "volume": self._v, "n": float(self._n)}
+        return {
+            "ts": (self._b + 1) * self.interval_ns - 1,
+            "open": self._o,
+            "high": self._h,
+            "low": self._l,
+            "close": self._c,
+            "volume": self._v,
+            "n": float(self._n),
+        }
 
     def update(self, ts: int, price: float, size: float = 0.0) -> list[dict[str, float]]:
         if not (np.isfinite(price) and np.isfinite(size)):
@@ -332,8 +343,17 @@ class CandleBuilder:
             if self.fill_gaps:
                 c = self._c
                 for g in range(self._b + 1, b):
-                    closed.append({"ts": (g + 1) * self.interval_ns - 1, "open": c, "high": c, "low": c,
-                                   "close": c, "volume": 0.0, "n": 0.0})
+                    closed.append(
+                        {
+                            "ts": (g + 1) * self.interval_ns - 1,
+                            "open": c,
+                            "high": c,
+                            "low": c,
+                            "close": c,
+                            "volume": 0.0,
+                            "n": 0.0,
+                        }
+                    )
             self._b = None
         if self._b is None:
             self._b = b

@@ -17,6 +17,7 @@ it). Both give the same ticks, books and reset flags on the same input.
 
 :func:`reset_events` is the event-clock counterpart (one row per book) used by the engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,7 +59,9 @@ def reset_events(ts: np.ndarray, code: np.ndarray, max_gap_ns: int) -> np.ndarra
     return out
 
 
-def sample_clock(ts: np.ndarray, ok: np.ndarray, interval_ns: int, max_gap_ns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_clock(
+    ts: np.ndarray, ok: np.ndarray, interval_ns: int, max_gap_ns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample rows (time-ordered; drop late rows first) on ticks ``k * interval_ns``.
 
     Returns ``(tick_ts, src, reset)``: for every tick with a row, its time, the index of the

@@ -16,6 +16,7 @@ itself (OFI 0), never with the book from before the gap (:func:`features.clock.r
 Sampled clock (``spec.sample_interval_s > 0``): :func:`feature_rows` samples the books on the
 fixed clock first (:mod:`features.clock`), then runs the same kernels on the sampled rows.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,14 @@ def batch_validity(ts: np.ndarray, bids: np.ndarray, asks: np.ndarray) -> np.nda
     return code
 
 
-def batch_features(spec: FeatureSpec, ts: np.ndarray, books, return_codes: bool = False,
-                   reset: np.ndarray | None = None, return_reset: bool = False):
+def batch_features(
+    spec: FeatureSpec,
+    ts: np.ndarray,
+    books,
+    return_codes: bool = False,
+    reset: np.ndarray | None = None,
+    return_reset: bool = False,
+):
     """Per-snapshot features of a whole recording.
 
     ``books`` = ``(bids, asks)``, each float64 (T, L, 2) (NaN-price padding at the end of a
@@ -244,11 +251,25 @@ class StreamingFeatures:
         return 0
 
 
-def make_feature_vector(spec: FeatureSpec, exchange: str, symbol: str, ts: int, values: np.ndarray,
-                        names: list[str] | None = None, interval: str = "") -> FeatureVector:
+def make_feature_vector(
+    spec: FeatureSpec,
+    exchange: str,
+    symbol: str,
+    ts: int,
+    values: np.ndarray,
+    names: list[str] | None = None,
+    interval: str = "",
+) -> FeatureVector:
     """FeatureVector stamped with the spec hash (names optional on the hot path)."""
-    return FeatureVector(exchange=exchange, symbol=symbol, ts=int(ts), spec_hash=spec.hash,
-                         values=np.asarray(values, dtype=np.float64), names=names or [], interval=interval)
+    return FeatureVector(
+        exchange=exchange,
+        symbol=symbol,
+        ts=int(ts),
+        spec_hash=spec.hash,
+        values=np.asarray(values, dtype=np.float64),
+        names=names or [],
+        interval=interval,
+    )
 
 
 def check_feature_vector(spec: FeatureSpec, fv: FeatureVector, where: str = "") -> None:

@@ -10,6 +10,7 @@ An input more than ``future_tolerance_ns`` ahead of the clock raises :class:`Fut
 never touch any state. An input more than ``max_age_ns`` behind the clock is "old": the caller
 drops and counts it (``max_age_ns = 0`` turns that check off).
 """
+
 from __future__ import annotations
 
 import time
@@ -53,8 +54,10 @@ class InputClock:
         ahead = ts - now
         if ahead > self.future_tolerance_ns:
             clock = "wall clock" if self.mode == "wall" else "replay clock"
-            raise FutureInput(f"{what} ts {ts} is {ahead / 1e9:.3f} s ahead of the {clock} "
-                              f"(tolerance {self.future_tolerance_ns / 1e9:g} s)")
+            raise FutureInput(
+                f"{what} ts {ts} is {ahead / 1e9:.3f} s ahead of the {clock} "
+                f"(tolerance {self.future_tolerance_ns / 1e9:g} s)"
+            )
         return not (self.max_age_ns and -ahead > self.max_age_ns)
 
     def accepted(self, ts: int) -> None:

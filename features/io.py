@@ -12,6 +12,7 @@
   the one implementation of the sync rule): offline books equal live books. Several files of
   one stream are one stream (a continuation without its own snapshot follows its predecessor).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -79,16 +80,29 @@ def load_trades_csv(path: str | Path) -> dict[str, np.ndarray]:
     }
 
 
-_KLINE_DUMP_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume", "count",
-                       "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+_KLINE_DUMP_COLUMNS = [
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+]
 _KLINE_ALIASES = {"count": "trades", "number_of_trades": "trades", "quote_asset_volume": "quote_volume"}
 
 
 def _epoch_to_ns(v: np.ndarray, what: str, path: Path) -> np.ndarray:
     """Epoch integers in s/ms/µs/ns (by magnitude, per value) -> ns."""
     v = np.asarray(v, dtype=np.int64)
-    out = np.where(v >= 10**17, v, np.where(v >= 10**14, v * 1_000, np.where(v >= 10**11, v * 1_000_000,
-                                                                            v * 1_000_000_000)))
+    out = np.where(
+        v >= 10**17, v, np.where(v >= 10**14, v * 1_000, np.where(v >= 10**11, v * 1_000_000, v * 1_000_000_000))
+    )
     if len(v) and (v.min() < 10**9 or v.max() >= 10**19):
         raise RecordingError(f"{path}: column {what} is not an epoch time in s/ms/us/ns")
     return out
@@ -115,8 +129,10 @@ def load_klines(path: str | Path) -> dict[str, np.ndarray]:
         if headerless:
             df = pd.read_csv(path, header=None)
             if df.shape[1] < 7:
-                raise RecordingError(f"{path}: a headerless klines CSV needs the Binance dump layout "
-                                     f"{_KLINE_DUMP_COLUMNS[:7]}..., got {df.shape[1]} columns")
+                raise RecordingError(
+                    f"{path}: a headerless klines CSV needs the Binance dump layout "
+                    f"{_KLINE_DUMP_COLUMNS[:7]}..., got {df.shape[1]} columns"
+                )
             df.columns = _KLINE_DUMP_COLUMNS[: df.shape[1]] + [f"extra_{i}" for i in range(df.shape[1] - 12)]
         else:
             df = pd.read_csv(path)
@@ -145,7 +161,9 @@ def load_klines(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
-def books_from_messages(snaps: Iterable[m.BookSnapshot], depth: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def books_from_messages(
+    snaps: Iterable[m.BookSnapshot], depth: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stack snapshots into (ts, bids (T, L, 2), asks (T, L, 2)) with NaN padding.
     Snapshots the collector flagged invalid become all-NaN rows (the engine rejects them)."""
     snaps = list(snaps)
@@ -176,8 +194,9 @@ def binance_book_messages(paths: str | Path | Sequence[str | Path], depth: int =
         raise RecordingError(str(exc)) from None
     if len(rep.streams) > 1:
         where = paths if isinstance(paths, (str, Path)) else ", ".join(map(str, paths))
-        raise RecordingError(f"{where}: holds {len(rep.streams)} streams ({', '.join(rep.stream_names)}); "
-                             "give the files of one stream")
+        raise RecordingError(
+            f"{where}: holds {len(rep.streams)} streams ({', '.join(rep.stream_names)}); give the files of one stream"
+        )
 
     def it() -> Iterable[m.BookSnapshot]:
         try:
@@ -188,8 +207,9 @@ def binance_book_messages(paths: str | Path | Sequence[str | Path], depth: int =
     return it()
 
 
-def load_binance_books(paths: str | Path | Sequence[str | Path], depth: int = 250,
-                       max_snapshots: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load_binance_books(
+    paths: str | Path | Sequence[str | Path], depth: int = 250, max_snapshots: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts ns = exchange event time, bids (T, depth, 2), asks (T, depth, 2)) of one raw Binance
     stream; invalid books (before the first snapshot, gaps, crossed) are all-NaN rows."""
     snaps = list(itertools.islice(binance_book_messages(paths, depth), max_snapshots))

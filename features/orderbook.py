@@ -25,6 +25,7 @@ Formulas (``bb``/``ba`` best bid/ask price, ``qb``/``qa`` their sizes, ``mid`` =
                          + 1{ba>=ba'} qa'; 0.0 for the first valid snapshot.
   n_bid_levels, n_ask_levels  levels present.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,7 +115,9 @@ def _n_levels(p: np.ndarray):
     return (p == p).sum(axis=1)[:, None]
 
 
-def snapshot_kernel(bids: np.ndarray, asks: np.ndarray, prev_top, k: KernelConsts, out: np.ndarray | None = None) -> np.ndarray:
+def snapshot_kernel(
+    bids: np.ndarray, asks: np.ndarray, prev_top, k: KernelConsts, out: np.ndarray | None = None
+) -> np.ndarray:
     """All per-snapshot features of valid books, written into ``out`` (T, F).
 
     bids (T, Lb, 2), asks (T, La, 2) C-contiguous float64 (Lb, La >= 1, NaN-price padding at

@@ -23,6 +23,7 @@ without a new book) is reported in ``clock_problem``.
 
 The service only moves these messages between bus and store.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -66,8 +67,15 @@ SLOW_FEED_MIN_FRESH = 0.5  # below this share of ticks with a new book the feed 
 
 
 class SymbolPipeline:
-    def __init__(self, spec: FeatureSpec, exchange: str, symbol: str, emit: tuple[str, ...] = ("block", "candle"),
-                 candles_from: str = "trades", source: str = "features") -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        exchange: str,
+        symbol: str,
+        emit: tuple[str, ...] = ("block", "candle"),
+        candles_from: str = "trades",
+        source: str = "features",
+    ) -> None:
         unknown = set(emit) - set(EMIT_KINDS)
         if unknown:
             raise ValueError(f"unknown feature kinds {sorted(unknown)}; choose from {EMIT_KINDS}")
@@ -147,8 +155,7 @@ class SymbolPipeline:
         """Count a state reset: a feed gap, or the first invalid book of a run (resync...)."""
         if self._book_ts is not None and ts - self._book_ts > self.spec.max_gap_ns:
             self.resets["gap"] += 1
-            out.resets.append(f"gap: no snapshot for {(ts - self._book_ts) / 1e9:.1f} s "
-                              f"(> {self.spec.max_gap_s:g} s)")
+            out.resets.append(f"gap: no snapshot for {(ts - self._book_ts) / 1e9:.1f} s (> {self.spec.max_gap_s:g} s)")
         if not ok and not self._broken and self._book_ts is not None:
             why = why or snap.reason or self.snap.reason or "invalid book"
             kind = "resync" if "resync" in why.lower() else "invalid"
@@ -179,8 +186,10 @@ class SymbolPipeline:
         share = (s.fresh - f0) / n
         self._win = (s.ticks, s.fresh)
         if share < SLOW_FEED_MIN_FRESH:
-            self.clock_problem = (f"feed too slow for the {self.spec.sample_interval_s:g} s sample clock: "
-                                  f"only {share:.0%} of the last {n} ticks had a new book")
+            self.clock_problem = (
+                f"feed too slow for the {self.spec.sample_interval_s:g} s sample clock: "
+                f"only {share:.0%} of the last {n} ticks had a new book"
+            )
         else:
             self.clock_problem = ""
 
@@ -231,10 +240,17 @@ class SymbolPipeline:
 
     # ------------------------------------------------------------------ internals
     def _vector(self, kind: str, ts: int, values: np.ndarray, reset: bool = False) -> m.FeatureVector:
-        return m.FeatureVector(exchange=self.exchange, symbol=self.symbol, ts=int(ts), spec_hash=self.spec.hash,
-                               values=np.asarray(values, dtype=np.float64), names=self._names[kind],
-                               interval=self._labels[kind], valid=bool(np.isfinite(values).all()),
-                               reset=bool(reset))
+        return m.FeatureVector(
+            exchange=self.exchange,
+            symbol=self.symbol,
+            ts=int(ts),
+            spec_hash=self.spec.hash,
+            values=np.asarray(values, dtype=np.float64),
+            names=self._names[kind],
+            interval=self._labels[kind],
+            valid=bool(np.isfinite(values).all()),
+            reset=bool(reset),
+        )
 
     def _block(self, bts: int, row: np.ndarray, out: PipelineOutput) -> None:
         if "block" in self.emit:
@@ -255,11 +271,18 @@ class SymbolPipeline:
         return out
 
     def _seam_gap(self, gap: SeamGap, out: PipelineOutput) -> None:
-        out.events.append(m.RiskEvent(
-            kind="candle_gap", severity="warning", source=self.source, exchange=self.exchange, symbol=self.symbol,
-            message=f"{gap.missing} candle(s) missing ({gap.where}) before {gap.first_ts}",
-            data={"after_ts": gap.after_ts, "first_ts": gap.first_ts, "missing": gap.missing, "where": gap.where},
-            ts=gap.first_ts))
+        out.events.append(
+            m.RiskEvent(
+                kind="candle_gap",
+                severity="warning",
+                source=self.source,
+                exchange=self.exchange,
+                symbol=self.symbol,
+                message=f"{gap.missing} candle(s) missing ({gap.where}) before {gap.first_ts}",
+                data={"after_ts": gap.after_ts, "first_ts": gap.first_ts, "missing": gap.missing, "where": gap.where},
+                ts=gap.first_ts,
+            )
+        )
 
     def _candle_ticks(self, closed: list[dict[str, float]], out: PipelineOutput, history: bool = False) -> None:
         for c in closed:
@@ -275,13 +298,25 @@ class SymbolPipeline:
                 continue
             z = row[self._vol_z]
             if np.isfinite(z) and abs(z) >= self.spec.anomaly_threshold:
-                ev = AnomalyEvent(kind="volume_spike", ts=int(c["ts"]), feature=self._names["candle"][self._vol_z],
-                                  value=float(c["volume"]), score=float(z), threshold=self.spec.anomaly_threshold,
-                                  spec_hash=self.spec.hash)
+                ev = AnomalyEvent(
+                    kind="volume_spike",
+                    ts=int(c["ts"]),
+                    feature=self._names["candle"][self._vol_z],
+                    value=float(c["volume"]),
+                    score=float(z),
+                    threshold=self.spec.anomaly_threshold,
+                    spec_hash=self.spec.hash,
+                )
                 out.events.append(self._risk(ev))
 
     def _risk(self, ev: AnomalyEvent) -> m.RiskEvent:
-        return m.RiskEvent(kind=f"anomaly_{ev.kind}", severity=ev.severity, source=self.source,  # type: ignore[arg-type]
-                           exchange=self.exchange, symbol=self.symbol,
-                           message=f"{ev.feature} z={ev.score:+.1f} (threshold {ev.threshold:g})",
-                           data=ev.as_dict(), ts=int(ev.ts))
+        return m.RiskEvent(
+            kind=f"anomaly_{ev.kind}",
+            severity=ev.severity,
+            source=self.source,  # type: ignore[arg-type]
+            exchange=self.exchange,
+            symbol=self.symbol,
+            message=f"{ev.feature} z={ev.score:+.1f} (threshold {ev.threshold:g})",
+            data=ev.as_dict(),
+            ts=int(ev.ts),
+        )

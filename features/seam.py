@@ -9,6 +9,7 @@ live alike, so the feature state sees each interval at most once and in order:
 * a history candle for the interval the live builder is still filling, or later, is refused
   (:meth:`history_until`): the live candle owns it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,6 +1,7 @@
 """features service wiring: book snapshots and trades in, feature vectors (and anomaly
 RiskEvents) out, vectors sampled into the store in batches. All numbers come from the pure
 :mod:`features.pipeline`."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,11 @@ class FeaturesService(Service):
         self.published = 0
         self.events = 0
         self.counts: Counter[str] = Counter()  # future, dropped_old
-        self.clock = InputClock(clock_mode(s.pipeline_clock, s.collector_source),
-                                int(s.input_future_tolerance_s * 1e9), int(s.input_max_age_s * 1e9))
+        self.clock = InputClock(
+            clock_mode(s.pipeline_clock, s.collector_source),
+            int(s.input_future_tolerance_s * 1e9),
+            int(s.input_max_age_s * 1e9),
+        )
         self._clock_lock = threading.Lock()
         self._clock_logged: set[tuple[str, str]] = set()
         self.writer = None
@@ -68,9 +72,15 @@ class FeaturesService(Service):
 
             self.writer = BatchWriter(self.store, "features", max_size=500, max_age_s=s.snapshot_store_interval_s)
             self.flush_periodically(self.writer)
-        log.info("features: spec %s, emitting %s, %s, %s clock for input freshness", self.spec.hash,
-                 ",".join(self.emit), f"books sampled every {self.spec.sample_interval_s:g} s"
-                 if self.spec.sample_interval_s else "one row per book", self.clock.mode)
+        log.info(
+            "features: spec %s, emitting %s, %s, %s clock for input freshness",
+            self.spec.hash,
+            ",".join(self.emit),
+            f"books sampled every {self.spec.sample_interval_s:g} s"
+            if self.spec.sample_interval_s
+            else "one row per book",
+            self.clock.mode,
+        )
         self._wall: dict[tuple[str, str], int] = {}  # wall clock (monotonic ns) at each pipeline's last snapshot
         self.bus.subscribe("features.book", self._on_book)
         self.bus.subscribe("features.trades", self._on_trade)
@@ -84,8 +94,12 @@ class FeaturesService(Service):
         with self._pl_lock:
             entry = self.pipelines.get(key)
             if entry is None:
-                entry = self.pipelines[key] = (threading.Lock(), SymbolPipeline(
-                    self.spec, exchange, symbol, self.emit, self.settings.features_candles_from, source=self.name))
+                entry = self.pipelines[key] = (
+                    threading.Lock(),
+                    SymbolPipeline(
+                        self.spec, exchange, symbol, self.emit, self.settings.features_candles_from, source=self.name
+                    ),
+                )
             return entry
 
     def _fresh(self, ts: int, what: str) -> bool:
@@ -101,8 +115,13 @@ class FeaturesService(Service):
                 self.counts["dropped_old"] += 1
                 n = self.counts["dropped_old"]
                 if n == 1 or n % 1000 == 0:
-                    log.warning("%s is %.1f s old (> %g s): dropped, %d so far", what, self.clock.age_s(ts),
-                                self.clock.max_age_ns / 1e9, n)
+                    log.warning(
+                        "%s is %.1f s old (> %g s): dropped, %d so far",
+                        what,
+                        self.clock.age_s(ts),
+                        self.clock.max_age_ns / 1e9,
+                        n,
+                    )
                 return False
             self.clock.accepted(ts)
             return True
@@ -132,8 +151,9 @@ class FeaturesService(Service):
                 reason = pl.snap.reason or msg.reason or "invalid"
                 n = pl.rejected[reason]
                 if n == 1 or n % 1000 == 0:
-                    log.warning("%s %s: snapshot %s rejected (%s), %d so far", msg.exchange, msg.symbol, msg.seq,
-                                reason, n)
+                    log.warning(
+                        "%s %s: snapshot %s rejected (%s), %d so far", msg.exchange, msg.symbol, msg.seq, reason, n
+                    )
         self._emit(out)
 
     def _backfill(self) -> None:
@@ -149,16 +169,26 @@ class FeaturesService(Service):
                     if s.features_backfill == "store":
                         if self.store is None:
                             raise RuntimeError("FEATURES_BACKFILL=store but the service has no store")
-                        candles = candles_from_store(self.store, ex, sym, self.spec.interval_s,
-                                                     s.features_backfill_candles)
+                        candles = candles_from_store(
+                            self.store, ex, sym, self.spec.interval_s, s.features_backfill_candles
+                        )
                     else:
-                        candles = fetch_candles(ex, sym, self.spec.interval_s, s.features_backfill_candles,
-                                                api_base_url=s.ccxt_api_base_url)
+                        candles = fetch_candles(
+                            ex, sym, self.spec.interval_s, s.features_backfill_candles, api_base_url=s.ccxt_api_base_url
+                        )
                 except Exception as exc:  # noqa: BLE001 - retried inside; reported, the live candles go on
                     self.backfill[key] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
                     log.warning("candle back-fill of %s failed: %s", key, self.backfill[key])
-                    self.bus.publish(m.RiskEvent(kind="backfill_failed", severity="warning", source=self.name,
-                                                 exchange=ex, symbol=sym, message=self.backfill[key]))
+                    self.bus.publish(
+                        m.RiskEvent(
+                            kind="backfill_failed",
+                            severity="warning",
+                            source=self.name,
+                            exchange=ex,
+                            symbol=sym,
+                            message=self.backfill[key],
+                        )
+                    )
                     continue
                 if self.stopping.is_set():
                     return
@@ -166,8 +196,12 @@ class FeaturesService(Service):
                 with lock:
                     out = pl.seed_candles(candles)
                 self.backfill[key] = len(candles)
-                log.info("candle back-fill of %s: %d candles, up to %s", key, len(candles),
-                         candles[-1]["ts"] if candles else None)
+                log.info(
+                    "candle back-fill of %s: %d candles, up to %s",
+                    key,
+                    len(candles),
+                    candles[-1]["ts"] if candles else None,
+                )
                 self._emit(out)
 
     def _advance_loop(self) -> None:
@@ -207,8 +241,11 @@ class FeaturesService(Service):
 
     def problems(self) -> list[str]:
         """Reasons for a degraded status (empty: ok): feeds that cannot provide the clock."""
-        return [f"{ex} {sym}: {pl.clock_problem}" for (ex, sym), (_l, pl) in list(self.pipelines.items())
-                if pl.clock_problem]
+        return [
+            f"{ex} {sym}: {pl.clock_problem}"
+            for (ex, sym), (_l, pl) in list(self.pipelines.items())
+            if pl.clock_problem
+        ]
 
     def heartbeat(self) -> m.ServiceHeartbeat:
         hb = super().heartbeat()
@@ -224,11 +261,17 @@ class FeaturesService(Service):
             rejected.update(pl.rejected)
             resets.update(pl.resets)
             late += pl.late
-        out = {"vectors_published": float(self.published), "anomaly_events": float(self.events),
-               "symbols": float(len(self.pipelines)), "late": float(late),
-               "future": float(self.counts["future"]), "dropped_old": float(self.counts["dropped_old"]),
-               "stale": float(sum(v for k, v in rejected.items() if "stale" in k.lower())),
-               "resets": float(sum(resets.values())), "problems": float(len(self.problems()))}
+        out = {
+            "vectors_published": float(self.published),
+            "anomaly_events": float(self.events),
+            "symbols": float(len(self.pipelines)),
+            "late": float(late),
+            "future": float(self.counts["future"]),
+            "dropped_old": float(self.counts["dropped_old"]),
+            "stale": float(sum(v for k, v in rejected.items() if "stale" in k.lower())),
+            "resets": float(sum(resets.values())),
+            "problems": float(len(self.problems())),
+        }
         pls = [pl for _lock, pl in list(self.pipelines.values())]
         out["candle_seam_duplicates"] = float(sum(pl.seam.duplicates for pl in pls))
         out["candle_seam_missing"] = float(sum(pl.seam.missing for pl in pls))
@@ -239,10 +282,14 @@ class FeaturesService(Service):
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         if cmd.command == "status":
             problems = self.problems()
-            res: dict[str, Any] = {"spec_hash": self.spec.hash, "emit": list(self.emit),
-                                   "sample_interval_s": self.spec.sample_interval_s,
-                                   "max_gap_s": self.spec.max_gap_s, "clock": self.clock.mode,
-                                   "problems": problems}
+            res: dict[str, Any] = {
+                "spec_hash": self.spec.hash,
+                "emit": list(self.emit),
+                "sample_interval_s": self.spec.sample_interval_s,
+                "max_gap_s": self.spec.max_gap_s,
+                "clock": self.clock.mode,
+                "problems": problems,
+            }
             if getattr(self, "backfill", None):
                 res["backfill"] = dict(self.backfill)  # candles seeded per symbol, or why it failed
             if problems and self.status == "ok":

@@ -8,6 +8,7 @@ Column layout is fixed by :func:`feature_names` (per snapshot), :func:`aggregate
 (per time block) and :func:`candle_names` (candle indicators); the kernels write columns in
 exactly that order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,7 +67,9 @@ class SpecMismatchError(SpecError):
     def __init__(self, expected: str, actual: str, where: str = "") -> None:
         self.expected = expected
         self.actual = actual
-        msg = f"feature spec mismatch{(' in ' + where) if where else ''}: expected spec_hash {expected!r}, got {actual!r}"
+        msg = (
+            f"feature spec mismatch{(' in ' + where) if where else ''}: expected spec_hash {expected!r}, got {actual!r}"
+        )
         super().__init__(msg)
 
 
@@ -131,8 +134,18 @@ class FeatureSpec:
         d = self.depths
         if not d or any(x < 1 for x in d) or list(d) != sorted(set(d)):
             raise SpecError(f"depths must be non-empty, sorted, unique, >= 1; got {d}")
-        for name in ("dwi_levels", "cci_window", "evm_window", "bb_window", "force_span", "roc_window",
-                     "vol_bench_window", "vol_bench_min_periods", "anomaly_window", "anomaly_min_periods"):
+        for name in (
+            "dwi_levels",
+            "cci_window",
+            "evm_window",
+            "bb_window",
+            "force_span",
+            "roc_window",
+            "vol_bench_window",
+            "vol_bench_min_periods",
+            "anomaly_window",
+            "anomaly_min_periods",
+        ):
             if int(getattr(self, name)) < 1:
                 raise SpecError(f"{name} must be >= 1; got {getattr(self, name)}")
         if any(w < 1 for w in self.sma_windows) or any(s < 1 for s in self.ewma_spans):
@@ -144,8 +157,10 @@ class FeatureSpec:
         if not (self.max_gap_s > 0.0) or self.max_gap_s < self.sample_interval_s:
             raise SpecError(f"max_gap_s must be > 0 and >= sample_interval_s; got {self.max_gap_s}")
         if self.sample_interval_s and self.interval_ns % self.sample_interval_ns:
-            raise SpecError(f"interval_s {self.interval_s} must be a multiple of sample_interval_s "
-                            f"{self.sample_interval_s} (blocks are built from sampled rows)")
+            raise SpecError(
+                f"interval_s {self.interval_s} must be a multiple of sample_interval_s "
+                f"{self.sample_interval_s} (blocks are built from sampled rows)"
+            )
         if self.vol_bench_min_periods > self.vol_bench_window:
             raise SpecError("vol_bench_min_periods must be <= vol_bench_window")
         if self.anomaly_min_periods > self.anomaly_window:
@@ -156,8 +171,11 @@ class FeatureSpec:
 
     # ------------------------------------------------------------------ identity
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()
-                if not (k in _HASH_OPTIONAL and v == _HASH_OPTIONAL[k])}
+        return {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(self).items()
+            if not (k in _HASH_OPTIONAL and v == _HASH_OPTIONAL[k])
+        }
 
     def canonical_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -220,8 +238,12 @@ def change_columns(spec: FeatureSpec) -> list[str]:
 def aggregate_names(spec: FeatureSpec) -> list[str]:
     """Per-block columns: n_snapshots, mean_<f>..., last_<f>..., d_<f> for change columns."""
     base = feature_names(spec)
-    return (["n_snapshots"] + [f"mean_{n}" for n in base] + [f"last_{n}" for n in base]
-            + [f"d_{n}" for n in change_columns(spec)])
+    return (
+        ["n_snapshots"]
+        + [f"mean_{n}" for n in base]
+        + [f"last_{n}" for n in base]
+        + [f"d_{n}" for n in change_columns(spec)]
+    )
 
 
 def candle_names(spec: FeatureSpec) -> list[str]:
@@ -244,4 +266,3 @@ def check_spec_hash(expected: "str | FeatureSpec", actual: "str | FeatureSpec", 
     a = actual.hash if isinstance(actual, FeatureSpec) else str(actual)
     if e != a:
         raise SpecMismatchError(e, a, where)
-

@@ -5,6 +5,7 @@ libraries; a private event loop on its own thread runs them for the notifier's s
 Errors are mapped to :class:`DeliveryError`: 429 -> ``retry_after``; 5xx, network errors and
 timeouts -> transient; other 4xx (chat not found, bot blocked, bad request) -> permanent.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,13 +47,18 @@ class TelegramChannel:
 
     def send(self, target: str, text: str) -> None:
         from aiogram.exceptions import (
-            RestartingTelegram, TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError,
+            RestartingTelegram,
+            TelegramAPIError,
+            TelegramNetworkError,
+            TelegramRetryAfter,
+            TelegramServerError,
         )
 
         chat_id = int(target.split(":", 1)[1])
         try:
-            self.runner.run(self.bot.send_message(chat_id=chat_id, text=text[:MAX_TEXT],
-                                                  request_timeout=int(SEND_TIMEOUT_S)))
+            self.runner.run(
+                self.bot.send_message(chat_id=chat_id, text=text[:MAX_TEXT], request_timeout=int(SEND_TIMEOUT_S))
+            )
         except TelegramRetryAfter as exc:
             raise DeliveryError(f"429: {exc.message}", retry_after=float(exc.retry_after)) from None
         except (TelegramServerError, RestartingTelegram, TelegramNetworkError) as exc:

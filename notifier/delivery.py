@@ -10,6 +10,7 @@ policy is unit-tested without waiting).
 * :meth:`Deliverer.deliver` returns only when the channel accepted the message, or raises
   :class:`DeliveryInterrupted` when the service stops (the caller requeues).
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,10 +84,15 @@ class DeliveryStats:
 
 
 class Deliverer:
-    def __init__(self, channels: dict[str, Channel], limiter: RateLimiter | None = None,
-                 backoff: Backoff | None = None, stopping: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], bool] | None = None) -> None:
+    def __init__(
+        self,
+        channels: dict[str, Channel],
+        limiter: RateLimiter | None = None,
+        backoff: Backoff | None = None,
+        stopping: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], bool] | None = None,
+    ) -> None:
         self.channels = channels
         self.limiter = limiter or RateLimiter()
         self.backoff = backoff or Backoff()

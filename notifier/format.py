@@ -8,6 +8,7 @@ trade's own fills (exact Decimal); if the fills were not seen (e.g. the notifier
 mid-trade) it falls back to the position's cumulative ``realized_pnl - fees_paid`` deltas.
 Money fields may be Decimal (messages v2) or float (v1).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,14 @@ from typing import Any
 from depthpilot import messages as m
 
 ZERO = Decimal(0)
-REASONS = {"signal": "signal", "stop": "stop loss", "trailing_stop": "trailing stop", "limit": "take-profit limit",
-           "manual": "manual", "flatten": "manual (flatten)"}
+REASONS = {
+    "signal": "signal",
+    "stop": "stop loss",
+    "trailing_stop": "trailing stop",
+    "limit": "take-profit limit",
+    "manual": "manual",
+    "flatten": "manual (flatten)",
+}
 LEVEL_ICON = {"info": "", "trade": "💱", "warning": "⚠️", "error": "❗", "critical": "🚨"}
 
 
@@ -119,8 +126,15 @@ class TradeTracker:
                 self.reasons.pop(next(iter(self.reasons)))
         if u.status == "rejected":
             side = u.side.value if isinstance(u.side, m.Side) else str(u.side)
-            return [OutMsg(u.id, f"❗ ORDER REJECTED {side.upper()} {num(u.qty)} {u.symbol} on {u.exchange}: "
-                                 f"{u.reason or 'no reason given'}", "error", u.symbol)]
+            return [
+                OutMsg(
+                    u.id,
+                    f"❗ ORDER REJECTED {side.upper()} {num(u.qty)} {u.symbol} on {u.exchange}: "
+                    f"{u.reason or 'no reason given'}",
+                    "error",
+                    u.symbol,
+                )
+            ]
         return []
 
     def on_fill(self, f: m.Fill) -> None:
@@ -172,8 +186,10 @@ class TradeTracker:
         t = b.trade
         t.mode = p.mode
         t.entry_avg = dec(p.avg_price)
-        text = (f"🟢 OPEN {'LONG' if side > 0 else 'SHORT'} {num(abs(new))} {p.symbol} @ {num(p.avg_price)} "
-                f"[{p.mode}, {p.exchange}]\nreason: {reason_text(t.open_reason)}")
+        text = (
+            f"🟢 OPEN {'LONG' if side > 0 else 'SHORT'} {num(abs(new))} {p.symbol} @ {num(p.avg_price)} "
+            f"[{p.mode}, {p.exchange}]\nreason: {reason_text(t.open_reason)}"
+        )
         if p.stop_price is not None:
             text += f" · stop {num(p.stop_price)}"
         return OutMsg(f"{p.id}:open", text, "trade", p.symbol)
@@ -202,17 +218,30 @@ class TradeTracker:
         icon = "✅" if pnl > 0 else "🔻"
         side = "LONG" if prev > 0 else "SHORT"
         exit_s = num(exit_px) if exit_px is not None else (num(p.mark_price) if p.mark_price is not None else "?")
-        text = (f"{icon} CLOSE {side} {num(size)} {p.symbol} {num(entry)} → {exit_s} [{t.mode or p.mode}, {p.exchange}]"
-                f"\nPnL {usd(pnl)} USDT after {usd(fees).lstrip('+')} fees{pct} · reason: {reason_text(t.close_reason)}")
+        text = (
+            f"{icon} CLOSE {side} {num(size)} {p.symbol} {num(entry)} → {exit_s} [{t.mode or p.mode}, {p.exchange}]"
+            f"\nPnL {usd(pnl)} USDT after {usd(fees).lstrip('+')} fees{pct} · reason: {reason_text(t.close_reason)}"
+        )
         return OutMsg(f"{p.id}:close", text, "trade", p.symbol)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
-        return {"reasons": dict(list(self.reasons.items())[-1000:]),
-                "books": [{"exchange": ex, "symbol": sym, "qty": str(b.qty), "fill_qty": str(b.fill_qty),
-                           "realized": str(b.realized), "fees_paid": str(b.fees_paid),
-                           "trade": b.trade.to_dict() if b.trade else None, "done": [t.to_dict() for t in b.done]}
-                          for (ex, sym), b in self.books.items()]}
+        return {
+            "reasons": dict(list(self.reasons.items())[-1000:]),
+            "books": [
+                {
+                    "exchange": ex,
+                    "symbol": sym,
+                    "qty": str(b.qty),
+                    "fill_qty": str(b.fill_qty),
+                    "realized": str(b.realized),
+                    "fees_paid": str(b.fees_paid),
+                    "trade": b.trade.to_dict() if b.trade else None,
+                    "done": [t.to_dict() for t in b.done],
+                }
+                for (ex, sym), b in self.books.items()
+            ],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "TradeTracker":
@@ -222,9 +251,13 @@ class TradeTracker:
         tr.reasons = dict(d.get("reasons", {}))
         for bd in d.get("books", []):
             tr.books[(bd["exchange"], bd["symbol"])] = _Book(
-                qty=Decimal(bd["qty"]), fill_qty=Decimal(bd["fill_qty"]), realized=Decimal(bd["realized"]),
-                fees_paid=Decimal(bd["fees_paid"]), trade=_Trade.from_dict(bd["trade"]) if bd.get("trade") else None,
-                done=[_Trade.from_dict(t) for t in bd.get("done", [])])
+                qty=Decimal(bd["qty"]),
+                fill_qty=Decimal(bd["fill_qty"]),
+                realized=Decimal(bd["realized"]),
+                fees_paid=Decimal(bd["fees_paid"]),
+                trade=_Trade.from_dict(bd["trade"]) if bd.get("trade") else None,
+                done=[_Trade.from_dict(t) for t in bd.get("done", [])],
+            )
         return tr
 
 
@@ -234,8 +267,11 @@ class TradeTracker:
 def format_risk(e: m.RiskEvent) -> OutMsg:
     where = " ".join(x for x in (e.exchange, e.symbol) if x)
     icon = LEVEL_ICON.get(e.severity, "⚠️")
-    text = f"{icon} {e.severity.upper()} {e.kind}" + (f" ({where})" if where else "") + (
-        f" from {e.source}" if e.source else "")
+    text = (
+        f"{icon} {e.severity.upper()} {e.kind}"
+        + (f" ({where})" if where else "")
+        + (f" from {e.source}" if e.source else "")
+    )
     if e.message:
         text += f"\n{e.message}"
     level = "critical" if e.severity == "critical" else ("error" if e.severity == "warning" else "info")
@@ -275,8 +311,10 @@ def format_daily_summary(day: date, pnl: Any | None, error: str = "") -> str:
     if pnl is None:
         return f"📊 Daily summary {day.isoformat()}: the trader did not answer ({error or 'no reply'})."
     win = f", {pnl.wins}/{pnl.trades} won" if pnl.trades else ""
-    return (f"📊 Daily summary {day.isoformat()}\nrealized {usd(pnl.realized)} {pnl.currency} after "
-            f"{usd(pnl.fees).lstrip('+')} fees · unrealized {usd(pnl.unrealized)}\n{pnl.trades} trades{win}")
+    return (
+        f"📊 Daily summary {day.isoformat()}\nrealized {usd(pnl.realized)} {pnl.currency} after "
+        f"{usd(pnl.fees).lstrip('+')} fees · unrealized {usd(pnl.unrealized)}\n{pnl.trades} trades{win}"
+    )
 
 
 def next_daily_run(now: datetime, hhmm: str) -> datetime:

@@ -7,6 +7,7 @@ errors, daily summary) goes to the ``*`` targets. A target is a Telegram chat id
 the ``*`` targets, wherever their symbol is routed. Empty: every user of TELEGRAM_USERS in
 private.
 """
+
 from __future__ import annotations
 
 import re

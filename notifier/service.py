@@ -8,6 +8,7 @@ message (``RetryableError``). Each event is formatted once (the outbox in the st
 result, so a redelivered event does not move the trade tracker twice) and each (message,
 target) pair is recorded when delivered, so a restart does not resend it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,13 @@ from depthpilot.bus import RetryableError
 from depthpilot.service import Service
 from notifier.delivery import Backoff, Channel, Deliverer, DeliveryInterrupted, PermanentDeliveryError, RateLimiter
 from notifier.format import (
-    OutMsg, RiskThrottle, TradeTracker, format_daily_summary, format_notification, format_risk, next_daily_run,
+    OutMsg,
+    RiskThrottle,
+    TradeTracker,
+    format_daily_summary,
+    format_notification,
+    format_risk,
+    next_daily_run,
 )
 from notifier.routing import Routes, telegram_target
 from notifier.watch import ServiceWatch, StatusAlert
@@ -49,16 +56,24 @@ class NotifierService(Service):
         if s.telegram_bot_token is not None and s.telegram_bot_token.get_secret_value():
             from notifier.channels import TelegramChannel
 
-            self.channels["telegram"] = TelegramChannel(s.telegram_bot_token.get_secret_value(), s.telegram_api_base_url)
+            self.channels["telegram"] = TelegramChannel(
+                s.telegram_bot_token.get_secret_value(), s.telegram_api_base_url
+            )
         if s.notify_webhook_url is not None and s.notify_webhook_url.get_secret_value():
             from notifier.channels import WebhookChannel
 
             self.channels["webhook"] = WebhookChannel(s.notify_webhook_url.get_secret_value())
         if not self.channels:
-            log.warning("no channel configured (TELEGRAM_BOT_TOKEN / NOTIFY_WEBHOOK_URL): events are consumed "
-                        "and recorded, nothing is sent")
-        self.deliverer = Deliverer(self.channels, RateLimiter(s.notify_per_chat_interval_s, s.notify_global_rate_per_s),
-                                   Backoff(max_s=s.notify_retry_max_s), stopping=self.stopping)
+            log.warning(
+                "no channel configured (TELEGRAM_BOT_TOKEN / NOTIFY_WEBHOOK_URL): events are consumed "
+                "and recorded, nothing is sent"
+            )
+        self.deliverer = Deliverer(
+            self.channels,
+            RateLimiter(s.notify_per_chat_interval_s, s.notify_global_rate_per_s),
+            Backoff(max_s=s.notify_retry_max_s),
+            stopping=self.stopping,
+        )
         db = self.store.db
         self.outbox, self.delivered = db.notifier_outbox, db.notifier_delivered
         for coll in (self.outbox, self.delivered):
@@ -90,9 +105,13 @@ class NotifierService(Service):
         d = self.deliverer.stats if hasattr(self, "deliverer") else None
         if d is None:
             return {}
-        return {"notify_sent": float(d.sent), "notify_retries": float(d.retries),
-                "notify_rate_limited": float(d.rate_limited), "notify_failed": float(d.failed_permanently),
-                "notify_muted_chats": float(len(self.muted))}
+        return {
+            "notify_sent": float(d.sent),
+            "notify_retries": float(d.retries),
+            "notify_rate_limited": float(d.rate_limited),
+            "notify_failed": float(d.failed_permanently),
+            "notify_muted_chats": float(len(self.muted)),
+        }
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         return self.control.handle(cmd)
@@ -114,7 +133,9 @@ class NotifierService(Service):
         if doc is not None:
             return [OutMsg(**o) for o in doc["outs"]]
         outs = self.compose(msg)
-        self.outbox.insert_one({"_id": msg.id, "outs": [o.__dict__ for o in outs], "created": datetime.now(timezone.utc)})
+        self.outbox.insert_one(
+            {"_id": msg.id, "outs": [o.__dict__ for o in outs], "created": datetime.now(timezone.utc)}
+        )
         if isinstance(msg, (m.OrderUpdate, m.Fill, m.PositionUpdate)):
             self.store.set_state(TRACKER_KEY, self.tracker.to_dict())
         return outs
@@ -157,8 +178,15 @@ class NotifierService(Service):
     def _publish_alerts(self, alerts: list[StatusAlert]) -> None:
         """As Notifications (stable ids): delivered through notifier.events like everything else."""
         for a in alerts:
-            self.bus.publish(m.Notification(id=a.key, level=a.level, text=a.text, source="notifier",  # type: ignore[arg-type]
-                                            data={"kind": "service_status"}))
+            self.bus.publish(
+                m.Notification(
+                    id=a.key,
+                    level=a.level,
+                    text=a.text,
+                    source="notifier",  # type: ignore[arg-type]
+                    data={"kind": "service_status"},
+                )
+            )
 
     def on_heartbeat(self, hb: m.Message, delivery: Any) -> None:
         if isinstance(hb, m.ServiceHeartbeat):
@@ -176,8 +204,13 @@ class NotifierService(Service):
         target = telegram_target(r.chat_id)
         (self.muted.add if r.muted else self.muted.discard)(target)
         self.store.set_state(MUTED_KEY, {"targets": sorted(self.muted)})
-        return c.Ack(message=(f"notifications muted in chat {r.chat_id} (critical alerts still come)" if r.muted
-                              else f"notifications unmuted in chat {r.chat_id}"))
+        return c.Ack(
+            message=(
+                f"notifications muted in chat {r.chat_id} (critical alerts still come)"
+                if r.muted
+                else f"notifications unmuted in chat {r.chat_id}"
+            )
+        )
 
     # ------------------------------------------------------------------ daily summary
     def _summary_loop(self) -> None:
@@ -200,8 +233,15 @@ class NotifierService(Service):
             text = format_daily_summary(day, reply)
         except c.ControlError as exc:
             text = format_daily_summary(day, None, str(exc))
-        self.bus.publish(m.Notification(id=f"daily-summary-{day.isoformat()}", level="info", text=text,
-                                        source="notifier", data={"kind": "daily_summary"}))
+        self.bus.publish(
+            m.Notification(
+                id=f"daily-summary-{day.isoformat()}",
+                level="info",
+                text=text,
+                source="notifier",
+                data={"kind": "daily_summary"},
+            )
+        )
 
 
 SERVICE = NotifierService

@@ -1,6 +1,7 @@
 """Service status from heartbeats (pure; times are the heartbeats' own ``ts`` and a ``now``
 passed in): a service that turns ``degraded``, recovers, or goes silent becomes a message
 (the level's icon is added by :func:`notifier.format.format_notification`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,11 @@ class ServiceWatch:
         if prev is None or prev[0] == hb.status:
             return []
         if hb.status == "degraded":
-            return [StatusAlert(f"svc-degraded-{hb.service}-{hb.ts}", "error",
-                                f"{hb.service} is DEGRADED (instance {hb.instance})")]
+            return [
+                StatusAlert(
+                    f"svc-degraded-{hb.service}-{hb.ts}", "error", f"{hb.service} is DEGRADED (instance {hb.instance})"
+                )
+            ]
         if prev[0] == "degraded" and hb.status == "ok":
             return [StatusAlert(f"svc-ok-{hb.service}-{hb.ts}", "info", f"✅ {hb.service} recovered")]
         return []
@@ -47,7 +51,11 @@ class ServiceWatch:
             self.silent.add(service)
             quiet = (now_ns - ts) / 1e9
             what = "stopped" if status == "stopping" else "SILENT"
-            out.append(StatusAlert(f"svc-silent-{service}-{ts}", "error" if status != "stopping" else "info",
-                                   f"{service} {what}: no heartbeat for "
-                                   f"{quiet:.0f} s"))
+            out.append(
+                StatusAlert(
+                    f"svc-silent-{service}-{ts}",
+                    "error" if status != "stopping" else "info",
+                    f"{service} {what}: no heartbeat for {quiet:.0f} s",
+                )
+            )
         return out

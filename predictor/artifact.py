@@ -9,6 +9,7 @@ and the sha256 of the weights file. ``report.md`` and plots sit next to it when 
 and turns every other problem -- missing file, bad JSON, missing key, checksum mismatch,
 unloadable weights -- into :class:`ArtifactError`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,7 +58,8 @@ class ModelSpecMismatch(ArtifactError):
         self.expected_hash = expected_hash
         super().__init__(
             f"model at {path} was trained on feature spec {artifact_hash!r} but the running feature "
-            f"spec is {expected_hash!r}; retrain the model or run the matching features")
+            f"spec is {expected_hash!r}; retrain the model or run the matching features"
+        )
 
 
 @dataclass
@@ -125,8 +127,13 @@ def git_commit(cwd: Path | str | None = None) -> str | None:
     """Current git commit of the repo (None when git or the repo -- or any commit -- is absent)."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd or Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False)
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     sha = out.stdout.strip()
@@ -158,8 +165,18 @@ def load_artifact(path: Path | str, expected_spec_hash: str | None = None) -> Lo
         raise ArtifactError(f"{mpath}: unreadable manifest ({exc})") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{mpath}: manifest is not a JSON object")
-    required = ("model_id", "spec_hash", "feature_names", "label", "classes", "seq_len", "model",
-                "scaler", "weights_sha256", "format_version")
+    required = (
+        "model_id",
+        "spec_hash",
+        "feature_names",
+        "label",
+        "classes",
+        "seq_len",
+        "model",
+        "scaler",
+        "weights_sha256",
+        "format_version",
+    )
     missing = [k for k in required if k not in raw]
     if missing:
         raise ArtifactError(f"{mpath}: manifest lacks {missing}")
@@ -174,8 +191,7 @@ def load_artifact(path: Path | str, expected_spec_hash: str | None = None) -> Lo
         raise ArtifactError(f"weights file {wpath} is missing")
     digest = _sha256(wpath)
     if digest != man.weights_sha256:
-        raise ArtifactError(
-            f"weights file {wpath} is corrupted: sha256 {digest} != manifest {man.weights_sha256}")
+        raise ArtifactError(f"weights file {wpath} is corrupted: sha256 {digest} != manifest {man.weights_sha256}")
     try:
         cfg = ModelConfig.from_dict(man.model)
         label = LabelSpec.from_dict(man.label)
@@ -185,8 +201,12 @@ def load_artifact(path: Path | str, expected_spec_hash: str | None = None) -> Lo
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, LabelError, EOFError, OSError) as exc:
         raise ArtifactError(f"{p}: cannot rebuild the model ({type(exc).__name__}: {exc})") from exc
-    if len(man.feature_names) != cfg.n_features or scaler.mean.shape != (cfg.n_features,) \
-            or scaler.scale.shape != (cfg.n_features,) or not np.all(scaler.scale > 0):
+    if (
+        len(man.feature_names) != cfg.n_features
+        or scaler.mean.shape != (cfg.n_features,)
+        or scaler.scale.shape != (cfg.n_features,)
+        or not np.all(scaler.scale > 0)
+    ):
         raise ArtifactError(f"{p}: inconsistent feature count / scaler in manifest")
     if len(man.classes) != cfg.n_classes or man.classes != label.classes:
         raise ArtifactError(f"{p}: class list {man.classes} inconsistent with model/label")

@@ -11,6 +11,7 @@ when their rows had a fixed clock (blocks, candles, sampled books: seconds = row
 and refused with a clear reason when they did not (one row per book on the feed's own event
 clock: "20 rows" meant 0.3-2 s depending on the feed).
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,10 @@ def model_clock(manifest: Any) -> ModelClock:
         except (KeyError, TypeError, ValueError) as exc:
             raise ClockError(f"model {manifest.model_id}: bad clock section {clock!r} ({exc})") from exc
         if mc.seq_len != int(manifest.seq_len):
-            raise ClockError(f"model {manifest.model_id}: clock says {mc.seq_len_s:g} s windows = {mc.seq_len} rows "
-                             f"but seq_len is {manifest.seq_len}")
+            raise ClockError(
+                f"model {manifest.model_id}: clock says {mc.seq_len_s:g} s windows = {mc.seq_len} rows "
+                f"but seq_len is {manifest.seq_len}"
+            )
         return mc
     row = row_interval_from_features(manifest.features)
     if row is None:
@@ -108,7 +111,13 @@ def model_clock(manifest: Any) -> ModelClock:
         raise ClockError(
             f"model {manifest.model_id} counts its window ({manifest.seq_len} rows) and horizon in rows of "
             f"{kind!r} features with no fixed clock (one row per book), so its seconds depend on the feed; "
-            f"retrain it on a sampled clock (FeatureSpec.sample_interval_s)")
+            f"retrain it on a sampled clock (FeatureSpec.sample_interval_s)"
+        )
     horizon = int((manifest.label or {}).get("horizon", 0))
-    return ModelClock(row_interval_s=row, seq_len_s=int(manifest.seq_len) * row, horizon_s=horizon * row,
-                      max_gap_s=row, source="converted from rows")
+    return ModelClock(
+        row_interval_s=row,
+        seq_len_s=int(manifest.seq_len) * row,
+        horizon_s=horizon * row,
+        max_gap_s=row,
+        source="converted from rows",
+    )

@@ -18,6 +18,7 @@ Pure numpy (no I/O). Conventions:
 * :func:`check_feature_leakage` looks for label information inside the features: a column that
   (nearly) equals / perfectly correlates with a forward return over 1..h bars, or with the label.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ class LeakageError(DatasetError):
 # --------------------------------------------------------------------------- input checks
 
 
-def validate_inputs(X: np.ndarray, ts: np.ndarray, names: Sequence[str], n_prices: int) -> tuple[np.ndarray, np.ndarray]:
+def validate_inputs(
+    X: np.ndarray, ts: np.ndarray, names: Sequence[str], n_prices: int
+) -> tuple[np.ndarray, np.ndarray]:
     X = np.asarray(X)
     ts = np.asarray(ts)
     if X.ndim != 2:
@@ -83,7 +86,7 @@ def sample_mask(X: np.ndarray, y: np.ndarray, seq_len: int) -> np.ndarray:
     ok = np.zeros(T, dtype=bool)
     if T >= seq_len:
         win_ok = np.lib.stride_tricks.sliding_window_view(finite, seq_len).all(axis=1)
-        ok[seq_len - 1:] = win_ok
+        ok[seq_len - 1 :] = win_ok
     return ok & (y != UNLABELLED)
 
 
@@ -96,8 +99,9 @@ def contiguous_mask(ts: np.ndarray, row_ns: int, seq_len: int, horizon: int) -> 
     d = np.diff(ts)
     if T > 1 and (d % row_ns).any():
         bad = int(np.flatnonzero(d % row_ns)[0])
-        raise DatasetError(f"ts is not on the {row_ns / 1e9:g} s row clock: rows {bad} and {bad + 1} are "
-                           f"{d[bad] / 1e9:g} s apart")
+        raise DatasetError(
+            f"ts is not on the {row_ns / 1e9:g} s row clock: rows {bad} and {bad + 1} are {d[bad] / 1e9:g} s apart"
+        )
     step = np.concatenate(([False], d == row_ns))  # step[i]: row i directly follows row i-1
     run = np.zeros(T, dtype=np.int64)  # consecutive steps ending at i
     if T:
@@ -108,7 +112,7 @@ def contiguous_mask(ts: np.ndarray, row_ns: int, seq_len: int, horizon: int) -> 
     # window back: run[t] >= seq_len - 1; label forward: run[t + h] - run[t] == h
     if T > horizon:
         fwd = np.zeros(T, dtype=bool)
-        fwd[:T - horizon] = run[horizon:] - run[:T - horizon] == horizon
+        fwd[: T - horizon] = run[horizon:] - run[: T - horizon] == horizon
         ok = (run >= seq_len - 1) & fwd
     return ok
 
@@ -171,10 +175,10 @@ class Fold:
     test_end: int
 
     def train_idx(self, mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(mask[self.train_start:self.train_end]) + self.train_start
+        return np.flatnonzero(mask[self.train_start : self.train_end]) + self.train_start
 
     def test_idx(self, mask: np.ndarray) -> np.ndarray:
-        return np.flatnonzero(mask[self.test_start:self.test_end]) + self.test_start
+        return np.flatnonzero(mask[self.test_start : self.test_end]) + self.test_start
 
 
 def walk_forward_folds(
@@ -214,7 +218,8 @@ def walk_forward_folds(
         if tr_end - tr_start < min_train:
             raise DatasetError(
                 f"fold {k}: only {max(tr_end - tr_start, 0)} training rows (< {min_train}); "
-                f"reduce n_folds/test_size or provide more data (n={n})")
+                f"reduce n_folds/test_size or provide more data (n={n})"
+            )
         folds.append(Fold(k, tr_start, tr_end, ts0, te))
     check_folds(folds, horizon, n)
     return folds
@@ -248,7 +253,8 @@ def check_folds(folds: Sequence[Fold], horizon: int, n: int | None = None) -> No
         if gap < horizon:
             raise LeakageError(
                 f"fold {f.index}: gap between train end ({f.train_end}) and test start ({f.test_start}) "
-                f"is {gap} < horizon {horizon}: the last training labels use bars inside the test block")
+                f"is {gap} < horizon {horizon}: the last training labels use bars inside the test block"
+            )
     for a, b in zip(folds, folds[1:]):
         if b.test_start < a.test_end:
             raise LeakageError(f"folds {a.index} and {b.index}: test blocks overlap")
@@ -309,5 +315,6 @@ def check_feature_leakage(
         desc = ", ".join(f"{n!r} ~ {w} (|corr|={c:.3f})" for n, w, c in bad)
         raise LeakageError(
             f"feature(s) carry future information: {desc}; features at t must use data <= t "
-            f"(labels use t+1..t+{horizon})")
+            f"(labels use t+1..t+{horizon})"
+        )
     return {names[j]: float(worst[j]) for j in range(X.shape[1])}

@@ -16,6 +16,7 @@ model manifest) and applied to any test rows (:func:`predict_baselines`), so sco
 Metrics: accuracy, per-class precision/recall, log-loss, multi-class Brier score, reliability
 bins of the top-class confidence and the expected calibration error (ECE).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,19 +57,25 @@ def reliability_bins(y: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict
         acc = np.where(count > 0, acc_sum / np.maximum(count, 1), np.nan)
     n = max(len(y), 1)
     ece = float(np.nansum(count / n * np.abs(acc - mean_conf)))
-    return {"edges": edges.tolist(), "count": count.tolist(),
-            "confidence": [None if math.isnan(v) else float(v) for v in mean_conf],
-            "accuracy": [None if math.isnan(v) else float(v) for v in acc], "ece": ece}
+    return {
+        "edges": edges.tolist(),
+        "count": count.tolist(),
+        "confidence": [None if math.isnan(v) else float(v) for v in mean_conf],
+        "accuracy": [None if math.isnan(v) else float(v) for v in acc],
+        "ece": ece,
+    }
 
 
-def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[str],
-                           pred: np.ndarray | None = None, n_bins: int = 10) -> dict[str, Any]:
+def classification_metrics(
+    y: np.ndarray, probs: np.ndarray, classes: Sequence[str], pred: np.ndarray | None = None, n_bins: int = 10
+) -> dict[str, Any]:
     """Metrics of probability forecasts ``probs`` (N, C) for true labels ``y`` (N,).
     ``pred`` overrides the hard prediction (default arg-max)."""
     from depthpilot.extras import require
 
-    precision_recall_fscore_support = require("sklearn.metrics", "train",
-                                              "evaluating a model (training)").precision_recall_fscore_support
+    precision_recall_fscore_support = require(
+        "sklearn.metrics", "train", "evaluating a model (training)"
+    ).precision_recall_fscore_support
 
     y = np.asarray(y, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -79,8 +86,7 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: Sequence[s
         pred = probs.argmax(axis=1)
     if len(y) == 0:
         return {"n": 0}
-    prec, rec, _, support = precision_recall_fscore_support(
-        y, pred, labels=list(range(C)), zero_division=0)
+    prec, rec, _, support = precision_recall_fscore_support(y, pred, labels=list(range(C)), zero_division=0)
     p = np.clip(probs, _EPS, 1.0)
     p = p / p.sum(axis=1, keepdims=True)
     logloss = float(-np.mean(np.log(p[np.arange(len(y)), y])))
@@ -114,17 +120,26 @@ class FittedBaselines:
         return int(np.argmax(self.priors))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"horizon": int(self.horizon), "priors": self.priors.tolist(),
-                "transition": self.transition.tolist(), "seed": int(self.seed)}
+        return {
+            "horizon": int(self.horizon),
+            "priors": self.priors.tolist(),
+            "transition": self.transition.tolist(),
+            "seed": int(self.seed),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FittedBaselines":
-        return cls(horizon=int(d["horizon"]), priors=np.asarray(d["priors"], dtype=np.float64),
-                   transition=np.asarray(d["transition"], dtype=np.float64), seed=int(d.get("seed", 0)))
+        return cls(
+            horizon=int(d["horizon"]),
+            priors=np.asarray(d["priors"], dtype=np.float64),
+            transition=np.asarray(d["transition"], dtype=np.float64),
+            seed=int(d.get("seed", 0)),
+        )
 
 
-def fit_baselines(y_all: np.ndarray, train_idx: np.ndarray, n_classes: int, horizon: int,
-                  seed: int = 0) -> FittedBaselines:
+def fit_baselines(
+    y_all: np.ndarray, train_idx: np.ndarray, n_classes: int, horizon: int, seed: int = 0
+) -> FittedBaselines:
     """Priors and the persistence transition table from the labels at ``train_idx`` only
     (a transition pair counts when both ``t-h`` and ``t`` are training samples)."""
     y_all = np.asarray(y_all, dtype=np.int64)
@@ -143,8 +158,9 @@ def fit_baselines(y_all: np.ndarray, train_idx: np.ndarray, n_classes: int, hori
     return FittedBaselines(horizon=int(horizon), priors=prior, transition=trans, seed=int(seed))
 
 
-def predict_baselines(fb: FittedBaselines, y_all: np.ndarray, test_idx: np.ndarray,
-                      seed: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def predict_baselines(
+    fb: FittedBaselines, y_all: np.ndarray, test_idx: np.ndarray, seed: int | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (probs (N, C), pred (N,))} on ``test_idx`` from fitted baselines. Persistence reads
     ``y_all[t-h]`` (the last label known at t); where that is unknown it falls back to majority.
     ``seed`` (default ``fb.seed``) seeds the random baseline."""
@@ -154,7 +170,8 @@ def predict_baselines(fb: FittedBaselines, y_all: np.ndarray, test_idx: np.ndarr
     n = len(test_idx)
     maj = fb.majority
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {
-        "majority": (np.tile(prior, (n, 1)), np.full(n, maj, dtype=np.int64))}
+        "majority": (np.tile(prior, (n, 1)), np.full(n, maj, dtype=np.int64))
+    }
     prev = test_idx - h
     last = np.where(prev >= 0, y_all[np.maximum(prev, 0)], -1)
     known = last >= 0
@@ -166,8 +183,9 @@ def predict_baselines(fb: FittedBaselines, y_all: np.ndarray, test_idx: np.ndarr
     return out
 
 
-def baseline_predictions(y_all: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, n_classes: int,
-                         horizon: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def baseline_predictions(
+    y_all: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray, n_classes: int, horizon: int, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{name: (probs (N, C), pred (N,))} for the baselines on ``test_idx``; fitted on ``train_idx``
     labels only. ``y_all`` is the full label array (persistence reads ``y[t-h]``, known at t)."""
     return predict_baselines(fit_baselines(y_all, train_idx, n_classes, horizon, seed), y_all, test_idx)
@@ -187,13 +205,18 @@ class FoldResult:
     probs_test: np.ndarray | None = None
     tuning: dict[str, Any] | None = None  # nested tuning of this fold: rows searched, best params
 
-
     def summary(self) -> dict[str, Any]:
         return {
-            "fold": self.index, "train_range": list(self.train_range), "test_range": list(self.test_range),
-            "n_train": self.n_train, "n_test": self.n_test, "best_epoch": self.best_epoch,
-            "metrics": {k: {m: v for m, v in d.items() if m != "reliability"} | {"ece": d["reliability"]["ece"]}
-                        for k, d in self.metrics.items()},
+            "fold": self.index,
+            "train_range": list(self.train_range),
+            "test_range": list(self.test_range),
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "best_epoch": self.best_epoch,
+            "metrics": {
+                k: {m: v for m, v in d.items() if m != "reliability"} | {"ece": d["reliability"]["ece"]}
+                for k, d in self.metrics.items()
+            },
         } | ({"tuning": self.tuning} if self.tuning else {})
 
 
@@ -213,7 +236,8 @@ def aggregate(results: Sequence[FoldResult], classes: Sequence[str]) -> dict[str
         p = np.concatenate([r.probs_test for r in results])
         pooled = classification_metrics(y, p, classes)
         out["model"]["pooled"] = {k: v for k, v in pooled.items() if k != "reliability"} | {
-            "ece": pooled["reliability"]["ece"]}
+            "ece": pooled["reliability"]["ece"]
+        }
     return out
 
 
@@ -230,8 +254,9 @@ def _ts(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Sequence[str],
-                 header: dict[str, Any]) -> dict[str, Any]:
+def write_report(
+    out_dir: Path | str, results: Sequence[FoldResult], classes: Sequence[str], header: dict[str, Any]
+) -> dict[str, Any]:
     """Write ``report.md`` and PNG plots (if matplotlib is importable) into ``out_dir``.
     Returns {"report": path, "plots": [paths], "aggregate": aggregate(...)}."""
     out = Path(out_dir)
@@ -241,19 +266,30 @@ def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Se
     lines = ["# Training report", ""]
     for k, v in header.items():
         lines.append(f"- **{k}**: {v}")
-    lines += ["", "All numbers are out-of-sample: each fold's model and the baselines are scored on the",
-              "same test samples, with a purge gap >= horizon between train and test.", "",
-              "## Summary (mean over folds)", "",
-              "| predictor | accuracy | log-loss | Brier | ECE |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "All numbers are out-of-sample: each fold's model and the baselines are scored on the",
+        "same test samples, with a purge gap >= horizon between train and test.",
+        "",
+        "## Summary (mean over folds)",
+        "",
+        "| predictor | accuracy | log-loss | Brier | ECE |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for who in who_all:
         a = agg[who]
-        lines.append(f"| {who} | {a['mean_fold_accuracy']:.4f} | {a['mean_fold_log_loss']:.4f} | "
-                     f"{a['mean_fold_brier']:.4f} | {a['mean_fold_ece']:.4f} |")
+        lines.append(
+            f"| {who} | {a['mean_fold_accuracy']:.4f} | {a['mean_fold_log_loss']:.4f} | "
+            f"{a['mean_fold_brier']:.4f} | {a['mean_fold_ece']:.4f} |"
+        )
     lines += ["", "## Per fold", ""]
     for r in results:
-        lines += [f"### Fold {r.index}: train {_ts(r.train_range[0])} .. {_ts(r.train_range[1])} "
-                  f"({r.n_train} samples), test {_ts(r.test_range[0])} .. {_ts(r.test_range[1])} "
-                  f"({r.n_test} samples), best epoch {r.best_epoch}", ""]
+        lines += [
+            f"### Fold {r.index}: train {_ts(r.train_range[0])} .. {_ts(r.train_range[1])} "
+            f"({r.n_train} samples), test {_ts(r.test_range[0])} .. {_ts(r.test_range[1])} "
+            f"({r.n_test} samples), best epoch {r.best_epoch}",
+            "",
+        ]
         cols = ["accuracy", "log_loss", "brier", "ece"] + [f"P({c})" for c in classes] + [f"R({c})" for c in classes]
         lines.append("| predictor | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
@@ -265,26 +301,41 @@ def write_report(out_dir: Path | str, results: Sequence[FoldResult], classes: Se
         sup = r.metrics["model"]["support"]
         lines += ["", "test class support: " + ", ".join(f"{c}={sup[c]}" for c in classes), ""]
     if any(r.tuning for r in results):
-        lines += ["## Nested tuning", "",
-                  "Each fold's hyperparameters were selected on inner folds inside its training rows only;",
-                  "the fold's test block above never took part in the selection.", "",
-                  "| fold | rows searched | trials | inner log-loss | chosen |", "|---|---|---:|---:|---|"]
+        lines += [
+            "## Nested tuning",
+            "",
+            "Each fold's hyperparameters were selected on inner folds inside its training rows only;",
+            "the fold's test block above never took part in the selection.",
+            "",
+            "| fold | rows searched | trials | inner log-loss | chosen |",
+            "|---|---|---:|---:|---|",
+        ]
         for r in results:
             t = r.tuning or {}
             if t:
-                lines.append(f"| {r.index} | {t['rows'][0]}..{t['rows'][1] - 1} | {t['n_trials']} | "
-                             f"{t['best_value']:.4f} | " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else
-                                                                     f"{k}={v}" for k, v in t["best_params"].items())
-                             + " |")
+                lines.append(
+                    f"| {r.index} | {t['rows'][0]}..{t['rows'][1] - 1} | {t['n_trials']} | "
+                    f"{t['best_value']:.4f} | "
+                    + ", ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["best_params"].items()
+                    )
+                    + " |"
+                )
         lines.append("")
     rel = results[-1].metrics["model"]["reliability"] if results else None
     if rel:
-        lines += ["## Reliability (model, last fold, top-class confidence)", "",
-                  "| bin | count | mean confidence | accuracy |", "|---|---:|---:|---:|"]
+        lines += [
+            "## Reliability (model, last fold, top-class confidence)",
+            "",
+            "| bin | count | mean confidence | accuracy |",
+            "|---|---:|---:|---:|",
+        ]
         for i, cnt in enumerate(rel["count"]):
             if cnt:
-                lines.append(f"| {rel['edges'][i]:.1f}-{rel['edges'][i + 1]:.1f} | {cnt} | "
-                             f"{rel['confidence'][i]:.4f} | {rel['accuracy'][i]:.4f} |")
+                lines.append(
+                    f"| {rel['edges'][i]:.1f}-{rel['edges'][i + 1]:.1f} | {cnt} | "
+                    f"{rel['confidence'][i]:.4f} | {rel['accuracy'][i]:.4f} |"
+                )
     plots = _plots(out, results, classes)
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]

@@ -5,6 +5,7 @@ uses class-weighted cross-entropy and early-stops on a purged chronological vali
 Every fit is seeded (``torch.manual_seed``, a seeded shuffling generator); on CPU the same config +
 data give bit-identical weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -132,14 +133,15 @@ def _class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 @torch.inference_mode()
-def predict_proba(model: LSTMClassifier, windows: np.ndarray, batch: int = 4096,
-                  device: torch.device | None = None) -> np.ndarray:
+def predict_proba(
+    model: LSTMClassifier, windows: np.ndarray, batch: int = 4096, device: torch.device | None = None
+) -> np.ndarray:
     """Softmax probabilities (N, C) float64 for scaled windows (N, seq, F); batched eager forward."""
     model.eval()
     device = device or next(model.parameters()).device
     out = []
     for i in range(0, len(windows), batch):
-        xb = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch], dtype=np.float32)).to(device)
+        xb = torch.from_numpy(np.ascontiguousarray(windows[i : i + batch], dtype=np.float32)).to(device)
         out.append(model.predict_proba(xb).double().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.cfg.n_classes))
 
@@ -149,8 +151,8 @@ def _loss_on(model, crit, Xw: torch.Tensor, yw: torch.Tensor, batch: int) -> flo
     tot, n = 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(Xw), batch):
-            logits = model(Xw[i:i + batch])
-            tot += float(crit(logits, yw[i:i + batch])) * len(logits)
+            logits = model(Xw[i : i + batch])
+            tot += float(crit(logits, yw[i : i + batch])) * len(logits)
             n += len(logits)
     return tot / max(n, 1)
 
@@ -169,9 +171,9 @@ def fit_model(
     n_classes = cfg.label.n_classes
     h = cfg.label.horizon
     fit_idx, val_idx = split_validation_tail(train_idx, cfg.val_frac, h)
-    fit_idx = fit_idx[::cfg.train_stride]
+    fit_idx = fit_idx[:: cfg.train_stride]
     lo = max(0, int(fit_idx[0]) - cfg.seq_len + 1)
-    scaler = Scaler.fit(X[lo:int(fit_idx[-1]) + 1])  # rows seen by the fitted samples only
+    scaler = Scaler.fit(X[lo : int(fit_idx[-1]) + 1])  # rows seen by the fitted samples only
     hi = int(val_idx[-1]) + 1
     Xs = scaler.transform(X[:hi]).astype(np.float32)
     device = pick_device(cfg.device)
@@ -196,7 +198,7 @@ def fit_model(
         perm = torch.randperm(len(Xf), generator=gen).to(device)
         tot = 0.0
         for i in range(0, len(perm), cfg.batch_size):
-            b = perm[i:i + cfg.batch_size]
+            b = perm[i : i + cfg.batch_size]
             opt.zero_grad(set_to_none=True)
             loss = crit(model(Xf[b]), yf[b])
             loss.backward()

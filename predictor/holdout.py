@@ -6,6 +6,7 @@ and stored in the manifest (class priors, persistence transition table). Nothing
 the data being scored, so no baseline peeks at its labels; persistence still reads ``y[t-h]``, the
 last label known at t in the new series.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,10 @@ __all__ = ["evaluate_on", "stored_baselines"]
 def stored_baselines(artifact: LoadedArtifact) -> FittedBaselines:
     raw = artifact.manifest.baselines
     if not raw:
-        raise ArtifactError(f"{artifact.path}: manifest has no fitted baselines (trained by an older "
-                            "version); retrain the model to evaluate it on new data")
+        raise ArtifactError(
+            f"{artifact.path}: manifest has no fitted baselines (trained by an older "
+            "version); retrain the model to evaluate it on new data"
+        )
     try:
         fb = FittedBaselines.from_dict(raw)
     except (KeyError, TypeError, ValueError) as exc:
@@ -35,8 +38,7 @@ def stored_baselines(artifact: LoadedArtifact) -> FittedBaselines:
     return fb
 
 
-def evaluate_on(artifact: LoadedArtifact, X: np.ndarray, y: np.ndarray, *, seed: int | None = None
-                ) -> dict[str, Any]:
+def evaluate_on(artifact: LoadedArtifact, X: np.ndarray, y: np.ndarray, *, seed: int | None = None) -> dict[str, Any]:
     """Metrics of the model and of the stored baselines on new data.
 
     ``X`` (T, F): raw (unscaled) features in the manifest's ``feature_names`` order, row t using

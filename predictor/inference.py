@@ -34,6 +34,7 @@ Each ``None`` is counted in ``stats`` under its reason: ``warmup``, ``invalid_ve
 ``last_reset`` names the reset the latest push caused ("" for none) so the caller can restart
 its smoothing too.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -54,9 +55,18 @@ class PredictorError(ValueError):
     """Bad input to the batch inference API (shape / dtype)."""
 
 
-def _pipelined_step_py(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, wih: List[torch.Tensor],
-                    whh: List[torch.Tensor], b: List[torch.Tensor], head_w: torch.Tensor,
-                    head_b: torch.Tensor, start: int, done: int) -> torch.Tensor:
+def _pipelined_step_py(
+    x: torch.Tensor,
+    h: torch.Tensor,
+    c: torch.Tensor,
+    wih: List[torch.Tensor],
+    whh: List[torch.Tensor],
+    b: List[torch.Tensor],
+    head_w: torch.Tensor,
+    head_b: torch.Tensor,
+    start: int,
+    done: int,
+) -> torch.Tensor:
     """Advance all in-flight windows of one symbol by the scaled vector ``x`` (1, F).
 
     h, c: (L, S, H) state of the S in-flight windows (updated in place); slot ``start`` begins a
@@ -70,9 +80,9 @@ def _pipelined_step_py(x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, wih: L
     for layer in range(len(wih)):
         g = torch.addmm(torch.addmm(b[layer], inp, wih[layer]), h[layer], whh[layer])
         s = torch.sigmoid(g)  # one call for i, f, o (the g-gate slice is unused)
-        c_new = torch.addcmul(s[:, H:2 * H] * c[layer], s[:, :H], torch.tanh(g[:, 2 * H:3 * H]))
+        c_new = torch.addcmul(s[:, H : 2 * H] * c[layer], s[:, :H], torch.tanh(g[:, 2 * H : 3 * H]))
         c[layer].copy_(c_new)
-        torch.mul(s[:, 3 * H:], torch.tanh(c_new), out=h[layer])
+        torch.mul(s[:, 3 * H :], torch.tanh(c_new), out=h[layer])
         inp = h[layer]
     logits = torch.addmm(head_b.unsqueeze(0), h[h.size(0) - 1, done].unsqueeze(0), head_w)
     return torch.softmax(logits, dim=1)[0]
@@ -107,8 +117,14 @@ class _SymbolState:
 class Predictor:
     """Loaded model + per-symbol streaming state. Not thread-safe (one per consumer thread)."""
 
-    def __init__(self, artifact: LoadedArtifact, *, num_threads: int | None = None, max_gap_ns: int | None = None,
-                 row_ns: int | None = None):
+    def __init__(
+        self,
+        artifact: LoadedArtifact,
+        *,
+        num_threads: int | None = None,
+        max_gap_ns: int | None = None,
+        row_ns: int | None = None,
+    ):
         if num_threads:
             torch.set_num_threads(num_threads)  # process-wide; 1 is best for batch-1 serving
         self.artifact = artifact
@@ -132,8 +148,10 @@ class Predictor:
         with torch.no_grad():
             self._wih = [getattr(lstm, f"weight_ih_l{k}").detach().t().contiguous() for k in range(L)]
             self._whh = [getattr(lstm, f"weight_hh_l{k}").detach().t().contiguous() for k in range(L)]
-            self._b = [(getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach().contiguous()
-                       for k in range(L)]
+            self._b = [
+                (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}")).detach().contiguous()
+                for k in range(L)
+            ]
             self._head_w = self.model.head.weight.detach().t().contiguous()
             self._head_b = self.model.head.bias.detach().contiguous()
         self._xbuf64 = np.zeros(self.n_features)
@@ -149,8 +167,11 @@ class Predictor:
     # ------------------------------------------------------------------ streaming
     def _new_state(self) -> _SymbolState:
         S = self.seq_len
-        return _SymbolState(buf=np.zeros((2 * S, self.n_features)),
-                            h=torch.zeros(self._L, S, self._H), c=torch.zeros(self._L, S, self._H))
+        return _SymbolState(
+            buf=np.zeros((2 * S, self.n_features)),
+            h=torch.zeros(self._L, S, self._H),
+            c=torch.zeros(self._L, S, self._H),
+        )
 
     def reset(self, symbol: str | None = None) -> None:
         if symbol is None:
@@ -195,8 +216,9 @@ class Predictor:
         np.divide(v - self._mean, self._scale, out=self._xbuf64)  # same arithmetic as predict_windows
         self._xbuf[0] = self._xbuf64  # float32 cast into the buffer shared with self._xt
         with torch.inference_mode():  # ~4 us cheaper ops than grad mode, ~2 us to enter
-            probs = _pipelined_step(self._xt, st.h, st.c, self._wih, self._whh, self._b, self._head_w,
-                                    self._head_b, p, (p + 1) % S)
+            probs = _pipelined_step(
+                self._xt, st.h, st.c, self._wih, self._whh, self._b, self._head_w, self._head_b, p, (p + 1) % S
+            )
         st.n += 1
         if st.n < S:
             self.stats["warmup"] += 1
@@ -210,7 +232,7 @@ class Predictor:
         if st is None or st.n < self.seq_len:
             return None
         p = (st.n - 1) % self.seq_len
-        return st.buf[p + 1:p + 1 + self.seq_len].copy()
+        return st.buf[p + 1 : p + 1 + self.seq_len].copy()
 
     def ready(self, symbol: str) -> bool:
         st = self._state.get(symbol)
@@ -231,7 +253,7 @@ class Predictor:
         out = []
         with torch.inference_mode():
             for i in range(0, len(w), batch):
-                out.append(torch.softmax(self.model(torch.from_numpy(w[i:i + batch])), dim=-1).double().numpy())
+                out.append(torch.softmax(self.model(torch.from_numpy(w[i : i + batch])), dim=-1).double().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
     def predict_symbols(self, symbols: Sequence[str]) -> dict[str, np.ndarray]:
@@ -248,14 +270,23 @@ class Predictor:
         so their score is P(up) in [0, 1] (they never signal a short)."""
         return score_from_probs(probs, self.classes)
 
-    def make_signal(self, exchange: str, symbol: str, ts: int, probs: np.ndarray, decision: str = "",
-                    ttl_ns: int | None = None):
+    def make_signal(
+        self, exchange: str, symbol: str, ts: int, probs: np.ndarray, decision: str = "", ttl_ns: int | None = None
+    ):
         """A :class:`depthpilot.messages.Signal` for these probabilities (expiry = ts + TTL;
         the TTL defaults to the artifact's ``signal_ttl_s``)."""
         from depthpilot.messages import Signal
 
         if ttl_ns is None:
             ttl_ns = int(float(self.thresholds.get("signal_ttl_s", 120.0)) * 1e9)
-        return Signal(exchange=exchange, symbol=symbol, ts=int(ts), model_id=self.model_id,
-                      classes=list(self.classes), probs=[float(x) for x in probs],
-                      score=float(self.score(probs)), expires_at=int(ts) + int(ttl_ns), decision=decision)
+        return Signal(
+            exchange=exchange,
+            symbol=symbol,
+            ts=int(ts),
+            model_id=self.model_id,
+            classes=list(self.classes),
+            probs=[float(x) for x in probs],
+            score=float(self.score(probs)),
+            expires_at=int(ts) + int(ttl_ns),
+            decision=decision,
+        )

@@ -15,6 +15,7 @@ which is why train/test folds need a purge gap of at least ``h`` (see :mod:`pred
 Class names are chosen so a model's arg-max maps directly onto ``Signal.decision``
 ("up" / "down" / "flat"); a binary model simply has no "down" class.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -22,8 +23,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["LabelError", "ImbalancedLabels", "LabelSpec", "Prices", "make_labels", "forward_return",
-           "class_counts", "check_label_balance", "UNLABELLED"]
+__all__ = [
+    "LabelError",
+    "ImbalancedLabels",
+    "LabelSpec",
+    "Prices",
+    "make_labels",
+    "forward_return",
+    "class_counts",
+    "check_label_balance",
+    "UNLABELLED",
+]
 
 UNLABELLED = -1
 
@@ -44,7 +54,8 @@ class ImbalancedLabels(LabelError):
         super().__init__(
             f"labels (horizon={spec.horizon}, threshold={spec.threshold:g}) leave class(es) {', '.join(rare)} "
             f"below {min_share:.0%} of {n} labelled rows ({desc}): lower --threshold or raise --horizon "
-            f"(or pass --allow-imbalanced)")
+            f"(or pass --allow-imbalanced)"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,10 @@ class LabelSpec:
     def describe(self) -> str:
         if self.kind == "binary_high":
             return f"max(high[t+1..t+{self.horizon}]) >= close[t]*(1+{self.threshold:g}) -> up, else flat"
-        return (f"r=close[t+{self.horizon}]/close[t]-1: up if r>{self.threshold:g}, "
-                f"down if r<-{self.threshold:g}, else flat")
+        return (
+            f"r=close[t+{self.horizon}]/close[t]-1: up if r>{self.threshold:g}, "
+            f"down if r<-{self.threshold:g}, else flat"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"classes": self.classes, "description": self.describe()}

@@ -1,4 +1,5 @@
 """The LSTM classifier: window (B, seq_len, F) -> logits (B, n_classes). Softmax gives probabilities."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

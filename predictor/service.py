@@ -16,6 +16,7 @@ never touches state; one older than ``INPUT_MAX_AGE_S`` is dropped and counted. 
 receives vectors but yields no signal for ``PREDICTOR_SILENCE_S`` degrades the status
 (:meth:`PredictorService.problems`), as do vectors off the model's clock.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,14 +59,17 @@ class _Loaded:
         self.path = path
         man = art.manifest
         self.clock = model_clock(man)  # ClockError: a model without a fixed row clock is refused
-        self.predictor = Predictor(art, num_threads=threads, max_gap_ns=self.clock.max_gap_ns,
-                                   row_ns=self.clock.row_ns)
+        self.predictor = Predictor(art, num_threads=threads, max_gap_ns=self.clock.max_gap_ns, row_ns=self.clock.row_ns)
         self.model_id = man.model_id
         self.spec_hash = man.spec_hash
         self.names = list(man.feature_names)
         self.interval = (man.features or {}).get("interval", "")
-        self.smoother = DecisionSmoother(art.classes, SmoothingConfig.from_dict(
-            {k: v for k, v in man.thresholds.items() if k in SmoothingConfig.__dataclass_fields__}))
+        self.smoother = DecisionSmoother(
+            art.classes,
+            SmoothingConfig.from_dict(
+                {k: v for k, v in man.thresholds.items() if k in SmoothingConfig.__dataclass_fields__}
+            ),
+        )
         self._idx: dict[tuple[str, ...], np.ndarray] = {}
         # vectors a successor needs to resume where this model stands: a full window + smoother history
         self.warm_rows = self.predictor.seq_len + self.smoother.cfg.k - 1
@@ -90,8 +94,11 @@ class PredictorService(Service):
         self.skipped: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()  # future, dropped_old, resets
         s = self.settings
-        self.clock = InputClock(clock_mode(s.pipeline_clock, s.collector_source),
-                                int(s.input_future_tolerance_s * 1e9), int(s.input_max_age_s * 1e9))
+        self.clock = InputClock(
+            clock_mode(s.pipeline_clock, s.collector_source),
+            int(s.input_future_tolerance_s * 1e9),
+            int(s.input_max_age_s * 1e9),
+        )
         self.mono = time.monotonic  # injectable for tests
         self._last_vec: dict[str, float] = {}  # monotonic time of the last vector per symbol
         self._since: dict[str, float] = {}  # ... of the last signal (or the first vector without one)
@@ -106,10 +113,19 @@ class PredictorService(Service):
             self.writer = BatchWriter(self.store, "signals", max_size=500, max_age_s=1.0)
             self.flush_periodically(self.writer)
         c = self.model.clock
-        log.info("predictor: model %s (spec %s, %s vectors) on a %g s row clock (%s): window %g s, horizon %g s, "
-                 "max gap %g s; %s clock for input freshness", self.model.model_id, self.model.spec_hash,
-                 self.model.interval or "snapshot", c.row_interval_s, c.source, c.seq_len_s, c.horizon_s,
-                 c.max_gap_s, self.clock.mode)
+        log.info(
+            "predictor: model %s (spec %s, %s vectors) on a %g s row clock (%s): window %g s, horizon %g s, "
+            "max gap %g s; %s clock for input freshness",
+            self.model.model_id,
+            self.model.spec_hash,
+            self.model.interval or "snapshot",
+            c.row_interval_s,
+            c.source,
+            c.seq_len_s,
+            c.horizon_s,
+            c.max_gap_s,
+            self.clock.mode,
+        )
         self.bus.subscribe("predictor.features", self._on_features)
 
     def _skip(self, reason: str, fv: m.FeatureVector, detail: str = "") -> None:
@@ -141,8 +157,14 @@ class PredictorService(Service):
                 self._last_skip[key] = "too old"
                 n = self.counts["dropped_old"]
                 if n == 1 or n % 1000 == 0:
-                    log.warning("%s %s: vector %.1f s old (> %g s) dropped, %d so far", msg.exchange, msg.symbol,
-                                self.clock.age_s(msg.ts), self.clock.max_age_ns / 1e9, n)
+                    log.warning(
+                        "%s %s: vector %.1f s old (> %g s) dropped, %d so far",
+                        msg.exchange,
+                        msg.symbol,
+                        self.clock.age_s(msg.ts),
+                        self.clock.max_age_ns / 1e9,
+                        n,
+                    )
                 return
             self.clock.accepted(msg.ts)
             if msg.spec_hash != mdl.spec_hash:
@@ -171,7 +193,9 @@ class PredictorService(Service):
             if probs is None:  # warm-up / invalid / stale / off-clock vector: counted in predictor.stats
                 self._last_skip[key] = "off the model's clock" if off else "warm-up / invalid / stale vector"
                 if off:
-                    self._skip("off_clock", msg, f"ts {msg.ts} is not on the model's {mdl.clock.row_interval_s:g} s clock")
+                    self._skip(
+                        "off_clock", msg, f"ts {msg.ts} is not on the model's {mdl.clock.row_interval_s:g} s clock"
+                    )
                 return
             self._since[key] = now
             self._last_skip.pop(key, None)
@@ -185,7 +209,6 @@ class PredictorService(Service):
         self.signals += 1
         if self.writer is not None:
             self.writer.add(sig)
-
 
     def _warm(self, new: _Loaded) -> int:
         """Replay each symbol's last vectors into ``new`` (caller holds the lock). Vectors of
@@ -222,8 +245,10 @@ class PredictorService(Service):
         for key, last in list(self._last_vec.items()):
             quiet = now - self._since.get(key, now)
             if now - last <= limit and quiet > limit:
-                out.append(f"{key.replace(':', ' ')}: receives feature vectors but no signal for {quiet:.0f} s "
-                           f"(> {limit:g} s; last vector: {self._last_skip.get(key, 'no reason recorded')})")
+                out.append(
+                    f"{key.replace(':', ' ')}: receives feature vectors but no signal for {quiet:.0f} s "
+                    f"(> {limit:g} s; last vector: {self._last_skip.get(key, 'no reason recorded')})"
+                )
         return out
 
     def heartbeat(self) -> m.ServiceHeartbeat:
@@ -234,10 +259,15 @@ class PredictorService(Service):
 
     def stats(self) -> dict[str, float]:
         ps = self.model.predictor.stats
-        out = {"signals": float(self.signals), "future": float(self.counts["future"]),
-               "dropped_old": float(self.counts["dropped_old"]), "resets": float(self.counts["resets"]),
-               "late": float(ps["stale_ts"]), "off_clock": float(ps["off_clock"]),
-               "problems": float(len(self.problems()))}
+        out = {
+            "signals": float(self.signals),
+            "future": float(self.counts["future"]),
+            "dropped_old": float(self.counts["dropped_old"]),
+            "resets": float(self.counts["resets"]),
+            "late": float(ps["stale_ts"]),
+            "off_clock": float(ps["off_clock"]),
+            "problems": float(len(self.problems())),
+        }
         if self.latency_ns:
             lat = np.fromiter(self.latency_ns, dtype=np.int64, count=len(self.latency_ns)) / 1e6
             out["latency_ms_p50"], out["latency_ms_p99"] = (float(x) for x in np.percentile(lat, [50, 99]))
@@ -248,9 +278,14 @@ class PredictorService(Service):
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
         if cmd.command == "status":
             problems = self.problems()
-            res: dict[str, Any] = {"model_id": self.model.model_id, "spec_hash": self.model.spec_hash,
-                                   "interval": self.model.interval, "clock": self.model.clock.to_dict(),
-                                   "input_clock": self.clock.mode, "problems": problems}
+            res: dict[str, Any] = {
+                "model_id": self.model.model_id,
+                "spec_hash": self.model.spec_hash,
+                "interval": self.model.interval,
+                "clock": self.model.clock.to_dict(),
+                "input_clock": self.clock.mode,
+                "problems": problems,
+            }
             if problems and self.status == "ok":
                 res["status"] = "degraded"
             return res
@@ -261,8 +296,12 @@ class PredictorService(Service):
                 warmed = self._warm(new)
                 old, self.model = self.model, new
             log.info("model reloaded: %s -> %s (%d symbols warm)", old.model_id, new.model_id, warmed)
-            return {"old_model_id": old.model_id, "model_id": new.model_id, "spec_hash": new.spec_hash,
-                    "warm_symbols": warmed}
+            return {
+                "old_model_id": old.model_id,
+                "model_id": new.model_id,
+                "spec_hash": new.spec_hash,
+                "warm_symbols": warmed,
+            }
         return None
 
 

@@ -11,6 +11,7 @@ Given the last K probability vectors of one symbol (oldest first):
 Decisions are class names ("up", "down", "flat"); ``""`` means "no decision yet" (fewer than K
 vectors). A binary model (classes ["flat", "up"]) never yields "down".
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -70,7 +71,7 @@ def decide(history: np.ndarray, classes: Sequence[str], cfg: SmoothingConfig) ->
     if len(h) < cfg.k:
         mean = h.mean(axis=0) if len(h) else np.full(len(classes), np.nan)
         return Decision("", mean, float("nan") if not len(h) else score_from_probs(mean, classes), "warmup")
-    last = h[-cfg.k:]
+    last = h[-cfg.k :]
     mean = last.mean(axis=0)
     score = score_from_probs(mean, classes)
     cand = int(np.argmax(mean))

@@ -10,6 +10,7 @@ Each returns :class:`TrainingData`; ``columns`` picks a subset of feature names 
 scale-free columns), and the model records exactly which names it eats, so the predictor
 service selects them from live vectors by name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,8 +28,18 @@ from predictor.labels import Prices
 # candle indicators that do not depend on the price level (sma_*, ewma_*, bb bands, force and
 # evm are in price or volume units and drift with the market)
 RELATIVE_CANDLE_COLUMNS = (
-    "ret_log", "close_sma_5_pct", "close_sma_20_pct", "close_sma_60_pct", "close_ewma_12_pct", "close_ewma_26_pct",
-    "cci_20", "bb_width_20", "bb_pctb_20", "roc_10", "vol_rel_1440", "vol_z_240",
+    "ret_log",
+    "close_sma_5_pct",
+    "close_sma_20_pct",
+    "close_sma_60_pct",
+    "close_ewma_12_pct",
+    "close_ewma_26_pct",
+    "cci_20",
+    "bb_width_20",
+    "bb_pctb_20",
+    "roc_10",
+    "vol_rel_1440",
+    "vol_z_240",
 )
 # block features without absolute price levels
 ABSOLUTE_BOOK = ("mid", "microprice", "spread")
@@ -78,8 +89,14 @@ def from_klines(path: Path, spec: FeatureSpec | None = None) -> TrainingData:
     k = load_klines(path)
     df = build(spec, "candle", klines=k)
     names = [c for c in df.columns if c not in ("ts", "price")]
-    return TrainingData(df[names].to_numpy(np.float64), df["ts"].to_numpy(np.int64),
-                        Prices(close=k["close"], high=k["high"], low=k["low"]), names, spec.hash, _meta(spec, "candle"))
+    return TrainingData(
+        df[names].to_numpy(np.float64),
+        df["ts"].to_numpy(np.int64),
+        Prices(close=k["close"], high=k["high"], low=k["low"]),
+        names,
+        spec.hash,
+        _meta(spec, "candle"),
+    )
 
 
 def from_books(path: Path | Sequence[Path], spec: FeatureSpec, kind: str = "block", depth: int = 250) -> TrainingData:
@@ -93,8 +110,14 @@ def from_books(path: Path | Sequence[Path], spec: FeatureSpec, kind: str = "bloc
     df = df[np.isfinite(df[price_col].to_numpy())].reset_index(drop=True)
     names = [c for c in df.columns if c not in ("ts", "price")]
     close = df[price_col].to_numpy(np.float64)
-    return TrainingData(df[names].to_numpy(np.float64), df["ts"].to_numpy(np.int64), Prices(close=close), names,
-                        spec.hash, _meta(spec, kind))
+    return TrainingData(
+        df[names].to_numpy(np.float64),
+        df["ts"].to_numpy(np.int64),
+        Prices(close=close),
+        names,
+        spec.hash,
+        _meta(spec, kind),
+    )
 
 
 def from_feature_file(path: Path) -> TrainingData:
@@ -110,13 +133,19 @@ def from_feature_file(path: Path) -> TrainingData:
     if "price" not in df.columns:
         raise SourceError(f"{path}: no 'price' column to label on")
     names = [c for c in df.columns if c not in ("ts", "price")]
-    return TrainingData(df[names].to_numpy(np.float64), df["ts"].to_numpy(np.int64),
-                        Prices(close=df["price"].to_numpy(np.float64)), names, spec_hash,
-                        {"kind": kind, "interval": meta.get(b"depthpilot.interval", b"").decode()})
+    return TrainingData(
+        df[names].to_numpy(np.float64),
+        df["ts"].to_numpy(np.int64),
+        Prices(close=df["price"].to_numpy(np.float64)),
+        names,
+        spec_hash,
+        {"kind": kind, "interval": meta.get(b"depthpilot.interval", b"").decode()},
+    )
 
 
-def from_store(store: Any, exchange: str, symbol: str, interval: str, start: int | None = None,
-               end: int | None = None) -> TrainingData:
+def from_store(
+    store: Any, exchange: str, symbol: str, interval: str, start: int | None = None, end: int | None = None
+) -> TrainingData:
     """Feature vectors stored by the features service (one interval kind, one spec)."""
     rows: list[np.ndarray] = []
     ts: list[int] = []
@@ -138,5 +167,11 @@ def from_store(store: Any, exchange: str, symbol: str, interval: str, start: int
         raise SourceError("stored vectors carry no mid price to label on; train candle models from klines or trades")
     X = np.stack(rows)
     kind = "snapshot" if interval == "" else "block"
-    return TrainingData(X, np.asarray(ts, dtype=np.int64), Prices(close=X[:, names.index(price_col)]), names,
-                        spec_hash, {"kind": kind, "interval": interval})
+    return TrainingData(
+        X,
+        np.asarray(ts, dtype=np.int64),
+        Prices(close=X[:, names.index(price_col)]),
+        names,
+        spec_hash,
+        {"kind": kind, "interval": interval},
+    )

@@ -18,6 +18,7 @@
 
 Reproducible: every fit is seeded; on CPU the same config + data give bit-identical weights.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -38,8 +39,18 @@ from predictor.fitting import FitResult, ProgressEvent, ProgressFn, TrainConfig,
 from predictor.labels import ImbalancedLabels, Prices
 from predictor.walkforward import TuningUnavailable, prepare, tune, tune_window, walk_forward
 
-__all__ = ["TrainConfig", "ProgressEvent", "FitResult", "train", "fit_model", "predict_proba",
-           "walk_forward", "tune", "TuningUnavailable", "ImbalancedLabels"]
+__all__ = [
+    "TrainConfig",
+    "ProgressEvent",
+    "FitResult",
+    "train",
+    "fit_model",
+    "predict_proba",
+    "walk_forward",
+    "tune",
+    "TuningUnavailable",
+    "ImbalancedLabels",
+]
 
 log = logging.getLogger("depthpilot.predictor.train")
 
@@ -99,17 +110,22 @@ def train(
 
     classes = config.label.classes
     out = Path(out_dir)
-    rep = write_report(out, results, classes, header={
-        "label": config.label.describe(),
-        "classes": ", ".join(classes),
-        "model": f"LSTM hidden={config.hidden} layers={config.layers} dropout={config.dropout} seq_len={config.seq_len}",
-        "folds": f"{config.n_folds} x {config.fold_mode}, test {test_size} rows, train {train_size} rows, "
-                 f"gap {max(config.label.horizon, config.embargo)} rows",
-        "features": f"{len(names)} ({spec_hash})",
-        "data": f"{T} rows",
-        "label counts": ", ".join(f"{c}={k}" for c, k in prep.label_counts.items())
-                        + (" **IMBALANCED (allowed by --allow-imbalanced)**" if prep.imbalanced else ""),
-    })
+    rep = write_report(
+        out,
+        results,
+        classes,
+        header={
+            "label": config.label.describe(),
+            "classes": ", ".join(classes),
+            "model": f"LSTM hidden={config.hidden} layers={config.layers} dropout={config.dropout} seq_len={config.seq_len}",
+            "folds": f"{config.n_folds} x {config.fold_mode}, test {test_size} rows, train {train_size} rows, "
+            f"gap {max(config.label.horizon, config.embargo)} rows",
+            "features": f"{len(names)} ({spec_hash})",
+            "data": f"{T} rows",
+            "label counts": ", ".join(f"{c}={k}" for c, k in prep.label_counts.items())
+            + (" **IMBALANCED (allowed by --allow-imbalanced)**" if prep.imbalanced else ""),
+        },
+    )
     agg = rep["aggregate"]
     warnings = _warnings(agg, prep)
     for w in warnings:
@@ -127,15 +143,23 @@ def train(
         model=fr.model.cfg.to_dict(),
         scaler=fr.scaler.to_dict(),
         thresholds=config.smoothing.to_dict() | {"signal_ttl_s": config.signal_ttl_s},
-        metrics={"walk_forward": agg, "folds": [r.summary() for r in results],
-                 "final_fit": {"best_epoch": fr.best_epoch, "best_val_loss": fr.best_val_loss,
-                               "history": fr.history},
-                 "fingerprint": {"end_ts": [int(t) for t in ts[fp_idx]], "probs": fp_probs.tolist()},
-                 "warnings": warnings},
+        metrics={
+            "walk_forward": agg,
+            "folds": [r.summary() for r in results],
+            "final_fit": {"best_epoch": fr.best_epoch, "best_val_loss": fr.best_val_loss, "history": fr.history},
+            "fingerprint": {"end_ts": [int(t) for t in ts[fp_idx]], "probs": fp_probs.tolist()},
+            "warnings": warnings,
+        },
         baselines=baselines.to_dict(),
-        data_range={"start_ts": int(ts[0]), "end_ts": int(ts[-1]), "n_rows": T,
-                    "final_train_start_ts": int(ts[final_idx[0]]), "final_train_end_ts": int(ts[final_idx[-1]]),
-                    "label_counts": prep.label_counts, "imbalanced_labels_allowed": prep.imbalanced},
+        data_range={
+            "start_ts": int(ts[0]),
+            "end_ts": int(ts[-1]),
+            "n_rows": T,
+            "final_train_start_ts": int(ts[final_idx[0]]),
+            "final_train_end_ts": int(ts[final_idx[-1]]),
+            "label_counts": prep.label_counts,
+            "imbalanced_labels_allowed": prep.imbalanced,
+        },
         features=dict(features or {}),
         train_config=config.to_dict() | ({"tuning": tuning} if tuning else {}),
         clock=training_clock(features, config.seq_len, config.label.horizon),
@@ -144,8 +168,18 @@ def train(
     )
     path = save_artifact(out, fr.model, man)
     if progress:
-        progress(ProgressEvent("done", -1, config.n_folds, 0, config.max_epochs, steps_total, steps_total,
-                               message=f"{time.perf_counter() - t0:.1f}s"))
+        progress(
+            ProgressEvent(
+                "done",
+                -1,
+                config.n_folds,
+                0,
+                config.max_epochs,
+                steps_total,
+                steps_total,
+                message=f"{time.perf_counter() - t0:.1f}s",
+            )
+        )
     return path
 
 
@@ -153,15 +187,22 @@ def _warnings(agg: dict[str, Any], prep) -> list[str]:
     """What the user must not miss: allowed imbalance, a model that loses to a baseline."""
     out = []
     if prep.imbalanced:
-        out.append("labels are imbalanced (" + ", ".join(f"{c}={k}" for c, k in prep.label_counts.items())
-                   + "): allowed by --allow-imbalanced")
+        out.append(
+            "labels are imbalanced ("
+            + ", ".join(f"{c}={k}" for c, k in prep.label_counts.items())
+            + "): allowed by --allow-imbalanced"
+        )
     m = agg["model"]
     for who in ("majority", "persistence"):
         b = agg[who]
         if m["mean_fold_accuracy"] < b["mean_fold_accuracy"]:
-            out.append(f"model accuracy {m['mean_fold_accuracy']:.4f} is below the {who} baseline's "
-                       f"{b['mean_fold_accuracy']:.4f} (out of sample)")
+            out.append(
+                f"model accuracy {m['mean_fold_accuracy']:.4f} is below the {who} baseline's "
+                f"{b['mean_fold_accuracy']:.4f} (out of sample)"
+            )
         if m["mean_fold_log_loss"] > b["mean_fold_log_loss"]:
-            out.append(f"model log-loss {m['mean_fold_log_loss']:.4f} is worse than the {who} baseline's "
-                       f"{b['mean_fold_log_loss']:.4f} (out of sample)")
+            out.append(
+                f"model log-loss {m['mean_fold_log_loss']:.4f} is worse than the {who} baseline's "
+                f"{b['mean_fold_log_loss']:.4f} (out of sample)"
+            )
     return out

@@ -12,6 +12,7 @@
 Label parameters: ``klines-default`` horizon 5 bars (5 min), threshold 0.0005 (5 bp);
 ``book-default`` horizon 20 snapshots (~2 s), threshold 0.00002 (0.2 bp).
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,20 @@ BOOK_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
 KLINES_SPEC = FeatureSpec(interval_s=60.0)
 KLINES_CONFIG = TrainConfig(
     label=LabelSpec(kind="updown", horizon=5, threshold=0.0005),
-    seq_len=30, hidden=32, layers=1, dropout=0.1, lr=3e-3, batch_size=256,
-    max_epochs=8, patience=3, n_folds=4, train_stride=2, seed=0, model_name="klines-default",
-    smoothing=SmoothingConfig(k=3, prob_threshold=0.45), signal_ttl_s=120.0,
+    seq_len=30,
+    hidden=32,
+    layers=1,
+    dropout=0.1,
+    lr=3e-3,
+    batch_size=256,
+    max_epochs=8,
+    patience=3,
+    n_folds=4,
+    train_stride=2,
+    seed=0,
+    model_name="klines-default",
+    smoothing=SmoothingConfig(k=3, prob_threshold=0.45),
+    signal_ttl_s=120.0,
 )
 
 # books sampled every 100 ms (the last book at or before each tick); window and horizon in seconds
@@ -44,12 +56,23 @@ BOOK_SPEC = FeatureSpec(interval_s=1.0, sample_interval_s=0.1, max_gap_s=2.0)
 BOOK_WINDOW_S = 2.0
 BOOK_HORIZON_S = 2.0
 BOOK_CONFIG = TrainConfig(
-    label=LabelSpec(kind="updown", horizon=rows_for(BOOK_HORIZON_S, BOOK_SPEC.sample_interval_s, "horizon"),
-                    threshold=0.00002),
-    seq_len=rows_for(BOOK_WINDOW_S, BOOK_SPEC.sample_interval_s, "window"), hidden=32, layers=1, dropout=0.1,
-    lr=3e-3, batch_size=128,
-    max_epochs=10, patience=3, n_folds=3, train_stride=1, seed=0, model_name="book-default",
-    smoothing=SmoothingConfig(k=5, prob_threshold=0.5), signal_ttl_s=5.0,
+    label=LabelSpec(
+        kind="updown", horizon=rows_for(BOOK_HORIZON_S, BOOK_SPEC.sample_interval_s, "horizon"), threshold=0.00002
+    ),
+    seq_len=rows_for(BOOK_WINDOW_S, BOOK_SPEC.sample_interval_s, "window"),
+    hidden=32,
+    layers=1,
+    dropout=0.1,
+    lr=3e-3,
+    batch_size=128,
+    max_epochs=10,
+    patience=3,
+    n_folds=3,
+    train_stride=1,
+    seed=0,
+    model_name="book-default",
+    smoothing=SmoothingConfig(k=5, prob_threshold=0.5),
+    signal_ttl_s=5.0,
 )
 
 
@@ -62,12 +85,12 @@ def book_data() -> TrainingData:
     return d.select(relative_columns(d.names))
 
 
-def train_one(which: str, out_dir: Path | None = None,
-              progress: Callable[[ProgressEvent], None] | None = None) -> Path:
+def train_one(which: str, out_dir: Path | None = None, progress: Callable[[ProgressEvent], None] | None = None) -> Path:
     data, cfg = (klines_data(), KLINES_CONFIG) if which == "klines" else (book_data(), BOOK_CONFIG)
     out = out_dir or models_dir() / cfg.model_name
-    return train(cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=progress,
-                 features=data.features)
+    return train(
+        cfg, data.X, data.ts, data.prices, data.names, data.spec_hash, out, progress=progress, features=data.features
+    )
 
 
 def store_baselines(which: str, path: Path | None = None) -> dict:
@@ -102,8 +125,10 @@ def store_baselines(which: str, path: Path | None = None) -> dict:
 def _print_progress(ev: ProgressEvent) -> None:
     if ev.stage in ("fold", "final"):
         who = f"fold {ev.fold}" if ev.stage == "fold" else "final"
-        print(f"[{ev.step:3d}/{ev.steps_total}] {who} epoch {ev.epoch}: train {ev.train_loss:.4f} "
-              f"val {ev.val_loss:.4f}", flush=True)
+        print(
+            f"[{ev.step:3d}/{ev.steps_total}] {who} epoch {ev.epoch}: train {ev.train_loss:.4f} val {ev.val_loss:.4f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
@@ -112,12 +137,14 @@ if __name__ == "__main__":
         for w in ("klines", "book"):
             print(w, store_baselines(w))
         sys.exit(0)
-    for w in (("klines", "book") if which == "all" else (which,)):
+    for w in ("klines", "book") if which == "all" else (which,):
         t0 = time.perf_counter()
         path = train_one(w, progress=_print_progress)
         man = json.loads((Path(path) / "manifest.json").read_text())
         wf = man["metrics"]["walk_forward"]
         print(f"artifact: {path}  ({time.perf_counter() - t0:.1f}s)")
         for who in ("model", "majority", "persistence", "random"):
-            print(f"  {who:12s} acc {wf[who]['mean_fold_accuracy']:.4f}  log-loss {wf[who]['mean_fold_log_loss']:.4f}"
-                  f"  brier {wf[who]['mean_fold_brier']:.4f}")
+            print(
+                f"  {who:12s} acc {wf[who]['mean_fold_accuracy']:.4f}  log-loss {wf[who]['mean_fold_log_loss']:.4f}"
+                f"  brier {wf[who]['mean_fold_brier']:.4f}"
+            )

@@ -1,5 +1,6 @@
 """Shared fixtures. RabbitMQ tests talk to the real broker on 127.0.0.1:5672 (``make test``
 makes sure it runs); ``TEST_AMQP_URL`` points them elsewhere."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -33,10 +34,13 @@ CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 EXCUSED_SKIPS: tuple[tuple[str, str, str], ...] = (
     # (node id glob, text the skip reason must contain, why this skip is acceptable under CI)
-    ("tests/test_store*.py::*", "MONGO_URL",
-     "the real-MongoDB variant of the store tests needs a server; GitHub CI sets MONGO_URL to "
-     "its mongo service container, a bare `.ci/run` on a machine without MongoDB runs the "
-     "mongomock variant only"),
+    (
+        "tests/test_store*.py::*",
+        "MONGO_URL",
+        "the real-MongoDB variant of the store tests needs a server; GitHub CI sets MONGO_URL to "
+        "its mongo service container, a bare `.ci/run` on a machine without MongoDB runs the "
+        "mongomock variant only",
+    ),
 )
 
 
@@ -58,10 +62,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     if excused_skip(rep.nodeid, reason):
         return
     rep.outcome = "failed"
-    rep.longrepr = (f"CI=true: skipped tests fail. Skip reason: {reason}\n"
-                    "Provide what the test needs (recordings: `make sample-data` or DEPTHPILOT_DATA_DIR; "
-                    "rabbitmqctl on PATH), or excuse it with a reason in EXCUSED_SKIPS (tests/conftest.py).")
-
+    rep.longrepr = (
+        f"CI=true: skipped tests fail. Skip reason: {reason}\n"
+        "Provide what the test needs (recordings: `make sample-data` or DEPTHPILOT_DATA_DIR; "
+        "rabbitmqctl on PATH), or excuse it with a reason in EXCUSED_SKIPS (tests/conftest.py)."
+    )
 
 
 def _broker_answers(url: str) -> bool:

@@ -7,6 +7,7 @@ and a private RabbitMQ node for tests that must stop a broker.
   plugins file, data and log dirs and Erlang cookie, so stopping it never touches anybody
   else's broker.
 """
+
 from __future__ import annotations
 
 import base64
@@ -59,12 +60,15 @@ class BrokerAdmin:
         self.ctl = find_tool("rabbitmqctl")
         self.use_http = self._http_answers()
         if not self.use_http and self.ctl is None:
-            raise RuntimeError(f"cannot create a test vhost: no management API at {self.mgmt} and no rabbitmqctl "
-                               "(enable rabbitmq_management or run the tests next to the broker)")
+            raise RuntimeError(
+                f"cannot create a test vhost: no management API at {self.mgmt} and no rabbitmqctl "
+                "(enable rabbitmq_management or run the tests next to the broker)"
+            )
 
     def _http(self, method: str, path: str, body: dict | None = None) -> int:
-        req = urllib.request.Request(self.mgmt + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(
+            self.mgmt + path, method=method, data=json.dumps(body).encode() if body is not None else None
+        )
         token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
         req.add_header("content-type", "application/json")
@@ -93,8 +97,11 @@ class BrokerAdmin:
             status = self._http("PUT", f"/api/vhosts/{v}", {})
             if status not in (201, 204):
                 raise RuntimeError(f"management API refused to create vhost {vhost!r}: HTTP {status}")
-            status = self._http("PUT", f"/api/permissions/{v}/{quote(self.user, safe='')}",
-                                {"configure": ".*", "write": ".*", "read": ".*"})
+            status = self._http(
+                "PUT",
+                f"/api/permissions/{v}/{quote(self.user, safe='')}",
+                {"configure": ".*", "write": ".*", "read": ".*"},
+            )
             if status not in (201, 204):
                 raise RuntimeError(f"management API refused permissions on {vhost!r}: HTTP {status}")
             return
@@ -167,13 +174,16 @@ class OwnNode:
         (self.base / "rabbitmq.conf").write_text("# test node: listener from RABBITMQ_NODE_IP_ADDRESS/PORT\n")
         (self.base / "enabled_plugins").write_text("[].\n")  # no management listener on the shared 15672
         with open(self.base / "server.out", "wb") as out:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen([self.server], env=self._env(), stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                [self.server], env=self._env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rabbitmq-server exited with {self.proc.returncode}: "
-                                   f"{(self.base / 'server.out').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"rabbitmq-server exited with {self.proc.returncode}: "
+                    f"{(self.base / 'server.out').read_text()[-2000:]}"
+                )
             if self.ctl("await_startup", "--timeout", "20", check=False).returncode == 0:
                 return
             time.sleep(0.5)
@@ -181,8 +191,14 @@ class OwnNode:
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         assert self.ctl_path is not None
-        proc = subprocess.run([self.ctl_path, "-n", self.node, *args], env=self._env(), capture_output=True,
-                              text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            [self.ctl_path, "-n", self.node, *args],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         if check and proc.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} on {self.node} failed: {proc.stderr or proc.stdout}")
         return proc

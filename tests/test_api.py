@@ -1,5 +1,6 @@
 """API adapter: health reflects bus and store, metrics in Prometheus format, service status
 through the control channel."""
+
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
@@ -50,8 +51,11 @@ def test_degraded_service_shows_in_services_and_metrics(uid):
     try:
         client = TestClient(create_app(bus, None, services=health))
         health.on_heartbeat(m.ServiceHeartbeat(service="features", instance="a", status="ok", stats={"late": 3.0}))
-        health.on_heartbeat(m.ServiceHeartbeat(service="collector", instance="b", status="degraded",
-                                               problems=["binance BTCUSDT: feed down for 75 s"]))
+        health.on_heartbeat(
+            m.ServiceHeartbeat(
+                service="collector", instance="b", status="degraded", problems=["binance BTCUSDT: feed down for 75 s"]
+            )
+        )
         body = client.get("/services").json()
         assert body["collector"]["status"] == "degraded" and "feed down" in body["collector"]["problems"][0]
         text = client.get("/metrics").text

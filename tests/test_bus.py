@@ -1,4 +1,5 @@
 """Bus semantics on the real RabbitMQ and on the in-memory bus (issue: foundation, must show 1-6)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -23,19 +24,58 @@ def sample_messages() -> list[m.Message]:
     bids = np.column_stack([60000 - np.arange(250) * 0.1, rng.random(250)])
     asks = np.column_stack([60000.1 + np.arange(250) * 0.1, rng.random(250)])
     return [
-        m.BookSnapshot(exchange="binance", symbol="BTCUSDT", ts_exchange=1, ts_recv=2, seq=3, bids=bids, asks=asks,
-                       depth=250),
-        m.Trade(exchange="binance", symbol="BTCUSDT", ts_exchange=1, ts_recv=2, price=60000.5, size=0.01,
-                side=m.Side.SELL, trade_id="42"),
-        m.FeatureVector(exchange="binance", symbol="BTCUSDT", ts=5, spec_hash="abc123", values=rng.random(17),
-                        names=[f"f{i}" for i in range(17)]),
-        m.Signal(exchange="binance", symbol="BTCUSDT", ts=5, model_id="klines-default", classes=["down", "flat", "up"],
-                 probs=[0.2, 0.3, 0.5], score=0.3, expires_at=10**19),
+        m.BookSnapshot(
+            exchange="binance", symbol="BTCUSDT", ts_exchange=1, ts_recv=2, seq=3, bids=bids, asks=asks, depth=250
+        ),
+        m.Trade(
+            exchange="binance",
+            symbol="BTCUSDT",
+            ts_exchange=1,
+            ts_recv=2,
+            price=60000.5,
+            size=0.01,
+            side=m.Side.SELL,
+            trade_id="42",
+        ),
+        m.FeatureVector(
+            exchange="binance",
+            symbol="BTCUSDT",
+            ts=5,
+            spec_hash="abc123",
+            values=rng.random(17),
+            names=[f"f{i}" for i in range(17)],
+        ),
+        m.Signal(
+            exchange="binance",
+            symbol="BTCUSDT",
+            ts=5,
+            model_id="klines-default",
+            classes=["down", "flat", "up"],
+            probs=[0.2, 0.3, 0.5],
+            score=0.3,
+            expires_at=10**19,
+        ),
         m.OrderIntent(client_order_id="c1", exchange="bybit", symbol="BTCUSDT", side=m.Side.BUY, qty=0.001),
-        m.OrderUpdate(client_order_id="c1", exchange="bybit", symbol="BTCUSDT", status="filled", side=m.Side.BUY,
-                      qty=0.001, filled_qty=0.001, avg_price=60000.0),
-        m.Fill(client_order_id="c1", exchange="bybit", symbol="BTCUSDT", side=m.Side.BUY, qty=0.001, price=60000.0,
-               fee=0.033, fill_id="f1"),
+        m.OrderUpdate(
+            client_order_id="c1",
+            exchange="bybit",
+            symbol="BTCUSDT",
+            status="filled",
+            side=m.Side.BUY,
+            qty=0.001,
+            filled_qty=0.001,
+            avg_price=60000.0,
+        ),
+        m.Fill(
+            client_order_id="c1",
+            exchange="bybit",
+            symbol="BTCUSDT",
+            side=m.Side.BUY,
+            qty=0.001,
+            price=60000.0,
+            fee=0.033,
+            fill_id="f1",
+        ),
         m.PositionUpdate(exchange="bybit", symbol="BTCUSDT", qty=0.001, avg_price=60000.0),
         m.RiskEvent(kind="book_gap", exchange="binance", symbol="BTCUSDT", message="gap", data={"expected": 5}),
         m.ControlCommand(target="nobody", command="status"),
@@ -56,16 +96,30 @@ def test_every_message_type_is_sampled() -> None:
 
 
 def test_codec_errors_are_one_type() -> None:
-    for bad in (b"", b"\x00\x01", b"not msgpack at all", msgspec.msgpack.encode({"type": "nope", "v": 1}),
-                msgspec.msgpack.encode({"type": "trade", "v": 99, "exchange": "x", "symbol": "y", "ts_exchange": 1,
-                                        "ts_recv": 1, "price": 1.0, "size": 1.0, "side": "buy"})):
+    for bad in (
+        b"",
+        b"\x00\x01",
+        b"not msgpack at all",
+        msgspec.msgpack.encode({"type": "nope", "v": 1}),
+        msgspec.msgpack.encode(
+            {
+                "type": "trade",
+                "v": 99,
+                "exchange": "x",
+                "symbol": "y",
+                "ts_exchange": 1,
+                "ts_recv": 1,
+                "price": 1.0,
+                "size": 1.0,
+                "side": "buy",
+            }
+        ),
+    ):
         with pytest.raises(m.MessageDecodeError):
             m.decode(bad)
     for msg in sample_messages():
         assert _plain(m.decode(m.encode(msg))) == _plain(msg)
         assert _plain(m.from_json(m.to_json(msg))) == _plain(msg)
-
-
 
 
 def _open(url: str, name: str, **kw):
@@ -108,7 +162,11 @@ def test_round_trip_every_message_type(bus_url: str, uid: str) -> None:
             back = got[msg.id]
             assert type(back) is type(msg)
             assert _plain(back) == _plain(msg)
-            assert "published" in back.trace and f"recv.{qm.name if isinstance(msg, (m.BookSnapshot, m.Trade, m.FeatureVector, m.Signal, m.ServiceHeartbeat)) else qs.name}" in back.trace
+            assert (
+                "published" in back.trace
+                and f"recv.{qm.name if isinstance(msg, (m.BookSnapshot, m.Trade, m.FeatureVector, m.Signal, m.ServiceHeartbeat)) else qs.name}"
+                in back.trace
+            )
     finally:
         _cleanup(bus, qm, qs)
         bus.close()
@@ -198,8 +256,9 @@ def test_consumer_killed_mid_message_redelivers(amqp_url: str, uid: str, tmp_pat
     bus = _open(amqp_url, "test-kill")
     try:
         bus.declare(q)
-        proc = subprocess.Popen([sys.executable, str(script), amqp_url, qname, str(REPO)], stdout=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), amqp_url, qname, str(REPO)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(0.3)
@@ -263,8 +322,18 @@ def test_market_queue_is_bounded_for_a_stalled_consumer(bus_url: str, uid: str) 
         bus.subscribe(q, stalled, prefetch=5)
         time.sleep(0.3)
         for i in range(2000):
-            bus.publish(m.Trade(exchange=uid, symbol="BTCUSDT", ts_exchange=i, ts_recv=i, price=1.0, size=1.0,
-                                side=m.Side.BUY, trade_id=str(i)))
+            bus.publish(
+                m.Trade(
+                    exchange=uid,
+                    symbol="BTCUSDT",
+                    ts_exchange=i,
+                    ts_recv=i,
+                    price=1.0,
+                    size=1.0,
+                    side=m.Side.BUY,
+                    trade_id=str(i),
+                )
+            )
         assert bus.flush(10)
         time.sleep(0.5)
         depth = bus.queue_depth(q.name)

@@ -1,5 +1,6 @@
 """Honest publish outcomes, close() accounting, rpc deadlines and stall detection, on both
 buses where the semantics are shared."""
+
 from __future__ import annotations
 
 import logging
@@ -31,13 +32,16 @@ def _wait(pred, timeout: float = 10.0) -> bool:
 
 
 # ------------------------------------------------------------------ pure logic
-@pytest.mark.parametrize("unacked,prefetch,idle,after,stalled", [
-    (200, 200, 31.0, 30.0, True),
-    (200, 200, 29.0, 30.0, False),   # at the limit, but not for long
-    (199, 200, 999.0, 30.0, False),  # below the limit: a slow handler, not a stall
-    (250, 200, 30.0, 30.0, True),
-    (0, 0, 999.0, 30.0, False),      # prefetch 0 = unlimited: never "at the limit"
-])
+@pytest.mark.parametrize(
+    "unacked,prefetch,idle,after,stalled",
+    [
+        (200, 200, 31.0, 30.0, True),
+        (200, 200, 29.0, 30.0, False),  # at the limit, but not for long
+        (199, 200, 999.0, 30.0, False),  # below the limit: a slow handler, not a stall
+        (250, 200, 30.0, 30.0, True),
+        (0, 0, 999.0, 30.0, False),  # prefetch 0 = unlimited: never "at the limit"
+    ],
+)
 def test_is_stalled(unacked: int, prefetch: int, idle: float, after: float, stalled: bool) -> None:
     assert is_stalled(unacked, prefetch, idle, after) is stalled
 
@@ -63,8 +67,9 @@ def test_expire_by_sets_and_clamps_never_extends() -> None:
 def test_unroutable_state_message_fails_market_is_counted(bus_url: str, uid: str) -> None:
     bus = _open(bus_url, "test-unroutable")
     try:
-        intent = m.OrderIntent(client_order_id=f"c{uid}", exchange="bybit", symbol="BTCUSDT", side=m.Side.BUY,
-                               qty=0.001)
+        intent = m.OrderIntent(
+            client_order_id=f"c{uid}", exchange="bybit", symbol="BTCUSDT", side=m.Side.BUY, qty=0.001
+        )
         with pytest.raises(Unroutable) as err:
             bus.publish(intent, routing_key=f"nowhere.{uid}").result(10)
         assert err.value.routing_key == f"nowhere.{uid}" and err.value.message_id == intent.id
@@ -75,8 +80,12 @@ def test_unroutable_state_message_fails_market_is_counted(bus_url: str, uid: str
         assert [type(e) for e in bus.take_failures()] == [Unroutable, Unroutable] and bus.take_failures() == []
         assert bus.flush(5), "a failed publish is settled, not outstanding"
         # market class: dropped and counted (memory bus), never raised
-        assert bus.publish(m.Trade(exchange=f"x{uid}", symbol="S", ts_exchange=1, ts_recv=1, price=1.0, size=1.0,
-                                   side=m.Side.BUY)) is None
+        assert (
+            bus.publish(
+                m.Trade(exchange=f"x{uid}", symbol="S", ts_exchange=1, ts_recv=1, price=1.0, size=1.0, side=m.Side.BUY)
+            )
+            is None
+        )
     finally:
         bus.close()
     if bus_url.startswith("memory"):
@@ -105,8 +114,9 @@ def test_memory_market_overflow_is_counted(uid: str) -> None:
     try:
         bus.declare(QueueDef(f"t.of.{uid}", MARKET_EXCHANGE, (f"trade.{uid}.*",), DeliveryClass.MARKET, max_length=10))
         for i in range(25):
-            bus.publish(m.Trade(exchange=uid, symbol="S", ts_exchange=i, ts_recv=i, price=1.0, size=1.0,
-                                side=m.Side.BUY))
+            bus.publish(
+                m.Trade(exchange=uid, symbol="S", ts_exchange=i, ts_recv=i, price=1.0, size=1.0, side=m.Side.BUY)
+            )
         assert bus.stats.market_overflow == 15 and bus.stats.market_unroutable == 0
     finally:
         bus.close()
@@ -177,8 +187,10 @@ def test_close_reports_unconfirmed_messages(caplog: pytest.LogCaptureFixture) ->
     bus = connect_bus(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F", "test-close", reconnect_max_delay=0.2)
     bus.start(wait=None)
     futs = [bus.publish(m.Notification(text=str(i)), routing_key="notify.info") for i in range(3)]
-    assert bus.publish(m.Trade(exchange="b", symbol="S", ts_exchange=1, ts_recv=1, price=1.0, size=1.0,
-                               side=m.Side.BUY)) is None
+    assert (
+        bus.publish(m.Trade(exchange="b", symbol="S", ts_exchange=1, ts_recv=1, price=1.0, size=1.0, side=m.Side.BUY))
+        is None
+    )
     t0 = time.monotonic()
     assert bus.close(timeout=0.5) == 3
     assert time.monotonic() - t0 < 5

@@ -4,6 +4,7 @@
 ``BUS_RESTART_ROUNDS=50`` repeats the restart test 50 times in one session (one node start);
 see the bus section of README.md for the soak recipe beside CPU burners.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,5 +1,6 @@
 """Under CI=true a test that lacks its data fails (naming the missing data) instead of
 skipping; outside CI it still skips. Runs pytest on one real data test in a subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,20 @@ DATA_TEST = "tests/collector/test_replay.py::test_tardis_book_snapshot_fixture"
 
 
 def _run(ci: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DEPTHPILOT_DATA_DIR": "/nonexistent/depthpilot-data", "CI": ci,
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", DATA_TEST],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "DEPTHPILOT_DATA_DIR": "/nonexistent/depthpilot-data",
+        "CI": ci,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", DATA_TEST],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_missing_data_fails_under_ci_and_names_it() -> None:

@@ -1,5 +1,6 @@
 """The `depthpilot` command line on real data: export from the store, offline feature build
 with the spec hash in the file, training from that file, topology check, config masking."""
+
 from __future__ import annotations
 
 import json
@@ -39,14 +40,28 @@ def test_export_features_build_and_train(monkeypatch, tmp_path, uid, data_dir):
     monkeypatch.setenv("MONGO_URL", url)
     monkeypatch.setenv("MONGO_DB", f"cli_{uid}")
     ts, bids, asks = load_book_snapshots_csv(
-        data_dir / "binance-usdm-btcusdt-2024-07-18-l2diff" / "derived_book_snapshot_25.csv.gz")
+        data_dir / "binance-usdm-btcusdt-2024-07-18-l2diff" / "derived_book_snapshot_25.csv.gz"
+    )
     store = Store.connect(url, f"cli_{uid}", snapshot_ttl_s=None)
-    snaps = [m.BookSnapshot(exchange="binanceusdm", symbol="BTCUSDT", ts_exchange=int(t), ts_recv=int(t) + 5, seq=i,
-                            bids=b, asks=a, depth=25) for i, (t, b, a) in enumerate(zip(ts, bids, asks))]
+    snaps = [
+        m.BookSnapshot(
+            exchange="binanceusdm",
+            symbol="BTCUSDT",
+            ts_exchange=int(t),
+            ts_recv=int(t) + 5,
+            seq=i,
+            bids=b,
+            asks=a,
+            depth=25,
+        )
+        for i, (t, b, a) in enumerate(zip(ts, bids, asks))
+    ]
     assert store.insert_many("snapshots", snaps).inserted == len(snaps)
 
     out = tmp_path / "snaps.parquet"
-    res = runner.invoke(app, ["export", "snapshots", "--exchange", "binanceusdm", "--symbol", "BTCUSDT", "-o", str(out)])
+    res = runner.invoke(
+        app, ["export", "snapshots", "--exchange", "binanceusdm", "--symbol", "BTCUSDT", "-o", str(out)]
+    )
     assert res.exit_code == 0, res.output
     df = pd.read_parquet(out)
     assert len(df) == len(snaps)
@@ -55,8 +70,21 @@ def test_export_features_build_and_train(monkeypatch, tmp_path, uid, data_dir):
 
     # the export is a valid book source for the offline feature build
     feats = tmp_path / "feats.parquet"
-    res = runner.invoke(app, ["features", "build", "--books", str(out), "--kind", "block", "-o", str(feats),
-                              "--spec", str(models_dir() / "book-default" / "manifest.json")])
+    res = runner.invoke(
+        app,
+        [
+            "features",
+            "build",
+            "--books",
+            str(out),
+            "--kind",
+            "block",
+            "-o",
+            str(feats),
+            "--spec",
+            str(models_dir() / "book-default" / "manifest.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     meta = pq.read_schema(feats).metadata
     manifest = json.loads(open(str(models_dir() / "book-default" / "manifest.json")).read())
@@ -64,9 +92,30 @@ def test_export_features_build_and_train(monkeypatch, tmp_path, uid, data_dir):
     assert meta[b"depthpilot.kind"] == b"block"
 
     art = tmp_path / "model"
-    res = runner.invoke(app, ["train", "--source", "features", "--path", str(feats), "--horizon", "3",
-                              "--threshold", "0.00005", "--seq-len", "8", "--hidden", "8", "--epochs", "2",
-                              "--folds", "2", "-o", str(art)])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--source",
+            "features",
+            "--path",
+            str(feats),
+            "--horizon",
+            "3",
+            "--threshold",
+            "0.00005",
+            "--seq-len",
+            "8",
+            "--hidden",
+            "8",
+            "--epochs",
+            "2",
+            "--folds",
+            "2",
+            "-o",
+            str(art),
+        ],
+    )
     assert res.exit_code == 0, res.output
     from predictor.artifact import load_artifact
 

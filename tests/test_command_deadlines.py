@@ -1,6 +1,7 @@
 """Every control command carries a deadline: a command that reaches a service after its sender
 gave up is dropped (logged, counted, answered "expired"), never executed later. Shown over the
 in-memory bus and the real broker, through the real ``depthpilot control`` CLI."""
+
 from __future__ import annotations
 
 import time
@@ -39,8 +40,9 @@ def _wait(cond: Any, timeout: float) -> bool:
     return cond()
 
 
-def test_command_to_a_stopped_service_is_not_executed_when_it_starts(bus_url: str, uid: str,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_to_a_stopped_service_is_not_executed_when_it_starts(
+    bus_url: str, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from depthpilot_cli.main import app
 
     name = f"deadline{uid}"
@@ -69,8 +71,10 @@ def test_command_to_a_stopped_service_is_not_executed_when_it_starts(bus_url: st
         assert svc.heartbeat().stats["expired_commands"] == 1.0
 
         # the same command within its deadline does run: the test above can fail
-        fresh = admin.rpc(m.ControlCommand(target=name, command="open_positions",
-                                           expires_at=time.time_ns() + 5_000_000_000), timeout=5)
+        fresh = admin.rpc(
+            m.ControlCommand(target=name, command="open_positions", expires_at=time.time_ns() + 5_000_000_000),
+            timeout=5,
+        )
         assert fresh.ok and len(svc.executed) == 1
     finally:
         if svc is not None:

@@ -5,6 +5,7 @@ entrypoint), rabbitmq/rabbitmq.conf, the Dockerfile targets and .env.example.
 The compose file is copied into a scratch directory and rendered there with a minimal,
 explicit environment, so a developer's own .env or shell variables cannot leak in.
 """
+
 from __future__ import annotations
 
 import json
@@ -207,7 +208,7 @@ def test_rabbitmq_mounts_conf_and_generated_topology(config: dict, workdir: Path
         assert Path(mount["source"]).relative_to(workdir).as_posix() == repo_file
         assert mount["bind"]["create_host_path"] is False  # a missing file must not become a directory
     # the entrypoint writes the account into the same directory by default
-    assert f'DEPTHPILOT_DEFINITIONS_DIR:-{defs_dir}}}' in _script(config["services"]["rabbitmq"]["entrypoint"])
+    assert f"DEPTHPILOT_DEFINITIONS_DIR:-{defs_dir}}}" in _script(config["services"]["rabbitmq"]["entrypoint"])
 
 
 def test_generated_topology_carries_no_credentials() -> None:
@@ -218,7 +219,9 @@ def test_generated_topology_carries_no_credentials() -> None:
     assert defs.get("queues") and defs.get("exchanges") and defs.get("bindings")
 
 
-def _run_entrypoint(script: str, tmp_path: Path, name: str, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _run_entrypoint(
+    script: str, tmp_path: Path, name: str, *args: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run a compose entrypoint script with a stand-in for the image's docker-entrypoint.sh that
     records its arguments instead of starting a server."""
     bin_dir = tmp_path / "bin"
@@ -235,8 +238,13 @@ def _run_entrypoint(script: str, tmp_path: Path, name: str, *args: str, **env: s
 def test_rabbitmq_entrypoint_writes_the_account_from_env(config: dict, tmp_path: Path) -> None:
     defs = tmp_path / "definitions.d"
     proc, record = _run_entrypoint(
-        _script(config["services"]["rabbitmq"]["entrypoint"]), tmp_path, "x", *config["services"]["rabbitmq"]["command"],
-        RABBITMQ_USER="dp_ci_user", RABBITMQ_PASSWORD="s3cret.Pass_word~-42", DEPTHPILOT_DEFINITIONS_DIR=str(defs),
+        _script(config["services"]["rabbitmq"]["entrypoint"]),
+        tmp_path,
+        "x",
+        *config["services"]["rabbitmq"]["command"],
+        RABBITMQ_USER="dp_ci_user",
+        RABBITMQ_PASSWORD="s3cret.Pass_word~-42",
+        DEPTHPILOT_DEFINITIONS_DIR=str(defs),
     )
     assert proc.returncode == 0, proc.stderr
     assert record.read_text().split() == ["rabbitmq-server"]
@@ -266,8 +274,13 @@ def test_rabbitmq_entrypoint_refuses_bad_credentials(
 ) -> None:
     defs = tmp_path / "definitions.d"
     proc, record = _run_entrypoint(
-        _script(config["services"]["rabbitmq"]["entrypoint"]), tmp_path, "x", "rabbitmq-server",
-        RABBITMQ_USER=user, RABBITMQ_PASSWORD=password, DEPTHPILOT_DEFINITIONS_DIR=str(defs),
+        _script(config["services"]["rabbitmq"]["entrypoint"]),
+        tmp_path,
+        "x",
+        "rabbitmq-server",
+        RABBITMQ_USER=user,
+        RABBITMQ_PASSWORD=password,
+        DEPTHPILOT_DEFINITIONS_DIR=str(defs),
     )
     assert proc.returncode == 64
     assert message in proc.stderr
@@ -279,13 +292,21 @@ def test_mongo_entrypoint_refuses_placeholder_and_passes_through(config: dict, t
     script = _script(config["services"]["mongo"]["entrypoint"])
     command = config["services"]["mongo"]["command"]
     bad, record = _run_entrypoint(
-        script, tmp_path, "x", *command,
-        MONGO_INITDB_ROOT_USERNAME="root", MONGO_INITDB_ROOT_PASSWORD="change-me-mongo-password",
+        script,
+        tmp_path,
+        "x",
+        *command,
+        MONGO_INITDB_ROOT_USERNAME="root",
+        MONGO_INITDB_ROOT_PASSWORD="change-me-mongo-password",
     )
     assert bad.returncode == 64 and "placeholder" in bad.stderr and not record.exists()
     good, record = _run_entrypoint(
-        script, tmp_path, "x", *command,
-        MONGO_INITDB_ROOT_USERNAME="root", MONGO_INITDB_ROOT_PASSWORD="a-real-password-42",
+        script,
+        tmp_path,
+        "x",
+        *command,
+        MONGO_INITDB_ROOT_USERNAME="root",
+        MONGO_INITDB_ROOT_PASSWORD="a-real-password-42",
     )
     assert good.returncode == 0, good.stderr
     assert record.read_text().split() == ["mongod"]
@@ -313,7 +334,7 @@ def test_one_dockerfile_target_per_service(config: dict) -> None:
         build = config["services"][name]["build"]
         assert build["target"] == name and Path(build["dockerfile"]).name == "Dockerfile"
         assert name in stages, f"Dockerfile has no stage {name}"
-        cmds = [json.loads(line[len("CMD"):]) for line in stages[name] if line.startswith("CMD ")]
+        cmds = [json.loads(line[len("CMD") :]) for line in stages[name] if line.startswith("CMD ")]
         assert cmds == [["python", "-m", name]], f"{name}: {cmds}"
 
 
@@ -345,10 +366,23 @@ def _env_example() -> dict[str, str]:
 def test_env_example_documents_every_variable() -> None:
     example = _env_example()
     expected = {
-        "AMQP_URL", "MONGO_URL", "MONGO_DB", "DEPTHPILOT_MODE", "DEPTHPILOT_SYMBOLS", "DEPTHPILOT_EXCHANGES",
-        "DEPTHPILOT_DATA_DIR", "TELEGRAM_BOT_TOKEN", "TELEGRAM_ALLOWED_CHAT_IDS", "BYBIT_API_KEY",
-        "BYBIT_API_SECRET", "DEPTHPILOT_LIVE_TRADING_CONFIRM", "RISK_MAX_POSITION_USD",
-        "RISK_MAX_DAILY_LOSS_USD", "RISK_MAX_LEVERAGE", "LOG_LEVEL", *REQUIRED_VARS,
+        "AMQP_URL",
+        "MONGO_URL",
+        "MONGO_DB",
+        "DEPTHPILOT_MODE",
+        "DEPTHPILOT_SYMBOLS",
+        "DEPTHPILOT_EXCHANGES",
+        "DEPTHPILOT_DATA_DIR",
+        "TELEGRAM_BOT_TOKEN",
+        "TELEGRAM_ALLOWED_CHAT_IDS",
+        "BYBIT_API_KEY",
+        "BYBIT_API_SECRET",
+        "DEPTHPILOT_LIVE_TRADING_CONFIRM",
+        "RISK_MAX_POSITION_USD",
+        "RISK_MAX_DAILY_LOSS_USD",
+        "RISK_MAX_LEVERAGE",
+        "LOG_LEVEL",
+        *REQUIRED_VARS,
     }
     assert expected <= set(example), expected - set(example)
     # every variable docker-compose.yml interpolates is documented too

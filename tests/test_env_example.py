@@ -1,6 +1,7 @@
 """`.env.example` documents every environment variable the code reads, with the defaults the
 code really has (`depthpilot config` prints the same), and `depthpilot config` shows the
 resolved data directory."""
+
 from __future__ import annotations
 
 import re
@@ -11,8 +12,7 @@ import pytest
 from depthpilot.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("depthpilot", "depthpilot_cli", "collector", "features", "predictor", "trader", "notifier", "tgbot",
-            "api")
+PACKAGES = ("depthpilot", "depthpilot_cli", "collector", "features", "predictor", "trader", "notifier", "tgbot", "api")
 # os.environ["X"], os.environ.get("X"), os.getenv("X"), environ.setdefault("X"), environ.pop("X")
 ENV_READ = re.compile(r"""\b(?:environ(?:\.get|\.setdefault|\.pop)?\s*[\[(]|getenv\s*\()\s*["']([A-Z][A-Z0-9_]+)["']""")
 EXAMPLE_LINE = re.compile(r"^#?\s*([A-Z][A-Z0-9_]+)=(.*)$")
@@ -74,8 +74,11 @@ def test_documented_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> 
         if value is None or name not in aliases:
             continue  # optional, or read by docker compose only
         documented = load_settings(**{name: value}).safe_dict()
-        changed = {k: (defaults[k], documented[k]) for k in defaults
-                   if defaults[k] != documented[k] and not (not defaults[k] and not documented[k])}
+        changed = {
+            k: (defaults[k], documented[k])
+            for k in defaults
+            if defaults[k] != documented[k] and not (not defaults[k] and not documented[k])
+        }
         if changed:
             differ.append(f"{name}={value}: default {changed}")
     assert not differ, "\n".join(differ)

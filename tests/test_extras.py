@@ -1,4 +1,5 @@
 """Optional imports fail with one line naming the extra to install."""
+
 from __future__ import annotations
 
 import sys
@@ -59,6 +60,5 @@ def test_services_run_without_any_extra() -> None:
         "print('runtime ok')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "runtime ok" in proc.stdout, proc.stderr

@@ -7,6 +7,7 @@
 * ``notifier``, ``tgbot`` and ``api`` use the core only (the control layer), plus their own package;
 * ``depthpilot_cli`` (the composition root) may import anything; nothing imports it.
 """
+
 from __future__ import annotations
 
 import ast
@@ -84,22 +85,25 @@ def test_every_package_follows_the_dependency_rule() -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("importer,module,allowed", [
-    ("depthpilot", "collector.book", False),
-    ("depthpilot", "depthpilot.bus", True),
-    ("features", "collector.book", True),
-    ("features", "collector.service", False),
-    ("features", "predictor.inference", False),
-    ("predictor", "features.spec", True),
-    ("predictor", "collector", True),
-    ("trader", "predictor.__main__", False),
-    ("api", "trader.domain", False),
-    ("tgbot", "depthpilot.control", True),
-    ("notifier", "api.app", False),
-    ("collector", "depthpilot_cli.common", False),
-    ("depthpilot_cli", "features.service", True),
-    ("collector", "numpy", True),
-])
+@pytest.mark.parametrize(
+    "importer,module,allowed",
+    [
+        ("depthpilot", "collector.book", False),
+        ("depthpilot", "depthpilot.bus", True),
+        ("features", "collector.book", True),
+        ("features", "collector.service", False),
+        ("features", "predictor.inference", False),
+        ("predictor", "features.spec", True),
+        ("predictor", "collector", True),
+        ("trader", "predictor.__main__", False),
+        ("api", "trader.domain", False),
+        ("tgbot", "depthpilot.control", True),
+        ("notifier", "api.app", False),
+        ("collector", "depthpilot_cli.common", False),
+        ("depthpilot_cli", "features.service", True),
+        ("collector", "numpy", True),
+    ],
+)
 def test_rule_itself(importer: str, module: str, allowed: bool) -> None:
     assert (violation(importer, module) is None) is allowed
 

@@ -1,6 +1,7 @@
 """`make run`: every service in one process on the in-memory bus and store, no Docker, no
 keys: real recorded books flow collector -> features -> predictor -> signals -> the trader,
 which trades them on paper and prints its trades and PnL after fees."""
+
 from __future__ import annotations
 
 import os
@@ -22,10 +23,21 @@ def _free_port() -> int:
 
 def test_run_all_in_one_process_produces_signals(data_dir):
     port = _free_port()
-    env = {**os.environ, "DEPTHPILOT_ENV_FILE": "", "API_PORT": str(port), "REPLAY_SPEED": "20",
-           "DEPTHPILOT_DATA_DIR": str(data_dir)}
-    proc = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "run-all"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "DEPTHPILOT_ENV_FILE": "",
+        "API_PORT": str(port),
+        "REPLAY_SPEED": "20",
+        "DEPTHPILOT_DATA_DIR": str(data_dir),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depthpilot_cli", "run-all"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         import httpx
 

@@ -1,5 +1,6 @@
 """`make run` in a fresh clone: no recordings -> fetch the sample one, or say in one line what
 to do; SIGTERM stops run-all like Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,9 @@ def no_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return empty
 
 
-def test_no_data_and_no_network_says_what_to_do_in_one_line(no_data: Path, data_dir: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_data_and_no_network_says_what_to_do_in_one_line(
+    no_data: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from depthpilot_cli.run_all import ensure_demo_data
 
     with _Server(data_dir, mode="404") as srv, pytest.raises(typer.Exit) as exit_:
@@ -52,10 +54,21 @@ def test_no_data_fetches_the_sample_recording(no_data: Path, data_dir: Path) -> 
 
 
 def test_sigterm_stops_run_all_like_ctrl_c(data_dir: Path) -> None:
-    env = {**os.environ, "DEPTHPILOT_ENV_FILE": "", "API_PORT": str(_free_port()), "DEPTHPILOT_DATA_DIR": str(data_dir),
-           "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "run-all"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "DEPTHPILOT_ENV_FILE": "",
+        "API_PORT": str(_free_port()),
+        "DEPTHPILOT_DATA_DIR": str(data_dir),
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depthpilot_cli", "run-all"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         seen = []

@@ -1,5 +1,6 @@
 """depthpilot.sample_data: the manifest matches the real recordings, and fetch() downloads, verifies,
 retries and skips correctly against a local HTTP server (127.0.0.1 only; no other traffic)."""
+
 from __future__ import annotations
 
 import gzip
@@ -48,6 +49,7 @@ def _loopback_only(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # (1) the manifest is the provenance: every checksum matches the real files
 # ---------------------------------------------------------------------------------------------
+
 
 def test_manifest_sha256_matches_shared_files(data_dir: Path):
     for e in MANIFEST:
@@ -98,7 +100,10 @@ def test_urls_are_pinned_raw_github():
     for e in MANIFEST:
         assert re.fullmatch(r"[0-9a-f]{40}", e.commit)
         assert e.url() == f"https://raw.githubusercontent.com/{e.repo}/{e.commit}/{e.repo_path}"
-    assert MANIFEST[0].url("http://127.0.0.1:1/") == f"http://127.0.0.1:1/{MANIFEST[0].repo}/{MANIFEST[0].commit}/{MANIFEST[0].repo_path}"
+    assert (
+        MANIFEST[0].url("http://127.0.0.1:1/")
+        == f"http://127.0.0.1:1/{MANIFEST[0].repo}/{MANIFEST[0].commit}/{MANIFEST[0].repo_path}"
+    )
 
 
 def test_unknown_dataset_is_an_error(tmp_path):
@@ -109,6 +114,7 @@ def test_unknown_dataset_is_an_error(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # local server reproducing the raw.githubusercontent.com layout from the shared files
 # ---------------------------------------------------------------------------------------------
+
 
 class _Server:
     def __init__(self, data_dir: Path, mode: str = "ok", fail_times: int = 2):
@@ -169,6 +175,7 @@ def _no_leftovers(root: Path):
 
 # (2) download a subset; files equal the originals ---------------------------------------------
 
+
 def test_fetch_downloads_small_datasets_identical(data_dir: Path, tmp_path: Path):
     seen: list[tuple[str, int, int]] = []
     with _Server(data_dir) as srv:
@@ -217,9 +224,12 @@ def test_fetch_gzip_fallback_without_gzip_binary(data_dir: Path, tmp_path: Path,
 
 # (3) corrupted bytes -> SampleDataError, nothing left behind ----------------------------------
 
+
 def test_corrupt_download_raises_and_leaves_nothing(data_dir: Path, tmp_path: Path):
     with _Server(data_dir, mode="corrupt") as srv:
-        with pytest.raises(SampleDataError, match=r"hyperliquid-btc-l2book-2025-01-26/raw/btcusd_20250126\.gz: sha256 mismatch"):
+        with pytest.raises(
+            SampleDataError, match=r"hyperliquid-btc-l2book-2025-01-26/raw/btcusd_20250126\.gz: sha256 mismatch"
+        ):
             fetch(tmp_path, base_url=srv.url, datasets=["hyperliquid-btc-l2book-2025-01-26"], **FAST)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
     assert sum(srv.hits.values()) == 1  # a checksum mismatch is not retried
@@ -243,6 +253,7 @@ def test_existing_corrupt_file_is_replaced(data_dir: Path, tmp_path: Path):
 
 
 # (4) transient failures are retried ------------------------------------------------------------
+
 
 def test_http_500_twice_then_success_is_retried(data_dir: Path, tmp_path: Path):
     e = next(e for e in MANIFEST if e.dataset == "hyperliquid-btc-l2book-2025-01-26")
@@ -279,6 +290,7 @@ def test_http_404_is_not_retried(data_dir: Path, tmp_path: Path):
 
 # (5) nothing is downloaded again ---------------------------------------------------------------
 
+
 def test_rerun_with_files_present_downloads_nothing(data_dir: Path, tmp_path: Path):
     with _Server(data_dir) as srv:
         first = fetch(tmp_path, base_url=srv.url, datasets=SMALL + [GZ_DATASET], **FAST)
@@ -286,7 +298,12 @@ def test_rerun_with_files_present_downloads_nothing(data_dir: Path, tmp_path: Pa
         hits = sum(srv.hits.values())
         mtimes = {p: p.stat().st_mtime_ns for p in first}
         calls: list = []
-        assert fetch(tmp_path, base_url=srv.url, datasets=SMALL + [GZ_DATASET], progress=lambda *a: calls.append(a), **FAST) == []
+        assert (
+            fetch(
+                tmp_path, base_url=srv.url, datasets=SMALL + [GZ_DATASET], progress=lambda *a: calls.append(a), **FAST
+            )
+            == []
+        )
         assert sum(srv.hits.values()) == hits
         assert calls == []
         assert {p: p.stat().st_mtime_ns for p in first} == mtimes

@@ -1,4 +1,5 @@
 """Service machinery: control replies, heartbeats, config errors stop start-up naming the field."""
+
 from __future__ import annotations
 
 import os
@@ -42,16 +43,20 @@ def test_control_status_and_unknown_command(uid: str) -> None:
         bus.close()
 
 
-@pytest.mark.parametrize("var,value,needle", [
-    ("DEPTHPILOT_MODE", "yolo", "DEPTHPILOT_MODE"),
-    ("RISK_MAX_LEVERAGE", "-2", "RISK_MAX_LEVERAGE"),
-    ("AMQP_URL", "http://x", "AMQP_URL"),
-    ("TELEGRAM_ALLOWED_CHAT_IDS", "12,abc", "TELEGRAM_ALLOWED_CHAT_IDS"),
-])
+@pytest.mark.parametrize(
+    "var,value,needle",
+    [
+        ("DEPTHPILOT_MODE", "yolo", "DEPTHPILOT_MODE"),
+        ("RISK_MAX_LEVERAGE", "-2", "RISK_MAX_LEVERAGE"),
+        ("AMQP_URL", "http://x", "AMQP_URL"),
+        ("TELEGRAM_ALLOWED_CHAT_IDS", "12,abc", "TELEGRAM_ALLOWED_CHAT_IDS"),
+    ],
+)
 def test_bad_config_stops_startup_with_one_line(var: str, value: str, needle: str) -> None:
     env = {**os.environ, var: value, "DEPTHPILOT_ENV_FILE": ""}
-    proc = subprocess.run([sys.executable, "-m", "trader"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trader"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
@@ -70,8 +75,12 @@ def test_live_mode_needs_keys_and_explicit_confirmation() -> None:
 
 def test_secrets_never_printed(capsys: pytest.CaptureFixture[str]) -> None:
     secret = "1234:" + "tokenpart" * 4  # a made-up bot token shape, built so no scanner mistakes it
-    s = load_settings(TELEGRAM_BOT_TOKEN=secret, BYBIT_API_KEY="fake-key-1234", BYBIT_API_SECRET="fake-secret-5678",
-                      AMQP_URL="amqp://depthpilot:hunter2hunter2@rabbitmq:5672/%2F")
+    s = load_settings(
+        TELEGRAM_BOT_TOKEN=secret,
+        BYBIT_API_KEY="fake-key-1234",
+        BYBIT_API_SECRET="fake-secret-5678",
+        AMQP_URL="amqp://depthpilot:hunter2hunter2@rabbitmq:5672/%2F",
+    )
     text = repr(s) + str(s.safe_dict())
     for needle in (secret, "fake-key-1234", "fake-secret-5678", "hunter2hunter2"):
         assert needle not in text

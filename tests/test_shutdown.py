@@ -1,5 +1,6 @@
 """Shutdown order (stop consuming -> running handlers finish -> flush writers -> confirms ->
 close) and degraded heartbeats."""
+
 from __future__ import annotations
 
 import threading
@@ -126,8 +127,12 @@ def test_health_file_carries_status_and_reason(tmp_path) -> None:
     assert read_health_file(path) == (True, "ok")
     env = {**os.environ, "DEPTHPILOT_HEARTBEAT_FILE": path, "PYTHONPATH": str(REPO_ROOT)}
     assert subprocess.run([sys.executable, "-m", "depthpilot.service"], env=env, capture_output=True).returncode == 0
-    write_health_file(path, m.ServiceHeartbeat(service="collector", instance="x", status="degraded",
-                                               problems=["binance BTCUSDT: feed down for 75 s"]))
+    write_health_file(
+        path,
+        m.ServiceHeartbeat(
+            service="collector", instance="x", status="degraded", problems=["binance BTCUSDT: feed down for 75 s"]
+        ),
+    )
     ok, why = read_health_file(path)
     assert not ok and "feed down for 75 s" in why
     proc = subprocess.run([sys.executable, "-m", "depthpilot.service"], env=env, capture_output=True, text=True)

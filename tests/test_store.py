@@ -1,5 +1,6 @@
 """Store tests. Run on mongomock-ng always; run the SAME tests against a real MongoDB when
 MONGO_URL=mongodb://... is set (each test gets its own uniquely named database, dropped after)."""
+
 from __future__ import annotations
 
 import os
@@ -86,8 +87,14 @@ def make_snapshots(book_rows, n: int) -> list[m.BookSnapshot]:
         j, k = i % rows, i // rows
         out.append(
             m.BookSnapshot(
-                exchange="binance", symbol="BTCUSDT", ts_exchange=int(ts_ex[j]) + k * span,
-                ts_recv=int(ts_rc[j]) + k * span, seq=i, bids=bids[j], asks=asks[j], depth=25,
+                exchange="binance",
+                symbol="BTCUSDT",
+                ts_exchange=int(ts_ex[j]) + k * span,
+                ts_recv=int(ts_rc[j]) + k * span,
+                seq=i,
+                bids=bids[j],
+                asks=asks[j],
+                depth=25,
             )
         )
     return out
@@ -96,8 +103,14 @@ def make_snapshots(book_rows, n: int) -> list[m.BookSnapshot]:
 def book(ts: int, mid: float = 100.0, symbol: str = "BTCUSDT") -> m.BookSnapshot:
     lv = np.arange(25, dtype=np.float64)
     return m.BookSnapshot(
-        exchange="binance", symbol=symbol, ts_exchange=ts, ts_recv=ts + 1_000_000, seq=ts,
-        bids=np.column_stack([mid - 0.5 - lv, 1.0 + lv]), asks=np.column_stack([mid + 0.5 + lv, 2.0 + lv]), depth=25,
+        exchange="binance",
+        symbol=symbol,
+        ts_exchange=ts,
+        ts_recv=ts + 1_000_000,
+        seq=ts,
+        bids=np.column_stack([mid - 0.5 - lv, 1.0 + lv]),
+        asks=np.column_stack([mid + 0.5 + lv, 2.0 + lv]),
+        depth=25,
     )
 
 
@@ -105,8 +118,10 @@ def book(ts: int, mid: float = 100.0, symbol: str = "BTCUSDT") -> m.BookSnapshot
 
 
 def test_indexes_exist(store):
-    info = {c: store.db[c].index_information() for c in ("snapshots", "trades", "features", "signals",
-                                                         "orders", "fills", "positions", "events", "heartbeats")}
+    info = {
+        c: store.db[c].index_information()
+        for c in ("snapshots", "trades", "features", "signals", "orders", "fills", "positions", "events", "heartbeats")
+    }
     for c in ("snapshots", "trades", "features", "signals", "fills"):
         assert info[c]["exchange_symbol_tns"]["key"] == [("exchange", 1), ("symbol", 1), ("tns", 1)]
     ttl = info["snapshots"]["ttl_stored_at"]
@@ -161,9 +176,14 @@ def test_invalid_url_is_store_error_without_password():
     [
         ("mongodb://u:p@h:27017/db", "mongodb://u:***@h:27017/db"),
         ("mongodb://u:p@ss/w@h1:1,h2:2/db?replicaSet=rs", "mongodb://u:***@h1:1,h2:2/db?replicaSet=rs"),
-        ("mongodb+srv://u:pw@cluster.example.net/?retryWrites=true", "mongodb+srv://u:***@cluster.example.net/?retryWrites=true"),
-        ("mongodb://h:27017/?authMechanismProperties=AWS_SESSION_TOKEN:abc&w=1",
-         "mongodb://h:27017/?authMechanismProperties=***&w=1"),
+        (
+            "mongodb+srv://u:pw@cluster.example.net/?retryWrites=true",
+            "mongodb+srv://u:***@cluster.example.net/?retryWrites=true",
+        ),
+        (
+            "mongodb://h:27017/?authMechanismProperties=AWS_SESSION_TOKEN:abc&w=1",
+            "mongodb://h:27017/?authMechanismProperties=***&w=1",
+        ),
         ("mongodb://h/?tlsCertificateKeyFilePassword=x", "mongodb://h/?tlsCertificateKeyFilePassword=***"),
         ("mongodb://localhost:27017", "mongodb://localhost:27017"),
         ("mongodb://user@h", "mongodb://user@h"),
@@ -198,8 +218,18 @@ def test_mongomock_urls_share_one_server_per_url():
 def test_snapshot_round_trip_equal_arrays(store, book_rows):
     ts_ex, ts_rc, bids, asks = book_rows
     now = m.now_ns()  # real book, current time: a 2024 event time would be past the 1-day TTL
-    snap = m.BookSnapshot(exchange="binance", symbol="BTCUSDT", ts_exchange=now, ts_recv=now + int(ts_rc[100] - ts_ex[100]),
-                          seq=100, bids=bids[100], asks=asks[100], depth=25, valid=False, reason="stale")
+    snap = m.BookSnapshot(
+        exchange="binance",
+        symbol="BTCUSDT",
+        ts_exchange=now,
+        ts_recv=now + int(ts_rc[100] - ts_ex[100]),
+        seq=100,
+        bids=bids[100],
+        asks=asks[100],
+        depth=25,
+        valid=False,
+        reason="stale",
+    )
     snap.stamp("collector")
     assert store.insert(snap) is True
     raw = store.db.snapshots.find_one({"_id": snap.id})
@@ -218,12 +248,35 @@ def test_snapshot_round_trip_equal_arrays(store, book_rows):
 
 
 def test_other_messages_round_trip(store):
-    fv = m.FeatureVector(exchange="bybit", symbol="BTCUSDT", ts=T0, spec_hash="abc", values=np.array([1.5, -2.0, 3.25]),
-                         names=["a", "b", "c"])
-    sig = m.Signal(exchange="bybit", symbol="BTCUSDT", ts=T0, model_id="lstm1", classes=["down", "flat", "up"],
-                   probs=[0.2, 0.3, 0.5], score=0.3, expires_at=T0 + 10**9, decision="up")
-    tr = m.Trade(exchange="bybit", symbol="BTCUSDT", ts_exchange=0, ts_recv=T0, price=61000.5, size=0.01,
-                 side=m.Side.SELL, trade_id="7")
+    fv = m.FeatureVector(
+        exchange="bybit",
+        symbol="BTCUSDT",
+        ts=T0,
+        spec_hash="abc",
+        values=np.array([1.5, -2.0, 3.25]),
+        names=["a", "b", "c"],
+    )
+    sig = m.Signal(
+        exchange="bybit",
+        symbol="BTCUSDT",
+        ts=T0,
+        model_id="lstm1",
+        classes=["down", "flat", "up"],
+        probs=[0.2, 0.3, 0.5],
+        score=0.3,
+        expires_at=T0 + 10**9,
+        decision="up",
+    )
+    tr = m.Trade(
+        exchange="bybit",
+        symbol="BTCUSDT",
+        ts_exchange=0,
+        ts_recv=T0,
+        price=61000.5,
+        size=0.01,
+        side=m.Side.SELL,
+        trade_id="7",
+    )
     ev = m.RiskEvent(kind="book_gap", exchange="bybit", symbol="BTCUSDT", data={"gap": 3}, ts=T0)
     note = m.Notification(level="trade", title="t", text="x")
     for coll, msg in [("features", fv), ("signals", sig), ("trades", tr), ("events", ev), ("events", note)]:
@@ -244,8 +297,10 @@ def test_other_messages_round_trip(store):
 
 def test_conversion_rejects_bad_input(store):
     with pytest.raises(StoreError, match="stores BookSnapshot"):
-        store.insert_many("snapshots", [m.Trade(exchange="x", symbol="y", ts_exchange=1, ts_recv=1, price=1.0,
-                                                size=1.0, side=m.Side.BUY)])
+        store.insert_many(
+            "snapshots",
+            [m.Trade(exchange="x", symbol="y", ts_exchange=1, ts_recv=1, price=1.0, size=1.0, side=m.Side.BUY)],
+        )
     with pytest.raises(StoreError, match="not a message collection"):
         store.insert_many("orders", [])
     with pytest.raises(StoreError, match="unknown collection"):
@@ -282,8 +337,11 @@ def test_batched_insert_10k_real_snapshots_is_idempotent(make_store, book_rows):
     more = make_snapshots(book_rows, 10_500)[10_000:]
     assert store.insert_many("snapshots", snaps[:500] + more) == InsertStats(inserted=500, duplicates=500)
     # export order and content
-    got = list(store.iter_docs("snapshots", "binance", "BTCUSDT", start=snaps[6493].ts_exchange,
-                               end=snaps[6503].ts_exchange, batch_size=4))
+    got = list(
+        store.iter_docs(
+            "snapshots", "binance", "BTCUSDT", start=snaps[6493].ts_exchange, end=snaps[6503].ts_exchange, batch_size=4
+        )
+    )
     assert [d["seq"] for d in got] == list(range(6493, 6503))
     np.testing.assert_array_equal(got[0]["bids"], book_rows[2][0])  # second pass restarts at row 0
     latest = store.latest_snapshot("binance", "BTCUSDT")
@@ -297,9 +355,15 @@ def test_non_duplicate_bulk_error_is_raised(store):
         name = "snapshots"
 
         def insert_many(self, docs, ordered):
-            raise BulkWriteError({"writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup"},
-                                                  {"index": 1, "code": 121, "errmsg": "Document failed validation"}],
-                                  "nInserted": 0})
+            raise BulkWriteError(
+                {
+                    "writeErrors": [
+                        {"index": 0, "code": 11000, "errmsg": "dup"},
+                        {"index": 1, "code": 121, "errmsg": "Document failed validation"},
+                    ],
+                    "nInserted": 0,
+                }
+            )
 
     with pytest.raises(StoreError, match="121.*validation"):
         store._insert_docs(FailingColl(), [{}, {}])
@@ -370,8 +434,17 @@ def test_batch_writer_is_thread_safe(store):
 
     def producer(k):
         for i in range(per):
-            w.add(m.Trade(exchange="binance", symbol="BTCUSDT", ts_exchange=T0 + k * per + i, ts_recv=T0, price=1.0,
-                          size=1.0, side=m.Side.BUY))
+            w.add(
+                m.Trade(
+                    exchange="binance",
+                    symbol="BTCUSDT",
+                    ts_exchange=T0 + k * per + i,
+                    ts_recv=T0,
+                    price=1.0,
+                    size=1.0,
+                    side=m.Side.BUY,
+                )
+            )
             w.maybe_flush()
 
     threads = [threading.Thread(target=producer, args=(k,)) for k in range(n_threads)]
@@ -391,8 +464,17 @@ def intent(coid: str = "c1", **kw) -> m.OrderIntent:
 
 
 def update(status: str, ts: int, filled: float = 0.0, coid: str = "c1", **kw) -> m.OrderUpdate:
-    return m.OrderUpdate(client_order_id=coid, exchange="bybit", symbol="BTCUSDT", status=status, side=m.Side.BUY,
-                         qty=1.0, filled_qty=filled, ts=ts, **kw)
+    return m.OrderUpdate(
+        client_order_id=coid,
+        exchange="bybit",
+        symbol="BTCUSDT",
+        status=status,
+        side=m.Side.BUY,
+        qty=1.0,
+        filled_qty=filled,
+        ts=ts,
+        **kw,
+    )
 
 
 def test_duplicate_client_order_id_rejected(store):
@@ -427,8 +509,13 @@ def test_order_status_never_regresses(store):
     assert store.upsert_order(update("partially_filled", T0 + 3, 0.5)) is False  # late, smaller fill
     assert store.order("c1")["filled_qty"] == Decimal("0.7")
     assert store.upsert_order(update("filled", T0 + 5, 1.0))
-    for late in (update("new", T0), update("accepted", T0 + 1), update("partially_filled", T0 + 4, 0.7),
-                 update("cancelled", T0 + 9, 1.0), update("rejected", T0 + 9, 0.0)):
+    for late in (
+        update("new", T0),
+        update("accepted", T0 + 1),
+        update("partially_filled", T0 + 4, 0.7),
+        update("cancelled", T0 + 9, 1.0),
+        update("rejected", T0 + 9, 0.0),
+    ):
         assert store.upsert_order(late) is False, late.status
     o = store.order("c1")
     assert (o["status"], o["filled_qty"]) == ("filled", Decimal("1.0"))
@@ -449,8 +536,17 @@ def test_order_status_never_regresses(store):
 
 
 def fill(fill_id: str, fee: float, ts: int, coid: str = "c1", qty: float = 0.5, price: float = 100.0) -> m.Fill:
-    return m.Fill(client_order_id=coid, exchange="bybit", symbol="BTCUSDT", side=m.Side.BUY, qty=qty, price=price,
-                  fee=fee, fill_id=fill_id, ts=ts)
+    return m.Fill(
+        client_order_id=coid,
+        exchange="bybit",
+        symbol="BTCUSDT",
+        side=m.Side.BUY,
+        qty=qty,
+        price=price,
+        fee=fee,
+        fill_id=fill_id,
+        ts=ts,
+    )
 
 
 def test_insert_fill_idempotent(store):
@@ -464,8 +560,17 @@ def test_insert_fill_idempotent(store):
 
 
 def pos(ts: int, qty: float, realized: float, fees: float, mode: str = "paper", symbol: str = "BTCUSDT"):
-    return m.PositionUpdate(exchange="bybit", symbol=symbol, qty=qty, avg_price=100.0, realized_pnl=realized,
-                            fees_paid=fees, unrealized_pnl=1.0, mode=mode, ts=ts)
+    return m.PositionUpdate(
+        exchange="bybit",
+        symbol=symbol,
+        qty=qty,
+        avg_price=100.0,
+        realized_pnl=realized,
+        fees_paid=fees,
+        unrealized_pnl=1.0,
+        mode=mode,
+        ts=ts,
+    )
 
 
 def test_positions_upsert_idempotent(store):
@@ -516,7 +621,9 @@ def test_recent_and_iter_filters(store):
     assert isinstance(rec[0]["bids"], list) and len(rec[0]["bids"]) == 25
     since = datetime.fromtimestamp((T0 + 6 * 10**8) / 1e9, tz=timezone.utc)
     assert [d["seq"] for d in store.recent("snapshots", symbol="BTCUSDT", since=since)] == [
-        T0 + 9 * 10**8, T0 + 7 * 10**8]
+        T0 + 9 * 10**8,
+        T0 + 7 * 10**8,
+    ]
     assert len(store.recent("snapshots", since=since)) == 4
     it = list(store.iter_docs("snapshots", "binance", "ETHUSDT", start=T0 + 2 * 10**8, end=T0 + 8 * 10**8))
     assert [d["seq"] for d in it] == [T0 + 2 * 10**8, T0 + 4 * 10**8, T0 + 6 * 10**8]
@@ -551,8 +658,16 @@ def test_ttl_counts_from_storage_not_event_time(store, book_rows):
     """A replayed 2024 recording must survive its first TTL sweep: expiry is keyed on when the
     document was stored."""
     ts_ex, ts_rc, bids, asks = book_rows
-    snap = m.BookSnapshot(exchange="binance", symbol="BTCUSDT", ts_exchange=int(ts_ex[0]), ts_recv=int(ts_rc[0]),
-                          seq=1, bids=bids[0], asks=asks[0], depth=25)
+    snap = m.BookSnapshot(
+        exchange="binance",
+        symbol="BTCUSDT",
+        ts_exchange=int(ts_ex[0]),
+        ts_recv=int(ts_rc[0]),
+        seq=1,
+        bids=bids[0],
+        asks=asks[0],
+        depth=25,
+    )
     before = datetime.now(timezone.utc)
     assert store.insert(snap)
     raw = store.db.snapshots.find_one({"_id": snap.id})

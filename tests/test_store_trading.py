@@ -1,5 +1,6 @@
 """Trading state in the store: exact Decimal money (BSON Decimal128) on mongomock-ng and, when
 MONGO_URL=mongodb://... is set, on a real server; closed trades and PnL by period."""
+
 from __future__ import annotations
 
 import os
@@ -31,14 +32,28 @@ def store(request):
     s.close()
 
 
-AWKWARD = [Decimal("0.1"), Decimal("0.00000001"), Decimal("64123.10"), Decimal("-12.3456789012345678"),
-           Decimal("100000.00000000000000000001")]
+AWKWARD = [
+    Decimal("0.1"),
+    Decimal("0.00000001"),
+    Decimal("64123.10"),
+    Decimal("-12.3456789012345678"),
+    Decimal("100000.00000000000000000001"),
+]
 
 
 @pytest.mark.parametrize("x", AWKWARD)
 def test_decimal_round_trips_exactly_through_messages_and_store(store, x):
-    f = m.Fill(client_order_id="c1", exchange="bybit", symbol="BTCUSDT", side=m.Side.SELL, qty=x, price=x, fee=x,
-               fill_id=f"f{x}", ts=T0)
+    f = m.Fill(
+        client_order_id="c1",
+        exchange="bybit",
+        symbol="BTCUSDT",
+        side=m.Side.SELL,
+        qty=x,
+        price=x,
+        fee=x,
+        fill_id=f"f{x}",
+        ts=T0,
+    )
     assert m.decode(m.encode(f)).fee == x and str(m.from_json(m.to_json(f)).price) == str(x)
     assert store.insert_fill(f, mode="paper")
     raw = store.db.fills.find_one({"_id": f.id})
@@ -46,8 +61,9 @@ def test_decimal_round_trips_exactly_through_messages_and_store(store, x):
     back = doc_to_message(raw)
     assert (back.qty, back.price, back.fee) == (x, x, x) and str(back.fee) == str(x)  # trailing zeros kept
     assert store.fills(mode="paper")[0]["fee"] == x
-    p = m.PositionUpdate(exchange="bybit", symbol="BTCUSDT", qty=x, avg_price=x, realized_pnl=x, fees_paid=x,
-                         stop_price=x, ts=T0)
+    p = m.PositionUpdate(
+        exchange="bybit", symbol="BTCUSDT", qty=x, avg_price=x, realized_pnl=x, fees_paid=x, stop_price=x, ts=T0
+    )
     store.upsert_position(p)
     pos = store.positions("paper")[0]
     assert (pos["qty"], pos["stop_price"], pos["realized_pnl"]) == (x, x, x)
@@ -71,9 +87,16 @@ def test_old_float_v1_messages_are_refused():
 
 def test_filled_qty_comparison_is_numeric_not_lexical(store):
     """'9' > '10' as strings; Decimal128 compares as numbers, so 10 after 9 is progress."""
-    upd = lambda fq, ts: m.OrderUpdate(client_order_id="c9", exchange="bybit", symbol="BTCUSDT",  # noqa: E731
-                                       status="partially_filled", side=m.Side.BUY, qty=Decimal(20), filled_qty=fq,
-                                       ts=ts)
+    upd = lambda fq, ts: m.OrderUpdate(  # noqa: E731
+        client_order_id="c9",
+        exchange="bybit",
+        symbol="BTCUSDT",
+        status="partially_filled",
+        side=m.Side.BUY,
+        qty=Decimal(20),
+        filled_qty=fq,
+        ts=ts,
+    )
     assert store.upsert_order(upd(Decimal("9"), T0 + 1))
     assert store.upsert_order(upd(Decimal("10"), T0 + 2))
     assert store.upsert_order(upd(Decimal("9.5"), T0 + 3)) is False
@@ -82,14 +105,29 @@ def test_filled_qty_comparison_is_numeric_not_lexical(store):
 
 
 def trade(i: int, pnl: str, exit_ts: int, mode: str = "paper") -> tuple[str, dict]:
-    return f"t{i}", dict(exchange="bybit", symbol="BTCUSDT", side="long", qty=Decimal("0.01"),
-                         entry_price=Decimal("60000.1"), exit_price=Decimal("60100.2"), entry_ts=exit_ts - 10**9,
-                         exit_ts=exit_ts, pnl=Decimal(pnl), fees=Decimal("0.066"), exit_reason="signal")
+    return f"t{i}", dict(
+        exchange="bybit",
+        symbol="BTCUSDT",
+        side="long",
+        qty=Decimal("0.01"),
+        entry_price=Decimal("60000.1"),
+        exit_price=Decimal("60100.2"),
+        entry_ts=exit_ts - 10**9,
+        exit_ts=exit_ts,
+        pnl=Decimal(pnl),
+        fees=Decimal("0.066"),
+        exit_reason="signal",
+    )
 
 
 def test_closed_trades_idempotent_and_pnl_by_period(store):
-    rows = [trade(1, "1.10", T0 - 10 * DAY), trade(2, "-0.30", T0 - 2 * DAY), trade(3, "0.20", T0 - 1000),
-            trade(4, "0.10", T0 - 500), trade(5, "99", T0, mode="live")]
+    rows = [
+        trade(1, "1.10", T0 - 10 * DAY),
+        trade(2, "-0.30", T0 - 2 * DAY),
+        trade(3, "0.20", T0 - 1000),
+        trade(4, "0.10", T0 - 500),
+        trade(5, "99", T0, mode="live"),
+    ]
     for tid, t in rows[:4]:
         assert store.record_closed_trade(tid, t, mode="paper")
     assert store.record_closed_trade(*rows[4], mode="live")

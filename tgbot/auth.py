@@ -7,6 +7,7 @@ a ``trader`` may also act. ``TELEGRAM_ALLOWED_CHAT_IDS`` lists the groups where 
 command the bot; any other group is refused even for listed users, and nobody who is not
 listed is ever served anywhere.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,14 +36,15 @@ def parse_users(spec: str | list[str] | dict[int, str] | None) -> dict[int, Role
     out: dict[int, Role] = {}
     for item in items:
         uid_s, _, role = item.partition(":")
-        role = (role.strip().lower() or "trader")
+        role = role.strip().lower() or "trader"
         try:
             uid = int(uid_s.strip())
         except ValueError:
             raise AccessConfigError(f"TELEGRAM_USERS: {item!r} is not <user id>[:viewer|trader]") from None
         if uid <= 0:
-            raise AccessConfigError(f"TELEGRAM_USERS: {item!r}: a user id is a positive number (groups go in "
-                                    "TELEGRAM_ALLOWED_CHAT_IDS)")
+            raise AccessConfigError(
+                f"TELEGRAM_USERS: {item!r}: a user id is a positive number (groups go in TELEGRAM_ALLOWED_CHAT_IDS)"
+            )
         if role not in ROLES:
             raise AccessConfigError(f"TELEGRAM_USERS: {item!r}: role must be viewer or trader")
         out[uid] = role  # type: ignore[assignment]
@@ -79,8 +81,11 @@ class Access:
 
 # ------------------------------------------------------------------ credentials in chat
 
-_KEYWORD = re.compile(r"(api[\s_-]*key|api[\s_-]*secret|secret[\s_-]*key|private[\s_-]*key|passphrase|seed phrase|"
-                      r"mnemonic)\s*[:=]", re.I)
+_KEYWORD = re.compile(
+    r"(api[\s_-]*key|api[\s_-]*secret|secret[\s_-]*key|private[\s_-]*key|passphrase|seed phrase|"
+    r"mnemonic)\s*[:=]",
+    re.I,
+)
 _PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _BOT_TOKEN = re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-+/=]{16,}")

@@ -4,6 +4,7 @@ The handlers never block the event loop: :class:`ControlGateway` (sync, over ``b
 in a thread pool. Authorisation happens before anything reaches the bus; refusals are logged
 with user and chat ids, never with message content.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,8 +27,10 @@ log = logging.getLogger("tgbot")
 
 MAX_TEXT = 4000  # Telegram's limit is 4096
 QUICK = ("status", "positions", "pnl", "balance", "trades", "risk")
-SECRET_REFUSAL = ("That looked like an API key or secret, so it was deleted (where I could) and ignored. "
-                  "Never send keys in chat: they belong in the server's environment (.env).")
+SECRET_REFUSAL = (
+    "That looked like an API key or secret, so it was deleted (where I could) and ignored. "
+    "Never send keys in chat: they belong in the server's environment (.env)."
+)
 
 
 class ControlGateway:
@@ -130,8 +133,9 @@ class BotCore:
         if looks_like_secret(message.text or message.caption or ""):
             await self.on_message(message, bot)
 
-    async def handle(self, parsed: Parsed, uid: int | None, chat_id: int, chat_type: str,
-                     answer: Callable[..., Awaitable[Any]]) -> None:
+    async def handle(
+        self, parsed: Parsed, uid: int | None, chat_id: int, chat_type: str, answer: Callable[..., Awaitable[Any]]
+    ) -> None:
         decision = self.access.check(uid, chat_id, chat_type, parsed.needs)
         if not decision.ok:
             await answer(self._refuse(uid, chat_id, f"/{parsed.name}", decision.reason))
@@ -155,20 +159,25 @@ class BotCore:
         req = parsed.request
         assert req is not None
         if parsed.confirm == "stop":
-            return (f"Stop trading {req.symbol}. Also flatten (close) the open positions at market?  "  # type: ignore[attr-defined]
-                    f"[expires in {ttl} s]")
+            return (
+                f"Stop trading {req.symbol}. Also flatten (close) the open positions at market?  "  # type: ignore[attr-defined]
+                f"[expires in {ttl} s]"
+            )
         extra = f" in {self.mode.upper()} mode (real money)" if isinstance(req, c.StartTrading) else ""
         return f"Confirm: {describe(req)}{extra}?  [expires in {ttl} s]"
 
     @staticmethod
     def confirm_keyboard(parsed: Parsed, token: str) -> InlineKeyboardMarkup:
         if parsed.confirm == "stop":
-            row = [InlineKeyboardButton(text="Stop and flatten", callback_data=f"cf:{token}"),
-                   InlineKeyboardButton(text="Stop, keep positions", callback_data=f"ck:{token}")]
+            row = [
+                InlineKeyboardButton(text="Stop and flatten", callback_data=f"cf:{token}"),
+                InlineKeyboardButton(text="Stop, keep positions", callback_data=f"ck:{token}"),
+            ]
         else:
             row = [InlineKeyboardButton(text="Yes, do it", callback_data=f"cf:{token}")]
-        return InlineKeyboardMarkup(inline_keyboard=[row, [InlineKeyboardButton(text="Cancel",
-                                                                                 callback_data=f"cx:{token}")]])
+        return InlineKeyboardMarkup(
+            inline_keyboard=[row, [InlineKeyboardButton(text="Cancel", callback_data=f"cx:{token}")]]
+        )
 
     @staticmethod
     def quick_keyboard() -> InlineKeyboardMarkup:
@@ -208,8 +217,9 @@ class BotCore:
             await query.answer("Unknown or already used confirmation.", show_alert=True)
             return
         if outcome == "wrong_user":
-            await query.answer(self._refuse(uid, chat.id, "a confirmation", "only the user who asked can confirm"),
-                               show_alert=True)
+            await query.answer(
+                self._refuse(uid, chat.id, "a confirmation", "only the user who asked can confirm"), show_alert=True
+            )
             return
         if outcome == "expired":
             self.stats.confirmations_expired += 1

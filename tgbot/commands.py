@@ -5,6 +5,7 @@ layer does not define; the bot only answers ``/start``, ``/help`` itself.
 ``confirm`` says how the bot asks before sending: ``"yes"`` (a yes/cancel confirmation that
 expires) or ``"stop"`` (stop and flatten / stop only / cancel, both expiring).
 """
+
 from __future__ import annotations
 
 import re
@@ -114,7 +115,7 @@ def parse(text: str, *, chat_id: int, mode: str = "paper", bot_username: str = "
     if name == "risk":
         return Parsed(name, c.RiskLimits())
     if name == "pnl":
-        period = (args[0].lower() if args else "today")
+        period = args[0].lower() if args else "today"
         if period not in ("today", "7d", "all"):
             return Parsed(name, error=f"/pnl: period must be today, 7d or all, got {args[0]!r}")
         return Parsed(name, c.Pnl(period=period))  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ A dangerous action (flatten, risk reset, starting in live mode, stop-and-flatten
 under a short random token carried in the buttons' callback data. Only the user who asked may
 confirm it, once, before ``ttl_s``; a late tap gets ``expired`` and nothing runs.
 """
+
 from __future__ import annotations
 
 import secrets

@@ -1,4 +1,5 @@
 """Control replies -> chat text (pure, plain text: nothing to escape, nothing to inject)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -37,8 +38,10 @@ def ts(ns: int) -> str:
 
 
 def render_status(r: c.StatusReply) -> str:
-    lines = [f"Mode: {r.mode.upper()}" + ("  HALTED: " + (r.halt_reason or "yes") if r.halted else ""),
-             f"Model: {r.model_id or '-'}"]
+    lines = [
+        f"Mode: {r.mode.upper()}" + ("  HALTED: " + (r.halt_reason or "yes") if r.halted else ""),
+        f"Model: {r.model_id or '-'}",
+    ]
     if not r.symbols:
         lines.append("No symbols configured.")
     for s in r.symbols:
@@ -46,8 +49,11 @@ def render_status(r: c.StatusReply) -> str:
         if s.trading and s.trades_left is not None:
             state += f" ({s.trades_left} trades left)"
         book = "book ok" if s.book_ok else f"book NOT ok ({s.book_reason or 'unknown'})"
-        sig = f"signal {s.last_signal} {s.last_score:+.2f}" if s.last_signal and s.last_score is not None else (
-            f"signal {s.last_signal}" if s.last_signal else "no signal yet")
+        sig = (
+            f"signal {s.last_signal} {s.last_score:+.2f}"
+            if s.last_signal and s.last_score is not None
+            else (f"signal {s.last_signal}" if s.last_signal else "no signal yet")
+        )
         lines.append(f"{s.symbol}@{s.exchange}: {state}, {book}, {sig}")
     return "\n".join(lines)
 
@@ -70,14 +76,15 @@ def render_positions(r: c.PositionsReply) -> str:
 
 
 def render_balance(r: c.BalanceReply) -> str:
-    return (f"Balance ({r.mode}): equity {money(r.equity)} {r.currency}, "
-            f"available {money(r.available)} {r.currency}")
+    return f"Balance ({r.mode}): equity {money(r.equity)} {r.currency}, available {money(r.available)} {r.currency}"
 
 
 def render_pnl(r: c.PnlReply) -> str:
     rate = f", {r.wins}/{r.trades} won" if r.trades else ""
-    return (f"PnL {r.period} (since {ts(r.since_ts)}): realized {signed(r.realized)} {r.currency} after "
-            f"{money(r.fees)} fees, unrealized {signed(r.unrealized)}; {r.trades} trades{rate}")
+    return (
+        f"PnL {r.period} (since {ts(r.since_ts)}): realized {signed(r.realized)} {r.currency} after "
+        f"{money(r.fees)} fees, unrealized {signed(r.unrealized)}; {r.trades} trades{rate}"
+    )
 
 
 def render_trades(r: c.TradesReply) -> str:
@@ -85,9 +92,11 @@ def render_trades(r: c.TradesReply) -> str:
         return "No closed trades yet."
     lines = [f"Last {len(r.trades)} trades:"]
     for t in r.trades:
-        lines.append(f"{ts(t.exit_ts)} {t.symbol} {t.side} {plain(t.qty)} {plain(t.entry_price)} -> "
-                     f"{plain(t.exit_price)}: {signed(t.pnl)} after {money(t.fees)} fees"
-                     + (f" ({t.exit_reason})" if t.exit_reason else ""))
+        lines.append(
+            f"{ts(t.exit_ts)} {t.symbol} {t.side} {plain(t.qty)} {plain(t.entry_price)} -> "
+            f"{plain(t.exit_price)}: {signed(t.pnl)} after {money(t.fees)} fees"
+            + (f" ({t.exit_reason})" if t.exit_reason else "")
+        )
     return "\n".join(lines)
 
 
@@ -107,8 +116,13 @@ def render_ack(r: c.Ack) -> str:
 
 
 _RENDER: dict[type, Any] = {
-    c.StatusReply: render_status, c.PositionsReply: render_positions, c.BalanceReply: render_balance,
-    c.PnlReply: render_pnl, c.TradesReply: render_trades, c.RiskReply: render_risk, c.Ack: render_ack,
+    c.StatusReply: render_status,
+    c.PositionsReply: render_positions,
+    c.BalanceReply: render_balance,
+    c.PnlReply: render_pnl,
+    c.TradesReply: render_trades,
+    c.RiskReply: render_risk,
+    c.Ack: render_ack,
 }
 
 
@@ -120,8 +134,10 @@ def render(reply: c.Reply) -> str:
 
 
 def render_timeout(req: c.Request, timeout_s: float) -> str:
-    return (f"Timed out: the {req.TARGET} did not answer /{req.COMMAND} within {timeout_s:g} s. "
-            "The command expired and will NOT be executed later; check /status and try again.")
+    return (
+        f"Timed out: the {req.TARGET} did not answer /{req.COMMAND} within {timeout_s:g} s. "
+        "The command expired and will NOT be executed later; check /status and try again."
+    )
 
 
 def render_rejected(err: Exception) -> str:

@@ -1,6 +1,7 @@
 """The tgbot service wiring: the aiogram bot (long polling, or a webhook served by uvicorn) on
 its own event-loop thread; control requests go over the bus through :class:`ControlGateway`
 in a thread pool. Without ``TELEGRAM_BOT_TOKEN`` the service idles and says so in its status."""
+
 from __future__ import annotations
 
 import asyncio
@@ -50,13 +51,20 @@ class TgbotService(Service):
 
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tgbot-control")
         self.gateway = ControlGateway(self.bus, timeout_s=s.telegram_control_timeout_s)
-        self.core = BotCore(self.gateway, self.access, self._executor, mode=s.mode.value,
-                            confirmations=Confirmations(ttl_s=s.telegram_confirm_ttl_s))
+        self.core = BotCore(
+            self.gateway,
+            self.access,
+            self._executor,
+            mode=s.mode.value,
+            confirmations=Confirmations(ttl_s=s.telegram_confirm_ttl_s),
+        )
         if not self.access.users:
             log.warning("TELEGRAM_USERS is empty: the bot will refuse everyone")
         if any(cid > 0 for cid in s.telegram_allowed_chat_ids):
-            log.warning("TELEGRAM_ALLOWED_CHAT_IDS lists positive (private) chat ids: private chats need no entry; "
-                        "list the users in TELEGRAM_USERS")
+            log.warning(
+                "TELEGRAM_ALLOWED_CHAT_IDS lists positive (private) chat ids: private chats need no entry; "
+                "list the users in TELEGRAM_USERS"
+            )
         self._ready = threading.Event()
         self._bot_thread = self.spawn(self._run_bot, "bot")
         self._ready.wait(10)
@@ -73,8 +81,9 @@ class TgbotService(Service):
                 loop.run_until_complete(self._serve_webhook(bot))
             else:
                 self._ready.set()
-                loop.run_until_complete(self._dp.start_polling(bot, handle_signals=False,
-                                                               polling_timeout=s.telegram_poll_timeout_s))
+                loop.run_until_complete(
+                    self._dp.start_polling(bot, handle_signals=False, polling_timeout=s.telegram_poll_timeout_s)
+                )
         except Exception:  # noqa: BLE001 - reported through the status below
             log.exception("telegram bot stopped with an error")
         finally:

@@ -4,6 +4,7 @@ Telegram sends the secret given to ``setWebhook`` in ``X-Telegram-Bot-Api-Secret
 request without the right one is refused (403) and never reaches the dispatcher. Mount
 :func:`webhook_router` in another FastAPI app, or run :func:`webhook_app` on its own.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -25,11 +26,14 @@ def webhook_router(dp: Dispatcher, bot: Bot, secret: str, path: str = WEBHOOK_PA
     router = APIRouter()
 
     @router.post(path)
-    async def telegram_webhook(request: Request,
-                               token: str | None = Header(None, alias=SECRET_HEADER)) -> dict[str, Any]:
+    async def telegram_webhook(
+        request: Request, token: str | None = Header(None, alias=SECRET_HEADER)
+    ) -> dict[str, Any]:
         if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
-            log.warning("webhook call without the right secret token from %s: refused",
-                        request.client.host if request.client else "?")
+            log.warning(
+                "webhook call without the right secret token from %s: refused",
+                request.client.host if request.client else "?",
+            )
             raise HTTPException(status_code=403, detail="forbidden")
         try:
             update = await request.json()

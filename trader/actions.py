@@ -9,6 +9,7 @@ them in order:
 * :class:`PositionChange` -> a ``PositionUpdate`` message;
 * :class:`ClosedTrade` -> stored / notified (matches ``control.TradeView``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

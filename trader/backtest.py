@@ -6,6 +6,7 @@ gets the resulting reports, then the book itself; every action is dispatched at 
 (``OrderRequest`` -> ``submit``, ``StopMove`` -> ``set_stop``) and the reports fed back until
 nothing new happens. A rejected submit becomes a ``rejected`` ``OrderReport`` for the engine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,8 +75,18 @@ class Simulator:
                 try:
                     self.paper.submit(act)
                 except OrderRejected as exc:
-                    todo += self.engine.on_order(OrderReport(act.client_order_id, act.exchange, act.symbol, act.side,
-                                                             act.qty, "rejected", reason=str(exc), ts_ns=act.ts_ns))
+                    todo += self.engine.on_order(
+                        OrderReport(
+                            act.client_order_id,
+                            act.exchange,
+                            act.symbol,
+                            act.side,
+                            act.qty,
+                            "rejected",
+                            reason=str(exc),
+                            ts_ns=act.ts_ns,
+                        )
+                    )
             elif isinstance(act, StopMove):
                 self.paper.set_stop(act.symbol, act.stop_price)
             if self.paper.events:

@@ -5,6 +5,7 @@ Money and price fractions are ``Decimal``; durations are seconds (``float``).
 :func:`parse_param` turns a text value (``set_param name value``) into a validated new config,
 or raises ``ValueError`` naming the field.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -63,8 +64,14 @@ class TraderConfig:
             p.append(f"entry_threshold={self.entry_threshold} must be in (0, 1]")
         if self.confirm_k < 1:
             p.append(f"confirm_k={self.confirm_k} must be >= 1")
-        for name in ("budget", "leverage", "max_order_notional", "max_position_notional", "max_total_exposure",
-                     "daily_loss_limit"):
+        for name in (
+            "budget",
+            "leverage",
+            "max_order_notional",
+            "max_position_notional",
+            "max_total_exposure",
+            "daily_loss_limit",
+        ):
             if getattr(self, name) <= 0:
                 p.append(f"{name}={getattr(self, name)} must be > 0")
         for name in ("max_loss_fraction", "trailing_lock_fraction"):

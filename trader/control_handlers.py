@@ -3,6 +3,7 @@ request, registered on a :class:`~depthpilot.control.ControlServer`. Actions go 
 runtime (engine under its lock, resulting orders queued to the execution worker); queries are
 answered by the engine, and closed trades / realised PnL by the store when there is one.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -37,8 +38,9 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
 
     def flatten(req: c.Flatten) -> c.Ack:
         actions = rt.act(lambda e: e.flatten(req.symbol.upper() if req.symbol != "all" else "all", "manual"))
-        return c.Ack(message=f"flatten {req.symbol}: {_orders(actions)} closing orders sent",
-                     data={"orders": _orders(actions)})
+        return c.Ack(
+            message=f"flatten {req.symbol}: {_orders(actions)} closing orders sent", data={"orders": _orders(actions)}
+        )
 
     def pause(req: c.PauseEntries) -> c.Ack:
         rt.act(lambda e: e.pause(req.symbol.upper() if req.symbol != "all" else "all"))
@@ -55,10 +57,14 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
     def set_param(req: c.SetParameter) -> c.Ack:
         actions = rt.act(lambda e: e.set_param(req.name, req.value))  # a lowered loss limit may halt at once
         cfg = rt.engine.cfg
-        halted = "; limit already exceeded: flattening, entries halted" if _orders(actions) or any(
-            getattr(a, "kind", "") == "daily_loss_limit" for a in actions) else ""
-        return c.Ack(message=f"{req.name} = {getattr(cfg, req.name)}{halted}",
-                     data={req.name: str(getattr(cfg, req.name))})
+        halted = (
+            "; limit already exceeded: flattening, entries halted"
+            if _orders(actions) or any(getattr(a, "kind", "") == "daily_loss_limit" for a in actions)
+            else ""
+        )
+        return c.Ack(
+            message=f"{req.name} = {getattr(cfg, req.name)}{halted}", data={req.name: str(getattr(cfg, req.name))}
+        )
 
     def status(req: c.Status) -> c.StatusReply:
         with rt.lock:
@@ -78,9 +84,13 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         bal, avail = rt.worker.call(ask).result(timeout=10)
         ccy = "USDT" if "USDT" in bal else next(iter(bal), "USDT")
         equity = bal.get(ccy, Decimal(0))
-        return c.BalanceReply(mode=rt.mode, currency=ccy, equity=equity,  # type: ignore[arg-type]
-                              available=equity if avail is None else avail,
-                              data={k: str(v) for k, v in bal.items()})
+        return c.BalanceReply(
+            mode=rt.mode,
+            currency=ccy,
+            equity=equity,  # type: ignore[arg-type]
+            available=equity if avail is None else avail,
+            data={k: str(v) for k, v in bal.items()},
+        )
 
     def pnl(req: c.Pnl) -> c.PnlReply:
         now = rt.clock.now()
@@ -90,8 +100,16 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
             return rep
         since = {"today": now // DAY_NS * DAY_NS, "7d": now - 7 * DAY_NS, "all": 0}[req.period]
         s = rt.store.pnl(rt.mode, since=since)
-        return c.PnlReply(period=req.period, since_ts=since, realized=s["realized"], fees=s["fees"],
-                          unrealized=rep.unrealized, trades=s["trades"], wins=s["wins"], currency=rep.currency)
+        return c.PnlReply(
+            period=req.period,
+            since_ts=since,
+            realized=s["realized"],
+            fees=s["fees"],
+            unrealized=rep.unrealized,
+            trades=s["trades"],
+            wins=s["wins"],
+            currency=rep.currency,
+        )
 
     def trades(req: c.RecentTrades) -> c.TradesReply:
         if req.n <= 0:
@@ -100,16 +118,47 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
             with rt.lock:
                 return rt.engine.trades(req.n)
         rows = rt.store.closed_trades(rt.mode, n=req.n)
-        return c.TradesReply(trades=[c.TradeView(**{k: r[k] for k in (
-            "exchange", "symbol", "side", "qty", "entry_price", "exit_price", "entry_ts", "exit_ts", "pnl", "fees",
-            "exit_reason")}) for r in rows])
+        return c.TradesReply(
+            trades=[
+                c.TradeView(
+                    **{
+                        k: r[k]
+                        for k in (
+                            "exchange",
+                            "symbol",
+                            "side",
+                            "qty",
+                            "entry_price",
+                            "exit_price",
+                            "entry_ts",
+                            "exit_ts",
+                            "pnl",
+                            "fees",
+                            "exit_reason",
+                        )
+                    }
+                )
+                for r in rows
+            ]
+        )
 
     def risk(req: c.RiskLimits) -> c.RiskReply:
         with rt.lock:
             return rt.engine.risk()
 
-    for req_type, fn in ((c.StartTrading, start), (c.StopTrading, stop), (c.Flatten, flatten),
-                         (c.PauseEntries, pause), (c.ResumeEntries, resume), (c.ResetRisk, reset),
-                         (c.SetParameter, set_param), (c.Status, status), (c.Positions, positions),
-                         (c.Balance, balance), (c.Pnl, pnl), (c.RecentTrades, trades), (c.RiskLimits, risk)):
+    for req_type, fn in (
+        (c.StartTrading, start),
+        (c.StopTrading, stop),
+        (c.Flatten, flatten),
+        (c.PauseEntries, pause),
+        (c.ResumeEntries, resume),
+        (c.ResetRisk, reset),
+        (c.SetParameter, set_param),
+        (c.Status, status),
+        (c.Positions, positions),
+        (c.Balance, balance),
+        (c.Pnl, pnl),
+        (c.RecentTrades, trades),
+        (c.RiskLimits, risk),
+    ):
         server.register(req_type, fn)

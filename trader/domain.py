@@ -6,6 +6,7 @@ Money is exact: prices, quantities, fees and PnL are ``Decimal`` (never binary f
 Book levels arrive as float64 arrays; they become ``Decimal`` through :func:`to_decimal`
 (shortest repr, so 64123.1 stays 64123.1) and are snapped to the instrument's tick.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

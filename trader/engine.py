@@ -11,6 +11,7 @@ Queries (``status``, ``positions``, ``pnl``, ``trades``, ``risk``) return the re
 :mod:`depthpilot.control`; ``snapshot()``/``restore()`` rebuild the whole state after a restart
 (open position, its stop and trailing extreme, the day's PnL, halts, sessions).
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -51,8 +52,14 @@ class TradingEngine(EngineGuards):
         self.closed: list[ClosedTrade] = []
         self.seq = 0
         self._cache_floats()
-        self.counters: dict[str, int] = {"signals": 0, "ignored_expired": 0, "ignored_bad_book": 0,
-                                         "ignored_unknown_symbol": 0, "orders": 0, "refused": 0}
+        self.counters: dict[str, int] = {
+            "signals": 0,
+            "ignored_expired": 0,
+            "ignored_bad_book": 0,
+            "ignored_unknown_symbol": 0,
+            "orders": 0,
+            "refused": 0,
+        }
 
     # ================================================================== data events
     def on_book(self, book: BookLike, ts: int | None = None) -> list[Action]:
@@ -188,13 +195,20 @@ class TradingEngine(EngineGuards):
                 st.stop_triggered = True
             return out
         if rep.status == "rejected":
-            out.append(self._alert("order_rejected", st, f"{rep.client_order_id} rejected: {rep.reason}",
-                                   severity="warning"))
+            out.append(
+                self._alert("order_rejected", st, f"{rep.client_order_id} rejected: {rep.reason}", severity="warning")
+            )
         if rep.terminal:
             p.terminal, p.report_filled = True, rep.filled_qty
             if rep.status != "filled" and rep.filled_qty < p.req.qty and rep.filled_qty > 0:
-                out.append(self._alert("partial_fill", st, f"{rep.client_order_id} filled {rep.filled_qty} of "
-                                       f"{p.req.qty} ({rep.status}: {rep.reason})", severity="info"))
+                out.append(
+                    self._alert(
+                        "partial_fill",
+                        st,
+                        f"{rep.client_order_id} filled {rep.filled_qty} of {p.req.qty} ({rep.status}: {rep.reason})",
+                        severity="info",
+                    )
+                )
             if p.done():
                 self._finish(st, p, out)
         return out
@@ -207,8 +221,14 @@ class TradingEngine(EngineGuards):
         if st is None or st.pending:
             return out
         if rep.qty != st.led.signed_qty:
-            out.append(self._alert("position_mismatch", st, f"venue position {rep.qty} @ {rep.avg_price}, engine "
-                                   f"had {st.led.signed_qty}; adopting the venue's", severity="warning"))
+            out.append(
+                self._alert(
+                    "position_mismatch",
+                    st,
+                    f"venue position {rep.qty} @ {rep.avg_price}, engine had {st.led.signed_qty}; adopting the venue's",
+                    severity="warning",
+                )
+            )
             st.led = PositionLedger.adopt(rep.qty, rep.avg_price, st.inst.contract_value, rep.ts_ns or self.now)
             st.sync_pos()
             st.stop, st.stop_kind = None, ""
@@ -274,8 +294,15 @@ class TradingEngine(EngineGuards):
         was, self.halt_reason = self.halt_reason, ""
         before, self.day_realized = self.day_realized, ZERO
         self._cache_floats()
-        return [RiskAlert("risk_reset", "warning", message=f"{was} halt lifted by a manual reset",
-                          data={"day_realized_before": str(before)}, ts_ns=self.now)]
+        return [
+            RiskAlert(
+                "risk_reset",
+                "warning",
+                message=f"{was} halt lifted by a manual reset",
+                data={"day_realized_before": str(before)},
+                ts_ns=self.now,
+            )
+        ]
 
     def kill(self, reason: str = "kill switch") -> list[Action]:
         """Stop everything and flatten every position; entries stay halted until ``reset_risk``."""
@@ -327,14 +354,31 @@ class TradingEngine(EngineGuards):
         return list(self.symbols.values()) if symbol in ("all", "", "*") else [self._state(symbol)]
 
     def _alert(self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any) -> RiskAlert:
-        return RiskAlert(kind, severity, st.inst.exchange if st else "", st.inst.symbol if st else "", msg,
-                         {k: str(v) for k, v in data.items()}, self.now)  # type: ignore[arg-type]
+        return RiskAlert(
+            kind,
+            severity,
+            st.inst.exchange if st else "",
+            st.inst.symbol if st else "",
+            msg,
+            {k: str(v) for k, v in data.items()},
+            self.now,
+        )  # type: ignore[arg-type]
 
     def _order(self, st: SymbolState, side: str, qty: Decimal, purpose: str, reason: str) -> OrderRequest:
         self.seq += 1
         cid = f"dp-{st.inst.symbol[:12]}-{self.now // 1_000_000}-{self.seq}"
-        req = OrderRequest(cid, st.inst.exchange, st.inst.symbol, side, qty, "market", None,  # type: ignore[arg-type]
-                           purpose == "exit", reason, self.now)
+        req = OrderRequest(
+            cid,
+            st.inst.exchange,
+            st.inst.symbol,
+            side,
+            qty,
+            "market",
+            None,  # type: ignore[arg-type]
+            purpose == "exit",
+            reason,
+            self.now,
+        )
         st.pending[cid] = PendingOrder(req, purpose, reason)
         self.counters["orders"] += 1
         return req
@@ -363,8 +407,15 @@ class TradingEngine(EngineGuards):
             out.append(self._alert("order_refused", st, f"entry refused: {sz.refusal}", price=px))
             return
         if sz.capped_by:
-            out.append(self._alert("size_capped", st, f"entry size capped by {sz.capped_by} to {sz.qty}",
-                                   severity="info", notional=sz.notional))
+            out.append(
+                self._alert(
+                    "size_capped",
+                    st,
+                    f"entry size capped by {sz.capped_by} to {sz.qty}",
+                    severity="info",
+                    notional=sz.notional,
+                )
+            )
         out.append(self._order(st, "buy" if side > 0 else "sell", sz.qty, "entry", "signal"))
 
     def _close(self, st: SymbolState, reason: str, out: list[Action]) -> None:
@@ -391,7 +442,13 @@ class TradingEngine(EngineGuards):
                 st.retry_exit = p.reason
             else:
                 st.exit_misses = 0
-                out.append(self._alert("exit_incomplete", st, f"exit left {st.led.signed_qty} open: no liquidity on "
-                                       "4 books in a row; flatten again to retry", severity="critical"))
+                out.append(
+                    self._alert(
+                        "exit_incomplete",
+                        st,
+                        f"exit left {st.led.signed_qty} open: no liquidity on 4 books in a row; flatten again to retry",
+                        severity="critical",
+                    )
+                )
         else:
             st.exit_misses = 0

@@ -2,6 +2,7 @@
 loss), closed round trips (sessions, cooldowns), the UTC day roll-over and the data-quality
 halt. A mixin of :class:`trader.engine.TradingEngine`, split out to keep each module short; it
 reads and writes the engine's state directly."""
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -31,8 +32,9 @@ class EngineGuards:
 
     def _close(self, st: SymbolState, reason: str, out: list[Action]) -> None: ...  # in TradingEngine
 
-    def _alert(self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any) -> RiskAlert:
-        ...  # in TradingEngine
+    def _alert(
+        self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any
+    ) -> RiskAlert: ...  # in TradingEngine
 
     def venue_stop_reason(self, symbol: str, client_order_id: str, reason: str) -> str:
         """The reason to publish for a venue report of ``client_order_id``: a venue-side stop
@@ -65,14 +67,18 @@ class EngineGuards:
                 if new is not None:
                     st.stop, st.stop_f, st.stop_kind = new, float(new), "trailing"
                     out.append(StopMove(st.inst.exchange, st.inst.symbol, new, "trailing", self.now))
-                    out.append(self._alert("stop_trailed", st, f"trailing stop to {new} (best {st.extreme})",
-                                           severity="info", stop=new))
+                    out.append(
+                        self._alert(
+                            "stop_trailed", st, f"trailing stop to {new} (best {st.extreme})", severity="info", stop=new
+                        )
+                    )
         # daily loss: a float pre-check on every book, the exact Decimal decision near the limit
         q = st.qty_f
         st.unreal_f = q * ((px_f - st.avg_px_f) * led.side * st.cv_f - self._fee_f * px_f)
         if not self.halt_reason:  # a kill switch halt is never downgraded to a daily one
-            tot = self._day_f + (st.unreal_f if len(self.symbols) == 1 else
-                                 sum(s.unreal_f for s in self.symbols.values() if s.led.qty))
+            tot = self._day_f + (
+                st.unreal_f if len(self.symbols) == 1 else sum(s.unreal_f for s in self.symbols.values() if s.led.qty)
+            )
             if tot <= -0.98 * self._lim_f and self.day_pnl() <= -self.cfg.daily_loss_limit:
                 self._daily_halt(out)
 
@@ -82,9 +88,17 @@ class EngineGuards:
 
     def _daily_halt(self, out: list[Action]) -> None:
         self.halt_reason = "daily_loss"
-        out.append(RiskAlert("daily_loss_limit", "critical", message=f"day PnL {self.day_pnl():.2f} reached the limit "
-                             f"-{self.cfg.daily_loss_limit}: flattening everything, entries halted until the next UTC "
-                             "day or a reset", data={"day_pnl": str(self.day_pnl())}, ts_ns=self.now))
+        out.append(
+            RiskAlert(
+                "daily_loss_limit",
+                "critical",
+                message=f"day PnL {self.day_pnl():.2f} reached the limit "
+                f"-{self.cfg.daily_loss_limit}: flattening everything, entries halted until the next UTC "
+                "day or a reset",
+                data={"day_pnl": str(self.day_pnl())},
+                ts_ns=self.now,
+            )
+        )
         for st in self.symbols.values():
             self._close(st, "limit", out)
 
@@ -99,8 +113,15 @@ class EngineGuards:
 
     def _data_state(self, st: SymbolState, out: list[Action]) -> None:
         was = st.data_halt
-        why = [w for w, on in ((f"book invalid: {st.book_reason}", not st.book_valid and st.book_ts),
-                               ("book stale", st.book_stale), ("no fresh signal", st.signal_stale)) if on]
+        why = [
+            w
+            for w, on in (
+                (f"book invalid: {st.book_reason}", not st.book_valid and st.book_ts),
+                ("book stale", st.book_stale),
+                ("no fresh signal", st.signal_stale),
+            )
+            if on
+        ]
         st.data_halt = "; ".join(why)
         if st.data_halt and not was:
             out.append(self._alert("data_halt", st, f"entries halted: {st.data_halt}"))
@@ -115,17 +136,41 @@ class EngineGuards:
         st.stop, st.stop_f, st.stop_kind = plan.stop, float(plan.stop), "initial"
         st.liq = plan.liq
         if plan.clamped:
-            out.append(self._alert("stop_clamped_to_liq", st, f"stop {plan.stop} pulled inside liquidation "
-                                   f"{plan.liq} (max-loss stop was {plan.raw})", severity="info"))
-        out.append(self._alert("stop_set", st, f"stop-loss {plan.stop} for {st.led.signed_qty} @ "
-                               f"{st.led.avg_price:.2f} (liquidation {plan.liq:.2f})", severity="info",
-                               stop=plan.stop, liq=plan.liq))
+            out.append(
+                self._alert(
+                    "stop_clamped_to_liq",
+                    st,
+                    f"stop {plan.stop} pulled inside liquidation {plan.liq} (max-loss stop was {plan.raw})",
+                    severity="info",
+                )
+            )
+        out.append(
+            self._alert(
+                "stop_set",
+                st,
+                f"stop-loss {plan.stop} for {st.led.signed_qty} @ {st.led.avg_price:.2f} (liquidation {plan.liq:.2f})",
+                severity="info",
+                stop=plan.stop,
+                liq=plan.liq,
+            )
+        )
         out.append(StopMove(st.inst.exchange, st.inst.symbol, plan.stop, "initial", self.now))
 
     def _trip_closed(self, st: SymbolState, trip: Any, reason: str, out: list[Action]) -> None:
-        ct = ClosedTrade(st.inst.exchange, st.inst.symbol, "long" if trip.side > 0 else "short", trip.qty,
-                         trip.entry_price, trip.exit_price, trip.entry_ts, trip.exit_ts, trip.gross, trip.fees,
-                         trip.pnl, reason)
+        ct = ClosedTrade(
+            st.inst.exchange,
+            st.inst.symbol,
+            "long" if trip.side > 0 else "short",
+            trip.qty,
+            trip.entry_price,
+            trip.exit_price,
+            trip.entry_ts,
+            trip.exit_ts,
+            trip.gross,
+            trip.fees,
+            trip.pnl,
+            reason,
+        )
         self.closed.append(ct)
         out.append(ct)
         st.trades_done += 1
@@ -138,5 +183,6 @@ class EngineGuards:
 
     def _pos_change(self, st: SymbolState) -> PositionChange:
         led = st.led
-        return PositionChange(st.inst.exchange, st.inst.symbol, led.signed_qty, led.avg_price, led.realized, led.fees,
-                              st.stop, self.now)
+        return PositionChange(
+            st.inst.exchange, st.inst.symbol, led.signed_qty, led.avg_price, led.realized, led.fees, st.stop, self.now
+        )

@@ -1,4 +1,5 @@
 """Per-symbol state of the trading engine (plain data, persisted by ``snapshot``/``restore``)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -110,14 +111,26 @@ class SymbolState:
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
         return {
-            "trading": self.trading, "paused": self.paused, "n_trades": self.n_trades, "trades_done": self.trades_done,
-            "started_ts": self.started_ts, "last_signal": self.last_signal, "last_score": self.last_score,
-            "last_signal_ts": self.last_signal_ts, "ledger": self.led.to_dict(), "strategy": self.strat.to_dict(),
-            "stop": None if self.stop is None else str(self.stop), "stop_kind": self.stop_kind,
+            "trading": self.trading,
+            "paused": self.paused,
+            "n_trades": self.n_trades,
+            "trades_done": self.trades_done,
+            "started_ts": self.started_ts,
+            "last_signal": self.last_signal,
+            "last_score": self.last_score,
+            "last_signal_ts": self.last_signal_ts,
+            "ledger": self.led.to_dict(),
+            "strategy": self.strat.to_dict(),
+            "stop": None if self.stop is None else str(self.stop),
+            "stop_kind": self.stop_kind,
             "extreme": None if self.extreme is None else str(self.extreme),
-            "pending": [{"req": _req_dict(p.req), "purpose": p.purpose, "reason": p.reason, "filled": str(p.filled)}
-                        for p in self.pending.values()],
-            "close_after": self.close_after, "retry_exit": self.retry_exit, "fill_ids": list(self.fill_ids),
+            "pending": [
+                {"req": _req_dict(p.req), "purpose": p.purpose, "reason": p.reason, "filled": str(p.filled)}
+                for p in self.pending.values()
+            ],
+            "close_after": self.close_after,
+            "retry_exit": self.retry_exit,
+            "fill_ids": list(self.fill_ids),
         }
 
     def load(self, d: dict[str, Any]) -> None:
@@ -144,12 +157,30 @@ class SymbolState:
 
 
 def _req_dict(r: OrderRequest) -> dict[str, Any]:
-    return {"client_order_id": r.client_order_id, "exchange": r.exchange, "symbol": r.symbol, "side": r.side,
-            "qty": str(r.qty), "order_type": r.order_type, "price": None if r.price is None else str(r.price),
-            "reduce_only": r.reduce_only, "reason": r.reason, "ts_ns": r.ts_ns}
+    return {
+        "client_order_id": r.client_order_id,
+        "exchange": r.exchange,
+        "symbol": r.symbol,
+        "side": r.side,
+        "qty": str(r.qty),
+        "order_type": r.order_type,
+        "price": None if r.price is None else str(r.price),
+        "reduce_only": r.reduce_only,
+        "reason": r.reason,
+        "ts_ns": r.ts_ns,
+    }
 
 
 def _req_from(d: dict[str, Any]) -> OrderRequest:
-    return OrderRequest(d["client_order_id"], d["exchange"], d["symbol"], d["side"], Decimal(d["qty"]),
-                        d.get("order_type", "market"), None if d.get("price") is None else Decimal(d["price"]),
-                        bool(d.get("reduce_only")), d.get("reason", ""), int(d.get("ts_ns", 0)))
+    return OrderRequest(
+        d["client_order_id"],
+        d["exchange"],
+        d["symbol"],
+        d["side"],
+        Decimal(d["qty"]),
+        d.get("order_type", "market"),
+        None if d.get("price") is None else Decimal(d["price"]),
+        bool(d.get("reduce_only")),
+        d.get("reason", ""),
+        int(d.get("ts_ns", 0)),
+    )

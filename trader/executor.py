@@ -11,6 +11,7 @@ consumers never block on a venue (an HTTP round trip, a retry back-off).
   reaches ``on_error(kind, symbol, message)``.
 * A worker that dies sets :attr:`failure`; the service turns that into a degraded status.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,13 @@ from typing import Any, Callable
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from trader.domain import (
-    ExecEvent, ExecutionClient, ExecutionError, OrderOutcomeUnknown, OrderRejected, OrderReport, OrderRequest,
+    ExecEvent,
+    ExecutionClient,
+    ExecutionError,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderReport,
+    OrderRequest,
     RetryableExecutionError,
 )
 
@@ -34,9 +41,16 @@ _STOP = object()
 
 
 class ExecWorker:
-    def __init__(self, client: ExecutionClient, on_events: Callable[[list[ExecEvent]], None],
-                 on_error: Callable[[str, str, str], None], *, poll_interval_s: float = 0.05,
-                 retry_deadline_s: float = 10.0, name: str = "trader-exec") -> None:
+    def __init__(
+        self,
+        client: ExecutionClient,
+        on_events: Callable[[list[ExecEvent]], None],
+        on_error: Callable[[str, str, str], None],
+        *,
+        poll_interval_s: float = 0.05,
+        retry_deadline_s: float = 10.0,
+        name: str = "trader-exec",
+    ) -> None:
         self.client = client
         self.on_events = on_events
         self.on_error = on_error
@@ -125,8 +139,13 @@ class ExecWorker:
         def count(_state: Any) -> None:
             self.counters["retried"] += 1
 
-        return Retrying(retry=retry_if_exception_type(RetryableExecutionError), reraise=True, before_sleep=count,
-                        stop=stop_after_delay(self.retry_deadline_s), wait=wait_exponential(0.05, max=2.0))
+        return Retrying(
+            retry=retry_if_exception_type(RetryableExecutionError),
+            reraise=True,
+            before_sleep=count,
+            stop=stop_after_delay(self.retry_deadline_s),
+            wait=wait_exponential(0.05, max=2.0),
+        )
 
     def _do(self, job: tuple) -> None:
         kind = job[0]
@@ -156,21 +175,41 @@ class ExecWorker:
         try:
             rep = self._retrying()(self.client.submit, req)
         except OrderOutcomeUnknown as exc:
-            log.warning("order %s outcome unknown (%s): looking it up before anything is re-sent",
-                        req.client_order_id, exc)
+            log.warning(
+                "order %s outcome unknown (%s): looking it up before anything is re-sent", req.client_order_id, exc
+            )
             rep = self._retrying()(self.client.lookup, req.symbol, req.client_order_id)
             if rep is None:  # never reached the venue: sending the same client id again is safe
                 rep = self._retrying()(self.client.submit, req)
         except OrderRejected as exc:
             self.counters["rejected"] += 1
-            rep = OrderReport(req.client_order_id, req.exchange, req.symbol, req.side, req.qty, "rejected",
-                              reason=str(exc), ts_ns=req.ts_ns)
+            rep = OrderReport(
+                req.client_order_id,
+                req.exchange,
+                req.symbol,
+                req.side,
+                req.qty,
+                "rejected",
+                reason=str(exc),
+                ts_ns=req.ts_ns,
+            )
             self.on_error("order_rejected", req.symbol, str(exc))
         except RetryableExecutionError as exc:
             self.counters["errors"] += 1
-            self.on_error("execution_error", req.symbol,
-                          f"order {req.client_order_id} not sent after {self.retry_deadline_s:g} s of retries: {exc}")
-            rep = OrderReport(req.client_order_id, req.exchange, req.symbol, req.side, req.qty, "rejected",
-                              reason=f"venue unavailable: {exc}", ts_ns=req.ts_ns)
+            self.on_error(
+                "execution_error",
+                req.symbol,
+                f"order {req.client_order_id} not sent after {self.retry_deadline_s:g} s of retries: {exc}",
+            )
+            rep = OrderReport(
+                req.client_order_id,
+                req.exchange,
+                req.symbol,
+                req.side,
+                req.qty,
+                "rejected",
+                reason=f"venue unavailable: {exc}",
+                ts_ns=req.ts_ns,
+            )
         self.counters["submitted"] += 1
         self.on_events([rep])

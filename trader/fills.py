@@ -5,6 +5,7 @@ is filled or the book (the levels the snapshot holds) runs out. Only the levels 
 converted to ``Decimal`` (``to_decimal``: a float's shortest repr, so ``63944.1`` stays exact),
 so a 1,000-level book costs the same as a 3-level one for a small order.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
@@ -14,8 +15,9 @@ import numpy as np
 from trader.domain import ZERO, to_decimal
 
 
-def walk_levels(levels: np.ndarray, qty: Decimal, skip: Decimal = ZERO, limit: float | None = None,
-                sign: int = 1) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
+def walk_levels(
+    levels: np.ndarray, qty: Decimal, skip: Decimal = ZERO, limit: float | None = None, sign: int = 1
+) -> tuple[list[tuple[Decimal, Decimal]], Decimal]:
     """Take ``qty`` from ``levels`` (float64 (n, 2) [price, size], best first), after the first
     ``skip`` of size (liquidity our earlier orders already took from this same snapshot). With a
     ``limit`` price, stop at the first level beyond it (``sign`` +1 for asks: above it is beyond,

@@ -7,6 +7,7 @@ The volume-weighted average entry price (``avg_price``) is derived for display o
 runs from flat to flat; a fill that flips the position closes the trip and opens the next with
 the rest (the engine itself never flips: closes are reduce-only).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -76,8 +77,9 @@ class PositionLedger:
             return ZERO
         return self.side * (mark * self.qty - self.cost) * self.contract_value
 
-    def apply(self, side: str, qty: Decimal, price: Decimal, fee: Decimal,
-              ts_ns: int = 0) -> tuple[Decimal, list[ClosedTrip]]:
+    def apply(
+        self, side: str, qty: Decimal, price: Decimal, fee: Decimal, ts_ns: int = 0
+    ) -> tuple[Decimal, list[ClosedTrip]]:
         """Book one fill; returns (realised PnL of this fill before fees, trips it closed)."""
         if qty <= 0:
             raise ValueError(f"fill quantity must be positive, not {qty}")
@@ -112,8 +114,18 @@ class PositionLedger:
             t.gross += realized
             self.realized += realized
             if not self.qty:
-                closed.append(ClosedTrip(t.side, t.entry_qty, t.entry_value / t.entry_qty, t.exit_value / t.exit_qty,
-                                         t.entry_ts, ts_ns, t.gross, t.fees))
+                closed.append(
+                    ClosedTrip(
+                        t.side,
+                        t.entry_qty,
+                        t.entry_value / t.entry_qty,
+                        t.exit_value / t.exit_qty,
+                        t.entry_ts,
+                        ts_ns,
+                        t.gross,
+                        t.fees,
+                    )
+                )
                 self.side = 0
                 self.trip = TripStats()
         if rest:
@@ -132,27 +144,52 @@ class PositionLedger:
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         t = self.trip
-        return {"contract_value": str(self.contract_value), "lots": [[str(q), str(p)] for q, p in self.lots],
-                "side": self.side, "qty": str(self.qty), "realized": str(self.realized), "fees": str(self.fees),
-                "trip": {"side": t.side, "entry_qty": str(t.entry_qty), "entry_value": str(t.entry_value),
-                         "exit_qty": str(t.exit_qty), "exit_value": str(t.exit_value), "fees": str(t.fees),
-                         "gross": str(t.gross), "entry_ts": t.entry_ts}}
+        return {
+            "contract_value": str(self.contract_value),
+            "lots": [[str(q), str(p)] for q, p in self.lots],
+            "side": self.side,
+            "qty": str(self.qty),
+            "realized": str(self.realized),
+            "fees": str(self.fees),
+            "trip": {
+                "side": t.side,
+                "entry_qty": str(t.entry_qty),
+                "entry_value": str(t.entry_value),
+                "exit_qty": str(t.exit_qty),
+                "exit_value": str(t.exit_value),
+                "fees": str(t.fees),
+                "gross": str(t.gross),
+                "entry_ts": t.entry_ts,
+            },
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "PositionLedger":
         t = d.get("trip", {})
-        trip = TripStats(side=int(t.get("side", 0)), entry_qty=Decimal(t.get("entry_qty", "0")),
-                         entry_value=Decimal(t.get("entry_value", "0")), exit_qty=Decimal(t.get("exit_qty", "0")),
-                         exit_value=Decimal(t.get("exit_value", "0")), fees=Decimal(t.get("fees", "0")),
-                         gross=Decimal(t.get("gross", "0")), entry_ts=int(t.get("entry_ts", 0)))
-        return cls(contract_value=Decimal(d.get("contract_value", "1")),
-                   lots=deque([Decimal(q), Decimal(p)] for q, p in d.get("lots", [])), side=int(d.get("side", 0)),
-                   qty=Decimal(d.get("qty", "0")), realized=Decimal(d.get("realized", "0")),
-                   fees=Decimal(d.get("fees", "0")), trip=trip)
+        trip = TripStats(
+            side=int(t.get("side", 0)),
+            entry_qty=Decimal(t.get("entry_qty", "0")),
+            entry_value=Decimal(t.get("entry_value", "0")),
+            exit_qty=Decimal(t.get("exit_qty", "0")),
+            exit_value=Decimal(t.get("exit_value", "0")),
+            fees=Decimal(t.get("fees", "0")),
+            gross=Decimal(t.get("gross", "0")),
+            entry_ts=int(t.get("entry_ts", 0)),
+        )
+        return cls(
+            contract_value=Decimal(d.get("contract_value", "1")),
+            lots=deque([Decimal(q), Decimal(p)] for q, p in d.get("lots", [])),
+            side=int(d.get("side", 0)),
+            qty=Decimal(d.get("qty", "0")),
+            realized=Decimal(d.get("realized", "0")),
+            fees=Decimal(d.get("fees", "0")),
+            trip=trip,
+        )
 
     @classmethod
-    def adopt(cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE,
-              ts_ns: int = 0) -> "PositionLedger":
+    def adopt(
+        cls, qty_signed: Decimal, avg_price: Decimal, contract_value: Decimal = ONE, ts_ns: int = 0
+    ) -> "PositionLedger":
         """A ledger holding a venue-reported position (after a restart without stored fills)."""
         led = cls(contract_value=contract_value)
         if qty_signed:

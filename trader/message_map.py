@@ -8,6 +8,7 @@ deterministic message ids and store records. Exact Decimals throughout.
 * ``PositionChange`` -> ``PositionUpdate``; ``RiskAlert`` -> ``RiskEvent``;
 * ``ClosedTrade`` -> a closed-trade record for the store (fields of ``control.TradeView``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,8 +45,9 @@ def fill_message(f: FillReport, ts_ns: int) -> m.Fill:
     return msg
 
 
-def position_message(pc: PositionChange, mode: str, mark: Decimal | None = None,
-                     unrealized: Decimal = Decimal(0)) -> m.PositionUpdate:
+def position_message(
+    pc: PositionChange, mode: str, mark: Decimal | None = None, unrealized: Decimal = Decimal(0)
+) -> m.PositionUpdate:
     return wire.position_update(pc, mode, unrealized, mark)
 
 
@@ -58,17 +60,31 @@ def trade_id(t: ClosedTrade) -> str:
 
 
 def closed_trade_record(t: ClosedTrade) -> dict[str, Any]:
-    return {"exchange": t.exchange, "symbol": t.symbol, "side": t.side, "qty": t.qty,
-            "entry_price": t.entry_price, "exit_price": t.exit_price, "entry_ts": t.entry_ts, "exit_ts": t.exit_ts,
-            "gross_pnl": t.gross_pnl, "pnl": t.pnl, "fees": t.fees, "exit_reason": t.exit_reason}
+    return {
+        "exchange": t.exchange,
+        "symbol": t.symbol,
+        "side": t.side,
+        "qty": t.qty,
+        "entry_price": t.entry_price,
+        "exit_price": t.exit_price,
+        "entry_ts": t.entry_ts,
+        "exit_ts": t.exit_ts,
+        "gross_pnl": t.gross_pnl,
+        "pnl": t.pnl,
+        "fees": t.fees,
+        "exit_reason": t.exit_reason,
+    }
 
 
 def trade_notification(t: ClosedTrade, mode: str) -> m.Notification:
     sign = "+" if t.pnl >= 0 else ""
-    return m.Notification(level="trade", source="trader", title=f"{t.symbol} {t.side} closed ({t.exit_reason})",
-                          text=f"{t.qty} {t.symbol} {t.entry_price} -> {t.exit_price}: {sign}{t.pnl} after "
-                               f"{t.fees} fees [{mode}]",
-                          data={"pnl": str(t.pnl), "fees": str(t.fees), "mode": mode})
+    return m.Notification(
+        level="trade",
+        source="trader",
+        title=f"{t.symbol} {t.side} closed ({t.exit_reason})",
+        text=f"{t.qty} {t.symbol} {t.entry_price} -> {t.exit_price}: {sign}{t.pnl} after {t.fees} fees [{mode}]",
+        data={"pnl": str(t.pnl), "fees": str(t.fees), "mode": mode},
+    )
 
 
 def signal_problem(sig: m.Signal) -> str:

@@ -22,13 +22,23 @@
 * **Money**: positions (FIFO lots), realised/unrealised PnL, fees and optional funding
   (``apply_funding``) in ``Decimal``, exactly.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
 from trader.domain import (
-    ZERO, ExecEvent, Fees, FillReport, Instrument, OrderRejected, OrderReport, OrderRequest, PositionReport, to_decimal,
+    ZERO,
+    ExecEvent,
+    Fees,
+    FillReport,
+    Instrument,
+    OrderRejected,
+    OrderReport,
+    OrderRequest,
+    PositionReport,
+    to_decimal,
 )
 from trader.engine_state import book_ts
 from trader.fills import walk_levels
@@ -41,9 +51,17 @@ DEPTH_EXHAUSTED = "book depth exhausted"
 class PaperExchange:
     mode = "paper"
 
-    def __init__(self, instruments: dict[str, Instrument], *, fees: Fees | None = None, latency_ns: int = 0,
-                 balance: Decimal = Decimal("10000"), settle_ccy: str = "USDT", mmr: Decimal = Decimal("0.005"),
-                 exchange: str = "") -> None:
+    def __init__(
+        self,
+        instruments: dict[str, Instrument],
+        *,
+        fees: Fees | None = None,
+        latency_ns: int = 0,
+        balance: Decimal = Decimal("10000"),
+        settle_ccy: str = "USDT",
+        mmr: Decimal = Decimal("0.005"),
+        exchange: str = "",
+    ) -> None:
         self.insts = dict(instruments)
         self.exchange = exchange or next((i.exchange for i in self.insts.values()), "paper")
         self.fees = fees or Fees()
@@ -54,8 +72,9 @@ class PaperExchange:
         self.cash = balance  # start + realised - fees - funding
         self.funding_paid = ZERO
         self.leverage: dict[str, Decimal] = {}
-        self.ledgers: dict[str, PositionLedger] = {s: PositionLedger(contract_value=i.contract_value)
-                                                   for s, i in self.insts.items()}
+        self.ledgers: dict[str, PositionLedger] = {
+            s: PositionLedger(contract_value=i.contract_value) for s, i in self.insts.items()
+        }
         self.books: dict[str, Any] = {}
         self.book_ts: dict[str, int] = {}
         self.orders: dict[str, OrderReport] = {}
@@ -131,8 +150,11 @@ class PaperExchange:
         if inst is None:
             raise OrderRejected(f"paper {self.exchange}: unknown symbol {req.symbol}", code="symbol")
         if req.order_type == "limit" and (req.price is None or req.price <= 0 or req.price % inst.tick_size):
-            raise OrderRejected(f"paper {self.exchange} {req.symbol}: limit price {req.price} is not a positive "
-                                f"multiple of the tick {inst.tick_size}", code="price")
+            raise OrderRejected(
+                f"paper {self.exchange} {req.symbol}: limit price {req.price} is not a positive "
+                f"multiple of the tick {inst.tick_size}",
+                code="price",
+            )
         px = req.price if req.order_type == "limit" else self._touch(req.symbol, req.side)
         why = inst.violation(req.qty, px if px is not None else inst.tick_size)
         if req.reduce_only and why.startswith("notional"):
@@ -143,10 +165,21 @@ class PaperExchange:
             lev = self.leverage.get(req.symbol, Decimal(1))
             need = req.qty * px * inst.contract_value / lev
             if need > self.available():
-                raise OrderRejected(f"paper {self.exchange} {req.symbol}: insufficient balance: margin {need:.4f} > "
-                                    f"available {self.available():.4f}", code="balance")
-        rep = OrderReport(req.client_order_id, inst.exchange, req.symbol, req.side, req.qty, "accepted",
-                          reason=req.reason, ts_ns=req.ts_ns)
+                raise OrderRejected(
+                    f"paper {self.exchange} {req.symbol}: insufficient balance: margin {need:.4f} > "
+                    f"available {self.available():.4f}",
+                    code="balance",
+                )
+        rep = OrderReport(
+            req.client_order_id,
+            inst.exchange,
+            req.symbol,
+            req.side,
+            req.qty,
+            "accepted",
+            reason=req.reason,
+            ts_ns=req.ts_ns,
+        )
         self.orders[req.client_order_id] = rep
         self.events.append(rep)
         due = req.ts_ns + self.latency_ns
@@ -184,9 +217,19 @@ class PaperExchange:
                 continue
             lev = self.leverage.get(s, Decimal(1))
             m = self._mark(s)
-            out.append(PositionReport(self.insts[s].exchange, s, led.signed_qty, led.avg_price, self.stops.get(s),
-                                      liquidation_price(led.avg_price, led.side, lev, self.mmr), lev,
-                                      led.unrealized(m) if m is not None else ZERO, self.book_ts.get(s, 0)))
+            out.append(
+                PositionReport(
+                    self.insts[s].exchange,
+                    s,
+                    led.signed_qty,
+                    led.avg_price,
+                    self.stops.get(s),
+                    liquidation_price(led.avg_price, led.side, lev, self.mmr),
+                    lev,
+                    led.unrealized(m) if m is not None else ZERO,
+                    self.book_ts.get(s, 0),
+                )
+            )
         return out
 
     def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
@@ -204,12 +247,19 @@ class PaperExchange:
 
     # ------------------------------------------------------------------ accounting
     def equity(self) -> Decimal:
-        return self.cash + sum((led.unrealized(m) for s, led in self.ledgers.items()
-                                if led.qty and (m := self._mark(s)) is not None), ZERO)
+        return self.cash + sum(
+            (led.unrealized(m) for s, led in self.ledgers.items() if led.qty and (m := self._mark(s)) is not None), ZERO
+        )
 
     def available(self) -> Decimal:
-        used = sum((led.cost * led.contract_value / self.leverage.get(s, Decimal(1))
-                    for s, led in self.ledgers.items() if led.qty), ZERO)
+        used = sum(
+            (
+                led.cost * led.contract_value / self.leverage.get(s, Decimal(1))
+                for s, led in self.ledgers.items()
+                if led.qty
+            ),
+            ZERO,
+        )
         return self.equity() - used
 
     def _mark(self, symbol: str) -> Decimal | None:
@@ -224,10 +274,22 @@ class PaperExchange:
         return to_decimal(float(lv[0, 0])) if lv is not None and len(lv) else None
 
     # ------------------------------------------------------------------ matching
-    def _report(self, rep: OrderReport, status: str, filled: Decimal, avg: Decimal | None, reason: str,
-                ts: int) -> OrderReport:
-        new = OrderReport(rep.client_order_id, rep.exchange, rep.symbol, rep.side, rep.qty, status,  # type: ignore[arg-type]
-                          filled, avg, rep.exchange_order_id or f"paper-{len(self.orders)}", reason, ts)
+    def _report(
+        self, rep: OrderReport, status: str, filled: Decimal, avg: Decimal | None, reason: str, ts: int
+    ) -> OrderReport:
+        new = OrderReport(
+            rep.client_order_id,
+            rep.exchange,
+            rep.symbol,
+            rep.side,
+            rep.qty,
+            status,  # type: ignore[arg-type]
+            filled,
+            avg,
+            rep.exchange_order_id or f"paper-{len(self.orders)}",
+            reason,
+            ts,
+        )
         self.orders[rep.client_order_id] = new
         self.events.append(new)
         return new
@@ -247,8 +309,9 @@ class PaperExchange:
             used = self._used[req.symbol] = [book, ZERO, ZERO]  # liquidity taken from this snapshot
         k_side = 1 if req.side == "buy" else 2
         lim = float(req.price) if req.order_type == "limit" and req.price is not None else None
-        parts, rest = walk_levels(book.asks if req.side == "buy" else book.bids, qty, used[k_side], lim,
-                                  1 if req.side == "buy" else -1)
+        parts, rest = walk_levels(
+            book.asks if req.side == "buy" else book.bids, qty, used[k_side], lim, 1 if req.side == "buy" else -1
+        )
         used[k_side] += qty - rest
         filled, value = self._fill(req, parts, "taker", ts)
         if parts:  # cost against filling everything at the touch (quote currency, > 0 = worse)
@@ -266,8 +329,14 @@ class PaperExchange:
                 self._report(rep, "partially_filled", filled, avg, "rest on the book", ts)
         elif rest and filled:
             self._report(rep, "partially_filled", filled, avg, DEPTH_EXHAUSTED, ts)
-            self._report(self.orders[req.client_order_id], "cancelled", filled, avg,
-                         f"{DEPTH_EXHAUSTED}: filled {filled} of {qty}, rest cancelled", ts)
+            self._report(
+                self.orders[req.client_order_id],
+                "cancelled",
+                filled,
+                avg,
+                f"{DEPTH_EXHAUSTED}: filled {filled} of {qty}, rest cancelled",
+                ts,
+            )
         elif rest:
             self._report(rep, "cancelled", ZERO, None, f"{DEPTH_EXHAUSTED}: no liquidity on the {req.side} side", ts)
         else:
@@ -275,23 +344,36 @@ class PaperExchange:
 
     def _sync_cash(self, symbol: str) -> None:
         """Cash = start + sum(realised) - sum(fees) - funding, recomputed from the ledgers (exact)."""
-        self.cash = (self.start_balance + sum((led.realized - led.fees for led in self.ledgers.values()), ZERO)
-                     - self.funding_paid)
+        self.cash = (
+            self.start_balance
+            + sum((led.realized - led.fees for led in self.ledgers.values()), ZERO)
+            - self.funding_paid
+        )
 
     def _trigger(self, symbol: str, book: Any, ts: int) -> None:
         led = self.ledgers[symbol]
         self._stop_seq += 1
-        req = OrderRequest(f"stop-{symbol}-{self._stop_seq}", self.insts[symbol].exchange, symbol,
-                           "sell" if led.side > 0 else "buy", led.qty, reduce_only=True, reason="stop", ts_ns=ts)
+        req = OrderRequest(
+            f"stop-{symbol}-{self._stop_seq}",
+            self.insts[symbol].exchange,
+            symbol,
+            "sell" if led.side > 0 else "buy",
+            led.qty,
+            reduce_only=True,
+            reason="stop",
+            ts_ns=ts,
+        )
         self.set_stop(symbol, None)
-        rep = OrderReport(req.client_order_id, req.exchange, symbol, req.side, req.qty, "accepted", reason="stop",
-                          ts_ns=ts)
+        rep = OrderReport(
+            req.client_order_id, req.exchange, symbol, req.side, req.qty, "accepted", reason="stop", ts_ns=ts
+        )
         self.orders[req.client_order_id] = rep
         self.events.append(rep)
         self._execute(req, book, ts)
 
-    def _fill(self, req: OrderRequest, parts: list[tuple[Decimal, Decimal]], liq: str,
-              ts: int) -> tuple[Decimal, Decimal]:
+    def _fill(
+        self, req: OrderRequest, parts: list[tuple[Decimal, Decimal]], liq: str, ts: int
+    ) -> tuple[Decimal, Decimal]:
         """Book fills of ``req`` (one per level): fee, ledger, ``FillReport``; returns (qty, value)."""
         inst = self.insts[req.symbol]
         led = self.ledgers[req.symbol]
@@ -302,8 +384,21 @@ class PaperExchange:
         for k, (px, q) in enumerate(parts):
             fee = q * px * cv * rate
             led.apply(req.side, q, px, fee, ts)
-            self.events.append(FillReport(req.client_order_id, inst.exchange, req.symbol, req.side, q, px, fee,
-                                          self.settle_ccy, liq, f"{req.client_order_id}-{k0 + k}", ts))  # type: ignore[arg-type]
+            self.events.append(
+                FillReport(
+                    req.client_order_id,
+                    inst.exchange,
+                    req.symbol,
+                    req.side,
+                    q,
+                    px,
+                    fee,
+                    self.settle_ccy,
+                    liq,
+                    f"{req.client_order_id}-{k0 + k}",
+                    ts,
+                )
+            )  # type: ignore[arg-type]
             filled += q
             value += q * px
         self.n_fills += len(parts)
@@ -334,9 +429,16 @@ class PaperExchange:
                 self._sync_cash(sym)
                 if not led.qty:
                     self.set_stop(sym, None)
-                self._report(rep, "filled" if filled == req.qty else "cancelled", filled, value / filled,
-                             "limit filled" if filled == req.qty else "reduce-only: rest cancelled", ts)
+                self._report(
+                    rep,
+                    "filled" if filled == req.qty else "cancelled",
+                    filled,
+                    value / filled,
+                    "limit filled" if filled == req.qty else "reduce-only: rest cancelled",
+                    ts,
+                )
             else:
-                self._report(rep, "cancelled", rep.filled_qty, rep.avg_price,
-                             "reduce-only order with nothing to reduce", ts)
+                self._report(
+                    rep, "cancelled", rep.filled_qty, rep.avg_price, "reduce-only order with nothing to reduce", ts
+                )
         self.resting[sym] = keep

@@ -20,6 +20,7 @@ backwards within a pass: the time the features service samples on and a backtest
 The engine's timer runs on event time, as the backtest runs it: at the first book at least
 ``timer_ns`` after the last timer (not at the very first book).
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -38,8 +39,9 @@ class ReplayOrder:
     last_book_ts: int | None = None  # last released book
     last_signal_ts: int | None = None
     next_timer: int | None = None
-    counters: dict[str, int] = field(default_factory=lambda: {"late_signals": 0, "late_books": 0, "loops": 0,
-                                                               "released_by_timeout": 0})
+    counters: dict[str, int] = field(
+        default_factory=lambda: {"late_signals": 0, "late_books": 0, "loops": 0, "released_by_timeout": 0}
+    )
 
     def add_book(self, ts: int, book: Any, now_mono: float) -> list[tuple[str, Any]]:
         """A book arrived at event time ``ts``: events to apply now (``("timer", ns)`` /

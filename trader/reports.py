@@ -1,13 +1,20 @@
 """The trading engine's queries (as :mod:`depthpilot.control` replies) and its persistence
 (``snapshot``/``restore``). Functions over a :class:`trader.engine.TradingEngine`, bound to it as
 methods, so the service forwards a control request straight to the engine."""
+
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from depthpilot.control import (
-    PnlReply, PositionsReply, PositionView, RiskReply, StatusReply, SymbolStatus, TradesReply,
+    PnlReply,
+    PositionsReply,
+    PositionView,
+    RiskReply,
+    StatusReply,
+    SymbolStatus,
+    TradesReply,
 )
 from trader.actions import ClosedTrade
 from trader.config import config_from_dict, config_to_dict
@@ -25,12 +32,28 @@ def status(eng: "TradingEngine", model_id: str = "") -> StatusReply:
     syms = []
     for s, st in sorted(eng.symbols.items()):
         left = None if st.n_trades is None else max(st.n_trades - st.trades_done, 0)
-        syms.append(SymbolStatus(symbol=s, exchange=st.inst.exchange, trading=st.trading, paused=st.paused,
-                                 trades_left=left, last_signal=st.last_signal, last_score=st.last_score,
-                                 last_signal_ts=st.last_signal_ts, book_ok=st.book_valid and not st.book_stale,
-                                 book_reason=st.data_halt or st.book_reason))
-    return StatusReply(mode=eng.mode, halted=bool(eng.halt_reason), halt_reason=eng.halt_reason,  # type: ignore[arg-type]
-                       symbols=syms, model_id=model_id, data={"counters": dict(eng.counters), "now": eng.now})
+        syms.append(
+            SymbolStatus(
+                symbol=s,
+                exchange=st.inst.exchange,
+                trading=st.trading,
+                paused=st.paused,
+                trades_left=left,
+                last_signal=st.last_signal,
+                last_score=st.last_score,
+                last_signal_ts=st.last_signal_ts,
+                book_ok=st.book_valid and not st.book_stale,
+                book_reason=st.data_halt or st.book_reason,
+            )
+        )
+    return StatusReply(
+        mode=eng.mode,
+        halted=bool(eng.halt_reason),
+        halt_reason=eng.halt_reason,  # type: ignore[arg-type]
+        symbols=syms,
+        model_id=model_id,
+        data={"counters": dict(eng.counters), "now": eng.now},
+    )
 
 
 def positions(eng: "TradingEngine") -> PositionsReply:
@@ -39,9 +62,20 @@ def positions(eng: "TradingEngine") -> PositionsReply:
         led = st.led
         if not led.qty:
             continue
-        out.append(PositionView(exchange=st.inst.exchange, symbol=s, qty=led.signed_qty, avg_price=led.avg_price,
-                                mark_price=st.mark(), stop_price=st.stop, unrealized_pnl=st.unrealized(),
-                                realized_pnl=led.realized, fees_paid=led.fees, opened_ts=led.trip.entry_ts))
+        out.append(
+            PositionView(
+                exchange=st.inst.exchange,
+                symbol=s,
+                qty=led.signed_qty,
+                avg_price=led.avg_price,
+                mark_price=st.mark(),
+                stop_price=st.stop,
+                unrealized_pnl=st.unrealized(),
+                realized_pnl=led.realized,
+                fees_paid=led.fees,
+                opened_ts=led.trip.entry_ts,
+            )
+        )
     return PositionsReply(positions=out)
 
 
@@ -60,8 +94,15 @@ def pnl(eng: "TradingEngine", period: str = "today", now_ns: int | None = None) 
     realized = sum((t.pnl for t in trades), ZERO)
     fees = sum((t.fees for t in trades), ZERO)
     unreal = sum((st.unrealized() for st in eng.symbols.values()), ZERO)
-    return PnlReply(period=period, since_ts=since, realized=realized, fees=fees, unrealized=unreal,  # type: ignore[arg-type]
-                    trades=len(trades), wins=sum(1 for t in trades if t.pnl > 0))
+    return PnlReply(
+        period=period,
+        since_ts=since,
+        realized=realized,
+        fees=fees,
+        unrealized=unreal,  # type: ignore[arg-type]
+        trades=len(trades),
+        wins=sum(1 for t in trades if t.pnl > 0),
+    )
 
 
 def trades(eng: "TradingEngine", n: int = 10) -> TradesReply:
@@ -70,10 +111,22 @@ def trades(eng: "TradingEngine", n: int = 10) -> TradesReply:
 
 def risk(eng: "TradingEngine") -> RiskReply:
     c = eng.cfg
-    limits = {k: str(getattr(c, k)) for k in (
-        "budget", "leverage", "max_order_notional", "max_position_notional", "max_total_exposure",
-        "daily_loss_limit", "max_loss_fraction", "maintenance_margin_rate", "trailing_lock_fraction",
-        "max_book_age_s", "max_signal_age_s")}
+    limits = {
+        k: str(getattr(c, k))
+        for k in (
+            "budget",
+            "leverage",
+            "max_order_notional",
+            "max_position_notional",
+            "max_total_exposure",
+            "daily_loss_limit",
+            "max_loss_fraction",
+            "maintenance_margin_rate",
+            "trailing_lock_fraction",
+            "max_book_age_s",
+            "max_signal_age_s",
+        )
+    }
     usage: dict[str, str] = {"day_realized": str(eng.day_realized), "day_pnl": str(eng.day_pnl())}
     total = biggest = ZERO
     for s, st in sorted(eng.symbols.items()):
@@ -117,9 +170,15 @@ def snapshot(eng: "TradingEngine") -> dict[str, Any]:
     """JSON-able state: config, instruments, positions (FIFO lots), stops, trailing extremes,
     sessions, halts, the day's PnL and every closed trade. Store it after each action batch."""
     return {
-        "version": SNAPSHOT_VERSION, "mode": eng.mode, "now": eng.now, "day": eng.day,
-        "day_realized": str(eng.day_realized), "halt_reason": eng.halt_reason, "seq": eng.seq,
-        "config": config_to_dict(eng.cfg), "counters": dict(eng.counters),
+        "version": SNAPSHOT_VERSION,
+        "mode": eng.mode,
+        "now": eng.now,
+        "day": eng.day,
+        "day_realized": str(eng.day_realized),
+        "halt_reason": eng.halt_reason,
+        "seq": eng.seq,
+        "config": config_to_dict(eng.cfg),
+        "counters": dict(eng.counters),
         "instruments": [_inst_dict(i) for i in eng.instruments.values()],
         "symbols": {s: st.to_dict() for s, st in eng.symbols.items()},
         "closed": [_trade_dict(t) for t in eng.closed],

@@ -2,6 +2,7 @@
 margin liquidation price of a linear perpetual, the initial stop (always inside liquidation),
 and the trailing-stop ratchet. Pure functions over ``Decimal``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,8 +59,9 @@ def initial_stop(entry: Decimal, side: int, cfg: TraderConfig, inst: Instrument)
     return StopPlan(stop=stop, liq=liq, raw=raw, clamped=clamped)
 
 
-def trailing_stop(side: int, entry: Decimal, extreme: Decimal, current: Decimal | None, cfg: TraderConfig,
-                  inst: Instrument) -> Decimal | None:
+def trailing_stop(
+    side: int, entry: Decimal, extreme: Decimal, current: Decimal | None, cfg: TraderConfig, inst: Instrument
+) -> Decimal | None:
     """The ratcheted stop after the best price ``extreme`` seen since entry, or ``None`` when the
     stop does not move. It locks ``trailing_lock_fraction`` of the maximum favourable excursion
     once that excursion reaches ``trailing_activation_fraction`` of entry; it only ever tightens."""
@@ -83,8 +85,14 @@ class Sizing:
     refusal: str = ""  # why no order ("" = ok)
 
 
-def size_entry(price: Decimal, cfg: TraderConfig, inst: Instrument, *, symbol_notional: Decimal = ZERO,
-               total_exposure: Decimal = ZERO) -> Sizing:
+def size_entry(
+    price: Decimal,
+    cfg: TraderConfig,
+    inst: Instrument,
+    *,
+    symbol_notional: Decimal = ZERO,
+    total_exposure: Decimal = ZERO,
+) -> Sizing:
     """Quantity for a new entry at about ``price``: ``budget * leverage`` of notional, capped by the
     per-order cap, the per-symbol position cap and the remaining total exposure, floored to the
     lot step. A size that breaks the instrument's rules is refused (``refusal`` says why)."""
@@ -102,8 +110,9 @@ def size_entry(price: Decimal, cfg: TraderConfig, inst: Instrument, *, symbol_no
         if cap < notional:
             notional, capped_by = cap, name
     if inst.max_leverage is not None and cfg.leverage > inst.max_leverage:
-        return Sizing(ZERO, ZERO, capped_by,
-                      f"leverage {cfg.leverage} is above {inst.symbol}'s maximum {inst.max_leverage}")
+        return Sizing(
+            ZERO, ZERO, capped_by, f"leverage {cfg.leverage} is above {inst.symbol}'s maximum {inst.max_leverage}"
+        )
     if notional <= 0:
         return Sizing(ZERO, ZERO, capped_by, f"no room left under {capped_by}")
     qty = inst.round_qty(notional / (price * inst.contract_value))

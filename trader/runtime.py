@@ -14,6 +14,7 @@ store and an execution worker. No strategy here: it feeds events in and carries 
   reconciles with the venue's positions and open orders - the venue wins on positions, and
   the engine's stop is put back on the venue.
 """
+
 from __future__ import annotations
 
 import logging
@@ -56,9 +57,20 @@ class EventClock:
 
 
 class TraderRuntime:
-    def __init__(self, engine: TradingEngine, client: Any, *, bus: Any, store: Any | None, mode: str,
-                 exchange: str, poll_interval_s: float = 0.05, state_key: str | None = None,
-                 source: str = "trader", replay_hold_s: float | None = None) -> None:
+    def __init__(
+        self,
+        engine: TradingEngine,
+        client: Any,
+        *,
+        bus: Any,
+        store: Any | None,
+        mode: str,
+        exchange: str,
+        poll_interval_s: float = 0.05,
+        state_key: str | None = None,
+        source: str = "trader",
+        replay_hold_s: float | None = None,
+    ) -> None:
         self.engine = engine
         self.client = client
         self.bus = bus
@@ -71,9 +83,19 @@ class TraderRuntime:
         self.clock = EventClock()
         self.worker = ExecWorker(client, self.on_exec_events, self._exec_error, poll_interval_s=poll_interval_s)
         self.signals: dict[str, m.Signal] = {}
-        self.counters = {"signals": 0, "books": 0, "intents": 0, "fills": 0, "order_updates": 0, "risk_events": 0,
-                         "closed_trades": 0, "publish_errors": 0, "store_errors": 0, "reconciles": 0,
-                         "duplicate_fills": 0}
+        self.counters = {
+            "signals": 0,
+            "books": 0,
+            "intents": 0,
+            "fills": 0,
+            "order_updates": 0,
+            "risk_events": 0,
+            "closed_trades": 0,
+            "publish_errors": 0,
+            "store_errors": 0,
+            "reconciles": 0,
+            "duplicate_fills": 0,
+        }
         self._fills_seen: dict[str, None] = {}
         self.signal_to_intent_ns: list[int] = []
         # replay clock: events in event-time order, one at a time, as a backtest applies them
@@ -88,12 +110,17 @@ class TraderRuntime:
         if snap:
             try:
                 eng = TradingEngine.restore(snap)
-                log.info("trader state restored from the store (%s): %d symbols, %d closed trades",
-                         key, len(eng.symbols), len(eng.closed))
+                log.info(
+                    "trader state restored from the store (%s): %d symbols, %d closed trades",
+                    key,
+                    len(eng.symbols),
+                    len(eng.closed),
+                )
                 return eng
             except (ValueError, KeyError, TypeError) as exc:
-                log.error("stored trader state %s is unusable (%s); starting fresh and reconciling with the venue",
-                          key, exc)
+                log.error(
+                    "stored trader state %s is unusable (%s); starting fresh and reconciling with the venue", key, exc
+                )
         return make()
 
     def start(self, reconcile_timeout_s: float = 15.0) -> None:
@@ -239,17 +266,31 @@ class TraderRuntime:
                 st = self.engine.symbols.get(a.symbol)
                 if st is not None and st.led.qty:  # the stored/published position carries its stop
                     led = st.led
-                    pos = self._position(PositionChange(a.exchange, a.symbol, led.signed_qty, led.avg_price,
-                                                        led.realized, led.fees, a.stop_price,
-                                                        a.ts_ns or self.clock.now()))
+                    pos = self._position(
+                        PositionChange(
+                            a.exchange,
+                            a.symbol,
+                            led.signed_qty,
+                            led.avg_price,
+                            led.realized,
+                            led.fees,
+                            a.stop_price,
+                            a.ts_ns or self.clock.now(),
+                        )
+                    )
                     self._store(lambda pos=pos: self.store.upsert_position(pos))
                     self._publish(pos)
                 changed = True
             elif isinstance(a, RiskAlert):
                 ev = mm.risk_message(a, self.source)
                 self.counters["risk_events"] += 1
-                log.log(logging.WARNING if a.severity != "info" else logging.INFO, "risk %s %s: %s",
-                        a.kind, a.symbol, a.message)
+                log.log(
+                    logging.WARNING if a.severity != "info" else logging.INFO,
+                    "risk %s %s: %s",
+                    a.kind,
+                    a.symbol,
+                    a.message,
+                )
                 self._store(lambda ev=ev: self.store.insert(ev))
                 self._publish(ev)
                 changed = True
@@ -275,8 +316,9 @@ class TraderRuntime:
         return mm.position_message(pc, self.mode, mark, unreal)
 
     def _exec_error(self, kind: str, symbol: str, message: str) -> None:
-        self.dispatch([RiskAlert(kind, "warning", self.exchange if symbol else "", symbol, message,
-                                 ts_ns=self.clock.now())])
+        self.dispatch(
+            [RiskAlert(kind, "warning", self.exchange if symbol else "", symbol, message, ts_ns=self.clock.now())]
+        )
 
     def _publish(self, msg: m.Message) -> None:
         try:
@@ -299,7 +341,7 @@ class TraderRuntime:
     def _save(self) -> None:
         if self.store is not None:
             snap = self.engine.snapshot()
-            snap["closed"] = snap.get("closed", [])[-self.SNAPSHOT_TRADES:]  # bounded: saved after every change
+            snap["closed"] = snap.get("closed", [])[-self.SNAPSHOT_TRADES :]  # bounded: saved after every change
             self._store(lambda: self.store.set_state(self.state_key, snap))
 
     # ------------------------------------------------------------------ reconciliation
@@ -312,8 +354,9 @@ class TraderRuntime:
             symbols = sorted(self.engine.symbols)
             waiting = {cid for st in self.engine.symbols.values() for cid in st.pending}
         if self.store is not None:
-            waiting |= {o["client_order_id"] for o in self.store.open_orders(mode=self.mode)
-                        if o.get("symbol") in symbols}
+            waiting |= {
+                o["client_order_id"] for o in self.store.open_orders(mode=self.mode) if o.get("symbol") in symbols
+            }
         orders = {cid: self._sym_of(cid) for cid in waiting}
 
         def fetch(client: Any) -> tuple[list[PositionReport], list[OrderReport], list[OrderReport]]:
@@ -330,20 +373,48 @@ class TraderRuntime:
                 p = st.pending.get(cid) if st else None
                 o = None if p is not None or self.store is None else self.store.order(cid)
                 if p is not None:
-                    reports.append(OrderReport(cid, p.req.exchange, p.req.symbol, p.req.side, p.req.qty, "rejected",
-                                               reason="not found at the venue after a restart"))
+                    reports.append(
+                        OrderReport(
+                            cid,
+                            p.req.exchange,
+                            p.req.symbol,
+                            p.req.side,
+                            p.req.qty,
+                            "rejected",
+                            reason="not found at the venue after a restart",
+                        )
+                    )
                 elif o is not None:
-                    reports.append(OrderReport(cid, o["exchange"], o["symbol"], o["side"], o["qty"], "rejected",
-                                               reason="not found at the venue after a restart"))
+                    reports.append(
+                        OrderReport(
+                            cid,
+                            o["exchange"],
+                            o["symbol"],
+                            o["side"],
+                            o["qty"],
+                            "rejected",
+                            reason="not found at the venue after a restart",
+                        )
+                    )
             if reports:
                 self.on_exec_events(reports)
             known = set(orders) | {cid for st in self.engine.symbols.values() for cid in st.pending}
             strangers = [o for o in open_orders if o.client_order_id not in known]
             if strangers:  # someone else's orders on our account: say so, leave them alone
-                self.dispatch([RiskAlert("unknown_open_order", "warning", self.exchange, o.symbol,
-                                         f"open order {o.client_order_id or o.exchange_order_id} on {self.exchange} "
-                                         f"was not placed by this trader ({o.side} {o.qty})", ts_ns=self.clock.now())
-                               for o in strangers])
+                self.dispatch(
+                    [
+                        RiskAlert(
+                            "unknown_open_order",
+                            "warning",
+                            self.exchange,
+                            o.symbol,
+                            f"open order {o.client_order_id or o.exchange_order_id} on {self.exchange} "
+                            f"was not placed by this trader ({o.side} {o.qty})",
+                            ts_ns=self.clock.now(),
+                        )
+                        for o in strangers
+                    ]
+                )
             by_sym = {p.symbol: p for p in venue_pos}
             now = self.clock.now()
             for sym in symbols:
@@ -353,8 +424,14 @@ class TraderRuntime:
                 if st.led.qty and st.stop is not None and rep.stop_price != st.stop:
                     self.worker.set_stop(sym, st.stop)
             self._save()
-        log.info("reconciled with %s: %d venue positions, %d open venue orders, %d orders looked up (%d missing)",
-                 self.exchange, len(venue_pos), len(open_orders), len(orders), len(missing))
+        log.info(
+            "reconciled with %s: %d venue positions, %d open venue orders, %d orders looked up (%d missing)",
+            self.exchange,
+            len(venue_pos),
+            len(open_orders),
+            len(orders),
+            len(missing),
+        )
 
     def _sym_of(self, cid: str) -> str:
         for sym, st in self.engine.symbols.items():

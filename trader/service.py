@@ -3,6 +3,7 @@ out through the execution worker, every trading message published (state class, 
 confirmed) and stored, the control layer answered. The logic lives in pure modules
 (``trader/engine.py`` and friends); the binding in :mod:`trader.runtime`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ class TraderService(Service):
         symbols = list(dict.fromkeys([*s.symbols, *s.trader_autostart]))
         client, insts = build_client(plan, s, symbols)
         key = f"trader:{plan.mode}:{plan.exchange}"
-        engine = TraderRuntime.load_engine(self.store, key,
-                                           lambda: TradingEngine(trader_config(s), insts, mode=plan.mode))
+        engine = TraderRuntime.load_engine(
+            self.store, key, lambda: TradingEngine(trader_config(s), insts, mode=plan.mode)
+        )
         for sym, inst in insts.items():
             if sym not in engine.symbols:
                 engine.add_instrument(inst)
@@ -46,10 +48,18 @@ class TraderService(Service):
         # without a stream URL was given (trader.execution.make_execution_client)
         replay = clock_mode(s.pipeline_clock, s.collector_source) == "replay"
         self._has_stream = plan.venue == "bybit" and bool(s.bybit_private_ws_url or not s.bybit_base_url)
-        self.runtime = rt = TraderRuntime(engine, client, bus=self.bus, store=self.store, mode=plan.mode,
-                                          exchange=plan.exchange, poll_interval_s=s.trader_poll_interval_s,
-                                          state_key=key, source=self.name,
-                                          replay_hold_s=s.trader_replay_hold_s if replay else None)
+        self.runtime = rt = TraderRuntime(
+            engine,
+            client,
+            bus=self.bus,
+            store=self.store,
+            mode=plan.mode,
+            exchange=plan.exchange,
+            poll_interval_s=s.trader_poll_interval_s,
+            state_key=key,
+            source=self.name,
+            replay_hold_s=s.trader_replay_hold_s if replay else None,
+        )
         rt.start()
         self._apply_changed_settings(trader_config(s), key)
         self.control = ControlServer()

@@ -11,6 +11,7 @@ Execution selection (paper by default, real orders only when asked twice):
 * ``DEPTHPILOT_MODE=live``: real money; settings validation already refuses to start without
   the keys AND ``DEPTHPILOT_LIVE_TRADING_CONFIRM=yes``; :func:`execution_plan` checks again.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,9 @@ def execution_plan(s: Any) -> ExecutionPlan:
     has_keys = s.bybit_api_key is not None and s.bybit_api_secret is not None
     if mode == "paper":
         exchange = s.trader_exchange or s.exchanges[0]
-        note = ("exchange API keys are set but DEPTHPILOT_MODE is paper: paper trading, no real orders"
-                if has_keys else "")
+        note = (
+            "exchange API keys are set but DEPTHPILOT_MODE is paper: paper trading, no real orders" if has_keys else ""
+        )
         return ExecutionPlan("paper", "paper", exchange, note)
     if not has_keys:
         raise ValueError(f"DEPTHPILOT_MODE={mode} needs BYBIT_API_KEY and BYBIT_API_SECRET")

@@ -13,6 +13,7 @@ A reading is *confirmed* when the last ``confirm_k`` readings agree. Then:
 
 Which signals reach the strategy (expired, bad book), sessions and halts are the engine's job.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -118,8 +119,13 @@ class Strategy:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
-        return {"p_up": self.p_up, "p_down": self.p_down, "readings": list(self.readings),
-                "blocked_dir": self.blocked_dir, "cooldown_until": {str(k): v for k, v in self.cooldown_until.items()}}
+        return {
+            "p_up": self.p_up,
+            "p_down": self.p_down,
+            "readings": list(self.readings),
+            "blocked_dir": self.blocked_dir,
+            "cooldown_until": {str(k): v for k, v in self.cooldown_until.items()},
+        }
 
     def load(self, d: dict) -> None:
         self.p_up, self.p_down = d.get("p_up"), d.get("p_down")

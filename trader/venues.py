@@ -8,6 +8,7 @@ rules of a linear USDT perpetual as used for BTCUSDT on Bybit (tick 0.1, lot 0.0
 min notional 5 USDT) unless the venue is asked. They are what the paper fills are rounded to;
 override per need with ``TRADER_PAPER_TICK`` / ``TRADER_PAPER_LOT``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,18 @@ from trader.settings_map import ExecutionPlan, fees
 log = logging.getLogger("trader.venues")
 
 
-def paper_instrument(exchange: str, symbol: str, tick: Decimal = Decimal("0.1"),
-                     lot: Decimal = Decimal("0.001")) -> Instrument:
-    return Instrument(exchange=exchange, symbol=symbol, tick_size=tick, lot_step=lot, min_qty=lot,
-                      min_notional=Decimal("5"), max_leverage=Decimal("100"))
+def paper_instrument(
+    exchange: str, symbol: str, tick: Decimal = Decimal("0.1"), lot: Decimal = Decimal("0.001")
+) -> Instrument:
+    return Instrument(
+        exchange=exchange,
+        symbol=symbol,
+        tick_size=tick,
+        lot_step=lot,
+        min_qty=lot,
+        min_notional=Decimal("5"),
+        max_leverage=Decimal("100"),
+    )
 
 
 def build_client(plan: ExecutionPlan, settings: Any, symbols: list[str]) -> tuple[Any, dict[str, Instrument]]:
@@ -31,18 +40,29 @@ def build_client(plan: ExecutionPlan, settings: Any, symbols: list[str]) -> tupl
     if plan.venue == "paper":
         from trader.paper import PaperExchange
 
-        insts = {s: paper_instrument(plan.exchange, s, settings.trader_paper_tick, settings.trader_paper_lot)
-                 for s in symbols}
-        client = PaperExchange(insts, fees=fees(settings), latency_ns=int(settings.trader_paper_latency_ms * 1e6),
-                               balance=Decimal(settings.trader_paper_balance), exchange=plan.exchange)
+        insts = {
+            s: paper_instrument(plan.exchange, s, settings.trader_paper_tick, settings.trader_paper_lot)
+            for s in symbols
+        }
+        client = PaperExchange(
+            insts,
+            fees=fees(settings),
+            latency_ns=int(settings.trader_paper_latency_ms * 1e6),
+            balance=Decimal(settings.trader_paper_balance),
+            exchange=plan.exchange,
+        )
         return client, insts
     from trader.execution import make_execution_client
 
     bybit = plan.venue == "bybit"
-    client = make_execution_client(venue=plan.venue, mode=plan.mode, api_key=settings.bybit_api_key,  # type: ignore[arg-type]
-                                   api_secret=settings.bybit_api_secret,
-                                   base_url=settings.bybit_base_url if bybit else settings.ccxt_api_base_url,
-                                   private_ws_url=(settings.bybit_private_ws_url or None) if bybit else None)
+    client = make_execution_client(
+        venue=plan.venue,
+        mode=plan.mode,
+        api_key=settings.bybit_api_key,  # type: ignore[arg-type]
+        api_secret=settings.bybit_api_secret,
+        base_url=settings.bybit_base_url if bybit else settings.ccxt_api_base_url,
+        private_ws_url=(settings.bybit_private_ws_url or None) if bybit else None,
+    )
     insts = client.instruments(symbols)
     return client, insts
 

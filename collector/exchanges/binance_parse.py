@@ -17,6 +17,7 @@ Reading files (ordering, continuation, stream identity) lives in
 :mod:`collector.exchanges.binance_recording`; the sync rule in
 :mod:`collector.exchanges.binance_sync`.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -324,8 +325,6 @@ def trade_message(t: TradeMsg, exchange: str, ts_recv: int, symbol: str = "") ->
         side=Side.SELL if t.m else Side.BUY,  # buyer is maker -> seller was the taker
         trade_id="" if tid is None else str(tid),
     )
-
-
 
 
 # --------------------------------------------------------------------------- market from the data

@@ -16,6 +16,7 @@ reading, no network).
   garbage line. A gzip cut short (a recorder killed mid-file: :mod:`collector.recorder`) is read
   up to its last complete line, with a warning naming the file.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -73,12 +74,17 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         # complete line up to the last flush was read; a partial last line is dropped.
         if lineno == 0:
             raise BinanceFormatError(f"{path}: truncated gzip with no readable line") from None
-        log.warning("%s: truncated gzip (recorder killed or still writing?): read %d lines, the unreadable "
-                    "tail is skipped", path, lineno)
+        log.warning(
+            "%s: truncated gzip (recorder killed or still writing?): read %d lines, the unreadable tail is skipped",
+            path,
+            lineno,
+        )
     except _READ_ERRORS as exc:
         raise BinanceFormatError(
-            f"{path}: truncated or corrupt gzip after line {lineno}: {exc}" if lineno
-            else f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
+            f"{path}: truncated or corrupt gzip after line {lineno}: {exc}"
+            if lineno
+            else f"{path}: unreadable ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -121,8 +127,11 @@ def recording_files(path: str | Path) -> list[Path]:
     """A recording file, or the regular (non-hidden, non-Markdown) files of a directory."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(x for x in p.iterdir() if x.is_file() and not x.name.startswith(".")
-                       and not x.name.endswith((".md", ".txt", ".json")))
+        files = sorted(
+            x
+            for x in p.iterdir()
+            if x.is_file() and not x.name.startswith(".") and not x.name.endswith((".md", ".txt", ".json"))
+        )
         if not files:
             raise FileNotFoundError(f"no recordings in {p}")
         return files
@@ -183,7 +192,8 @@ def iter_recording(paths: str | Path | Iterable[str | Path]) -> Iterator[Record]
                 elif depth_syms:
                     raise BinanceFormatError(
                         f"{f}:{lineno}: REST snapshot names no symbol and the recording carries depth for "
-                        f"{', '.join(sorted(depth_syms))}: cannot tell which book it belongs to")
+                        f"{', '.join(sorted(depth_syms))}: cannot tell which book it belongs to"
+                    )
                 else:
                     pending.append((f, lineno, rec))
                     continue

@@ -18,6 +18,7 @@ invalid with a reason. A snapshot that is not newer than the book already built 
 ``lastUpdateId`` at or before the last applied update) never rewinds it: it is counted in
 ``old_snapshots`` and ignored (:attr:`SyncResult.STALE`).
 """
+
 from __future__ import annotations
 
 import enum
@@ -28,7 +29,6 @@ from collector.book import L2Book
 from collector.exchanges.binance_parse import KIND_DEPTH, KIND_SNAPSHOT, DepthDiff, DepthSnapshot, _convert
 
 __all__ = ["SyncResult", "GapInfo", "BinanceDiffBook"]
-
 
 
 class SyncResult(str, enum.Enum):
@@ -48,8 +48,7 @@ class GapInfo(NamedTuple):
     def describe(self) -> str:
         if self.after_snapshot:
             return (
-                f"first diff [{self.first_id}, {self.final_id}] does not straddle snapshot "
-                f"lastUpdateId {self.expected}"
+                f"first diff [{self.first_id}, {self.final_id}] does not straddle snapshot lastUpdateId {self.expected}"
             )
         return f"sequence break: expected {self.expected}, got {self.got} (diff [{self.first_id}, {self.final_id}])"
 

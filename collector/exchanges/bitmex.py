@@ -11,6 +11,7 @@ price, so the builder keeps ``id -> (side, price)``. The feed has no sequence nu
 an update/delete of an unknown id (or an insert of a known one) is the only detectable
 inconsistency and is treated as a gap. Rows before the ``partial`` are dropped.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping

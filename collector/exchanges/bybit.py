@@ -19,6 +19,7 @@ the 2021 cryptofeed clip): levels are keyed by ``id``; deltas carry ``delete`` /
 (shared across symbols), so the only detectable inconsistency is an update/delete of an
 unknown id, treated as a gap.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -46,8 +47,9 @@ class BybitBookBuilder(BookBuilder):
         kind = msg.get("type")
         book = self.book
         if kind == "snapshot" or u == 1:
-            book.apply_snapshot(((float(p), float(q)) for p, q in data["b"]),
-                                ((float(p), float(q)) for p, q in data["a"]))
+            book.apply_snapshot(
+                ((float(p), float(q)) for p, q in data["b"]), ((float(p), float(q)) for p, q in data["a"])
+            )
             self._set_meta(msg, data, u)
             return self._on_snapshot_applied()
         if kind != "delta":

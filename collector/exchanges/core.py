@@ -15,6 +15,7 @@ State machine::
 While a resync is pending every delta is answered with ``AWAITING_SNAPSHOT`` and the
 book is flagged invalid; the next snapshot message makes it live again.
 """
+
 from __future__ import annotations
 
 import time

@@ -9,6 +9,7 @@ Format (see the dataset's PROVENANCE.md)::
 :func:`iter_clip` yields the received messages only, decoded, with their receive time.
 Pure parsing plus file reading; no network.
 """
+
 from __future__ import annotations
 
 import gzip

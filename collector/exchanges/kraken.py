@@ -12,6 +12,7 @@ exactly one per product. A delta with ``seq <= book seq`` is already in the snap
 (stale); one with ``seq > book seq + 1`` is a gap. Deltas that arrive before the first
 snapshot (the exchange may interleave them on subscribe) are dropped.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -36,8 +37,9 @@ class KrakenFuturesBookBuilder(BookBuilder):
         seq = int(msg["seq"])
         book = self.book
         if feed == "book_snapshot":
-            book.apply_snapshot(((lv["price"], lv["qty"]) for lv in msg["bids"]),
-                                ((lv["price"], lv["qty"]) for lv in msg["asks"]))
+            book.apply_snapshot(
+                ((lv["price"], lv["qty"]) for lv in msg["bids"]), ((lv["price"], lv["qty"]) for lv in msg["asks"])
+            )
             book.seq = seq
             book.ts_exchange = int(msg.get("timestamp", 0)) * 1_000_000
             return self._on_snapshot_applied()

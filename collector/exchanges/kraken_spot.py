@@ -29,6 +29,7 @@ each with the ``.`` removed and leading zeros stripped, all concatenated; CRC32 
 an unsigned 32-bit integer. A mismatch invalidates the book (``CHECKSUM_FAILED``): the live
 feed re-subscribes for a fresh snapshot.
 """
+
 from __future__ import annotations
 
 import calendar
@@ -71,8 +72,15 @@ class KrakenSpotBookBuilder(BookBuilder):
 
     exchange = "krakenspot"  # the venue name (the ccxt venue "kraken" is another)
 
-    def __init__(self, symbol: str, *, depth: int = 10, price_precision: int | None = None,
-                 qty_precision: int | None = None, verify_checksum: bool = True) -> None:
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        depth: int = 10,
+        price_precision: int | None = None,
+        qty_precision: int | None = None,
+        verify_checksum: bool = True,
+    ) -> None:
         super().__init__(symbol)
         if depth not in DEPTHS:
             raise ValueError(f"kraken spot book depth must be one of {DEPTHS}, got {depth}")
@@ -164,8 +172,10 @@ class KrakenSpotBookBuilder(BookBuilder):
     def _v2(self, kind: Any, d: Mapping[str, Any]) -> ApplyResult:
         pp, qp = self.price_precision, self.qty_precision
         if pp is None or qp is None:
-            raise BookMessageError(f"{self.exchange} {self.symbol}: v2 book message but the pair's price/qty precision is "
-                                   "unknown (subscribe to the instrument channel or pass price_precision/qty_precision)")
+            raise BookMessageError(
+                f"{self.exchange} {self.symbol}: v2 book message but the pair's price/qty precision is "
+                "unknown (subscribe to the instrument channel or pass price_precision/qty_precision)"
+            )
         if kind == "snapshot":
             self._bids.clear()
             self._asks.clear()
@@ -208,8 +218,9 @@ class KrakenSpotBookBuilder(BookBuilder):
                 keep = sorted(side, reverse=best_first)[: self.depth]
                 for p in set(side) - set(keep):
                     del side[p]
-        self.book.apply_snapshot(((p, float(q)) for p, (_, q) in self._bids.items()),
-                                 ((p, float(q)) for p, (_, q) in self._asks.items()))
+        self.book.apply_snapshot(
+            ((p, float(q)) for p, (_, q) in self._bids.items()), ((p, float(q)) for p, (_, q) in self._asks.items())
+        )
         self.book.seq += 1  # no exchange sequence: count messages applied
 
     def local_checksum(self) -> int:
@@ -219,8 +230,7 @@ class KrakenSpotBookBuilder(BookBuilder):
 
     def levels(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(bids best first, asks best first) as the exchange's strings."""
-        return ([self._bids[p] for p in sorted(self._bids, reverse=True)],
-                [self._asks[p] for p in sorted(self._asks)])
+        return ([self._bids[p] for p in sorted(self._bids, reverse=True)], [self._asks[p] for p in sorted(self._asks)])
 
     def _verify(self, expected: int | None) -> ApplyResult | None:
         if not self.verify_checksum or expected is None:

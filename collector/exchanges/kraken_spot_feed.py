@@ -11,6 +11,7 @@ recordings; the book logic is :class:`collector.exchanges.kraken_spot.KrakenSpot
   message, for v2) as received: :mod:`collector.recorder` writes them as ``<ts> <json>``
   lines, which :func:`kraken_recording_replay` plays back through the same builder.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -48,9 +49,18 @@ def _snapshot(b: KrakenSpotBookBuilder, depth: int, ts: int) -> BookSnapshot:
 
 
 class KrakenSpotSource:
-    def __init__(self, symbols: Sequence[str], *, depth: int = 10, version: int = 2, ws_url: str | None = None,
-                 emit_depth: int | None = None, raw_sink: Callable[[str, bytes, int], Any] | None = None,
-                 connect_timeout_s: float = 10.0, heartbeat_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        *,
+        depth: int = 10,
+        version: int = 2,
+        ws_url: str | None = None,
+        emit_depth: int | None = None,
+        raw_sink: Callable[[str, bytes, int], Any] | None = None,
+        connect_timeout_s: float = 10.0,
+        heartbeat_s: float = 30.0,
+    ) -> None:
         if version not in (1, 2):
             raise ValueError(f"kraken spot websocket version must be 1 or 2, got {version}")
         self.symbols = list(symbols)
@@ -69,16 +79,22 @@ class KrakenSpotSource:
     # ----------------------------------------------------------------- protocol
     def _sub(self, symbols: Sequence[str], on: bool = True) -> dict:
         if self.version == 1:
-            return {"event": "subscribe" if on else "unsubscribe", "pair": list(symbols),
-                    "subscription": {"name": "book", "depth": self.depth}}
-        return {"method": "subscribe" if on else "unsubscribe",
-                "params": {"channel": "book", "symbol": list(symbols), "depth": self.depth, "snapshot": True}}
+            return {
+                "event": "subscribe" if on else "unsubscribe",
+                "pair": list(symbols),
+                "subscription": {"name": "book", "depth": self.depth},
+            }
+        return {
+            "method": "subscribe" if on else "unsubscribe",
+            "params": {"channel": "book", "symbol": list(symbols), "depth": self.depth, "snapshot": True},
+        }
 
     async def stream(self) -> AsyncIterator[BookSnapshot]:
         self._session = aiohttp.ClientSession()
         try:
-            ws = await self._session.ws_connect(self.ws_url, heartbeat=self.heartbeat_s,
-                                                timeout=aiohttp.ClientWSTimeout(ws_close=5.0))
+            ws = await self._session.ws_connect(
+                self.ws_url, heartbeat=self.heartbeat_s, timeout=aiohttp.ClientWSTimeout(ws_close=5.0)
+            )
             if self.version == 2:
                 await ws.send_json({"method": "subscribe", "params": {"channel": "instrument", "snapshot": True}})
             await ws.send_json(self._sub(self.symbols))

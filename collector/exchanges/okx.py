@@ -19,6 +19,7 @@ the last ``seqId`` is a gap. OKX announced (2026) that ``checksum`` becomes alwa
 a 0 checksum on a message that carries ``seqId`` is therefore treated as "no checksum"
 and continuity rests on the sequence ids.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -88,8 +89,10 @@ class OkxBookBuilder(BookBuilder):
         if action == "snapshot":
             self._bid_str = {float(p): (p, s) for p, s, *_ in d["bids"] if float(s) > 0.0}
             self._ask_str = {float(p): (p, s) for p, s, *_ in d["asks"] if float(s) > 0.0}
-            self.book.apply_snapshot(((p, float(s)) for p, (_, s) in self._bid_str.items()),
-                                     ((p, float(s)) for p, (_, s) in self._ask_str.items()))
+            self.book.apply_snapshot(
+                ((p, float(s)) for p, (_, s) in self._bid_str.items()),
+                ((p, float(s)) for p, (_, s) in self._ask_str.items()),
+            )
             self._set_meta(d, seq_id)
             bad = self._verify(d)
             if bad is not None:
@@ -137,8 +140,9 @@ class OkxBookBuilder(BookBuilder):
     def local_checksum(self) -> int:
         """Checksum of the current local book (original strings, top 25)."""
         bids, asks = self.book.top(CHECKSUM_DEPTH)
-        return okx_checksum([self._bid_str[p] for p in bids[:, 0].tolist()],
-                            [self._ask_str[p] for p in asks[:, 0].tolist()])
+        return okx_checksum(
+            [self._bid_str[p] for p in bids[:, 0].tolist()], [self._ask_str[p] for p in asks[:, 0].tolist()]
+        )
 
     def _verify(self, d: Mapping[str, Any]) -> ApplyResult | None:
         if not self.verify_checksum or "checksum" not in d:

@@ -1,15 +1,39 @@
 """Message bus: one interface, a RabbitMQ (pika) and an in-memory implementation."""
+
 from __future__ import annotations
 
 from typing import Any
 
 from depthpilot.bus.base import (
-    Bus, BusBackpressure, BusError, Delivery, Handler, PublishFailed, PublishNacked, PublishTimeout, RetryableError,
-    RpcTimeout, Subscription, Unroutable,
+    Bus,
+    BusBackpressure,
+    BusError,
+    Delivery,
+    Handler,
+    PublishFailed,
+    PublishNacked,
+    PublishTimeout,
+    RetryableError,
+    RpcTimeout,
+    Subscription,
+    Unroutable,
 )
 
-__all__ = ["Bus", "BusBackpressure", "BusError", "Delivery", "Handler", "PublishFailed", "PublishNacked",
-           "PublishTimeout", "RetryableError", "RpcTimeout", "Subscription", "Unroutable", "connect_bus"]
+__all__ = [
+    "Bus",
+    "BusBackpressure",
+    "BusError",
+    "Delivery",
+    "Handler",
+    "PublishFailed",
+    "PublishNacked",
+    "PublishTimeout",
+    "RetryableError",
+    "RpcTimeout",
+    "Subscription",
+    "Unroutable",
+    "connect_bus",
+]
 
 
 def connect_bus(url: str, service: str, **kwargs: Any) -> Bus:

@@ -44,6 +44,7 @@ Semantics (both implementations):
   to now + ``timeout``: a command must never run after its caller gave up (servers drop
   expired commands).
 """
+
 from __future__ import annotations
 
 import logging
@@ -261,12 +262,20 @@ class Bus(ABC):
 
     # publishing
     @abstractmethod
-    def publish(self, msg: m.Message, routing_key: str | None = None, *,
-                headers: dict[str, Any] | None = None) -> Future | None: ...
+    def publish(
+        self, msg: m.Message, routing_key: str | None = None, *, headers: dict[str, Any] | None = None
+    ) -> Future | None: ...
 
     @abstractmethod
-    def publish_raw(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True,
-                    headers: dict[str, Any] | None = None) -> Future: ...
+    def publish_raw(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        persistent: bool = True,
+        headers: dict[str, Any] | None = None,
+    ) -> Future: ...
 
     @abstractmethod
     def flush(self, timeout: float = 10.0) -> bool:
@@ -274,8 +283,9 @@ class Bus(ABC):
 
     # consuming
     @abstractmethod
-    def subscribe(self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None,
-                  dedup: bool = True) -> Subscription: ...
+    def subscribe(
+        self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None, dedup: bool = True
+    ) -> Subscription: ...
 
     @abstractmethod
     def rpc(self, cmd: m.ControlCommand, timeout: float = 5.0) -> m.ControlReply: ...

@@ -17,6 +17,7 @@ I/O thread, topology, admin helpers). ``publisher.py`` and ``consumer.py`` add t
   expected connection errors (pika's own loggers are quieted), one INFO "reconnected after
   X s" per connection, ``stats.reconnects`` / ``stats.reconnect_attempts``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,9 +68,18 @@ class TopologyError(BusError):
 
 
 class RabbitConnection(Bus):
-    def __init__(self, url: str, service: str = "depthpilot", *, heartbeat: int | None = None,
-                 prefetch: int = 200, max_pending: int = 200_000, reconnect_max_delay: float = 2.0,
-                 extra_queues: tuple[QueueDef, ...] = (), stall_after: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        service: str = "depthpilot",
+        *,
+        heartbeat: int | None = None,
+        prefetch: int = 200,
+        max_pending: int = 200_000,
+        reconnect_max_delay: float = 2.0,
+        extra_queues: tuple[QueueDef, ...] = (),
+        stall_after: float = 30.0,
+    ) -> None:
         super().__init__(service)
         quiet_pika()
         self.url = url
@@ -147,9 +157,12 @@ class RabbitConnection(Bus):
             self._open_error = self._close_reason = None
             try:
                 self._declare_topology()
-                conn = pika.SelectConnection(self.params, on_open_callback=self._on_open,
-                                             on_open_error_callback=self._on_open_error,
-                                             on_close_callback=self._on_close)
+                conn = pika.SelectConnection(
+                    self.params,
+                    on_open_callback=self._on_open,
+                    on_open_error_callback=self._on_open_error,
+                    on_close_callback=self._on_close,
+                )
             except TopologyError as exc:
                 self._fatal = exc
                 log.critical("%s", exc)
@@ -177,8 +190,13 @@ class RabbitConnection(Bus):
                 self._lost_at = time.monotonic()
                 self._failed_attempts = 0
                 delay = self._delay(attempt)
-                log.warning("%s: connection to RabbitMQ at %s lost (%s); reconnecting in %.2fs", self.service,
-                            redact_url(self.url), describe(self._close_reason), delay)
+                log.warning(
+                    "%s: connection to RabbitMQ at %s lost (%s); reconnecting in %.2fs",
+                    self.service,
+                    redact_url(self.url),
+                    describe(self._close_reason),
+                    delay,
+                )
                 time.sleep(delay)
             else:
                 self._attempt_failed(attempt, self._open_error or self._close_reason)
@@ -195,9 +213,15 @@ class RabbitConnection(Bus):
         self._failed_attempts += 1
         delay = self._delay(attempt)
         unexpected = exc is not None and not isinstance(exc, EXPECTED_ERRORS)
-        log.warning("%s: RabbitMQ at %s unreachable (%s); attempt %d failed, next in %.2fs", self.service,
-                    redact_url(self.url), describe(exc), self._failed_attempts, delay,
-                    exc_info=exc if unexpected else None)
+        log.warning(
+            "%s: RabbitMQ at %s unreachable (%s); attempt %d failed, next in %.2fs",
+            self.service,
+            redact_url(self.url),
+            describe(exc),
+            self._failed_attempts,
+            delay,
+            exc_info=exc if unexpected else None,
+        )
         time.sleep(delay)
 
     def _on_open_error(self, conn: pika.SelectConnection, err: BaseException) -> None:
@@ -223,8 +247,13 @@ class RabbitConnection(Bus):
         self.last_connected_at = time.monotonic()
         if self._lost_at is not None:
             self._count("reconnects")
-            log.info("%s: reconnected to RabbitMQ at %s after %.1fs (%d failed attempts)", self.service,
-                     redact_url(self.url), self.last_connected_at - self._lost_at, self._failed_attempts)
+            log.info(
+                "%s: reconnected to RabbitMQ at %s after %.1fs (%d failed attempts)",
+                self.service,
+                redact_url(self.url),
+                self.last_connected_at - self._lost_at,
+                self._failed_attempts,
+            )
             self._lost_at = None
         self._failed_attempts = 0
         self._up = True

@@ -12,6 +12,7 @@
   ``health_problems()``. Checked every second on the I/O thread and on every
   ``health_problems()`` call.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -134,8 +135,13 @@ class _RabbitSubscription(Subscription):
         if stalled:
             self.bus._count("consumer_stalls")
             self.bus._count("consumers_stalled")
-            log.warning("consumer on %s stalled: %d unacked (prefetch limit %d), nothing acked for %.0fs",
-                        self.queue.name, self._unacked, self.prefetch, idle)
+            log.warning(
+                "consumer on %s stalled: %d unacked (prefetch limit %d), nothing acked for %.0fs",
+                self.queue.name,
+                self._unacked,
+                self.prefetch,
+                idle,
+            )
         else:
             self.bus._count("consumers_stalled", -1)
             log.info("consumer on %s progressing again", self.queue.name)
@@ -157,9 +163,14 @@ class _RabbitSubscription(Subscription):
         if not ch.is_open:
             return  # delivered on a dead channel: it will come again
         delivery = Delivery(
-            queue=self.queue.name, routing_key=method.routing_key, exchange=method.exchange,
-            redelivered=bool(method.redelivered), headers=dict(props.headers or {}), reply_to=props.reply_to,
-            correlation_id=props.correlation_id, message_id=props.message_id,
+            queue=self.queue.name,
+            routing_key=method.routing_key,
+            exchange=method.exchange,
+            redelivered=bool(method.redelivered),
+            headers=dict(props.headers or {}),
+            reply_to=props.reply_to,
+            correlation_id=props.correlation_id,
+            message_id=props.message_id,
         )
         outcome = process_delivery(self.bus, body, delivery, self.handler, self.seen)
         if outcome == "retry":
@@ -223,8 +234,9 @@ class RabbitConsumer(RabbitPublisher):
         self._reply_ready.set()
 
     # ================================================================ consuming
-    def subscribe(self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None,
-                  dedup: bool = True) -> Subscription:
+    def subscribe(
+        self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None, dedup: bool = True
+    ) -> Subscription:
         qdef = resolve_queue(queue)
         sub = _RabbitSubscription(self, qdef, handler, prefetch or self.prefetch, dedup)
         self._subs.append(sub)

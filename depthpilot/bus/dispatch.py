@@ -1,5 +1,6 @@
 """Handling of one delivery, shared by both bus implementations: decode, dedup, call the
 handler, reply, dead-letter with a reason. Returns what to do with the delivery."""
+
 from __future__ import annotations
 
 import time
@@ -57,8 +58,13 @@ def _dead(bus: "Bus", body: bytes, reason: str, error: str, delivery: Delivery) 
         bus._dead_letter(body, dlq_headers(reason, error, delivery), delivery.queue)  # type: ignore[attr-defined]
     except Exception as exc:  # noqa: BLE001 - keep the message: it will be redelivered and dead-lettered later
         # a bus error (broker away, DLQ missing) is expected here: one line; anything else gets its traceback
-        log.error("dead-letter publish failed (%s: %s); leaving message on %s for redelivery", type(exc).__name__,
-                  exc, delivery.queue, exc_info=None if isinstance(exc, BusError) else exc)
+        log.error(
+            "dead-letter publish failed (%s: %s); leaving message on %s for redelivery",
+            type(exc).__name__,
+            exc,
+            delivery.queue,
+            exc_info=None if isinstance(exc, BusError) else exc,
+        )
         time.sleep(0.5)
         return "retry"
     return "dead"

@@ -5,6 +5,7 @@ runs in one process (``make run``) and unit tests stay fast.
 Messages travel as encoded bytes, exactly as over the broker, so the decode/DLQ path is the
 same code.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,11 +17,28 @@ from typing import Any
 
 from depthpilot import messages as m
 from depthpilot.bus.base import (
-    Bus, Delivery, Handler, RpcTimeout, SeenIds, Subscription, Unroutable, dlq_headers, expire_by, log, resolve_queue,
+    Bus,
+    Delivery,
+    Handler,
+    RpcTimeout,
+    SeenIds,
+    Subscription,
+    Unroutable,
+    dlq_headers,
+    expire_by,
+    log,
+    resolve_queue,
 )
 from depthpilot.bus.dispatch import process_delivery
 from depthpilot.topology import (
-    DEAD_LETTER_EXCHANGE, EXCHANGES, QUEUES, DeliveryClass, QueueDef, route_for, routing_key, topic_matches,
+    DEAD_LETTER_EXCHANGE,
+    EXCHANGES,
+    QUEUES,
+    DeliveryClass,
+    QueueDef,
+    route_for,
+    routing_key,
+    topic_matches,
 )
 
 
@@ -117,7 +135,9 @@ class MemoryBroker:
             elif env.exchange == DEAD_LETTER_EXCHANGE:
                 targets = [q for ex, key, q in self.bindings if ex == env.exchange and key == env.routing_key]
             else:
-                targets = [q for ex, key, q in self.bindings if ex == env.exchange and topic_matches(key, env.routing_key)]
+                targets = [
+                    q for ex, key, q in self.bindings if ex == env.exchange and topic_matches(key, env.routing_key)
+                ]
             queues = [self.queues[t] for t in dict.fromkeys(targets)]
         dropped = 0
         for i, q in enumerate(queues):
@@ -146,15 +166,23 @@ class _MemSubscription(Subscription):
             if env is None:
                 continue
             env.delivery_count += 1
-            delivery = Delivery(queue=self.queue.name, routing_key=env.routing_key, exchange=env.exchange,
-                                redelivered=env.redelivered, headers=env.headers, reply_to=env.reply_to,
-                                correlation_id=env.correlation_id, message_id=env.message_id)
+            delivery = Delivery(
+                queue=self.queue.name,
+                routing_key=env.routing_key,
+                exchange=env.exchange,
+                redelivered=env.redelivered,
+                headers=env.headers,
+                reply_to=env.reply_to,
+                correlation_id=env.correlation_id,
+                message_id=env.message_id,
+            )
             outcome = process_delivery(self.bus, env.body, delivery, self.handler, self.seen)
             if outcome == "retry":
                 limit = self.queue.delivery_limit
                 if limit is not None and env.delivery_count > limit:
-                    self.bus._dead_letter(env.body, dlq_headers("delivery_limit", "retried too often", delivery),
-                                          self.queue.name)
+                    self.bus._dead_letter(
+                        env.body, dlq_headers("delivery_limit", "retried too often", delivery), self.queue.name
+                    )
                     continue
                 env.redelivered = True
                 time.sleep(0.05)
@@ -204,13 +232,26 @@ class MemoryBus(Bus):
             self.broker.declare(q)
 
     # ------------------------------------------------------------------ publish
-    def publish(self, msg: m.Message, routing_key: str | None = None, *,
-                headers: dict[str, Any] | None = None, reply_to: str | None = None,
-                correlation_id: str | None = None) -> Future | None:
+    def publish(
+        self,
+        msg: m.Message,
+        routing_key: str | None = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Future | None:
         route = route_for(type(msg))
         msg.stamp("published")
-        env = _Envelope(m.encode(msg), route.exchange, routing_key or routing_key_for(msg), dict(headers or {}),
-                        reply_to, correlation_id, msg.id)
+        env = _Envelope(
+            m.encode(msg),
+            route.exchange,
+            routing_key or routing_key_for(msg),
+            dict(headers or {}),
+            reply_to,
+            correlation_id,
+            msg.id,
+        )
         reached, dropped = self.broker.route(env)
         self._count("published")
         if route.delivery is DeliveryClass.STATE:
@@ -219,9 +260,15 @@ class MemoryBus(Bus):
                 self._count("confirmed")
                 fut.set_result(True)
             else:
-                self._publish_failed(fut, Unroutable(
-                    f"unroutable {msg.type_name} {msg.id}: no queue bound for {route.exchange}/{env.routing_key}",
-                    exchange=route.exchange, routing_key=env.routing_key, message_id=msg.id))
+                self._publish_failed(
+                    fut,
+                    Unroutable(
+                        f"unroutable {msg.type_name} {msg.id}: no queue bound for {route.exchange}/{env.routing_key}",
+                        exchange=route.exchange,
+                        routing_key=env.routing_key,
+                        message_id=msg.id,
+                    ),
+                )
             return fut
         if not reached:
             self._count("market_unroutable")
@@ -229,19 +276,34 @@ class MemoryBus(Bus):
             self._count("market_overflow", dropped)
         return None
 
-    def publish_raw(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True,
-                    headers: dict[str, Any] | None = None, reply_to: str | None = None,
-                    correlation_id: str | None = None) -> Future:
-        reached, _dropped = self.broker.route(_Envelope(body, exchange, routing_key, dict(headers or {}), reply_to,
-                                                        correlation_id))
+    def publish_raw(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        persistent: bool = True,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Future:
+        reached, _dropped = self.broker.route(
+            _Envelope(body, exchange, routing_key, dict(headers or {}), reply_to, correlation_id)
+        )
         self._count("published")
         fut: Future = Future()
         if reached or exchange == "":  # like RabbitBus: the default exchange is not published mandatory
             self._count("confirmed")
             fut.set_result(True)
         else:
-            self._publish_failed(fut, Unroutable(f"unroutable raw message: no queue bound for {exchange}/{routing_key}",
-                                                 exchange=exchange, routing_key=routing_key))
+            self._publish_failed(
+                fut,
+                Unroutable(
+                    f"unroutable raw message: no queue bound for {exchange}/{routing_key}",
+                    exchange=exchange,
+                    routing_key=routing_key,
+                ),
+            )
         return fut
 
     def _dead_letter(self, body: bytes, headers: dict[str, Any], queue: str) -> None:
@@ -256,8 +318,9 @@ class MemoryBus(Bus):
         return True
 
     # ------------------------------------------------------------------ consume
-    def subscribe(self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None,
-                  dedup: bool = True) -> Subscription:
+    def subscribe(
+        self, queue: QueueDef | str, handler: Handler, *, prefetch: int | None = None, dedup: bool = True
+    ) -> Subscription:
         if not self._started:
             self.start()
         qdef = resolve_queue(queue)

@@ -13,6 +13,7 @@
 * Market messages are not mandatory: a return would ship every body back for a route
   nobody consumes; they are dropped and counted while the broker is away.
 """
+
 from __future__ import annotations
 
 import threading
@@ -98,32 +99,57 @@ class RabbitPublisher(RabbitConnection):
         self._restart_connection()
 
     # ================================================================ publishing (any thread)
-    def publish(self, msg: m.Message, routing_key: str | None = None, *,
-                headers: dict[str, Any] | None = None, reply_to: str | None = None,
-                correlation_id: str | None = None) -> Future | None:
+    def publish(
+        self,
+        msg: m.Message,
+        routing_key: str | None = None,
+        *,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Future | None:
         route = route_for(type(msg))
         msg.stamp("published")
         body = m.encode(msg)
         rk = routing_key or routing_key_for(msg)
         if route.delivery is DeliveryClass.MARKET:
-            props = pika.BasicProperties(content_type=m.CONTENT_TYPE, delivery_mode=1, message_id=msg.id,
-                                         type=msg.type_name, headers=headers)
+            props = pika.BasicProperties(
+                content_type=m.CONTENT_TYPE, delivery_mode=1, message_id=msg.id, type=msg.type_name, headers=headers
+            )
             self._publish_market(route.exchange, rk, body, props)
             return None
-        props = pika.BasicProperties(content_type=m.CONTENT_TYPE, delivery_mode=2, message_id=msg.id,
-                                     type=msg.type_name, headers=headers, reply_to=reply_to,
-                                     correlation_id=correlation_id)
+        props = pika.BasicProperties(
+            content_type=m.CONTENT_TYPE,
+            delivery_mode=2,
+            message_id=msg.id,
+            type=msg.type_name,
+            headers=headers,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+        )
         return self._publish_state(_Pending(route.exchange, rk, body, props, Future()))
 
-    def publish_raw(self, exchange: str, routing_key: str, body: bytes, *, persistent: bool = True,
-                    headers: dict[str, Any] | None = None, reply_to: str | None = None,
-                    correlation_id: str | None = None) -> Future:
+    def publish_raw(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        persistent: bool = True,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> Future:
         """Publish bytes with confirms. Mandatory unless on the default exchange (rpc
         replies: a caller that gave up has no queue any more, and that is fine)."""
         mandatory = exchange != ""
-        props = pika.BasicProperties(delivery_mode=2 if persistent else 1, headers=headers, reply_to=reply_to,
-                                     correlation_id=correlation_id,
-                                     message_id=f"raw.{m.new_id()}" if mandatory else None)
+        props = pika.BasicProperties(
+            delivery_mode=2 if persistent else 1,
+            headers=headers,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            message_id=f"raw.{m.new_id()}" if mandatory else None,
+        )
         return self._publish_state(_Pending(exchange, routing_key, body, props, Future(), mandatory=mandatory))
 
     def _publish_market(self, exchange: str, rk: str, body: bytes, props: pika.BasicProperties) -> None:
@@ -200,10 +226,16 @@ class RabbitPublisher(RabbitConnection):
                     if reason is None:
                         ok.append(p)
                     else:
-                        self._publish_failed(p.future, Unroutable(
-                            f"unroutable {p.props.type or 'message'} {p.props.message_id}: no queue bound for "
-                            f"{p.exchange}/{p.routing_key} ({reason})",
-                            exchange=p.exchange, routing_key=p.routing_key, message_id=p.props.message_id))
+                        self._publish_failed(
+                            p.future,
+                            Unroutable(
+                                f"unroutable {p.props.type or 'message'} {p.props.message_id}: no queue bound for "
+                                f"{p.exchange}/{p.routing_key} ({reason})",
+                                exchange=p.exchange,
+                                routing_key=p.routing_key,
+                                message_id=p.props.message_id,
+                            ),
+                        )
                 done = ok
             self._count("confirmed", len(done))
             for p in done:
@@ -213,10 +245,16 @@ class RabbitPublisher(RabbitConnection):
             for p in done:
                 if p.props.message_id:
                     self._returned.pop(p.props.message_id, None)
-                self._publish_failed(p.future, PublishNacked(
-                    f"broker nacked {p.props.type or 'message'} {p.props.message_id} to {p.exchange}/{p.routing_key} "
-                    f"(e.g. a full reject-publish queue)",
-                    exchange=p.exchange, routing_key=p.routing_key, message_id=p.props.message_id))
+                self._publish_failed(
+                    p.future,
+                    PublishNacked(
+                        f"broker nacked {p.props.type or 'message'} {p.props.message_id} to {p.exchange}/{p.routing_key} "
+                        f"(e.g. a full reject-publish queue)",
+                        exchange=p.exchange,
+                        routing_key=p.routing_key,
+                        message_id=p.props.message_id,
+                    ),
+                )
 
     def _on_return(self, ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         if props.message_id:
@@ -245,8 +283,11 @@ class RabbitPublisher(RabbitConnection):
             self._unconfirmed.clear()
         for p in left:
             if not p.future.done():
-                p.future.set_exception(PublishTimeout(
-                    f"bus closed before the broker confirmed {p.props.message_id} to {p.exchange}/{p.routing_key}"))
+                p.future.set_exception(
+                    PublishTimeout(
+                        f"bus closed before the broker confirmed {p.props.message_id} to {p.exchange}/{p.routing_key}"
+                    )
+                )
         return len(left)
 
     def _dead_letter(self, body: bytes, headers: dict[str, Any], queue: str) -> None:
@@ -259,8 +300,9 @@ class RabbitPublisher(RabbitConnection):
 
     def _reply(self, reply: m.Message, delivery: Any) -> None:
         assert delivery.reply_to
-        self.publish_raw("", delivery.reply_to, m.encode(reply), persistent=False,
-                         correlation_id=delivery.correlation_id)
+        self.publish_raw(
+            "", delivery.reply_to, m.encode(reply), persistent=False, correlation_id=delivery.correlation_id
+        )
 
 
 def routing_key_for(msg: m.Message) -> str:

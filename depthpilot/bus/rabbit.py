@@ -1,6 +1,7 @@
 """RabbitMQ bus on pika: :class:`RabbitBus` = connection (``connection.py``) + publishing
 (``publisher.py``) + consuming and rpc (``consumer.py``). See ``base.py`` for the semantics
 shared with the in-memory bus and each module's docstring for its design."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,10 @@ class RabbitBus(RabbitConsumer):
         conn.ioloop.call_later(min(1.0, max(0.05, self.stall_after / 4)), lambda: self._watchdog(conn))
 
     def health_problems(self) -> list[str]:
-        problems = [f"consumer on {q} stalled at its prefetch limit ({self.stall_after:g}s without an ack)"
-                    for q in self.stalled_consumers()]
+        problems = [
+            f"consumer on {q} stalled at its prefetch limit ({self.stall_after:g}s without an ack)"
+            for q in self.stalled_consumers()
+        ]
         if self._thread is not None and not self._closing:
             if self._fatal is not None:
                 problems.append(f"bus stopped: {self._fatal}")
@@ -63,8 +66,11 @@ class RabbitBus(RabbitConsumer):
         left = self._abandon_unconfirmed()
         if left:
             self._count("unconfirmed_at_close", left)
-            log.error("closing the bus with %d state messages the broker at %s never confirmed: they may be lost",
-                      left, redact_url(self.url))
+            log.error(
+                "closing the bus with %d state messages the broker at %s never confirmed: they may be lost",
+                left,
+                redact_url(self.url),
+            )
         return left
 
     def __exit__(self, *exc: object) -> None:

@@ -1,5 +1,6 @@
 """Shared, session-scoped inputs of the backtest tests: the bundled model and the two
 developer-visible Binance L2 recordings rebuilt once (missing data: skip, or FAIL under CI=true)."""
+
 from __future__ import annotations
 
 import pytest

@@ -2,6 +2,7 @@
 features -> predictor -> trader on paper, over a bus URL) and through the backtest, with one
 configuration. Used by ``tests/backtest/test_parity.py`` (RabbitMQ) and ``bench/backtest.py``
 (the in-memory bus)."""
+
 from __future__ import annotations
 
 import gzip
@@ -18,16 +19,24 @@ SPOT = "binance-spot-btcusdt-2024-08-08-l2diff"
 # one configuration for both paths: the "direction" strategy (trades often enough for a short
 # slice), 50 ms paper latency, the default taker fee, instrument rules given explicitly
 ENV = {
-    "COLLECTOR_SOURCE": "replay", "PIPELINE_CLOCK": "replay", "REPLAY_LOOP": "false",
+    "COLLECTOR_SOURCE": "replay",
+    "PIPELINE_CLOCK": "replay",
+    "REPLAY_LOOP": "false",
     "SNAPSHOT_RATE_HZ": "1000",  # no snapshot throttle: every rebuilt book goes out, as in a backtest
-    "DEPTHPILOT_EXCHANGES": "binance", "DEPTHPILOT_SYMBOLS": "BTCUSDT", "TRADER_EXCHANGE": "binance",
-    "TRADER_AUTOSTART": "BTCUSDT", "DEPTHPILOT_MODE": "paper",
-    "TRADER_ENTRY_THRESHOLD": "0.45", "TRADER_CONFIRM_K": "1", "TRADER_EXIT_ON_NEUTRAL": "true",
-    "TRADER_PAPER_LATENCY_MS": "50", "TRADER_PAPER_TICK": "0.01", "TRADER_PAPER_LOT": "0.00001",
+    "DEPTHPILOT_EXCHANGES": "binance",
+    "DEPTHPILOT_SYMBOLS": "BTCUSDT",
+    "TRADER_EXCHANGE": "binance",
+    "TRADER_AUTOSTART": "BTCUSDT",
+    "DEPTHPILOT_MODE": "paper",
+    "TRADER_ENTRY_THRESHOLD": "0.45",
+    "TRADER_CONFIRM_K": "1",
+    "TRADER_EXIT_ON_NEUTRAL": "true",
+    "TRADER_PAPER_LATENCY_MS": "50",
+    "TRADER_PAPER_TICK": "0.01",
+    "TRADER_PAPER_LOT": "0.00001",
     "INPUT_MAX_AGE_S": "0",
 }
-QUEUES = ("features.book", "features.trades", "predictor.features", "trader.book", "trader.signals",
-          "trader.control")
+QUEUES = ("features.book", "features.trades", "predictor.features", "trader.book", "trader.signals", "trader.control")
 
 
 def slice_recording(src_dir: Path, seconds: float, out: Path) -> Path:
@@ -55,8 +64,9 @@ class ServicesRun:
     seconds: float = 0.0  # services started -> the trader took the last signal
 
 
-def run_services(url: str, recording: Path, speed: float, timeout_s: float = 60.0, quiet_s: float = 2.0,
-                 **env: str) -> ServicesRun:
+def run_services(
+    url: str, recording: Path, speed: float, timeout_s: float = 60.0, quiet_s: float = 2.0, **env: str
+) -> ServicesRun:
     """Replay ``recording`` through the four services on ``url`` until the trader has taken
     every book and signal (nothing held, no change for ``quiet_s``); the trader's closed trades."""
     from collector.service import CollectorService
@@ -152,6 +162,10 @@ def run_backtest(recording: Path) -> tuple[Any, Any]:
     books = load_recording(recording, depth=s.book_depth)
     pred = load_model()
     inst = paper_instrument(books.exchange, books.symbol, s.trader_paper_tick, s.trader_paper_lot)
-    cfg = RunConfig(trader=trader_config(s), fees=fees(s), latency_ns=int(s.trader_paper_latency_ms * 1e6),
-                    balance=Decimal(s.trader_paper_balance))
+    cfg = RunConfig(
+        trader=trader_config(s),
+        fees=fees(s),
+        latency_ns=int(s.trader_paper_latency_ms * 1e6),
+        balance=Decimal(s.trader_paper_balance),
+    )
     return run_signals(books, sampled_probs(pred, books), inst, cfg), books

@@ -1,4 +1,5 @@
 """The commands end to end (typer, in process) and the HTML report in headless Chromium."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,22 @@ def _evaluate_report(tmp_path_factory) -> Path:
     if "eval" not in _out:
         rec = need_data(USDM) / "derived_book_snapshot_25.csv.gz"  # a top-25 CSV export of the recording
         out = tmp_path_factory.mktemp("evaluate")
-        r = CliRunner().invoke(app, ["evaluate", "--books", str(rec), "-o", str(out), "--random-draws", "3",
-                                     "--set", "entry_threshold=0.45", "--set", "confirm_k=1"])
+        r = CliRunner().invoke(
+            app,
+            [
+                "evaluate",
+                "--books",
+                str(rec),
+                "-o",
+                str(out),
+                "--random-draws",
+                "3",
+                "--set",
+                "entry_threshold=0.45",
+                "--set",
+                "confirm_k=1",
+            ],
+        )
         assert r.exit_code == 0, r.output
         _out["eval"] = out
     return _out["eval"]
@@ -65,8 +80,14 @@ def _chromium() -> str:
 def test_html_report_renders_in_headless_chromium(tmp_path_factory, tmp_path):
     exe = _chromium()
     html = _evaluate_report(tmp_path_factory) / "report.html"
-    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    base = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     dom = subprocess.run(base + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     d = dom.stdout
@@ -74,8 +95,12 @@ def test_html_report_renders_in_headless_chromium(tmp_path_factory, tmp_path):
     assert d.count('src="data:image/png;base64,') >= 2  # equity and drawdown, embedded
     assert "net PnL after fees" in d and 'id="verdict"' in d
     png = tmp_path / "shot.png"
-    shot = subprocess.run(base + [f"--screenshot={png}", "--window-size=1200,2400", html.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    shot = subprocess.run(
+        base + [f"--screenshot={png}", "--window-size=1200,2400", html.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert shot.returncode == 0 and png.stat().st_size > 10_000, shot.stderr[-2000:]
     import matplotlib.image as mpimg
 

@@ -1,5 +1,6 @@
 """Fees and latency always cost: the same decisions with zero fees and zero latency earn
 strictly more, by exactly the fees plus the difference in execution cost."""
+
 from __future__ import annotations
 
 from decimal import Decimal as D

@@ -1,4 +1,5 @@
 """The metric formulas on hand-made trades and curves."""
+
 from __future__ import annotations
 
 from decimal import Decimal as D
@@ -18,8 +19,9 @@ S = 10**9
 
 
 def trade(pnl: str, fees: str = "0.1", t0: int = 0, t1: int = 10) -> ClosedTrade:
-    return ClosedTrade("x", "BTCUSDT", "long", D("0.01"), D(100), D(101), t0 * S, t1 * S, D(pnl) + D(fees),
-                       D(fees), D(pnl), "signal")
+    return ClosedTrade(
+        "x", "BTCUSDT", "long", D("0.01"), D(100), D(101), t0 * S, t1 * S, D(pnl) + D(fees), D(fees), D(pnl), "signal"
+    )
 
 
 def test_closed_drawdown_exact():

@@ -1,5 +1,6 @@
 """A backtest on each developer-visible Binance L2 recording writes the report, and the money in
 it is recomputed independently (exact Decimal) from the trades CSV and the raw fills."""
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,12 @@ def test_funding_is_charged_and_reported(pred, usdm_books):
 
     probs = np.full((len(usdm_books), 3), np.nan)
     probs[100] = [0.05, 0.05, 0.9]  # one long entry, held to the end
-    r = run_signals(usdm_books, SignalStream("one", ["down", "flat", "up"], probs, 10**12), inst,
-                    replace(cfg, trader=TraderConfig(confirm_k=1, exit_on_opposite=False)))
+    r = run_signals(
+        usdm_books,
+        SignalStream("one", ["down", "flat", "up"], probs, 10**12),
+        inst,
+        replace(cfg, trader=TraderConfig(confirm_k=1, exit_on_opposite=False)),
+    )
     assert r.funding_paid > 0
     m = metrics_of(r, inst, 10.0)
     assert m["net_pnl"] == m["net_pnl_before_funding"] - r.funding_paid

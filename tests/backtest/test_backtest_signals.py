@@ -1,5 +1,6 @@
 """Batched features + inference over a recording give the same probabilities as streaming one
 book at a time; baselines and forecast metrics use no future data."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_batched_equals_streaming_with_invalid_books(pred, usdm_books):
     batch = model_probs(pred, b).probs
     stream = streaming_probs(pred, b)
     assert np.array_equal(np.isnan(batch), np.isnan(stream))
-    assert np.isnan(batch[300:300 + pred.seq_len]).all() and np.isfinite(batch[300 + pred.seq_len]).all()
+    assert np.isnan(batch[300 : 300 + pred.seq_len]).all() and np.isfinite(batch[300 + pred.seq_len]).all()
     assert np.nanmax(np.abs(batch - stream)) <= 1e-5
 
 
@@ -58,8 +59,9 @@ def test_scripted_trades_survive_a_latency_longer_than_the_trade(usdm_books):
 
     books = usdm_books.slice(0, 2000)
     cfg = RunConfig(latency_ns=10**9)
-    r = run_scripted(books, [(100, 101, "long"), (500, 501, "short"), (1990, 1999, "long")], infer_instrument(books),
-                     cfg)
+    r = run_scripted(
+        books, [(100, 101, "long"), (500, 501, "short"), (1990, 1999, "long")], infer_instrument(books), cfg
+    )
     assert len(r.trades) == 2 and r.open_qty == 0  # the last one starts after the final decision row
     assert sum((t.pnl for t in r.trades), D(0)) == r.end_cash - r.start_balance
     assert all(f.ts_ns >= r.requests[f.client_order_id].ts_ns + cfg.latency_ns for f in r.fills)

@@ -5,6 +5,7 @@ prices (exact decimals), exit reasons and fees.
 
 Plus the pure event-order rules the trader follows on the replay clock (trader.replay_order).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,14 +36,18 @@ def test_backtest_and_services_make_the_same_trades(amqp_url, tmp_path: Path):
     # services go on to the end. Up to that point the trades are the same, field by field.
     closing = bt.trades[-1] if bt.trades and bt.trades[-1].exit_reason == "flatten" else None
     same = [t for t in bt.trades if t is not closing]
-    assert [_key(t) for t in sv.trades[:len(same)]] == [_key(t) for t in same]
-    later = sv.trades[len(same):]
+    assert [_key(t) for t in sv.trades[: len(same)]] == [_key(t) for t in same]
+    later = sv.trades[len(same) :]
     if closing is not None:  # the position the backtest flattened was opened the same way
         nxt = later[0] if later else None
         assert nxt is not None or sv.open_qty, "the services closed no trade and hold nothing"
         if nxt is not None:
             assert (nxt.side, nxt.qty, nxt.entry_price, nxt.entry_ts) == (
-                closing.side, closing.qty, closing.entry_price, closing.entry_ts)
+                closing.side,
+                closing.qty,
+                closing.entry_price,
+                closing.entry_ts,
+            )
     else:  # the services' further trades were opened after the backtest's last decision
         last_decision = int(books.ts[flatten_row(books, 50_000_000)])
         assert all(t.entry_ts > last_decision for t in later)
@@ -79,8 +84,16 @@ def test_timer_on_event_time_and_late_stamps_clamped_and_loops():
         o.add_book(ts, ts, 0.0)
     o.add_book(2000, "late", 0.0)  # an earlier exchange stamp: kept in order, clamped
     evs = o.add_signal(3000)
-    assert _kinds(evs) == [("book", 0), ("book", 500), ("timer", 1000), ("book", 1000), ("book", 1500),
-                           ("timer", 2100), ("book", 2100), ("book", 2100)]
+    assert _kinds(evs) == [
+        ("book", 0),
+        ("book", 500),
+        ("timer", 1000),
+        ("book", 1000),
+        ("book", 1500),
+        ("timer", 2100),
+        ("book", 2100),
+        ("book", 2100),
+    ]
     far = 2100 - 61 * 10**9
     assert _kinds(o.add_book(far, "loop", 0.0)) == [] and o.counters["loops"] == 1  # a looped replay
     assert _kinds(o.add_signal(far)) == [("book", far)]

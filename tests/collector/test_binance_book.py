@@ -1,4 +1,5 @@
 """Binance diff-depth sync (collector.exchanges.binance) on the real spot and USD-M recordings."""
+
 from __future__ import annotations
 
 import gzip
@@ -321,16 +322,26 @@ def test_other_payload_shapes():
         b'{"stream":"btcusdt@markPrice@1s","data":{"e":"markPriceUpdate","E":1,"s":"BTCUSDT","p":"1"}}'
     )
     assert kind == KIND_OTHER and sym == "BTCUSDT" and msg["e"] == "markPriceUpdate"
-    kind, _, _ = parse_stream_message(b'{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":1,"bids":[],"asks":[]}}')
+    kind, _, _ = parse_stream_message(
+        b'{"stream":"btcusdt@depth20@100ms","data":{"lastUpdateId":1,"bids":[],"asks":[]}}'
+    )
     assert kind == KIND_OTHER  # partial-depth snapshots are not diffs
-    kind, _, msg = parse_stream_message(b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","a":7,"p":"1","q":"2","m":true,"T":5}}')
+    kind, _, msg = parse_stream_message(
+        b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","a":7,"p":"1","q":"2","m":true,"T":5}}'
+    )
     assert kind == KIND_TRADE and msg.a == 7 and msg.m is True
 
 
 @pytest.mark.parametrize(
     "line",
-    [b"garbage", b"abc {}", b"1723161253937085768 {", b"1723161253937085768 [1,2]",
-     b'1723161253937085768 {"stream":"btcusdt@depth@100ms","data":{"U":"x"}}', b"12 {}"],
+    [
+        b"garbage",
+        b"abc {}",
+        b"1723161253937085768 {",
+        b"1723161253937085768 [1,2]",
+        b'1723161253937085768 {"stream":"btcusdt@depth@100ms","data":{"U":"x"}}',
+        b"12 {}",
+    ],
 )
 def test_bad_lines_raise_one_error_type(line):
     with pytest.raises(BinanceFormatError):
@@ -341,8 +352,10 @@ def test_iter_recording_reports_file_and_line(tmp_path):
     f = tmp_path / "ethusdt_20240101.gz"  # the name says ETHUSDT; the data says BTCUSDT: the data wins
     with gzip.open(f, "wb") as fh:
         fh.write(b'1723161253937085768 {"lastUpdateId":5,"bids":[],"asks":[]}\n')
-        fh.write(b'1723161253937085769 {"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,'
-                 b'"s":"BTCUSDT","U":6,"u":7,"b":[],"a":[]}}\n')
+        fh.write(
+            b'1723161253937085769 {"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,'
+            b'"s":"BTCUSDT","U":6,"u":7,"b":[],"a":[]}}\n'
+        )
         fh.write(b"not a line\n")
     it = iter_recording(f)
     first = next(it)

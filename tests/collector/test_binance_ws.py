@@ -5,6 +5,7 @@ exchange book as of its latest diff) and streams the recorded depth diffs + trad
 websocket on 127.0.0.1. The books built live must equal the books rebuilt offline by
 BinanceRecordingReplay at the same update ids, through gaps, reconnects and REST errors.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -45,9 +46,11 @@ def _reference(rel: str, market: str, n: int | None):
     BinanceRecordingReplay rebuilds offline from the same file)."""
     path = require(rel)
     if (rel, market) not in _refs:
-        _refs[rel, market] = {s.seq: (s.bids, s.asks)
-                              for s in BinanceRecordingReplay(path, market=market, depth=DEPTH, trades=False)
-                              if isinstance(s, m.BookSnapshot) and s.valid}
+        _refs[rel, market] = {
+            s.seq: (s.bids, s.asks)
+            for s in BinanceRecordingReplay(path, market=market, depth=DEPTH, trades=False)
+            if isinstance(s, m.BookSnapshot) and s.valid
+        }
     if (rel, n) not in _recs:
         _recs[rel, n] = load_recording(path, max_depth_events=n)
     return _recs[rel, n], _refs[rel, market]
@@ -62,8 +65,9 @@ def _source(srv: FakeBinance, market: str, **kw) -> BinanceDiffSource:
     return BinanceDiffSource(market, ["BTCUSDT"], depth=DEPTH, ws_url=srv.ws_url, rest_url=srv.base_url, **kw)
 
 
-async def _collect(src: BinanceDiffSource, srv: FakeBinance, timeout: float = 15.0, min_trades: int = 0,
-                   until=None) -> list:
+async def _collect(
+    src: BinanceDiffSource, srv: FakeBinance, timeout: float = 15.0, min_trades: int = 0, until=None
+) -> list:
     """Messages until the source has emitted a valid book at the last recorded update id (and
     ``min_trades`` trades: USD-M trades travel on their own connection, so they may trail),
     or until ``until(msg)`` holds."""
@@ -113,8 +117,10 @@ def test_snapshot_limit_and_stream_routing():
     assert snapshot_limit("spot", 9000) == 5000
     assert snapshot_limit("usdm", 20) == 1000 and snapshot_limit("usdm", 5000) == 1000
     (spot,) = stream_connections("spot", ["btcusdt", "ETHUSDT"])
-    assert spot.url == ("wss://stream.binance.com:9443/stream?streams="
-                        "btcusdt@depth@100ms/ethusdt@depth@100ms/btcusdt@trade/ethusdt@trade")
+    assert spot.url == (
+        "wss://stream.binance.com:9443/stream?streams="
+        "btcusdt@depth@100ms/ethusdt@depth@100ms/btcusdt@trade/ethusdt@trade"
+    )
     assert spot.carries_depth and spot.symbols == ("BTCUSDT", "ETHUSDT")
     pub, mkt = stream_connections("usdm", ["BTCUSDT"])
     assert pub.url == "wss://fstream.binance.com/public/stream?streams=btcusdt@depth@100ms" and pub.carries_depth
@@ -190,7 +196,7 @@ def test_lost_diff_is_detected_and_resynced_from_rest(rel, market):
     assert len(srv.depth_requests()) == 2, "exactly one extra REST snapshot for the gap"
     validity = [s.valid for s in snaps]
     i_bad = validity.index(False)
-    assert all(validity[:i_bad]) and all(validity[i_bad + 1:]), "one invalid book, then valid again"
+    assert all(validity[:i_bad]) and all(validity[i_bad + 1 :]), "one invalid book, then valid again"
     bad = snaps[i_bad]
     assert "resync" in bad.reason and "sequence break" in bad.reason
     assert snaps[i_bad - 1].seq < lost and snaps[i_bad + 1].seq > lost
@@ -210,22 +216,34 @@ def test_live_coinm_books_equal_offline_replay_on_a_synthesised_recording(tmp_pa
         for line in fin:
             if line.strip():
                 fout.write(coinm_line(line))
-    ref = {s.seq: (s.bids, s.asks) for s in BinanceRecordingReplay(coinm, depth=DEPTH, trades=False)
-           if isinstance(s, m.BookSnapshot) and s.valid}
+    ref = {
+        s.seq: (s.bids, s.asks)
+        for s in BinanceRecordingReplay(coinm, depth=DEPTH, trades=False)
+        if isinstance(s, m.BookSnapshot) and s.valid
+    }
     rec = load_recording(coinm, max_depth_events=N_SPOT)
 
     async def go():
         async with FakeBinance(rec, futures=True, delay_s=0.002, burst=8) as srv:
-            src = BinanceDiffSource("coinm", [COINM_SYMBOL], depth=DEPTH, ws_url=srv.ws_url, rest_url=srv.base_url,
-                                    depth_stream="depth@0ms", trade_stream="trade", backoff_initial_s=0.01,
-                                    reconnect_initial_s=0.01)
+            src = BinanceDiffSource(
+                "coinm",
+                [COINM_SYMBOL],
+                depth=DEPTH,
+                ws_url=srv.ws_url,
+                rest_url=srv.base_url,
+                depth_stream="depth@0ms",
+                trade_stream="trade",
+                backoff_initial_s=0.01,
+                reconnect_initial_s=0.01,
+            )
             return srv, src, await _collect(src, srv)
 
     srv, src, msgs = _run(go())
     snaps = _check_against_replay(msgs, ref)
     assert src.builders[COINM_SYMBOL].gaps == 0 and all(s.valid for s in snaps)
     assert {(s.exchange, s.symbol, s.size_unit, s.contract_value) for s in snaps} == {
-        ("binancecoinm", COINM_SYMBOL, "contracts", 100.0)}
+        ("binancecoinm", COINM_SYMBOL, "contracts", 100.0)
+    }
     assert [(r[0], r[1]["symbol"]) for r in srv.depth_requests()] == [("/dapi/v1/depth", COINM_SYMBOL)]
     assert [c.path for c in srv.ws_connections] == ["/stream"]  # one dstream connection: depth + trades
     trades = [x for x in msgs if isinstance(x, m.Trade)]
@@ -297,7 +315,9 @@ def test_rest_429_twice_is_retried_reported_then_syncs():
     _check_against_replay(msgs, ref)
     assert [r[2] for r in srv.depth_requests()] == ["429", "429", "200"]
     assert [(e.attempt, e.error_type, e.operation) for e in retries] == [
-        (1, "BinanceHTTPError", "depth_snapshot"), (2, "BinanceHTTPError", "depth_snapshot")]
+        (1, "BinanceHTTPError", "depth_snapshot"),
+        (2, "BinanceHTTPError", "depth_snapshot"),
+    ]
     assert "429" in retries[0].error and retries[1].sleep_s >= retries[0].sleep_s > 0
     assert src.retries == 2 and src.retries_by_error == {"HTTP 429": 2}
 
@@ -315,8 +335,15 @@ def test_rest_timeout_is_retried_and_bad_symbol_is_fatal():
                     if isinstance(msg, m.BookSnapshot) and msg.valid:
                         break
             # a symbol Binance does not know: 400 is not retried, the stream ends with one clear error
-            bad = BinanceDiffSource("spot", ["BTCUSDT"], depth=DEPTH, ws_url=srv.ws_url, rest_url=srv.base_url,
-                                    depth_stream="depth@100ms", backoff_initial_s=0.01)
+            bad = BinanceDiffSource(
+                "spot",
+                ["BTCUSDT"],
+                depth=DEPTH,
+                ws_url=srv.ws_url,
+                rest_url=srv.base_url,
+                depth_stream="depth@100ms",
+                backoff_initial_s=0.01,
+            )
             bad.rest_url = srv.base_url + "/nope"  # 404: not retryable either
             with pytest.raises(BinanceSourceError, match="refused"):
                 async with contextlib.aclosing(bad.stream()) as it:
@@ -338,8 +365,15 @@ def test_unreachable_websocket_gives_up_after_max_attempts():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        src = BinanceDiffSource("spot", ["BTCUSDT"], ws_url=f"ws://127.0.0.1:{port}", rest_url=f"http://127.0.0.1:{port}",
-                                reconnect_initial_s=0.01, reconnect_max_s=0.02, max_reconnect_attempts=3)
+        src = BinanceDiffSource(
+            "spot",
+            ["BTCUSDT"],
+            ws_url=f"ws://127.0.0.1:{port}",
+            rest_url=f"http://127.0.0.1:{port}",
+            reconnect_initial_s=0.01,
+            reconnect_max_s=0.02,
+            max_reconnect_attempts=3,
+        )
         with pytest.raises(BinanceSourceError, match="reconnect attempts failed"):
             async with contextlib.aclosing(src.stream()) as it:
                 async for _ in it:
@@ -358,9 +392,20 @@ def test_connection_is_rotated_before_the_24h_limit():
             src = _source(srv, "spot", max_connection_age_s=0.4)  # stands in for 23 h 50 min
             # until a valid book after the first rotation: the recording is finite, so a rotation
             # that happens to fall after its last diff could never resync (a real feed goes on)
-            return srv, src, await _collect(
-                src, srv, until=lambda msg: src.rotations >= 1 and isinstance(msg, m.BookSnapshot) and msg.valid
-                and src.builders["BTCUSDT"].resyncs >= 1)
+            return (
+                srv,
+                src,
+                await _collect(
+                    src,
+                    srv,
+                    until=lambda msg: (
+                        src.rotations >= 1
+                        and isinstance(msg, m.BookSnapshot)
+                        and msg.valid
+                        and src.builders["BTCUSDT"].resyncs >= 1
+                    ),
+                ),
+            )
 
     srv, src, msgs = _run(go())
     _check_against_replay(msgs, ref)
@@ -391,20 +436,35 @@ def test_collector_service_live_binance_publishes_and_stores(uid, exchange, rel,
 
     rec, ref = _reference(rel, market, 800)
     # the recordings' channels (the source's defaults are depth@100ms / aggTrade on USD-M)
-    channels = {"BINANCE_DEPTH_STREAM": "depth@100ms" if market == "spot" else "depth@0ms",
-                "BINANCE_TRADE_STREAM": "trade", "COLLECTOR_RECONNECT_INITIAL_S": "0.01"}
+    channels = {
+        "BINANCE_DEPTH_STREAM": "depth@100ms" if market == "spot" else "depth@0ms",
+        "BINANCE_TRADE_STREAM": "trade",
+        "COLLECTOR_RECONNECT_INITIAL_S": "0.01",
+    }
     MemoryBroker.reset(uid)
     url = f"memory://{uid}"
     prefix = "BINANCE_" if market == "spot" else "BINANCE_USDM_"
     with FakeBinanceThread(FakeBinance(rec, futures=market == "usdm", close_after=400)) as srv:
-        settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="live", DEPTHPILOT_EXCHANGES=exchange,
-                                 DEPTHPILOT_SYMBOLS="BTCUSDT", SNAPSHOT_RATE_HZ="1000", SNAPSHOT_STORE_INTERVAL_S="0.05",
-                                 BOOK_DEPTH=str(DEPTH), **channels, **{prefix + "WS_URL": srv.ws_url,
-                                                                       prefix + "REST_URL": srv.base_url})
+        settings = load_settings(
+            AMQP_URL=url,
+            COLLECTOR_SOURCE="live",
+            DEPTHPILOT_EXCHANGES=exchange,
+            DEPTHPILOT_SYMBOLS="BTCUSDT",
+            SNAPSHOT_RATE_HZ="1000",
+            SNAPSHOT_STORE_INTERVAL_S="0.05",
+            BOOK_DEPTH=str(DEPTH),
+            **channels,
+            **{prefix + "WS_URL": srv.ws_url, prefix + "REST_URL": srv.base_url},
+        )
         store = Store.connect(f"mongomock://{uid}", f"c_{uid}", snapshot_ttl_s=None)
         watcher = connect_bus(url, "watch").start()
-        books = QueueDef(f"t.bws.books.{uid}", MARKET_EXCHANGE, (f"book.{exchange}.BTCUSDT", f"trade.{exchange}.BTCUSDT"),
-                         DeliveryClass.MARKET, max_length=1_000_000)
+        books = QueueDef(
+            f"t.bws.books.{uid}",
+            MARKET_EXCHANGE,
+            (f"book.{exchange}.BTCUSDT", f"trade.{exchange}.BTCUSDT"),
+            DeliveryClass.MARKET,
+            max_length=1_000_000,
+        )
         risk = QueueDef(f"t.bws.risk.{uid}", STATE_EXCHANGE, ("risk.#",), DeliveryClass.STATE, delivery_limit=5)
         got: list = []
         events: list = []

@@ -1,4 +1,5 @@
 """BitMEX orderBookL2 (id-keyed) builder on the real cryptofeed clip."""
+
 from __future__ import annotations
 
 from collector.exchanges.bitmex import BitmexBookBuilder
@@ -28,6 +29,7 @@ def test_update_of_unknown_id_is_a_gap():
     b = BitmexBookBuilder("XBTUSD")
     for m in msgs:
         b.process(m)
-    r = b.process({"table": "orderBookL2", "action": "update",
-                   "data": [{"symbol": "XBTUSD", "id": 1, "side": "Buy", "size": 5}]})
+    r = b.process(
+        {"table": "orderBookL2", "action": "update", "data": [{"symbol": "XBTUSD", "id": 1, "side": "Buy", "size": 5}]}
+    )
     assert r is ApplyResult.GAP and b.needs_resync and not b.valid

@@ -6,6 +6,7 @@ duplicate and absent prices inside one batch, a side emptied and refilled, snaps
 replacement, sizes <= 0). The real-recording checks (bookTicker equality) live in
 test_binance_book.py.
 """
+
 from __future__ import annotations
 
 import random

@@ -1,4 +1,5 @@
 """Bybit v5 orderbook builder on the official ob500 archive sample (+ the v2 2021 clip)."""
+
 from __future__ import annotations
 
 import copy
@@ -108,6 +109,10 @@ def test_v2_inverse_clip_rebuilds():
     assert b.stats.snapshots == 1 and b.stats.deltas == 506 and b.stats.gaps == 0 and b.stats.crossed == 0
     assert len(b.book.bids) == 25 and len(b.book.asks) == 25
     assert b.book.best_bid()[0] == 60622.5 and b.book.best_ask()[0] == 60623.0  # per PROVENANCE.md
-    bad = {"topic": "orderBookL2_25.BTCUSD", "type": "delta", "cross_seq": b.book.seq + 1,
-           "data": {"delete": [{"id": 1, "side": "Buy", "symbol": "BTCUSD"}], "update": [], "insert": []}}
+    bad = {
+        "topic": "orderBookL2_25.BTCUSD",
+        "type": "delta",
+        "cross_seq": b.book.seq + 1,
+        "data": {"delete": [{"id": 1, "side": "Buy", "symbol": "BTCUSD"}], "update": [], "insert": []},
+    }
     assert b.process(bad) is ApplyResult.GAP and b.needs_resync

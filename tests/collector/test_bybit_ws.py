@@ -1,6 +1,7 @@
 """pybit's real WebSocket client against a local fake Bybit server replaying the recorded
 ob500 payloads; pybit's raw callback feeds OUR builder (not pybit's internal book), and
 publicTrade messages become Trades."""
+
 from __future__ import annotations
 
 import threading
@@ -45,8 +46,13 @@ def _run(msgs, skip_u=None, expect_final_u=None, wait_s=20.0):
             done.set()
 
     with FakeBybitWS(msgs, skip_u=skip_u) as srv:
-        stream = BybitBookStream("XRPUSDT", depth=50, endpoint=srv.url, on_update=on_update,
-                                 ws_kwargs={"retries": 3, "restart_on_error": False})
+        stream = BybitBookStream(
+            "XRPUSDT",
+            depth=50,
+            endpoint=srv.url,
+            on_update=on_update,
+            ws_kwargs={"retries": 3, "restart_on_error": False},
+        )
         stream.start()
         try:
             assert done.wait(wait_s), f"book never reached u={last_u}: {dict(stream.results)}"
@@ -138,8 +144,14 @@ def test_pybit_stream_delivers_trades_next_to_the_book():
             book_done.set()
 
     with FakeBybitWS(books, trades=trades_v5) as srv:
-        stream = BybitBookStream("XRPUSDT", depth=50, endpoint=srv.url, on_update=on_update, on_trade=on_trade,
-                                 ws_kwargs={"retries": 3, "restart_on_error": False})
+        stream = BybitBookStream(
+            "XRPUSDT",
+            depth=50,
+            endpoint=srv.url,
+            on_update=on_update,
+            on_trade=on_trade,
+            ws_kwargs={"retries": 3, "restart_on_error": False},
+        )
         stream.start()
         try:
             assert done.wait(20) and book_done.wait(20), f"trades {len(got)}/{n_expected}, {dict(stream.results)}"
@@ -150,6 +162,7 @@ def test_pybit_stream_delivers_trades_next_to_the_book():
     assert stream.trades == n_expected and stream.bad_trade_messages == 0
     expected = [t for m in trades_v5 for t in parse_public_trades(m, ts_recv=0)]
     assert [(t.trade_id, t.price, t.size, t.side, t.ts_exchange) for t in got] == [
-        (t.trade_id, t.price, t.size, t.side, t.ts_exchange) for t in expected]
+        (t.trade_id, t.price, t.size, t.side, t.ts_exchange) for t in expected
+    ]
     assert all(t.ts_recv > t.ts_exchange for t in got)
     assert stream.results == {"snapshot": 1, "applied": 49}  # the book is unaffected by the trade topic

@@ -7,6 +7,7 @@ exchangeInfo is small hand-written protocol scaffolding (fakes/binance_exchange_
 Trades are the recording's real ``@trade`` events served as Binance ``/api/v3/aggTrades``
 (ccxt's binance ``fetch_trades`` endpoint for spot), aggregated like Binance does.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,12 +47,21 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _server(**kw) -> FakeExchangeHTTP:
-    return FakeExchangeHTTP({INFO: fixture_json("binance_exchange_info.json"), DEPTH: binance_rest_depth_snapshot()}, **kw)
+    return FakeExchangeHTTP(
+        {INFO: fixture_json("binance_exchange_info.json"), DEPTH: binance_rest_depth_snapshot()}, **kw
+    )
 
 
 def _source(srv: FakeExchangeHTTP, events: list | None = None, **kw) -> CcxtBookSource:
-    opts = dict(depth=25, mode="rest", api_base_url=srv.base_url, backoff_initial_s=0.05,
-                backoff_max_s=0.4, config={"timeout": 300}, on_retry=None if events is None else events.append)
+    opts = dict(
+        depth=25,
+        mode="rest",
+        api_base_url=srv.base_url,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.4,
+        config={"timeout": 300},
+        on_retry=None if events is None else events.append,
+    )
     opts.update(kw)
     return CcxtBookSource("binance", "BTC/USDT", **opts)
 
@@ -96,11 +106,18 @@ def test_rebase_api_urls_keeps_paths():
 
 
 def test_normalise_sorts_cuts_and_flags_crossed():
-    ob = {"bids": [[10.0, 1.0], [11.0, 2.0], [9.0, 3.0]], "asks": [[12.0, 1.0], [13.0, 1.0]], "timestamp": 5, "nonce": 7}
+    ob = {
+        "bids": [[10.0, 1.0], [11.0, 2.0], [9.0, 3.0]],
+        "asks": [[12.0, 1.0], [13.0, 1.0]],
+        "timestamp": 5,
+        "nonce": 7,
+    }
     s = normalise_order_book(ob, exchange="x", symbol="Y", depth=2, ts_recv=1)
     np.testing.assert_array_equal(s.bids, [[11.0, 2.0], [10.0, 1.0]])
     assert s.valid and s.seq == 7 and s.ts_exchange == 5_000_000
-    crossed = normalise_order_book({"bids": [[12.5, 1.0]], "asks": [[12.0, 1.0]]}, exchange="x", symbol="Y", depth=5, ts_recv=1)
+    crossed = normalise_order_book(
+        {"bids": [[12.5, 1.0]], "asks": [[12.0, 1.0]]}, exchange="x", symbol="Y", depth=5, ts_recv=1
+    )
     assert not crossed.valid and crossed.reason.startswith("crossed")
 
 
@@ -187,8 +204,14 @@ def test_load_markets_is_retried_too_and_bad_symbol_is_not():
             src = _source(srv, events)
             try:
                 await src.load_markets()
-                bad = CcxtBookSource("binance", "NOPE/USDT", mode="rest", api_base_url=srv.base_url,
-                                     config={"timeout": 300}, on_retry=events.append)
+                bad = CcxtBookSource(
+                    "binance",
+                    "NOPE/USDT",
+                    mode="rest",
+                    api_base_url=srv.base_url,
+                    config={"timeout": 300},
+                    on_retry=events.append,
+                )
                 try:
                     with pytest.raises(ccxt.BadSymbol):
                         await bad.fetch_once()
@@ -230,20 +253,39 @@ def _trade_server(agg, *, start=200, per_request=40, **kw) -> tuple[FakeExchange
 
 
 def _trade_source(srv: FakeExchangeHTTP, events: list | None = None, **kw) -> CcxtTradeSource:
-    opts = dict(mode="rest", api_base_url=srv.base_url, backoff_initial_s=0.05, backoff_max_s=0.4,
-                config={"timeout": 300}, poll_interval_s=0.0, on_retry=None if events is None else events.append)
+    opts = dict(
+        mode="rest",
+        api_base_url=srv.base_url,
+        backoff_initial_s=0.05,
+        backoff_max_s=0.4,
+        config={"timeout": 300},
+        poll_interval_s=0.0,
+        on_retry=None if events is None else events.append,
+    )
     opts.update(kw)
     return CcxtTradeSource("binance", "BTCUSDT", **opts)
 
 
 def test_normalise_trade_taker_side_ns_and_bad_input():
-    t = normalise_trade({"id": "7", "timestamp": 1723161255342, "price": 61837.63, "amount": 0.02, "side": "sell"},
-                        exchange="x", symbol="Y", ts_recv=5)
+    t = normalise_trade(
+        {"id": "7", "timestamp": 1723161255342, "price": 61837.63, "amount": 0.02, "side": "sell"},
+        exchange="x",
+        symbol="Y",
+        ts_recv=5,
+    )
     assert (t.side, t.ts_exchange, t.ts_recv, t.price, t.size, t.trade_id) == (
-        Side.SELL, 1723161255342_000_000, 5, 61837.63, 0.02, "7")
-    for bad in ({"id": "1", "timestamp": 1, "price": 1.0, "amount": 1.0, "side": None},
-                {"id": "1", "timestamp": None, "price": 1.0, "amount": 1.0, "side": "buy"},
-                {"id": "1", "timestamp": 1, "price": 0.0, "amount": 1.0, "side": "buy"}):
+        Side.SELL,
+        1723161255342_000_000,
+        5,
+        61837.63,
+        0.02,
+        "7",
+    )
+    for bad in (
+        {"id": "1", "timestamp": 1, "price": 1.0, "amount": 1.0, "side": None},
+        {"id": "1", "timestamp": None, "price": 1.0, "amount": 1.0, "side": "buy"},
+        {"id": "1", "timestamp": 1, "price": 0.0, "amount": 1.0, "side": "buy"},
+    ):
         with pytest.raises(CcxtDataError):
             normalise_trade(bad, exchange="x", symbol="Y", ts_recv=1)
 
@@ -275,11 +317,12 @@ def test_rest_trades_normalised_from_real_recording():
     srv, feed = asyncio.run(go())
     hits = srv.hits(AGG)
     assert hits[0].query == {"symbol": "BTCUSDT", "limit": "1000"}  # seed: most recent, no since
-    assert all("startTime" in h.query and int(h.query["endTime"]) - int(h.query["startTime"]) == 3_600_000
-               for h in hits[1:])
+    assert all(
+        "startTime" in h.query and int(h.query["endTime"]) - int(h.query["startTime"]) == 3_600_000 for h in hits[1:]
+    )
     # the seed page (what the exchange had played before the start) is not published; the rest is, in order
     first = max(feed.pages[0]) + 1
-    assert first == 160 and [t.trade_id for t in got] == [str(a["a"]) for a in agg[first:first + 300]]
+    assert first == 160 and [t.trade_id for t in got] == [str(a["a"]) for a in agg[first : first + 300]]
     for t in got:
         a = by_id[t.trade_id]
         assert t.exchange == "binance" and t.symbol == "BTCUSDT"
@@ -336,8 +379,10 @@ def test_rest_trades_429_and_500_retried_with_backoff():
 
     srv, src = asyncio.run(go())
     assert [h.answered for h in srv.hits(AGG)][:3] == ["429", "500", "200"]
-    assert [(e.operation, e.error_type) for e in events] == [("fetch_trades", "DDoSProtection"),
-                                                              ("fetch_trades", "ExchangeNotAvailable")]
+    assert [(e.operation, e.error_type) for e in events] == [
+        ("fetch_trades", "DDoSProtection"),
+        ("fetch_trades", "ExchangeNotAvailable"),
+    ]
     assert src.retries == 2 and len(got) == 20 and len({t.trade_id for t in got}) == 20
 
 

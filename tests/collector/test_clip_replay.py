@@ -1,5 +1,6 @@
 """Replay of raw websocket captures (cryptofeed clips, Bybit v5 archive) through the same
 book builders as live feeds, and through the collector service."""
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,11 @@ def test_clip_replays_to_valid_uncrossed_books(clip, data_dir):
 
 def test_okx_checksum_failure_in_replay_marks_the_book_invalid(data_dir):
     msgs = [(c.ts_recv_ns, c.msg) for c in iter_clip(data_dir / CLIPS_DATASET / "raw" / CLIPS[0])]
-    book_idx = [i for i, (_, msg) in enumerate(msgs)
-                if msg.get("action") == "update" and msg["arg"]["instId"] == "BTC-USDT" and msg["data"][0]["bids"]]
+    book_idx = [
+        i
+        for i, (_, msg) in enumerate(msgs)
+        if msg.get("action") == "update" and msg["arg"]["instId"] == "BTC-USDT" and msg["data"][0]["bids"]
+    ]
     i = book_idx[5]
     bad = copy.deepcopy(msgs[i][1])
     price, size, *rest = bad["data"][0]["bids"][0]
@@ -65,12 +69,20 @@ def test_service_replays_clips_and_archive(uid, data_dir):
     MemoryBroker.reset(uid)
     url = f"memory://{uid}"
     paths = f"{data_dir / CLIPS_DATASET / 'raw' / CLIPS[0]},{data_dir / OB500}"
-    settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=paths, REPLAY_SPEED="0",
-                             SNAPSHOT_RATE_HZ="1000", BOOK_DEPTH="25")
+    settings = load_settings(
+        AMQP_URL=url,
+        COLLECTOR_SOURCE="replay",
+        REPLAY_PATHS=paths,
+        REPLAY_SPEED="0",
+        SNAPSHOT_RATE_HZ="1000",
+        BOOK_DEPTH="25",
+    )
     watcher = connect_bus(url, "watch").start()
     got: list[m.BookSnapshot] = []
-    watcher.subscribe(QueueDef(f"t.clips.{uid}", MARKET_EXCHANGE, ("book.#",), DeliveryClass.MARKET,
-                               max_length=100_000), lambda msg, d: got.append(msg))
+    watcher.subscribe(
+        QueueDef(f"t.clips.{uid}", MARKET_EXCHANGE, ("book.#",), DeliveryClass.MARKET, max_length=100_000),
+        lambda msg, d: got.append(msg),
+    )
     bus = connect_bus(url, "collector").start()
     svc = CollectorService(settings, bus, None).start()
     try:

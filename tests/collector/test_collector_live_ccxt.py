@@ -2,6 +2,7 @@
 local fake Binance REST server (``CCXT_API_BASE_URL``), on the in-memory bus and a mongomock
 store. The depth payload is the recording's REST snapshot, the trades its real ``@trade``
 events served as ``/api/v3/aggTrades``. ``binance_ccxt`` is Binance spot through ccxt."""
+
 from __future__ import annotations
 
 import threading
@@ -47,13 +48,23 @@ def _wait(cond, timeout_s: float) -> bool:
 def test_live_ccxt_feed_publishes_books_and_trades_and_stores_trades(uid, trades_on):
     agg = aggregate_trades(binance_spot_trades(3000))
     feed = BinanceAggTrades(agg, start=100, per_request=40)
-    srv = FakeExchangeHTTP({"/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"),
-                            "/api/v3/depth": binance_rest_depth_snapshot(), AGG: feed})
+    srv = FakeExchangeHTTP(
+        {
+            "/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"),
+            "/api/v3/depth": binance_rest_depth_snapshot(),
+            AGG: feed,
+        }
+    )
     MemoryBroker.reset(uid)
     bus_url = f"memory://{uid}"
     store = Store.connect(f"mongomock://{uid}", f"c_{uid}", snapshot_ttl_s=None)
-    market = QueueDef(f"t.live.market.{uid}", MARKET_EXCHANGE, (f"book.{EX}.BTCUSDT", f"trade.{EX}.BTCUSDT"),
-                      DeliveryClass.MARKET, max_length=100_000)
+    market = QueueDef(
+        f"t.live.market.{uid}",
+        MARKET_EXCHANGE,
+        (f"book.{EX}.BTCUSDT", f"trade.{EX}.BTCUSDT"),
+        DeliveryClass.MARKET,
+        max_length=100_000,
+    )
     risk = QueueDef(f"t.live.risk.{uid}", STATE_EXCHANGE, ("risk.#",), DeliveryClass.STATE, delivery_limit=5)
     kinds: Counter[str] = Counter()
     trades: list[m.Trade] = []
@@ -73,10 +84,18 @@ def test_live_ccxt_feed_publishes_books_and_trades_and_stores_trades(uid, trades
 
     with FakeBinanceThread(srv) as fake:  # runs the aiohttp fake on its own loop / thread
         fake.fail(AGG, "429")  # the first trades request is rate limited: retried, reported
-        settings = load_settings(AMQP_URL=bus_url, COLLECTOR_SOURCE="live", DEPTHPILOT_EXCHANGES=EX,
-                                 DEPTHPILOT_SYMBOLS="BTCUSDT", COLLECTOR_CCXT_MODE="rest",
-                                 CCXT_API_BASE_URL=fake.base_url, COLLECTOR_TRADES=str(trades_on).lower(),
-                                 BOOK_DEPTH="20", SNAPSHOT_RATE_HZ="10", SNAPSHOT_STORE_INTERVAL_S="0.5")
+        settings = load_settings(
+            AMQP_URL=bus_url,
+            COLLECTOR_SOURCE="live",
+            DEPTHPILOT_EXCHANGES=EX,
+            DEPTHPILOT_SYMBOLS="BTCUSDT",
+            COLLECTOR_CCXT_MODE="rest",
+            CCXT_API_BASE_URL=fake.base_url,
+            COLLECTOR_TRADES=str(trades_on).lower(),
+            BOOK_DEPTH="20",
+            SNAPSHOT_RATE_HZ="10",
+            SNAPSHOT_STORE_INTERVAL_S="0.5",
+        )
         bus = connect_bus(bus_url, "collector").start()
         svc = CollectorService(settings, bus, store).start()
         try:

@@ -1,5 +1,6 @@
 """The collector service publishes replayed snapshots through the real RabbitMQ, samples them
 into the store, and a restart continues without duplicates (issue: collector, must show 6)."""
+
 from __future__ import annotations
 
 import threading
@@ -15,8 +16,6 @@ from depthpilot.store import Store
 from depthpilot.topology import MARKET_EXCHANGE, STATE_EXCHANGE, DeliveryClass, QueueDef
 
 SPOT_FILE = "binance-spot-btcusdt-2024-08-08-l2diff/raw/btcusdt_20240808.gz"  # the file with the REST snapshot line
-
-
 
 
 def _run(bus_url, settings, store, stop_after_s=None):
@@ -37,11 +36,23 @@ def _run(bus_url, settings, store, stop_after_s=None):
 
 def test_replay_publish_store_and_restart_without_duplicates(bus_url, uid, data_dir):
     path = data_dir / SPOT_FILE
-    settings = load_settings(AMQP_URL=bus_url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(path), REPLAY_SPEED="60",
-                             SNAPSHOT_RATE_HZ="5", SNAPSHOT_STORE_INTERVAL_S="1", BOOK_DEPTH="50")
+    settings = load_settings(
+        AMQP_URL=bus_url,
+        COLLECTOR_SOURCE="replay",
+        REPLAY_PATHS=str(path),
+        REPLAY_SPEED="60",
+        SNAPSHOT_RATE_HZ="5",
+        SNAPSHOT_STORE_INTERVAL_S="1",
+        BOOK_DEPTH="50",
+    )
     store = Store.connect(f"mongomock://{uid}", f"c_{uid}", snapshot_ttl_s=None)
-    books = QueueDef(f"t.coll.books.{uid}", MARKET_EXCHANGE, ("book.binance.BTCUSDT", "trade.binance.BTCUSDT"),
-                     DeliveryClass.MARKET, max_length=1_000_000)
+    books = QueueDef(
+        f"t.coll.books.{uid}",
+        MARKET_EXCHANGE,
+        ("book.binance.BTCUSDT", "trade.binance.BTCUSDT"),
+        DeliveryClass.MARKET,
+        max_length=1_000_000,
+    )
     risk = QueueDef(f"t.coll.risk.{uid}", STATE_EXCHANGE, ("risk.*.book_*",), DeliveryClass.STATE, delivery_limit=5)
     watcher = connect_bus(bus_url, "watch").start()
     seen: Counter[str] = Counter()
@@ -97,7 +108,8 @@ def test_feed_processor_flags_invalid_books_and_staleness():
     bids = np.array([[100.0, 1.0]])
     asks = np.array([[101.0, 1.0]])
     mk = lambda ts, valid=True, reason="", b=bids: m.BookSnapshot(  # noqa: E731
-        exchange="x", symbol="Y", ts_exchange=ts, ts_recv=ts, seq=ts, bids=b, asks=asks, valid=valid, reason=reason)
+        exchange="x", symbol="Y", ts_exchange=ts, ts_recv=ts, seq=ts, bids=b, asks=asks, valid=valid, reason=reason
+    )
     out = fp.on_snapshot(mk(1_000_000_000))
     assert len(out.publish) == 1 and len(out.store_snapshots) == 1 and not out.events
     assert fp.on_snapshot(mk(1_100_000_000)).publish == []  # throttled, kept pending

@@ -1,6 +1,7 @@
 """Collector service health: looped replays keep every trade, a feed that cannot connect is
 retried and past the limit makes the service unhealthy, bad recordings fail start-up or mark
 the service unhealthy with one line, and an unknown exchange fails start-up."""
+
 from __future__ import annotations
 
 import gzip
@@ -53,8 +54,14 @@ def test_looped_replay_gives_each_loop_its_own_ids_and_keeps_every_trade(tmp_pat
     clip = _clip(tmp_path)
     per_loop = sum(isinstance(x, m.Trade) for x in BinanceRecordingReplay(clip))
     assert per_loop > 50
-    svc, bus, url = _service(uid, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(clip), REPLAY_SPEED="0",
-                             REPLAY_LOOP="true", SNAPSHOT_RATE_HZ="1000")
+    svc, bus, url = _service(
+        uid,
+        COLLECTOR_SOURCE="replay",
+        REPLAY_PATHS=str(clip),
+        REPLAY_SPEED="0",
+        REPLAY_LOOP="true",
+        SNAPSHOT_RATE_HZ="1000",
+    )
     watcher = connect_bus(url, "watch").start()
     trades: list[m.Trade] = []
     books: list[m.BookSnapshot] = []
@@ -99,9 +106,15 @@ def _closed_port() -> int:
 
 def test_a_feed_whose_connect_fails_is_retried_and_past_the_limit_the_service_is_unhealthy(uid):
     port = _closed_port()
-    svc, bus, _ = _service(uid, COLLECTOR_SOURCE="live", DEPTHPILOT_EXCHANGES="bybit", DEPTHPILOT_SYMBOLS="BTCUSDT",
-                           BYBIT_WS_URL=f"ws://127.0.0.1:{port}/v5/public/linear", COLLECTOR_RECONNECT_INITIAL_S="0.05",
-                           COLLECTOR_FEED_DOWN_LIMIT_S="1.5")
+    svc, bus, _ = _service(
+        uid,
+        COLLECTOR_SOURCE="live",
+        DEPTHPILOT_EXCHANGES="bybit",
+        DEPTHPILOT_SYMBOLS="BTCUSDT",
+        BYBIT_WS_URL=f"ws://127.0.0.1:{port}/v5/public/linear",
+        COLLECTOR_RECONNECT_INITIAL_S="0.05",
+        COLLECTOR_FEED_DOWN_LIMIT_S="1.5",
+    )
     try:
         svc.start()
         assert svc.status == "ok" and svc.problems() == []  # within the limit: retrying is not yet a problem

@@ -1,4 +1,5 @@
 """Per-feed health counters (collector.health)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Candle history (collector.history, `depthpilot history klines`) through the REAL ccxt client
 against a local fake Binance klines endpoint serving real 1-minute candles."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -27,8 +28,9 @@ def test_pure_rows_gaps_and_resume_point():
     with pytest.raises(ValueError, match="--interval: not a timeframe"):
         timeframe_ms("1x")
     rows = kline_rows([[1733007600000, 96466.11, 96495.52, 96440.0, 96440.0, 6.6158]], 60_000)
-    assert rows == [("1733007600000", "96466.11", "96495.52", "96440", "96440", "6.6158", "1733007659999",
-                     "", "", "", "", "")]
+    assert rows == [
+        ("1733007600000", "96466.11", "96495.52", "96440", "96440", "6.6158", "1733007659999", "", "", "", "", "")
+    ]
     gaps = find_gaps([0, 60_000, 240_000, 300_000], 60_000, prev=-60_000)
     assert [(g.after_ms, g.before_ms, g.missing) for g in gaps] == [(60_000, 240_000, 2)]
     assert "2 candle(s) missing" in str(gaps[0])
@@ -36,9 +38,24 @@ def test_pure_rows_gaps_and_resume_point():
 
 
 def _run(base_url: str, out, *args: str):
-    return CliRunner().invoke(app, ["history", "klines", "--exchange", "binance", "--symbol", "BTCUSDT",
-                                    "--out", str(out), "--limit", "300", "--quiet", *args],
-                              env={"CCXT_API_BASE_URL": base_url, "AMQP_URL": "memory://", "MONGO_URL": "mongomock://"})
+    return CliRunner().invoke(
+        app,
+        [
+            "history",
+            "klines",
+            "--exchange",
+            "binance",
+            "--symbol",
+            "BTCUSDT",
+            "--out",
+            str(out),
+            "--limit",
+            "300",
+            "--quiet",
+            *args,
+        ],
+        env={"CCXT_API_BASE_URL": base_url, "AMQP_URL": "memory://", "MONGO_URL": "mongomock://"},
+    )
 
 
 def test_paged_download_with_a_429_resumes_and_equals_the_served_candles(tmp_path):
@@ -64,8 +81,20 @@ def test_paged_download_with_a_429_resumes_and_equals_the_served_candles(tmp_pat
     assert int(hits[-1].query["startTime"]) > t0 + 899 * 60_000  # resumed, did not start over
     assert "1 gaps" in r1.output and "2 candle(s) missing" in r1.output and "0 gaps" in r2.output
     df = pd.read_csv(out)
-    assert list(df.columns) == ["open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-                                "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+    assert list(df.columns) == [
+        "open_time",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "close_time",
+        "quote_volume",
+        "count",
+        "taker_buy_volume",
+        "taker_buy_quote_volume",
+        "ignore",
+    ]
     assert df["open_time"].tolist() == [r[0] for r in served_rows]  # every served candle once, in order
     for col, i in (("open", 1), ("high", 2), ("low", 3), ("close", 4), ("volume", 5)):
         assert df[col].tolist() == [float(r[i]) for r in served_rows], col
@@ -77,9 +106,35 @@ def test_paged_download_with_a_429_resumes_and_equals_the_served_candles(tmp_pat
 def test_history_errors_are_one_line(tmp_path):
     bad = tmp_path / "x.csv"
     bad.write_text("not,a,kline\n")
-    r = CliRunner().invoke(app, ["history", "klines", "--exchange", "binance", "--symbol", "BTCUSDT", "--since",
-                                 "2024-12-01", "--out", str(bad)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "history",
+            "klines",
+            "--exchange",
+            "binance",
+            "--symbol",
+            "BTCUSDT",
+            "--since",
+            "2024-12-01",
+            "--out",
+            str(bad),
+        ],
+    )
     assert r.exit_code == 2 and "holds no kline line to resume from" in r.output
-    r = CliRunner().invoke(app, ["history", "klines", "--exchange", "nosuch", "--symbol", "X", "--since",
-                                 "2024-12-01", "--out", str(tmp_path / "y.csv")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "history",
+            "klines",
+            "--exchange",
+            "nosuch",
+            "--symbol",
+            "X",
+            "--since",
+            "2024-12-01",
+            "--out",
+            str(tmp_path / "y.csv"),
+        ],
+    )
     assert r.exit_code == 2 and "unknown exchange" in r.output

@@ -1,4 +1,5 @@
 """Kraken Futures book builder on the real cryptofeed clip: consecutive seq, no crossed book."""
+
 from __future__ import annotations
 
 import copy
@@ -116,7 +117,7 @@ def test_clip_reader_rejects_garbage(tmp_path):
     from collector.exchanges.cryptofeed_clips import ClipFormatError
 
     p = tmp_path / "X.ws.1.0"
-    p.write_text("wss://x <-> 1.0\n1.5: {\"a\": 1}\nnot a line\n")
+    p.write_text('wss://x <-> 1.0\n1.5: {"a": 1}\nnot a line\n')
     it = iter_clip(p)
     assert next(it).msg == {"a": 1}
     with pytest.raises(ClipFormatError):

@@ -1,6 +1,7 @@
 """Offline (``depthpilot features build``) and live (collector + features services over the
 real RabbitMQ) give identical books and feature rows for the same recording: one replay
 reader, one builder, one sync rule, one feature engine."""
+
 from __future__ import annotations
 
 import gzip
@@ -38,17 +39,39 @@ def test_offline_features_build_equals_live_services_over_rabbitmq(amqp_url, uid
 
     # ---- offline: the CLI
     out = tmp_path / "features.parquet"
-    r = CliRunner().invoke(app, ["features", "build", "--books", str(clip), "--kind", "snapshot", "--depth",
-                                 str(DEPTH), "--spec", str(spec_file), "-o", str(out)])
+    r = CliRunner().invoke(
+        app,
+        [
+            "features",
+            "build",
+            "--books",
+            str(clip),
+            "--kind",
+            "snapshot",
+            "--depth",
+            str(DEPTH),
+            "--spec",
+            str(spec_file),
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     offline = pd.read_parquet(out)
     off_books = {s.seq: s for s in binance_book_messages(clip, DEPTH) if s.valid}
     assert len(off_books) > 500, len(off_books)
 
     # ---- live: collector (replay) -> RabbitMQ -> features service
-    settings = load_settings(AMQP_URL=amqp_url, COLLECTOR_SOURCE="replay", REPLAY_PATHS=str(clip),
-                             REPLAY_SPEED="20", SNAPSHOT_RATE_HZ="1000", BOOK_DEPTH=str(DEPTH),
-                             FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot")
+    settings = load_settings(
+        AMQP_URL=amqp_url,
+        COLLECTOR_SOURCE="replay",
+        REPLAY_PATHS=str(clip),
+        REPLAY_SPEED="20",
+        SNAPSHOT_RATE_HZ="1000",
+        BOOK_DEPTH=str(DEPTH),
+        FEATURES_SPEC_FILE=str(spec_file),
+        FEATURES_EMIT="snapshot",
+    )
     fbus = connect_bus(amqp_url, "features").start()
     for q in ("features.book", "features.trades"):
         fbus.purge(q)  # nothing another run left behind
@@ -64,8 +87,13 @@ def test_offline_features_build_equals_live_services_over_rabbitmq(amqp_url, uid
             elif isinstance(msg, m.FeatureVector) and msg.interval == "":
                 vectors.append(msg)
 
-    q = QueueDef(f"t.offline_live.{uid}", MARKET_EXCHANGE, ("book.binance.BTCUSDT", "features.binance.BTCUSDT"),
-                 DeliveryClass.MARKET, max_length=1_000_000)
+    q = QueueDef(
+        f"t.offline_live.{uid}",
+        MARKET_EXCHANGE,
+        ("book.binance.BTCUSDT", "features.binance.BTCUSDT"),
+        DeliveryClass.MARKET,
+        max_length=1_000_000,
+    )
     cbus = connect_bus(amqp_url, "collector").start()
     feats = FeaturesService(settings, fbus, None)
     coll = CollectorService(settings, cbus, None)

@@ -1,4 +1,5 @@
 """OKX v5 books builder: CRC32 checksum verified on every book message of the real clip."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,9 @@ def _msgs() -> list[dict]:
 
 
 def _book_msgs(msgs: list[dict], inst: str) -> list[dict]:
-    return [m for m in msgs if m.get("arg", {}).get("channel") == "books"
-            and m["arg"]["instId"] == inst and "data" in m]
+    return [
+        m for m in msgs if m.get("arg", {}).get("channel") == "books" and m["arg"]["instId"] == inst and "data" in m
+    ]
 
 
 def test_checksum_matches_documented_examples():
@@ -120,6 +122,8 @@ def test_other_messages_ignored_and_garbage_raises():
     b = OkxBookBuilder("BTC-USDT")
     assert b.process({"event": "subscribe", "arg": {"channel": "books", "instId": "BTC-USDT"}}) is ApplyResult.IGNORED
     with pytest.raises(BookMessageError):
-        b.process({"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": "snapshot", "data": [{"bids": [["x"]]}]})
+        b.process(
+            {"arg": {"channel": "books", "instId": "BTC-USDT"}, "action": "snapshot", "data": [{"bids": [["x"]]}]}
+        )
     with pytest.raises(BookMessageError):
         b.process(["not", "a", "dict"])  # type: ignore[arg-type]

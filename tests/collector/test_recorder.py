@@ -1,5 +1,6 @@
 """Recording live feeds (collector.recorder, `depthpilot record`): the files replay to the very
 books the live feed built, rotate and close cleanly, and survive a kill -9."""
+
 from __future__ import annotations
 
 import asyncio
@@ -56,14 +57,20 @@ def test_day_files_rotate_at_utc_midnight_and_by_size_and_never_append(tmp_path)
             r.write("BTCUSDT", b'{"abcdef":%d}' % i, t0 + i)
     assert r.stats.as_dict() == {"messages": 3, "bytes": 36, "files": 3, "gaps": 0}
     assert sorted(p.name for p in (tmp_path / "binance").iterdir() if p.name.startswith("btcusdt_20240808")) == [
-        "btcusdt_20240808.gz", "btcusdt_20240808_2.gz", "btcusdt_20240808_3.gz", "btcusdt_20240808_4.gz"]
+        "btcusdt_20240808.gz",
+        "btcusdt_20240808_2.gz",
+        "btcusdt_20240808_3.gz",
+        "btcusdt_20240808_4.gz",
+    ]
 
 
 def test_a_crashed_file_is_read_up_to_its_last_flush_with_a_warning(tmp_path, caplog):
     rng = np.random.default_rng(7)
-    lines = [b'%d {"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":%d,"p":"1.0","q":"2.0",'
-             b'"T":1,"m":true,"x":"%s"}}' % (1_700_000_000_000_000_000 + i, i, rng.bytes(100).hex().encode())
-             for i in range(2000)]
+    lines = [
+        b'%d {"stream":"btcusdt@trade","data":{"e":"trade","E":1,"s":"BTCUSDT","t":%d,"p":"1.0","q":"2.0",'
+        b'"T":1,"m":true,"x":"%s"}}' % (1_700_000_000_000_000_000 + i, i, rng.bytes(100).hex().encode())
+        for i in range(2000)
+    ]
     r = Recorder(tmp_path, "binance", flush_interval_s=0.0)  # flush after every line ...
     for i, ln in enumerate(lines):
         if i == 1000:
@@ -104,9 +111,17 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     async def main() -> list:
         async with FakeBinance(rec, drop_u={lost}, delay_s=0.002, burst=8) as srv:
             recorder = Recorder(tmp_path, "binance", rotate_bytes=400_000)
-            src = BinanceDiffSource("spot", ["BTCUSDT"], depth=20, ws_url=srv.ws_url, rest_url=srv.base_url,
-                                    depth_stream="depth@100ms", trade_stream="trade", backoff_initial_s=0.01,
-                                    raw_sink=recorder.write)
+            src = BinanceDiffSource(
+                "spot",
+                ["BTCUSDT"],
+                depth=20,
+                ws_url=srv.ws_url,
+                rest_url=srv.base_url,
+                depth_stream="depth@100ms",
+                trade_stream="trade",
+                backoff_initial_s=0.01,
+                raw_sink=recorder.write,
+            )
             out: list = []
             async with contextlib.aclosing(src.stream()) as it:
                 async for x in it:
@@ -125,7 +140,8 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     # not-yet-synced book at its very start; the live source stays silent until it is synced)
     assert _books(replayed) == _books(live) and len(_books(live)) > 600
     assert [t.trade_id for t in replayed if isinstance(t, m.Trade)] == [
-        t.trade_id for t in live if isinstance(t, m.Trade)]
+        t.trade_id for t in live if isinstance(t, m.Trade)
+    ]
     assert sum(not s.valid for s in live if isinstance(s, m.BookSnapshot)) >= 1  # the gap is in both
 
 
@@ -136,12 +152,37 @@ def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readabl
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "BINANCE_WS_URL": srv.ws_url,
-               "BINANCE_REST_URL": srv.base_url, "BINANCE_DEPTH_STREAM": "depth@100ms", "AMQP_URL": "memory://",
-               "MONGO_URL": "mongomock://"}
-        p = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "record", "--exchange", "binance",
-                              "--symbols", "BTCUSDT", "--out", str(out), "--rotate-mb", "0.15", "--flush-s", "0.1"],
-                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "BINANCE_WS_URL": srv.ws_url,
+            "BINANCE_REST_URL": srv.base_url,
+            "BINANCE_DEPTH_STREAM": "depth@100ms",
+            "AMQP_URL": "memory://",
+            "MONGO_URL": "mongomock://",
+        }
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "depthpilot_cli",
+                "record",
+                "--exchange",
+                "binance",
+                "--symbols",
+                "BTCUSDT",
+                "--out",
+                str(out),
+                "--rotate-mb",
+                "0.15",
+                "--flush-s",
+                "0.1",
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:
@@ -171,8 +212,11 @@ def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readabl
     seqs = np.array([s.seq for s in replayed])
     assert (np.diff(seqs) > 0).all()
     # every recorded book is the book the exchange's own recording gives at that update id
-    ref = {s.seq: s for s in BinanceRecordingReplay(require(SPOT), depth=20, trades=False)
-           if isinstance(s, m.BookSnapshot) and s.valid}
+    ref = {
+        s.seq: s
+        for s in BinanceRecordingReplay(require(SPOT), depth=20, trades=False)
+        if isinstance(s, m.BookSnapshot) and s.valid
+    }
     for s in replayed[1:]:
         np.testing.assert_array_equal(s.bids, ref[s.seq].bids)
         np.testing.assert_array_equal(s.asks, ref[s.seq].asks)
@@ -197,10 +241,18 @@ def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on
     MemoryBroker.reset(uid)
     url = f"memory://{uid}"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.005, burst=4)) as srv:
-        settings = load_settings(AMQP_URL=url, COLLECTOR_SOURCE="live", DEPTHPILOT_EXCHANGES="binance",
-                                 DEPTHPILOT_SYMBOLS="BTCUSDT", BINANCE_WS_URL=srv.ws_url, BINANCE_REST_URL=srv.base_url,
-                                 BINANCE_DEPTH_STREAM="depth@100ms", BINANCE_TRADE_STREAM="trade",
-                                 COLLECTOR_RECORD_DIR=str(tmp_path), COLLECTOR_RECORD_FLUSH_S="0.1")
+        settings = load_settings(
+            AMQP_URL=url,
+            COLLECTOR_SOURCE="live",
+            DEPTHPILOT_EXCHANGES="binance",
+            DEPTHPILOT_SYMBOLS="BTCUSDT",
+            BINANCE_WS_URL=srv.ws_url,
+            BINANCE_REST_URL=srv.base_url,
+            BINANCE_DEPTH_STREAM="depth@100ms",
+            BINANCE_TRADE_STREAM="trade",
+            COLLECTOR_RECORD_DIR=str(tmp_path),
+            COLLECTOR_RECORD_FLUSH_S="0.1",
+        )
         bus = connect_bus(url, "collector").start()
         svc = CollectorService(settings, bus, None)
         svc.start()
@@ -225,12 +277,33 @@ def test_depthpilot_record_stopped_with_sigterm_closes_every_file(tmp_path):
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "BINANCE_WS_URL": srv.ws_url,
-               "BINANCE_REST_URL": srv.base_url, "BINANCE_DEPTH_STREAM": "depth@100ms", "AMQP_URL": "memory://",
-               "MONGO_URL": "mongomock://"}
-        p = subprocess.Popen([sys.executable, "-m", "depthpilot_cli", "record", "--exchange", "binance",
-                              "--symbols", "BTCUSDT", "--out", str(out)],
-                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "BINANCE_WS_URL": srv.ws_url,
+            "BINANCE_REST_URL": srv.base_url,
+            "BINANCE_DEPTH_STREAM": "depth@100ms",
+            "AMQP_URL": "memory://",
+            "MONGO_URL": "mongomock://",
+        }
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "depthpilot_cli",
+                "record",
+                "--exchange",
+                "binance",
+                "--symbols",
+                "BTCUSDT",
+                "--out",
+                str(out),
+            ],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:

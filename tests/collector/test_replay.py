@@ -1,4 +1,5 @@
 """Replay sources, pacing and throttling (collector.replay)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -157,7 +158,12 @@ def test_binance_replay_matches_independently_derived_files(name):
     assert len(trades) == len(ref_trades)
     for ours, ref in zip(trades, ref_trades):
         assert (ours.trade_id, ours.price, ours.size, ours.side, ours.ts_exchange) == (
-            ref.trade_id, ref.price, ref.size, ref.side, ref.ts_exchange)
+            ref.trade_id,
+            ref.price,
+            ref.size,
+            ref.side,
+            ref.ts_exchange,
+        )
         assert ours.ts_recv // 1000 == ref.ts_recv // 1000
     b = src.builders["BTCUSDT"]
     assert b.gaps == 0 and b.crossed == 0

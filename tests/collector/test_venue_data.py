@@ -2,6 +2,7 @@
 data (random file names, reversed order, a continuation file without its own snapshot), a
 COIN-M recording (SYNTHESISED from the real USD-M one: see venue_data.py), old snapshots,
 and one-line errors for bad files."""
+
 from __future__ import annotations
 
 import gzip
@@ -35,7 +36,7 @@ def _tickers(files: list[Path]) -> dict[int, tuple[float, float, float, float]]:
         with gzip.open(f, "rb") as fh:
             for line in fh:
                 if b"@bookTicker" in line:
-                    t = orjson.loads(line[line.index(b" ") + 1:])["data"]
+                    t = orjson.loads(line[line.index(b" ") + 1 :])["data"]
                     out[int(t["u"])] = (float(t["b"]), float(t["B"]), float(t["a"]), float(t["A"]))
     return out
 
@@ -224,8 +225,9 @@ def test_features_build_answers_bad_files_with_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and "Traceback" not in r.output, (kind, r.output)
     r = runner.invoke(app, ["train", "--source", "books", "--path", str(files["garbage"]), "-o", str(tmp_path / "m")])
     assert r.exit_code == 2 and "train: " in r.output and "garbage.gz:101" in r.output
-    r = runner.invoke(app, ["features", "build", "--books", str(files["empty"]), "-o", str(tmp_path / "o.parquet"),
-                            "--debug"])
+    r = runner.invoke(
+        app, ["features", "build", "--books", str(files["empty"]), "-o", str(tmp_path / "o.parquet"), "--debug"]
+    )
     assert r.exit_code != 0 and isinstance(r.exception, ValueError)  # --debug: the exception itself
 
 
@@ -246,13 +248,39 @@ def test_kline_dump_layout_loads_with_or_without_header_in_ms_or_us(tmp_path):
     from features.io import load_klines
 
     rows = [
-        [1733011200000, "96466.11", "96495.52", "96440.00", "96440.00", "6.6158", 1733011259999, "638250.29", 3577,
-         "3.1", "299000.1", 0],
-        [1733011260000, "96440.01", "96454.62", "96422.00", "96454.62", "7.0222", 1733011319999, "677202.97", 2318,
-         "3.5", "337000.2", 0],
+        [
+            1733011200000,
+            "96466.11",
+            "96495.52",
+            "96440.00",
+            "96440.00",
+            "6.6158",
+            1733011259999,
+            "638250.29",
+            3577,
+            "3.1",
+            "299000.1",
+            0,
+        ],
+        [
+            1733011260000,
+            "96440.01",
+            "96454.62",
+            "96422.00",
+            "96454.62",
+            "7.0222",
+            1733011319999,
+            "677202.97",
+            2318,
+            "3.5",
+            "337000.2",
+            0,
+        ],
     ]
-    header = "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume," \
-             "taker_buy_quote_volume,ignore\n"
+    header = (
+        "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+        "taker_buy_quote_volume,ignore\n"
+    )
     for us in (False, True):
         for with_header in (False, True):
             lines = []
@@ -276,9 +304,17 @@ def test_kline_dump_layout_loads_with_or_without_header_in_ms_or_us(tmp_path):
 
 
 def test_book_snapshot_size_unit_is_additive_and_old_messages_still_decode():
-    s = m.BookSnapshot(exchange="binancecoinm", symbol=COINM_SYMBOL, ts_exchange=1, ts_recv=2, seq=3,
-                       bids=np.array([[100.0, 5.0]]), asks=np.array([[101.0, 7.0]]), size_unit="contracts",
-                       contract_value=100.0)
+    s = m.BookSnapshot(
+        exchange="binancecoinm",
+        symbol=COINM_SYMBOL,
+        ts_exchange=1,
+        ts_recv=2,
+        seq=3,
+        bids=np.array([[100.0, 5.0]]),
+        asks=np.array([[101.0, 7.0]]),
+        size_unit="contracts",
+        contract_value=100.0,
+    )
     back = m.decode(m.encode(s))
     assert (back.size_unit, back.contract_value) == ("contracts", 100.0)
     assert m.from_json(m.to_json(s)).size_unit == "contracts"
@@ -309,7 +345,9 @@ def test_feed_supervision_problems_are_one_line_each():
     assert s.problems(5 * 10**9) == []
     s.ok("a", 8 * 10**9)
     s.failed("b", "connect: OSError: refused")
-    assert s.problems(15 * 10**9) == ["feed b down: no usable data for 15s (1 failures; last: connect: OSError: refused)"]
+    assert s.problems(15 * 10**9) == [
+        "feed b down: no usable data for 15s (1 failures; last: connect: OSError: refused)"
+    ]
     s.ok("b", 15 * 10**9)
     s.died("a", "RuntimeError: boom")
     s.fail("replay failed: x.gz:3: bad line")

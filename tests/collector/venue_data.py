@@ -1,5 +1,6 @@
 """Helpers for the venue/data-path tests: real recordings copied under random names, and a
 COIN-M recording SYNTHESISED from the real USD-M one (no COIN-M recording exists here)."""
+
 from __future__ import annotations
 
 import gzip
@@ -59,10 +60,17 @@ def _levels(levels: list) -> list:
 
 def coinm_line(line: bytes) -> bytes:
     sp = line.index(b" ")
-    obj = orjson.loads(line[sp + 1:])
+    obj = orjson.loads(line[sp + 1 :])
     if "lastUpdateId" in obj:
-        obj = {"lastUpdateId": obj["lastUpdateId"], "E": obj.get("E", 0), "T": obj.get("T", 0),
-               "symbol": COINM_SYMBOL, "pair": "BTCUSD", "bids": _levels(obj["bids"]), "asks": _levels(obj["asks"])}
+        obj = {
+            "lastUpdateId": obj["lastUpdateId"],
+            "E": obj.get("E", 0),
+            "T": obj.get("T", 0),
+            "symbol": COINM_SYMBOL,
+            "pair": "BTCUSD",
+            "bids": _levels(obj["bids"]),
+            "asks": _levels(obj["asks"]),
+        }
     else:
         _, _, channel = obj["stream"].partition("@")
         data = dict(obj["data"])
@@ -75,7 +83,7 @@ def coinm_line(line: bytes) -> bytes:
         elif data.get("e") in ("trade", "aggTrade"):
             data["q"] = _contracts(data["q"])
         obj = {"stream": f"{COINM_SYMBOL.lower()}@{channel}", "data": data}
-    return line[:sp + 1] + orjson.dumps(obj) + b"\n"
+    return line[: sp + 1] + orjson.dumps(obj) + b"\n"
 
 
 def synth_coinm(dest: Path) -> list[Path]:

@@ -1,4 +1,5 @@
 """Real recordings for the feature-engine tests (skipped with a reason when absent)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -50,4 +51,3 @@ def spot_trades(data_dir):
     from features.io import load_trades_csv
 
     return load_trades_csv(_need(data_dir / SPOT / "derived_trades.csv.gz"))
-

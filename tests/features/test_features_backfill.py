@@ -1,6 +1,7 @@
 """Start-up candle back-fill: the seam between REST history and live candles (pure), and the
 features service seeded through the REAL ccxt client from a local fake Binance klines
 endpoint serving real 1-minute candles (re-timed to end just before the live trades)."""
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,33 @@ def test_seam_counts_duplicates_and_reports_missing_intervals():
 
 
 def _trade(ts: int, price: float, i: int) -> m.Trade:
-    return m.Trade(exchange="binance", symbol="BTCUSDT", ts_exchange=ts, ts_recv=ts, price=price, size=0.1,
-                   side="buy", trade_id=str(i))
+    return m.Trade(
+        exchange="binance",
+        symbol="BTCUSDT",
+        ts_exchange=ts,
+        ts_recv=ts,
+        price=price,
+        size=0.1,
+        side="buy",
+        trade_id=str(i),
+    )
 
 
 def _hist(n: int, end_b: int) -> list[dict]:
     rng = np.random.default_rng(0)
     px = 100 + np.cumsum(rng.normal(0, 0.1, n))
-    return [{"ts": (end_b - n + 1 + i) * MIN + MIN - 1, "open": p, "high": p + 0.1, "low": p - 0.1, "close": p,
-             "volume": 1.0 + i % 7, "n": 0.0} for i, p in enumerate(px)]
+    return [
+        {
+            "ts": (end_b - n + 1 + i) * MIN + MIN - 1,
+            "open": p,
+            "high": p + 0.1,
+            "low": p - 0.1,
+            "close": p,
+            "volume": 1.0 + i % 7,
+            "n": 0.0,
+        }
+        for i, p in enumerate(px)
+    ]
 
 
 @pytest.mark.parametrize("first_live_b, dup, missing", [(100, 0, 0), (102, 0, 2)])
@@ -94,10 +113,18 @@ def test_service_backfill_gives_a_candle_vector_within_seconds_and_a_clean_seam(
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(FeatureSpec().to_dict()))  # 60 s candles
     with ServerThread(srv) as th:
-        settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="candle", FEATURES_BACKFILL="rest",
-                                 FEATURES_BACKFILL_CANDLES="150", CCXT_API_BASE_URL=th.base_url,
-                                 DEPTHPILOT_EXCHANGES="binance", DEPTHPILOT_SYMBOLS="BTCUSDT",
-                                 INPUT_MAX_AGE_S="3600", FEATURES_STORE="false")
+        settings = load_settings(
+            AMQP_URL=bus_url,
+            FEATURES_SPEC_FILE=str(spec_file),
+            FEATURES_EMIT="candle",
+            FEATURES_BACKFILL="rest",
+            FEATURES_BACKFILL_CANDLES="150",
+            CCXT_API_BASE_URL=th.base_url,
+            DEPTHPILOT_EXCHANGES="binance",
+            DEPTHPILOT_SYMBOLS="BTCUSDT",
+            INPUT_MAX_AGE_S="3600",
+            FEATURES_STORE="false",
+        )
         svc_bus = connect_bus(bus_url, "features").start()
         svc_bus.purge("features.trades")
         test_bus = connect_bus(bus_url, "test").start()
@@ -108,8 +135,12 @@ def test_service_backfill_gives_a_candle_vector_within_seconds_and_a_clean_seam(
             with lock:
                 got.append(msg)
 
-        test_bus.subscribe(QueueDef(f"t.bf.{uid}", MARKET_EXCHANGE, ("features.binance.BTCUSDT",),
-                                    DeliveryClass.MARKET, max_length=100_000), collect)
+        test_bus.subscribe(
+            QueueDef(
+                f"t.bf.{uid}", MARKET_EXCHANGE, ("features.binance.BTCUSDT",), DeliveryClass.MARKET, max_length=100_000
+            ),
+            collect,
+        )
         svc = FeaturesService(settings, svc_bus, None)
         t0 = time.monotonic()
         svc.start()
@@ -168,13 +199,24 @@ def test_service_backfill_from_the_stored_trades(uid, tmp_path):
     url = f"memory://{uid}"
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(FeatureSpec().to_dict()))
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="candle",
-                             FEATURES_BACKFILL="store", FEATURES_BACKFILL_CANDLES="20", DEPTHPILOT_EXCHANGES="binance",
-                             DEPTHPILOT_SYMBOLS="BTCUSDT", FEATURES_STORE="false")
+    settings = load_settings(
+        AMQP_URL=url,
+        FEATURES_SPEC_FILE=str(spec_file),
+        FEATURES_EMIT="candle",
+        FEATURES_BACKFILL="store",
+        FEATURES_BACKFILL_CANDLES="20",
+        DEPTHPILOT_EXCHANGES="binance",
+        DEPTHPILOT_SYMBOLS="BTCUSDT",
+        FEATURES_STORE="false",
+    )
     test_bus = connect_bus(url, "test").start()
     got: list = []
-    test_bus.subscribe(QueueDef(f"t.bfs.{uid}", MARKET_EXCHANGE, ("features.binance.BTCUSDT",), DeliveryClass.MARKET,
-                                max_length=10_000), lambda msg, d: got.append(msg))
+    test_bus.subscribe(
+        QueueDef(
+            f"t.bfs.{uid}", MARKET_EXCHANGE, ("features.binance.BTCUSDT",), DeliveryClass.MARKET, max_length=10_000
+        ),
+        lambda msg, d: got.append(msg),
+    )
     svc_bus = connect_bus(url, "features").start()
     svc = FeaturesService(settings, svc_bus, store)
     t0 = time.monotonic()
@@ -209,13 +251,21 @@ def test_a_failed_backfill_is_reported_and_the_service_goes_on(uid, tmp_path):
     MemoryBroker.reset(uid)
     url = f"memory://{uid}"
     with ServerThread(FakeExchangeHTTP({INFO: fixture_json("binance_exchange_info.json")})) as th:
-        settings = load_settings(AMQP_URL=url, FEATURES_EMIT="candle", FEATURES_BACKFILL="rest",
-                                 CCXT_API_BASE_URL=th.base_url, DEPTHPILOT_EXCHANGES="binance",
-                                 DEPTHPILOT_SYMBOLS="NOPEUSDT", FEATURES_STORE="false")
+        settings = load_settings(
+            AMQP_URL=url,
+            FEATURES_EMIT="candle",
+            FEATURES_BACKFILL="rest",
+            CCXT_API_BASE_URL=th.base_url,
+            DEPTHPILOT_EXCHANGES="binance",
+            DEPTHPILOT_SYMBOLS="NOPEUSDT",
+            FEATURES_STORE="false",
+        )
         test_bus = connect_bus(url, "test").start()
         events: list = []
-        test_bus.subscribe(QueueDef(f"t.bff.{uid}", STATE_EXCHANGE, ("risk.#",), DeliveryClass.STATE, delivery_limit=5),
-                           lambda msg, d: events.append(msg))
+        test_bus.subscribe(
+            QueueDef(f"t.bff.{uid}", STATE_EXCHANGE, ("risk.#",), DeliveryClass.STATE, delivery_limit=5),
+            lambda msg, d: events.append(msg),
+        )
         svc_bus = connect_bus(url, "features").start()
         svc = FeaturesService(settings, svc_bus, None)
         svc.start()

@@ -7,6 +7,7 @@ columns and %b, 1e-8 on CCI, which are differences of nearly equal numbers); NaN
 The robust z-score reference (rolling apply of a median) is checked on the first 6,000 bars to
 keep the test fast.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,15 @@ def _reference(k: dict, spec: FeatureSpec, zn: int) -> dict[str, pd.Series]:
     # the reference uses an exact two-pass std per window instead
     sd = c.rolling(w).apply(lambda x: np.std(x), raw=True)
     up, lo = mid + spec.bb_k * sd, mid - spec.bb_k * sd
-    ref.update({f"bb_mid_{w}": mid, f"bb_upper_{w}": up, f"bb_lower_{w}": lo,
-                f"bb_width_{w}": (up - lo) / mid, f"bb_pctb_{w}": (c - lo) / (up - lo)})
+    ref.update(
+        {
+            f"bb_mid_{w}": mid,
+            f"bb_upper_{w}": up,
+            f"bb_lower_{w}": lo,
+            f"bb_width_{w}": (up - lo) / mid,
+            f"bb_pctb_{w}": (c - lo) / (up - lo),
+        }
+    )
     ref[f"force_{spec.force_span}"] = (c.diff() * v).ewm(span=spec.force_span, adjust=False).mean()
     ref[f"roc_{spec.roc_window}"] = c.pct_change(spec.roc_window, fill_method=None) * 100
     bench = v.shift(1).rolling(spec.vol_bench_window, min_periods=spec.vol_bench_min_periods).mean()

@@ -1,6 +1,7 @@
 """State across gaps and the sampled clock, on real books: a closed block is never re-opened,
 OFI and the block change baseline restart across a gap / an invalid book (stream == batch),
 and the sampled clock gives the same rows streaming and offline, with no lookahead."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,17 @@ SPEC = FeatureSpec(depths=(5, 10, 25), interval_s=1.0, max_gap_s=2.0)
 
 
 def _snap(ts, b, a, valid=True, reason=""):
-    return m.BookSnapshot(exchange="binance", symbol="X", ts_exchange=int(ts), ts_recv=int(ts), seq=0,
-                          bids=b, asks=a, valid=valid, reason=reason)
+    return m.BookSnapshot(
+        exchange="binance",
+        symbol="X",
+        ts_exchange=int(ts),
+        ts_recv=int(ts),
+        seq=0,
+        bids=b,
+        asks=a,
+        valid=valid,
+        reason=reason,
+    )
 
 
 def _same_blocks(got, want):
@@ -206,8 +216,11 @@ def test_sampled_book_after_its_tick_was_decided_is_late(spot25):
     pl = SymbolPipeline(spec, "binance", "X", emit=("snapshot",))
     t0 = (int(ts[0]) // S) * S
     pl.on_snapshot(_snap(t0 + 10_000_000, bids[0], asks[0]))
-    assert [v.ts for v in pl.advance(t0 + 350_000_000).vectors] == [t0 + 100_000_000, t0 + 200_000_000,
-                                                                     t0 + 300_000_000]
+    assert [v.ts for v in pl.advance(t0 + 350_000_000).vectors] == [
+        t0 + 100_000_000,
+        t0 + 200_000_000,
+        t0 + 300_000_000,
+    ]
     out = pl.on_snapshot(_snap(t0 + 250_000_000, bids[1], asks[1]))  # lagging book: tick 300 ms went out
     assert out.vectors == [] and pl.sampler.late == 1 and pl.late == 1
     out = pl.on_snapshot(_snap(t0 + 420_000_000, bids[2], asks[2]))

@@ -1,5 +1,6 @@
 """Hand-checked feature values on real books: expected numbers come from explicit Python loops
 over the real levels (no call into the code under test for the expectation)."""
+
 from __future__ import annotations
 
 import math
@@ -167,9 +168,19 @@ def test_candles_from_real_trades_match_loops(spot_trades):
 def test_candle_indicators_match_loops_at_one_bar(klines):
     from features.candles import candle_features
 
-    spec = FeatureSpec(sma_windows=(5,), ewma_spans=(12,), cci_window=20, evm_window=14, bb_window=20,
-                       roc_window=10, force_span=13, vol_bench_window=60, vol_bench_min_periods=60,
-                       anomaly_window=60, anomaly_min_periods=60)
+    spec = FeatureSpec(
+        sma_windows=(5,),
+        ewma_spans=(12,),
+        cci_window=20,
+        evm_window=14,
+        bb_window=20,
+        roc_window=10,
+        force_span=13,
+        vol_bench_window=60,
+        vol_bench_min_periods=60,
+        anomaly_window=60,
+        anomaly_min_periods=60,
+    )
     n = 400
     k = {f: klines[f][:n] for f in ("open", "high", "low", "close", "volume")}
     X, names = candle_features(spec, k)

@@ -1,5 +1,6 @@
 """The features service turns replayed real snapshots into feature vectors over the real
 RabbitMQ (and the in-memory bus), equal to the offline batch engine on the same books."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,6 @@ from features.spec import FeatureSpec, aggregate_names, feature_names
 N = 400
 
 
-
-
 def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     from features.service import FeaturesService
 
@@ -31,15 +30,17 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     symbol = f"T{uid}"
-    settings = load_settings(AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block",
-                             PIPELINE_CLOCK="replay")  # 2024 books: judged by the replay clock
+    settings = load_settings(
+        AMQP_URL=bus_url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot,block", PIPELINE_CLOCK="replay"
+    )  # 2024 books: judged by the replay clock
     store = Store.connect(f"mongomock://{uid}", f"t_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "features").start()
     svc_bus.purge("features.book")  # the broker is shared: drop books other tests left in the queue
     svc = FeaturesService(settings, svc_bus, store)
     svc.start()
-    out_q = QueueDef(f"t.features.{uid}", MARKET_EXCHANGE, (f"features.*.{symbol}",), DeliveryClass.MARKET,
-                     max_length=100_000)
+    out_q = QueueDef(
+        f"t.features.{uid}", MARKET_EXCHANGE, (f"features.*.{symbol}",), DeliveryClass.MARKET, max_length=100_000
+    )
     test_bus = connect_bus(bus_url, "test").start()
     got: list[m.FeatureVector] = []
     lock = threading.Lock()
@@ -51,12 +52,31 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     try:
         test_bus.subscribe(out_q, collect)
         time.sleep(0.5)
-        bad = m.BookSnapshot(exchange="binance", symbol=symbol, ts_exchange=int(ts[0]) - 10, ts_recv=0, seq=0,
-                             bids=bids[0], asks=asks[0], valid=False, reason="crossed")
+        bad = m.BookSnapshot(
+            exchange="binance",
+            symbol=symbol,
+            ts_exchange=int(ts[0]) - 10,
+            ts_recv=0,
+            seq=0,
+            bids=bids[0],
+            asks=asks[0],
+            valid=False,
+            reason="crossed",
+        )
         test_bus.publish(bad)
         for i in range(N):
-            test_bus.publish(m.BookSnapshot(exchange="binance", symbol=symbol, ts_exchange=int(ts[i]),
-                                            ts_recv=int(ts[i]), seq=i + 1, bids=bids[i], asks=asks[i], depth=25))
+            test_bus.publish(
+                m.BookSnapshot(
+                    exchange="binance",
+                    symbol=symbol,
+                    ts_exchange=int(ts[i]),
+                    ts_recv=int(ts[i]),
+                    seq=i + 1,
+                    bids=bids[i],
+                    asks=asks[i],
+                    depth=25,
+                )
+            )
             if i % 100 == 99:
                 time.sleep(0.05)  # stay under the market queue bound
         X = batch_features(spec, ts, (bids, asks))
@@ -106,18 +126,30 @@ def test_quiet_market_closes_the_open_block(uid, spot25, tmp_path):
     spec = FeatureSpec(depths=(5, 10, 20, 25), interval_s=1.0)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block",
-                             PIPELINE_CLOCK="replay")
+    settings = load_settings(
+        AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="block", PIPELINE_CLOCK="replay"
+    )
     svc_bus = connect_bus(url, "features").start()
     svc = FeaturesService(settings, svc_bus, None).start()
     test_bus = connect_bus(url, "test").start()
     got: list[m.FeatureVector] = []
     try:
-        test_bus.subscribe(QueueDef(f"t.quiet.{uid}", MARKET_EXCHANGE, ("features.*.Q",), DeliveryClass.MARKET,
-                                    max_length=1000), lambda msg, d: got.append(msg))
+        test_bus.subscribe(
+            QueueDef(f"t.quiet.{uid}", MARKET_EXCHANGE, ("features.*.Q",), DeliveryClass.MARKET, max_length=1000),
+            lambda msg, d: got.append(msg),
+        )
         for i in range(3):  # three snapshots inside one second: the block stays open
-            test_bus.publish(m.BookSnapshot(exchange="binance", symbol="Q", ts_exchange=int(ts[0]) + i * 100_000_000,
-                                            ts_recv=0, seq=i, bids=bids[i], asks=asks[i]))
+            test_bus.publish(
+                m.BookSnapshot(
+                    exchange="binance",
+                    symbol="Q",
+                    ts_exchange=int(ts[0]) + i * 100_000_000,
+                    ts_recv=0,
+                    seq=i,
+                    bids=bids[i],
+                    asks=asks[i],
+                )
+            )
         time.sleep(0.3)
         assert got == []
         deadline = time.monotonic() + 5
@@ -146,8 +178,13 @@ def test_future_books_dead_letter_old_books_drop_resets_and_slow_feed_in_status(
     spec = FeatureSpec(depths=(5, 10), interval_s=1.0, sample_interval_s=0.1, max_gap_s=5.0)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
-    settings = load_settings(AMQP_URL=url, FEATURES_SPEC_FILE=str(spec_file), FEATURES_EMIT="snapshot",
-                             PIPELINE_CLOCK="wall", INPUT_MAX_AGE_S="30")
+    settings = load_settings(
+        AMQP_URL=url,
+        FEATURES_SPEC_FILE=str(spec_file),
+        FEATURES_EMIT="snapshot",
+        PIPELINE_CLOCK="wall",
+        INPUT_MAX_AGE_S="30",
+    )
     svc_bus = connect_bus(url, "features").start()
     svc = FeaturesService(settings, svc_bus, None).start()
     test_bus = connect_bus(url, "test").start()
@@ -155,12 +192,15 @@ def test_future_books_dead_letter_old_books_drop_resets_and_slow_feed_in_status(
     now = time.time_ns()
 
     def book(t, i, **kw):
-        return m.BookSnapshot(exchange="binance", symbol="L", ts_exchange=int(t), ts_recv=int(t), seq=i,
-                              bids=bids[i], asks=asks[i], **kw)
+        return m.BookSnapshot(
+            exchange="binance", symbol="L", ts_exchange=int(t), ts_recv=int(t), seq=i, bids=bids[i], asks=asks[i], **kw
+        )
 
     try:
-        test_bus.subscribe(QueueDef(f"t.live.{uid}", MARKET_EXCHANGE, ("features.*.L",), DeliveryClass.MARKET,
-                                    max_length=10_000), lambda msg, d: got.append(msg))
+        test_bus.subscribe(
+            QueueDef(f"t.live.{uid}", MARKET_EXCHANGE, ("features.*.L",), DeliveryClass.MARKET, max_length=10_000),
+            lambda msg, d: got.append(msg),
+        )
         caplog.set_level(logging.INFO, logger="depthpilot.features")
         fut = book(now + 365 * 86400 * 10**9, 0)
         test_bus.publish(fut)

@@ -1,4 +1,5 @@
 """Streaming == batch on whole real recordings, no lookahead, validity rules, spec hash."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,13 +19,13 @@ from features.orderbook import REASONS, validate_books, validate_one
 from features.spec import FeatureSpec, SpecError, SpecMismatchError, check_spec_hash, feature_names
 
 
-
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
     """Max relative error where both are finite (NaN patterns are compared separately)."""
     m = np.isfinite(a) & np.isfinite(b)
     if not m.any():
         return 0.0
     return float(np.max(np.abs(a[m] - b[m]) / np.maximum(np.abs(b[m]), 1e-300)))
+
 
 SPEC25 = FeatureSpec(depths=(5, 10, 15, 20, 25), interval_s=5.0)
 FULL = FeatureSpec()  # default depths up to 250
@@ -63,8 +64,14 @@ def test_streaming_equals_batch_with_invalid_snapshots(usdm25):
     ts[600] = ts[599] - 1  # timestamp going backwards
     X, codes = batch_features(SPEC25, ts, (bids, asks), return_codes=True)
     S, reasons = _stream(SPEC25, ts, bids, asks)
-    expected = {100: "non_finite", 200: "crossed", 300: "empty_side", 400: "unsorted_levels",
-                500: "non_positive", 600: "ts_backwards"}
+    expected = {
+        100: "non_finite",
+        200: "crossed",
+        300: "empty_side",
+        400: "unsorted_levels",
+        500: "non_positive",
+        600: "ts_backwards",
+    }
     for i, r in expected.items():
         assert REASONS[int(codes[i])] == r and reasons[i] == r
         assert np.isnan(X[i]).all()
@@ -151,8 +158,9 @@ def test_candles_and_indicators_stream_equal_batch(klines, spot_trades):
 
 
 def test_anomaly_stream_equals_batch_and_fires(spot25):
-    spec = FeatureSpec(depths=(5, 10, 20), interval_s=1.0, anomaly_window=60, anomaly_min_periods=20,
-                       anomaly_threshold=4.0)
+    spec = FeatureSpec(
+        depths=(5, 10, 20), interval_s=1.0, anomaly_window=60, anomaly_min_periods=20, anomaly_threshold=4.0
+    )
     ts, bids, asks = spot25
     X = batch_features(spec, ts, (bids, asks))
     bts, A = aggregate_blocks(spec, ts, X)
@@ -250,8 +258,9 @@ def test_spec_mismatch_refused_loudly(spot25):
 def test_update_snapshot_and_bad_input(spot25):
     ts, bids, asks = spot25
     sf = StreamingFeatures(SPEC25)
-    snap = BookSnapshot(exchange="binance", symbol="BTCUSDT", ts_exchange=int(ts[5]), ts_recv=0, seq=1,
-                        bids=bids[5], asks=asks[5])
+    snap = BookSnapshot(
+        exchange="binance", symbol="BTCUSDT", ts_exchange=int(ts[5]), ts_recv=0, seq=1, bids=bids[5], asks=asks[5]
+    )
     x = sf.update_snapshot(snap)
     assert x is not None and x.shape == (len(sf.names),)
     snap.valid, snap.reason = False, "resyncing"

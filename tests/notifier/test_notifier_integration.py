@@ -1,6 +1,7 @@
 """The notifier over the real RabbitMQ (TEST_AMQP_URL), sending through real aiogram to the
 local Bot API server: outages delay but lose nothing, order per chat holds, nothing is sent
 twice (even across restarts), mute is honoured."""
+
 from __future__ import annotations
 
 import time
@@ -43,10 +44,18 @@ def start_notifier(monkeypatch, api: FakeBotAPI, amqp_url: str, store: Store, **
     from depthpilot.settings import load_settings
     from notifier.service import NotifierService
 
-    env = {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_API_BASE_URL": api.base_url, "AMQP_URL": amqp_url,
-           "NOTIFY_ROUTES": f"BTCUSDT:{BTC_CHAT},*:{MAIN_CHAT}", "NOTIFY_PER_CHAT_INTERVAL_S": str(INTERVAL),
-           "NOTIFY_DAILY_SUMMARY_UTC": "", "NOTIFY_RETRY_MAX_S": "0.4", "TELEGRAM_USERS": "1001",
-           "NOTIFY_SERVICE_SILENT_S": "0", **extra}
+    env = {
+        "TELEGRAM_BOT_TOKEN": api.token,
+        "TELEGRAM_API_BASE_URL": api.base_url,
+        "AMQP_URL": amqp_url,
+        "NOTIFY_ROUTES": f"BTCUSDT:{BTC_CHAT},*:{MAIN_CHAT}",
+        "NOTIFY_PER_CHAT_INTERVAL_S": str(INTERVAL),
+        "NOTIFY_DAILY_SUMMARY_UTC": "",
+        "NOTIFY_RETRY_MAX_S": "0.4",
+        "TELEGRAM_USERS": "1001",
+        "NOTIFY_SERVICE_SILENT_S": "0",
+        **extra,
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     bus = connect_bus(amqp_url, "notifier").start()
@@ -74,16 +83,31 @@ def events() -> list[m.Message]:
     out += round_trip("BTCUSDT", floats=FLOATS)
     out.append(m.Notification(level="warning", title="features lagging", text="3 s behind", source="features"))
     out += round_trip("ETHUSDT", entry="3000", exit_="2970", qty="1", exit_reason="stop", floats=FLOATS)
-    out.append(m.RiskEvent(kind="daily_loss", severity="critical", source="trader", symbol="BTCUSDT",
-                           message="daily loss limit hit: entries halted"))
+    out.append(
+        m.RiskEvent(
+            kind="daily_loss",
+            severity="critical",
+            source="trader",
+            symbol="BTCUSDT",
+            message="daily loss limit hit: entries halted",
+        )
+    )
     out.append(m.Notification(level="trade", source="trader", title="BTCUSDT long closed", text="dup of tracker"))
     return out
 
 
 EXPECTED = {
-    BTC_CHAT: ["🟢 OPEN LONG 0.01 BTCUSDT @ 50000", "✅ CLOSE LONG 0.01 BTCUSDT 50000 → 50600", "🚨 CRITICAL daily_loss"],
-    MAIN_CHAT: ["⚠️ features lagging", "🟢 OPEN LONG 1 ETHUSDT @ 3000", "🔻 CLOSE LONG 1 ETHUSDT 3000 → 2970",
-                "🚨 CRITICAL daily_loss"],
+    BTC_CHAT: [
+        "🟢 OPEN LONG 0.01 BTCUSDT @ 50000",
+        "✅ CLOSE LONG 0.01 BTCUSDT 50000 → 50600",
+        "🚨 CRITICAL daily_loss",
+    ],
+    MAIN_CHAT: [
+        "⚠️ features lagging",
+        "🟢 OPEN LONG 1 ETHUSDT @ 3000",
+        "🔻 CLOSE LONG 1 ETHUSDT 3000 → 2970",
+        "🚨 CRITICAL daily_loss",
+    ],
 }
 
 
@@ -180,8 +204,10 @@ def test_mute_is_honoured_but_critical_alerts_still_come(monkeypatch, bot_api, p
         publisher.publish(m.Notification(level="warning", title="after unmute", source="t"))
         wait_for(lambda: len(bot_api.sent_to(MAIN_CHAT)) >= 2)
         time.sleep(0.4)
-        assert [t.split("\n")[0] for t in bot_api.sent_to(MAIN_CHAT)] == ["🚨 CRITICAL kill_switch from trader",
-                                                                         "⚠️ after unmute"]
+        assert [t.split("\n")[0] for t in bot_api.sent_to(MAIN_CHAT)] == [
+            "🚨 CRITICAL kill_switch from trader",
+            "⚠️ after unmute",
+        ]
         assert store.get_state("notifier.muted") == {"targets": []}
     finally:
         stop_notifier(svc)
@@ -219,8 +245,9 @@ def test_service_status_changes_are_reported(monkeypatch, bot_api, publisher, am
         stop_notifier(svc)
 
 
-def test_a_chat_that_refuses_permanently_dead_letters_the_event_others_still_get_it(monkeypatch, bot_api, publisher,
-                                                                                    amqp_url, uid):
+def test_a_chat_that_refuses_permanently_dead_letters_the_event_others_still_get_it(
+    monkeypatch, bot_api, publisher, amqp_url, uid
+):
     store = Store.connect(f"mongomock://notifier-{uid}")
     bot_api.fail("sendMessage", 400, description="Bad Request: chat not found")
     svc = start_notifier(monkeypatch, bot_api, amqp_url, store)

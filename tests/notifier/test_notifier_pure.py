@@ -1,4 +1,5 @@
 """Pure notifier logic: trade messages with PnL after fees, routing, rate limits, retries."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
@@ -8,9 +9,21 @@ import pytest
 
 from depthpilot import control as c
 from depthpilot import messages as m
-from notifier.delivery import Backoff, Deliverer, DeliveryError, DeliveryInterrupted, PermanentDeliveryError, RateLimiter
+from notifier.delivery import (
+    Backoff,
+    Deliverer,
+    DeliveryError,
+    DeliveryInterrupted,
+    PermanentDeliveryError,
+    RateLimiter,
+)
 from notifier.format import (
-    RiskThrottle, TradeTracker, format_daily_summary, format_notification, format_risk, next_daily_run,
+    RiskThrottle,
+    TradeTracker,
+    format_daily_summary,
+    format_notification,
+    format_risk,
+    next_daily_run,
 )
 from notifier.routing import Routes, RoutesError
 from tests.notifier.events import round_trip
@@ -26,28 +39,34 @@ def test_round_trip_open_and_close_with_pnl_after_fees(floats):
     assert [o.key.rsplit(":", 1)[1] for o in outs] == ["open", "close"]
     assert outs[0].text == ("🟢 OPEN LONG 0.01 BTCUSDT @ 50000 [paper, bybit]\nreason: signal · stop 49500")
     # (50600 - 50000) * 0.01 = 6.00 gross; fees 0.275 + 0.2783 = 0.5533; net 5.4467
-    assert outs[1].text == ("✅ CLOSE LONG 0.01 BTCUSDT 50000 → 50600 [paper, bybit]\n"
-                            "PnL +5.45 USDT after 0.55 fees (+1.09%) · reason: trailing stop")
+    assert outs[1].text == (
+        "✅ CLOSE LONG 0.01 BTCUSDT 50000 → 50600 [paper, bybit]\n"
+        "PnL +5.45 USDT after 0.55 fees (+1.09%) · reason: trailing stop"
+    )
     assert all(o.level == "trade" and o.symbol == "BTCUSDT" for o in outs)
 
 
 def test_losing_short_with_partial_fills_and_stop_reason():
     ex, s = "bybit", "ETHUSDT"
     ev = [
-        m.OrderUpdate(client_order_id="a", exchange=ex, symbol=s, status="accepted", side=m.Side.SELL, qty=D(2),
-                      reason="signal"),
+        m.OrderUpdate(
+            client_order_id="a", exchange=ex, symbol=s, status="accepted", side=m.Side.SELL, qty=D(2), reason="signal"
+        ),
         m.Fill(client_order_id="a", exchange=ex, symbol=s, side=m.Side.SELL, qty=D(1), price=D(3000), fee=D("0.5")),
         m.Fill(client_order_id="a", exchange=ex, symbol=s, side=m.Side.SELL, qty=D(1), price=D(3002), fee=D("0.5")),
         m.PositionUpdate(exchange=ex, symbol=s, qty=D(-2), avg_price=D(3001), fees_paid=D(1)),
-        m.OrderUpdate(client_order_id="b", exchange=ex, symbol=s, status="accepted", side=m.Side.BUY, qty=D(2),
-                      reason="stop"),
+        m.OrderUpdate(
+            client_order_id="b", exchange=ex, symbol=s, status="accepted", side=m.Side.BUY, qty=D(2), reason="stop"
+        ),
         m.Fill(client_order_id="b", exchange=ex, symbol=s, side=m.Side.BUY, qty=D(2), price=D(3031), fee=D("1.25")),
         m.PositionUpdate(exchange=ex, symbol=s, qty=D(0), avg_price=D(0), realized_pnl=D(-60), fees_paid=D("2.25")),
     ]
     outs = _run(TradeTracker(), ev)
     assert outs[0].text.startswith("🟢 OPEN SHORT 2 ETHUSDT @ 3001")
-    assert outs[1].text == ("🔻 CLOSE SHORT 2 ETHUSDT 3001 → 3031 [paper, bybit]\n"
-                            "PnL -62.25 USDT after 2.25 fees (-1.04%) · reason: stop loss")
+    assert outs[1].text == (
+        "🔻 CLOSE SHORT 2 ETHUSDT 3001 → 3031 [paper, bybit]\n"
+        "PnL -62.25 USDT after 2.25 fees (-1.04%) · reason: stop loss"
+    )
 
 
 def test_close_without_fills_falls_back_to_position_figures_and_survives_a_restart():
@@ -80,8 +99,15 @@ def test_flip_closes_and_opens():
 
 
 def test_rejected_order_is_an_error_and_other_messages():
-    u = m.OrderUpdate(client_order_id="x", exchange="bybit", symbol="BTCUSDT", status="rejected", side=m.Side.BUY,
-                      qty=D("0.5"), reason="insufficient margin")
+    u = m.OrderUpdate(
+        client_order_id="x",
+        exchange="bybit",
+        symbol="BTCUSDT",
+        status="rejected",
+        side=m.Side.BUY,
+        qty=D("0.5"),
+        reason="insufficient margin",
+    )
     (o,) = TradeTracker().on_event(u)
     assert o.level == "error" and o.text == "❗ ORDER REJECTED BUY 0.5 BTCUSDT on bybit: insufficient margin"
     r = format_risk(m.RiskEvent(kind="daily_loss", severity="critical", source="trader", message="halted"))
@@ -98,9 +124,12 @@ def test_risk_throttle():
 
 
 def test_daily_summary_and_schedule():
-    pnl = c.PnlReply(period="today", since_ts=0, realized=D("12.345"), fees=D("1.2"), unrealized=D("-3"), trades=3, wins=2)
+    pnl = c.PnlReply(
+        period="today", since_ts=0, realized=D("12.345"), fees=D("1.2"), unrealized=D("-3"), trades=3, wins=2
+    )
     assert format_daily_summary(date(2026, 1, 2), pnl) == (
-        "📊 Daily summary 2026-01-02\nrealized +12.35 USDT after 1.20 fees · unrealized -3.00\n3 trades, 2/3 won")
+        "📊 Daily summary 2026-01-02\nrealized +12.35 USDT after 1.20 fees · unrealized -3.00\n3 trades, 2/3 won"
+    )
     assert "did not answer (timeout)" in format_daily_summary(date(2026, 1, 2), None, "timeout")
     now = datetime(2026, 1, 2, 23, 55, tzinfo=timezone.utc)
     assert next_daily_run(now, "23:55") == datetime(2026, 1, 3, 23, 55, tzinfo=timezone.utc)
@@ -149,8 +178,9 @@ class FakeClock:
 
 def test_deliverer_retries_honours_retry_after_and_backs_off():
     clock = FakeClock()
-    ch = FakeChannel([DeliveryError("429", retry_after=7), DeliveryError("502"), DeliveryError("502"),
-                      DeliveryError("net")])
+    ch = FakeChannel(
+        [DeliveryError("429", retry_after=7), DeliveryError("502"), DeliveryError("502"), DeliveryError("net")]
+    )
     d = Deliverer({"telegram": ch}, RateLimiter(1.0, 30.0), Backoff(0.5, 2.0, 1.5), clock=clock, sleep=clock.sleep)
     assert d.deliver("telegram:1", "hi") == 5
     assert clock.sleeps == [7.0, 0.5, 1.0, 1.5]  # retry_after exact, then 0.5, 1, capped at 1.5
@@ -169,8 +199,9 @@ def test_rate_limits_per_chat_and_global():
 
 def test_permanent_errors_and_interruption():
     clock = FakeClock()
-    d = Deliverer({"telegram": FakeChannel([DeliveryError("chat not found", permanent=True)])}, clock=clock,
-                  sleep=clock.sleep)
+    d = Deliverer(
+        {"telegram": FakeChannel([DeliveryError("chat not found", permanent=True)])}, clock=clock, sleep=clock.sleep
+    )
     with pytest.raises(PermanentDeliveryError, match="chat not found"):
         d.deliver("telegram:1", "x")
     with pytest.raises(PermanentDeliveryError, match="no 'webhook' channel"):

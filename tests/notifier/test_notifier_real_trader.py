@@ -2,6 +2,7 @@
 signal -> open -> the trailing stop ratchets -> the stop closes; the chat gets the open and the
 close message, the close with the trader's own PnL after fees (to the cent, from the exact
 Decimal of the trader's closed trade)."""
+
 from __future__ import annotations
 
 import threading
@@ -39,8 +40,9 @@ def test_a_real_trailing_stop_round_trip_reaches_the_chat_with_the_traders_pnl(m
     # a short from the highest mid of the first half of the recording, into what follows
     entry_i = int(np.argmax(mid[: len(mid) // 2]))
     assert mid[entry_i:].min() < mid[entry_i] * (1 - 0.002), "the recording must fall after its high"
-    trader = RealTrader(amqp_url, uid, trader_autostart=[symbol], trader_trailing_activation=D("0.0005"),
-                        trader_trailing_lock=D("0.8")).start()
+    trader = RealTrader(
+        amqp_url, uid, trader_autostart=[symbol], trader_trailing_activation=D("0.0005"), trader_trailing_lock=D("0.8")
+    ).start()
     seen: list[m.Message] = []
     lock = threading.Lock()
     watch = connect_bus(amqp_url, "api").start()
@@ -71,7 +73,7 @@ def test_a_real_trailing_stop_round_trip_reaches_the_chat_with_the_traders_pnl(m
         stops = [x.stop_price for x in seen if isinstance(x, m.PositionUpdate) and x.qty < 0 and x.stop_price]
         moved = [b for a, b in zip(stops, stops[1:]) if b != a]
         assert len(moved) >= 2 and all(b < a for a, b in zip(stops, stops[1:]) if b != a), stops
-        assert t.exit_price > min(asks[entry_i:feed.index + 1, 0, 0]) and t.exit_price < t.entry_price
+        assert t.exit_price > min(asks[entry_i : feed.index + 1, 0, 0]) and t.exit_price < t.entry_price
         # the trader's PnL after fees, exact: from its own stored fills
         fills = trader.store.fills()
         notional = {"buy": D(0), "sell": D(0)}

@@ -1,5 +1,6 @@
 """The generic webhook channel against a local aiohttp server: Discord/Slack-style JSON,
 429 Retry-After, 5xx transient, 4xx permanent; the URL (it may hold a token) is never in errors."""
+
 from __future__ import annotations
 
 import asyncio
@@ -34,8 +35,9 @@ class Hook:
             self.port = site._server.sockets[0].getsockname()[1]
             ready.set()
 
-        threading.Thread(target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()),
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: (self.loop.run_until_complete(start()), self.loop.run_forever()), daemon=True
+        ).start()
         ready.wait(5)
 
     def close(self) -> None:

@@ -1,5 +1,6 @@
 """Fixtures for predictor tests: real Binance BTCUSDT 1 m klines and a few simple causal features
 computed here (returns, ranges, volume changes), independent of the features engine."""
+
 from __future__ import annotations
 
 import hashlib
@@ -49,7 +50,13 @@ def klines(data_dir) -> KlineData:
             pytest.fail(f"klines recording not found at {p} (CI must have its data)")
         pytest.skip(f"klines recording not found at {p}")
     df = pd.read_csv(p)
-    ts = pd.to_datetime(df["close_datetime"], utc=True).dt.tz_convert(None).to_numpy().astype("datetime64[ns]").astype(np.int64)
+    ts = (
+        pd.to_datetime(df["close_datetime"], utc=True)
+        .dt.tz_convert(None)
+        .to_numpy()
+        .astype("datetime64[ns]")
+        .astype(np.int64)
+    )
     c, h, lo = (df[k].to_numpy(np.float64) for k in ("close", "high", "low"))
     v = df["volume"].to_numpy(np.float64)
     lc = np.log(c)
@@ -71,9 +78,21 @@ def _small_config(**kw):
     from predictor.labels import LabelSpec
     from predictor.train import TrainConfig
 
-    base = dict(label=LabelSpec("updown", horizon=5, threshold=0.0005), seq_len=12, hidden=12, layers=1,
-                dropout=0.0, lr=5e-3, batch_size=256, max_epochs=3, patience=2, n_folds=3, train_stride=2,
-                seed=7, num_threads=2)
+    base = dict(
+        label=LabelSpec("updown", horizon=5, threshold=0.0005),
+        seq_len=12,
+        hidden=12,
+        layers=1,
+        dropout=0.0,
+        lr=5e-3,
+        batch_size=256,
+        max_epochs=3,
+        patience=2,
+        n_folds=3,
+        train_stride=2,
+        seed=7,
+        num_threads=2,
+    )
     base.update(kw)
     return TrainConfig(**base)
 

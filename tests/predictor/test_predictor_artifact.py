@@ -1,4 +1,5 @@
 """Artifact loading: spec mismatch refused, corrupted/missing files give ArtifactError."""
+
 from __future__ import annotations
 
 import hashlib

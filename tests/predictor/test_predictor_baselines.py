@@ -13,6 +13,7 @@ Series (h = 2, classes 0/1/2), train = indices 0..7, gap 8..9, test = 10..13:
   0->1, 0->0, 1->0, 0->2, 0->0, 2->1; +1 everywhere:
   row 0 = [3, 2, 2] / 7, row 1 = [2, 1, 1] / 4, row 2 = [1, 2, 1] / 4.
 """
+
 from __future__ import annotations
 
 import json
@@ -149,7 +150,7 @@ def test_evaluate_on_new_data_uses_the_stored_training_baselines(trained, klines
     # the model part equals batch inference on the same windows
     from predictor.inference import Predictor
 
-    windows = np.stack([X[t - art.seq_len + 1:t + 1] for t in idx])
+    windows = np.stack([X[t - art.seq_len + 1 : t + 1] for t in idx])
     probs = Predictor(art).predict_windows(windows)
     assert res["model"]["accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == y[idx])))
 

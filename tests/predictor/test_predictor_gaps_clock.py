@@ -2,6 +2,7 @@
 vectors are dead-lettered (real broker) without touching state, vectors older than the limit
 after a stall give no signal, a silent symbol degrades the status, and the manifest records
 the clock in seconds (old row manifests converted or refused)."""
+
 from __future__ import annotations
 
 import json
@@ -79,9 +80,17 @@ def test_manifest_records_the_clock_in_seconds_and_old_manifests_convert_or_refu
     assert training_clock({}, 20, 5) == {}
     from features.spec import FeatureSpec
 
-    sampled = {"kind": "snapshot", "interval": "", "spec": FeatureSpec(interval_s=1.0, sample_interval_s=0.25).to_dict()}
-    assert training_clock(sampled, 8, 4) == {"row_interval_s": 0.25, "seq_len_s": 2.0, "horizon_s": 1.0,
-                                             "max_gap_s": 0.25}
+    sampled = {
+        "kind": "snapshot",
+        "interval": "",
+        "spec": FeatureSpec(interval_s=1.0, sample_interval_s=0.25).to_dict(),
+    }
+    assert training_clock(sampled, 8, 4) == {
+        "row_interval_s": 0.25,
+        "seq_len_s": 2.0,
+        "horizon_s": 1.0,
+        "max_gap_s": 0.25,
+    }
     assert training_clock({"kind": "block", "interval": "5s"}, 3, 2)["horizon_s"] == 10.0
     assert rows_for(2.0, 0.1) == 20
     with pytest.raises(ClockError, match="whole number"):
@@ -115,7 +124,7 @@ def test_predictor_window_resets_across_gap_refuses_off_clock(book):
     assert p.push("s", t, X[S + 1]) is None and p.stats["gap_reset"] == 1 and p.last_reset.startswith("gap")
     got = [p.push("s", t + k * ROW, X[S + 1 + k]) for k in range(1, S)]
     assert got[-1] is not None and all(g is None for g in got[:-1])
-    ref = Predictor(art).predict_windows(X[None, S + 1:2 * S + 1])[0]
+    ref = Predictor(art).predict_windows(X[None, S + 1 : 2 * S + 1])[0]
     np.testing.assert_allclose(got[-1], ref, atol=1e-5)
     # the features service flagged a reset (resync): the window restarts at this vector
     assert p.push("s", t + S * ROW, X[2 * S + 1], reset=True) is None and p.stats["upstream_reset"] == 1
@@ -141,10 +150,19 @@ def test_input_clock_future_and_age():
 def _vectors(art, X, symbol, base, start=0, n=None, reset_at=()):
     n = len(X) - start if n is None else n
     names = list(art.manifest.feature_names)
-    return [m.FeatureVector(exchange="binance", symbol=symbol, ts=int(base + (start + i) * ROW),
-                            spec_hash=art.manifest.spec_hash, values=X[start + i], names=names, interval="",
-                            reset=(start + i) in reset_at)
-            for i in range(n)]
+    return [
+        m.FeatureVector(
+            exchange="binance",
+            symbol=symbol,
+            ts=int(base + (start + i) * ROW),
+            spec_hash=art.manifest.spec_hash,
+            values=X[start + i],
+            names=names,
+            interval="",
+            reset=(start + i) in reset_at,
+        )
+        for i in range(n)
+    ]
 
 
 def _live_base(n_rows: int) -> int:
@@ -157,8 +175,9 @@ def _service(url, **env):
 
     svc_bus = connect_bus(url, "predictor").start()
     svc_bus.purge("predictor.features")
-    svc = PredictorService(load_settings(AMQP_URL=url, PREDICTOR_MODEL=MODEL, PIPELINE_CLOCK="wall", **env),
-                           svc_bus, None)
+    svc = PredictorService(
+        load_settings(AMQP_URL=url, PREDICTOR_MODEL=MODEL, PIPELINE_CLOCK="wall", **env), svc_bus, None
+    )
     svc.start()
     return svc, svc_bus
 
@@ -173,8 +192,10 @@ def test_stall_smoothing_reset_and_silent_symbol_in_memory(uid, book):
     test_bus = connect_bus(url, "test").start()
     got: list[m.Signal] = []
     try:
-        test_bus.subscribe(QueueDef(f"t.sig.{uid}", MARKET_EXCHANGE, ("signals.*.*",), DeliveryClass.MARKET,
-                                    max_length=10_000), lambda msg, d: got.append(msg))
+        test_bus.subscribe(
+            QueueDef(f"t.sig.{uid}", MARKET_EXCHANGE, ("signals.*.*",), DeliveryClass.MARKET, max_length=10_000),
+            lambda msg, d: got.append(msg),
+        )
         S = art.seq_len
         # 1) after a 60 s stall the queue delivers vectors 60-66 s old: none gives a signal
         stale_base = _live_base(60) - 66 * 10**9
@@ -185,14 +206,18 @@ def test_stall_smoothing_reset_and_silent_symbol_in_memory(uid, book):
         assert svc.model.predictor._state.get("binance:STALL") is None  # never touched a window
         # 2) fresh vectors on the clock, then a 1 s hole: window AND smoothing restart
         base = _live_base(3 * S + 20)
-        for v in _vectors(art, X, "GAP", base, n=S + 5) + _vectors(art, X, "GAP", base + 10 * ROW, start=S + 5, n=S + 2):
+        for v in _vectors(art, X, "GAP", base, n=S + 5) + _vectors(
+            art, X, "GAP", base + 10 * ROW, start=S + 5, n=S + 2
+        ):
             test_bus.publish(v)
         assert _wait(lambda: len(got) == 6 + 3)
         hist = svc.model.smoother._hist["binance:GAP"]
         assert len(hist) == 3  # only the probabilities after the gap (k = 5 would hold 5 otherwise)
         assert svc.counts["resets"] == 1 and svc.model.predictor.stats["gap_reset"] == 1
         sig_ts = [s.ts for s in got]
-        assert all(t - base >= (2 * S + 4 + 10) * ROW for t in sig_ts[6:])  # first window after the gap ends S-1 rows in
+        assert all(
+            t - base >= (2 * S + 4 + 10) * ROW for t in sig_ts[6:]
+        )  # first window after the gap ends S-1 rows in
         # 3) a symbol that receives vectors but never gets a signal (every vector invalid)
         fake = [0.0]
         svc.mono = lambda: time.monotonic() + fake[0]
@@ -221,8 +246,9 @@ def test_future_vector_goes_to_dlq_over_rabbitmq_and_signals_continue(amqp_url, 
     svc, svc_bus = _service(amqp_url)
     test_bus = connect_bus(amqp_url, "test").start()
     symbol = f"F{uid}"
-    out_q = QueueDef(f"t.future.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET,
-                     max_length=10_000)
+    out_q = QueueDef(
+        f"t.future.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET, max_length=10_000
+    )
     got: list[m.Signal] = []
     lock = threading.Lock()
     try:
@@ -239,8 +265,12 @@ def test_future_vector_goes_to_dlq_over_rabbitmq_and_signals_continue(amqp_url, 
         future = _vectors(art, X, symbol, base + 365 * 86400 * 10**9, start=S, n=1)[0]
         test_bus.publish(future)
         dead: list = []
-        assert _wait(lambda: dead.extend(test_bus.get_dead_letters("predictor.features")) or
-                     any(m.decode(b).id == future.id for b, _ in dead))
+        assert _wait(
+            lambda: (
+                dead.extend(test_bus.get_dead_letters("predictor.features"))
+                or any(m.decode(b).id == future.id for b, _ in dead)
+            )
+        )
         headers = next(h for b, h in dead if m.decode(b).id == future.id)
         assert headers["x-dlq-reason"] == "handler_error"
         assert "FutureInput" in headers["x-dlq-error"] and "ahead of the wall clock" in headers["x-dlq-error"]
@@ -249,7 +279,7 @@ def test_future_vector_goes_to_dlq_over_rabbitmq_and_signals_continue(amqp_url, 
         for v in vecs[S:]:
             test_bus.publish(v)
         assert _wait(lambda: len(got) == 11)
-        assert [s.ts for s in sorted(got, key=lambda s: s.ts)] == [v.ts for v in vecs[S - 1:]]
+        assert [s.ts for s in sorted(got, key=lambda s: s.ts)] == [v.ts for v in vecs[S - 1 :]]
         assert svc.model.predictor.stats["stale_ts"] == 0
     finally:
         svc.stop()

@@ -1,4 +1,5 @@
 """Streaming push == offline batch inference on the same windows; invalid-input policy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ def _stream(pred, d, sym, rows):
         p = pred.push(sym, int(d.ts[i]), d.X[i])
         if p is not None:
             probs.append(p)
-            wins.append(d.X[i - pred.seq_len + 1:i + 1])
+            wins.append(d.X[i - pred.seq_len + 1 : i + 1])
     return np.array(probs), np.array(wins)
 
 
@@ -76,7 +77,7 @@ def test_invalid_vector_resets_the_window(pred, trained):
     start = 102 + S
     got, wins = _stream(pred, d, "X", range(start, start + S))
     assert len(got) == 1
-    np.testing.assert_array_equal(wins[0], d.X[start:start + S])
+    np.testing.assert_array_equal(wins[0], d.X[start : start + S])
     assert np.abs(got[0] - pred.predict_windows(wins)[0]).max() <= 1e-5
 
 
@@ -88,7 +89,7 @@ def test_stale_timestamp_dropped_without_reset(pred, trained):
     assert pred.stats["stale_ts"] == 1 and pred.ready("X")
     p = pred.push("X", int(d.ts[100 + S]), d.X[100 + S])
     assert p is not None
-    assert np.abs(p - pred.predict_windows(d.X[None, 101:101 + S])[0]).max() <= 1e-5
+    assert np.abs(p - pred.predict_windows(d.X[None, 101 : 101 + S])[0]).max() <= 1e-5
 
 
 def test_time_gap_resets_when_configured(trained):

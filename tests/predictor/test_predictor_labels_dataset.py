@@ -1,4 +1,5 @@
 """Labels, windows, folds, scaler: pure dataset logic."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,7 +39,7 @@ def test_binary_high_labels_match_bruteforce_on_real_bars(klines):
     spec = LabelSpec("binary_high", horizon=10, threshold=0.001)
     y = make_labels(spec, Prices(c, high=h, low=klines.low[:3000]))
     for t in range(len(c) - 10):
-        assert y[t] == int(h[t + 1:t + 11].max() >= c[t] * 1.001), t
+        assert y[t] == int(h[t + 1 : t + 11].max() >= c[t] * 1.001), t
     assert (y[-10:] == UNLABELLED).all()
     assert spec.classes == ["flat", "up"]
     assert 0.05 < y[:-10].mean() < 0.95
@@ -53,15 +54,15 @@ def test_label_uses_only_bars_t_plus_1_to_t_plus_h(klines):
     c2, h2 = c.copy(), h.copy()
     c2[:t] *= 1.5
     h2[:t] *= 1.5
-    c2[t + 6:] *= 0.5
-    h2[t + 6:] *= 0.5
+    c2[t + 6 :] *= 0.5
+    h2[t + 6 :] *= 0.5
     assert make_labels(spec, Prices(c2, high=h2))[t] == y0[t]
     # a spike at t+h flips it to "up"; at t+h+1 it does not
     h3 = h.copy()
     h3[t + 5] = c[t] * 1.01
     assert make_labels(spec, Prices(c, high=h3))[t] == 1
     h4 = h.copy()
-    h4[t + 1:t + 6] = c[t]  # no touch within the horizon
+    h4[t + 1 : t + 6] = c[t]  # no touch within the horizon
     h4[t + 6] = c[t] * 1.01
     assert make_labels(spec, Prices(c, high=h4))[t] == 0
 
@@ -91,7 +92,7 @@ def test_make_windows_and_sample_mask(klines):
     idx = np.array([17, 50, 196])
     W = make_windows(X, idx, 8, dtype=np.float64)
     for k, t in enumerate(idx):
-        np.testing.assert_array_equal(W[k], X[t - 7:t + 1])
+        np.testing.assert_array_equal(W[k], X[t - 7 : t + 1])
     with pytest.raises(DatasetError):
         make_windows(X, np.array([3]), 8)
 

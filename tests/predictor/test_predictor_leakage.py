@@ -1,5 +1,6 @@
 """The leakage checks fire on injected leaks (future return / shifted label in the features,
 folds without a purge gap) and stay quiet on honest causal features."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -41,8 +42,9 @@ def test_past_return_is_not_flagged_but_the_same_column_shifted_by_the_horizon_i
     shifted = np.full_like(past5, np.nan)
     shifted[:-5] = past5[5:]
     with pytest.raises(LeakageError, match="shifted_past5"):
-        check_feature_leakage(np.column_stack([klines.X, shifted]), klines.close, y,
-                              klines.names + ["shifted_past5"], 5)
+        check_feature_leakage(
+            np.column_stack([klines.X, shifted]), klines.close, y, klines.names + ["shifted_past5"], 5
+        )
 
 
 def test_label_copied_into_features_is_caught(klines):
@@ -57,8 +59,9 @@ def test_train_refuses_leaked_features_before_fitting(klines, tmp_path, small_co
     X = np.column_stack([d.X, forward_return(d.close, 5)])
     events = []
     with pytest.raises(LeakageError):
-        train(small_config(), X, d.ts, d.prices(), d.names + ["fwd5"], d.spec_hash, tmp_path / "m",
-              progress=events.append)
+        train(
+            small_config(), X, d.ts, d.prices(), d.names + ["fwd5"], d.spec_hash, tmp_path / "m", progress=events.append
+        )
     assert events == []  # nothing was trained
     assert not (tmp_path / "m" / "manifest.json").exists()
 

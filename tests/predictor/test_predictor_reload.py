@@ -7,6 +7,7 @@ input vector after the first warm-up yields exactly one signal (none dropped, no
 by ts), the model id switches exactly once, and every signal equals the offline prediction of the
 model it names on the window ending at its vector.
 """
+
 from __future__ import annotations
 
 import threading
@@ -45,11 +46,17 @@ def two_models(data_dir, tmp_path_factory):
     assert d.spec_hash == old.manifest.spec_hash
     # the tiny model trains on the first 1,500 rows; the stream replays later rows
     sl = slice(0, 1500)
-    cfg = TrainConfig(label=LabelSpec("updown", horizon=20, threshold=0.00002), seq_len=8, hidden=8,
-                      max_epochs=1, n_folds=2, seed=1, model_name="tiny-reload")
+    cfg = TrainConfig(
+        label=LabelSpec("updown", horizon=20, threshold=0.00002),
+        seq_len=8,
+        hidden=8,
+        max_epochs=1,
+        n_folds=2,
+        seed=1,
+        model_name="tiny-reload",
+    )
     out = tmp_path_factory.mktemp("reload") / "tiny-reload"
-    new_path = train(cfg, d.X[sl], d.ts[sl], Prices(d.prices.close[sl]), d.names, d.spec_hash, out,
-                     features=d.features)
+    new_path = train(cfg, d.X[sl], d.ts[sl], Prices(d.prices.close[sl]), d.names, d.spec_hash, out, features=d.features)
     new = load_artifact(new_path)
     assert new.manifest.model_id != old.manifest.model_id and new.seq_len != old.seq_len
     return old, new, data
@@ -67,15 +74,16 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
 
     old, new, data = two_models
     symbol = f"R{uid}"
-    X, ts, names = data.X[2000:2000 + N], data.ts[2000:2000 + N], data.names
+    X, ts, names = data.X[2000 : 2000 + N], data.ts[2000 : 2000 + N], data.names
     settings = load_settings(AMQP_URL=bus_url, PREDICTOR_MODEL=OLD, PIPELINE_CLOCK="replay")  # 2024 vectors
     store = Store.connect(f"mongomock://{uid}", f"r_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "predictor").start()
     svc_bus.purge("predictor.features")  # vectors other tests left in the queue
     svc = PredictorService(settings, svc_bus, store)
     svc.start()
-    out_q = QueueDef(f"t.signals.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET,
-                     max_length=100_000)
+    out_q = QueueDef(
+        f"t.signals.{uid}", MARKET_EXCHANGE, (f"signals.*.{symbol}",), DeliveryClass.MARKET, max_length=100_000
+    )
     test_bus = connect_bus(bus_url, "test").start()
     pub_bus = connect_bus(bus_url, "feeder").start()
     got: list[m.Signal] = []
@@ -87,8 +95,17 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
         try:
             nxt = time.monotonic()
             for i in range(N):
-                pub_bus.publish(m.FeatureVector(exchange="binance", symbol=symbol, ts=int(ts[i]),
-                                                spec_hash=data.spec_hash, values=X[i], names=names, interval=""))
+                pub_bus.publish(
+                    m.FeatureVector(
+                        exchange="binance",
+                        symbol=symbol,
+                        ts=int(ts[i]),
+                        spec_hash=data.spec_hash,
+                        values=X[i],
+                        names=names,
+                        interval="",
+                    )
+                )
                 published[0] = i + 1
                 nxt += PERIOD_S
                 time.sleep(max(0.0, nxt - time.monotonic()))
@@ -101,8 +118,9 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
         feeder = threading.Thread(target=feed, daemon=True)
         feeder.start()
         assert _wait(lambda: published[0] >= RELOAD_AT, 20)
-        reply = test_bus.rpc(m.ControlCommand(target="predictor", command="reload_model",
-                                              args={"model": str(new.path)}), 10)
+        reply = test_bus.rpc(
+            m.ControlCommand(target="predictor", command="reload_model", args={"model": str(new.path)}), 10
+        )
         assert reply.ok, reply.error
         assert reply.result["old_model_id"] == old.manifest.model_id
         assert reply.result["model_id"] == new.manifest.model_id
@@ -117,7 +135,7 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
         sigs = sorted(got, key=lambda s: s.ts)
         # exactly one signal per input vector (after the first warm-up): none dropped, none twice
         assert len(got) == expected
-        assert [s.ts for s in sigs] == [int(t) for t in ts[old.seq_len - 1:]]
+        assert [s.ts for s in sigs] == [int(t) for t in ts[old.seq_len - 1 :]]
         # the model switches exactly once, mid-stream
         ids = [s.model_id for s in sigs]
         k = ids.index(new.manifest.model_id)
@@ -128,7 +146,7 @@ def test_reload_to_another_model_under_a_steady_stream(bus_url, uid, two_models)
         for art, part in ((old, sigs[:k]), (new, sigs[k:])):
             cols = [names.index(n) for n in art.manifest.feature_names]
             S = art.seq_len
-            windows = np.stack([X[pos[s.ts] - S + 1:pos[s.ts] + 1][:, cols] for s in part])
+            windows = np.stack([X[pos[s.ts] - S + 1 : pos[s.ts] + 1][:, cols] for s in part])
             expect = Predictor(art).predict_windows(windows)
             np.testing.assert_allclose(np.array([s.probs for s in part]), expect, atol=1e-5, rtol=0)
             assert all(s.classes == art.classes for s in part)

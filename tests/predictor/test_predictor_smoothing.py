@@ -1,4 +1,5 @@
 """Decision smoothing rules."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """`depthpilot train` refuses labels that leave a class almost empty: exit 2 and one line with the
 class counts and the hint, before anything is fitted or written; `--allow-imbalanced` trains but
 warns loudly and records it in the manifest and the report."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,27 @@ def test_allow_imbalanced_trains_but_warns_and_records(data_dir, tmp_path, monke
     counts = _expected_counts(data_dir / TOP25)
     if min(counts.values()) >= 0.05 * sum(counts.values()):
         pytest.fail(f"{TOP25}: labels are not imbalanced ({counts}); the test needs another recording")
-    res = runner.invoke(app, ["train", "--source", "books", "--path", str(data_dir / TOP25), "-o", str(out),
-                              "--allow-imbalanced", "--epochs", "1", "--hidden", "8", "--seq-len", "8", "--folds", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "train",
+            "--source",
+            "books",
+            "--path",
+            str(data_dir / TOP25),
+            "-o",
+            str(out),
+            "--allow-imbalanced",
+            "--epochs",
+            "1",
+            "--hidden",
+            "8",
+            "--seq-len",
+            "8",
+            "--folds",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "WARNING" in res.stderr and "imbalanced" in res.stderr
     man = json.loads((out / "manifest.json").read_text())

@@ -1,4 +1,5 @@
 """End-to-end training on the real klines: artifact, report, same-fold baselines, exact reload."""
+
 from __future__ import annotations
 
 import json

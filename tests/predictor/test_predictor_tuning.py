@@ -3,6 +3,7 @@ window only; the outer test rows never reach the search. Shown by poisoning the 
 block (features x 1e6, prices replaced by noise): every fold's selection -- the best parameters and
 every trial's inner objective value -- stays bit-identical, while the reported outer test metrics
 do change (the poison is real), and a search over all rows (the old, leaky way) is moved by it."""
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,12 @@ def test_train_with_tuning_records_every_selection(klines, tmp_path, small_confi
     assert [f["rows"] for f in tuning["folds"]] == [f["tuning"]["rows"] for f in man["metrics"]["folds"]]
     for f in man["metrics"]["folds"]:
         assert f["tuning"]["rows"][1] <= T and set(f["tuning"]["best_params"]) == {
-            "hidden", "layers", "dropout", "lr", "seq_len"}
+            "hidden",
+            "layers",
+            "dropout",
+            "lr",
+            "seq_len",
+        }
     assert man["seq_len"] == tuning["final"]["best_params"]["seq_len"]
     assert {e.stage for e in events} == {"tune", "fold", "final", "done"}
     assert "## Nested tuning" in (p / "report.md").read_text()

@@ -44,9 +44,15 @@ def start_bot(monkeypatch: pytest.MonkeyPatch, api: FakeBotAPI, amqp_url: str, *
     from depthpilot.settings import load_settings
     from tgbot.service import TgbotService
 
-    base = {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_API_BASE_URL": api.base_url,
-            "TELEGRAM_USERS": f"{OWNER}:trader,{VIEWER}:viewer", "TELEGRAM_ALLOWED_CHAT_IDS": str(GROUP),
-            "TELEGRAM_POLL_TIMEOUT_S": "1", "TELEGRAM_CONTROL_TIMEOUT_S": "3", "AMQP_URL": amqp_url}
+    base = {
+        "TELEGRAM_BOT_TOKEN": api.token,
+        "TELEGRAM_API_BASE_URL": api.base_url,
+        "TELEGRAM_USERS": f"{OWNER}:trader,{VIEWER}:viewer",
+        "TELEGRAM_ALLOWED_CHAT_IDS": str(GROUP),
+        "TELEGRAM_POLL_TIMEOUT_S": "1",
+        "TELEGRAM_CONTROL_TIMEOUT_S": "3",
+        "AMQP_URL": amqp_url,
+    }
     base.update(env)
     for k, v in base.items():
         monkeypatch.setenv(k, v)

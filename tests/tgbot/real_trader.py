@@ -1,6 +1,7 @@
 """The REAL trader service (paper venue) for the bot/notifier tests, fed real recorded books:
 the top-25 snapshots of the Binance spot BTCUSDT recording under DEPTHPILOT_DATA_DIR, re-stamped
 "now" so the trader's freshness checks pass (prices and sizes are the recording's)."""
+
 from __future__ import annotations
 
 import threading
@@ -40,8 +41,16 @@ def mids() -> np.ndarray:
 def snapshot(i: int, seq: int) -> m.BookSnapshot:
     bids, asks, exchange, symbol = real_books()
     ts = m.now_ns()
-    return m.BookSnapshot(exchange=exchange, symbol=symbol, ts_exchange=ts, ts_recv=ts, seq=seq,
-                          bids=np.ascontiguousarray(bids[i]), asks=np.ascontiguousarray(asks[i]), depth=bids.shape[1])
+    return m.BookSnapshot(
+        exchange=exchange,
+        symbol=symbol,
+        ts_exchange=ts,
+        ts_recv=ts,
+        seq=seq,
+        bids=np.ascontiguousarray(bids[i]),
+        asks=np.ascontiguousarray(asks[i]),
+        depth=bids.shape[1],
+    )
 
 
 class RealBookFeeder:
@@ -80,8 +89,16 @@ def signal(direction: str, p: float = 0.8, ttl_s: float = 10.0) -> m.Signal:
     ts = m.now_ns()
     rest = (1 - p) / 2
     probs = {"up": [rest, rest, p], "down": [p, rest, rest], "flat": [rest, p, rest]}[direction]
-    return m.Signal(exchange=exchange, symbol=symbol, ts=ts, model_id="test", classes=["down", "flat", "up"],
-                    probs=probs, score=probs[2] - probs[0], expires_at=ts + int(ttl_s * 1e9))
+    return m.Signal(
+        exchange=exchange,
+        symbol=symbol,
+        ts=ts,
+        model_id="test",
+        classes=["down", "flat", "up"],
+        probs=probs,
+        score=probs[2] - probs[0],
+        expires_at=ts + int(ttl_s * 1e9),
+    )
 
 
 class RealTrader:
@@ -91,8 +108,13 @@ class RealTrader:
         from trader.service import TraderService
 
         _, _, exchange, _ = real_books()
-        self.settings = load_settings(amqp_url=amqp_url, mongo_url=f"mongomock://{uid}", exchanges=[exchange],
-                                      trader_exchange=exchange, **overrides)
+        self.settings = load_settings(
+            amqp_url=amqp_url,
+            mongo_url=f"mongomock://{uid}",
+            exchanges=[exchange],
+            trader_exchange=exchange,
+            **overrides,
+        )
         self.store = Store.connect(self.settings.mongo_url, f"tgreal_{uid}")
         self.bus = connect_bus(amqp_url, "trader").start()
         self.svc = TraderService(self.settings, self.bus, self.store)

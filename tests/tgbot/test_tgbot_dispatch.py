@@ -1,5 +1,6 @@
 """Dispatcher behaviour without a broker: updates fed to the real aiogram dispatcher, replies
 sent to the local Bot API server; the gateway has no bus, so any control call would fail."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,13 @@ from tgbot.service import make_bot
 
 
 def _msg(uid: int, text: str, mid: int = 1) -> dict:
-    return {"message_id": mid, "date": 0, "text": text, "chat": {"id": uid, "type": "private"},
-            "from": {"id": uid, "is_bot": False, "first_name": "x"}}
+    return {
+        "message_id": mid,
+        "date": 0,
+        "text": text,
+        "chat": {"id": uid, "type": "private"},
+        "from": {"id": uid, "is_bot": False, "first_name": "x"},
+    }
 
 
 def test_edits_are_never_executed_but_keys_in_edits_are_deleted(bot_api):
@@ -23,10 +29,16 @@ def test_edits_are_never_executed_but_keys_in_edits_are_deleted(bot_api):
     async def run() -> None:
         bot = make_bot(bot_api.token, bot_api.base_url)
         try:
-            await dp.feed_webhook_update(bot, {"update_id": 1, "edited_message": {**_msg(OWNER, "/flatten"),
-                                                                                  "edit_date": 1}})
-            await dp.feed_webhook_update(bot, {"update_id": 2, "edited_message": {
-                **_msg(OWNER, "oops api_secret=Zx81kq7Lm2Pq9Rt4Vw6", mid=5), "edit_date": 1}})
+            await dp.feed_webhook_update(
+                bot, {"update_id": 1, "edited_message": {**_msg(OWNER, "/flatten"), "edit_date": 1}}
+            )
+            await dp.feed_webhook_update(
+                bot,
+                {
+                    "update_id": 2,
+                    "edited_message": {**_msg(OWNER, "oops api_secret=Zx81kq7Lm2Pq9Rt4Vw6", mid=5), "edit_date": 1},
+                },
+            )
             await dp.feed_webhook_update(bot, {"update_id": 3, "message": _msg(STRANGER, "hello")})
             await dp.feed_webhook_update(bot, {"update_id": 4, "message": _msg(OWNER, "/trades 0")})
         finally:

@@ -1,5 +1,6 @@
 """Real aiogram against the local Bot API server, control requests over the real RabbitMQ
 (TEST_AMQP_URL), answered by a test responder holding a tiny paper state."""
+
 from __future__ import annotations
 
 import logging
@@ -116,9 +117,12 @@ def test_strangers_viewers_and_foreign_groups_never_reach_the_bus(monkeypatch, b
         assert "only the user who asked" in ans.params["text"]
         # a stranger tapping a quick button
         n = len(bot_api.calls)
-        bot_api.callback(STRANGER, "q:status", {**confirm.params["_result"], "chat": {"id": STRANGER, "type": "private"}})
-        assert bot_api.wait_call(lambda c: c.method == "sendMessage" and c.chat_id == STRANGER, after=n).text.startswith(
-            "Refused:")
+        bot_api.callback(
+            STRANGER, "q:status", {**confirm.params["_result"], "chat": {"id": STRANGER, "type": "private"}}
+        )
+        assert bot_api.wait_call(
+            lambda c: c.method == "sendMessage" and c.chat_id == STRANGER, after=n
+        ).text.startswith("Refused:")
         time.sleep(0.3)
         assert responder.seen == [] and responder.expired == []
         assert svc.gateway.sent == 0
@@ -148,8 +152,10 @@ def test_confirmation_expires_and_does_nothing(monkeypatch, bot_api, responder, 
         # within the TTL, confirming runs it
         confirm3 = ask(bot_api, OWNER, "/reset_risk")
         ans, n = tap(bot_api, OWNER, confirm3, button(confirm3, "Yes, do it"))
-        assert "risk halt lifted" in bot_api.wait_call(lambda c: c.method == "sendMessage" and "Done" in c.text,
-                                                       after=n).text
+        assert (
+            "risk halt lifted"
+            in bot_api.wait_call(lambda c: c.method == "sendMessage" and "Done" in c.text, after=n).text
+        )
         assert [c.command for c in responder.seen] == ["risk_reset"]
     finally:
         stop_bot(svc)

@@ -1,5 +1,6 @@
 """Pure tgbot logic: allow-list and roles, the key guard, command parsing, confirmations,
 reply rendering."""
+
 from __future__ import annotations
 
 from decimal import Decimal as D
@@ -23,36 +24,59 @@ def test_parse_users_roles_and_errors():
             parse_users(bad)
 
 
-@pytest.mark.parametrize("user,chat,ctype,needs,ok,why", [
-    (1, 1, "private", "trader", True, ""),
-    (2, 2, "private", "viewer", True, ""),
-    (2, 2, "private", "trader", False, "your role is viewer"),
-    (3, 3, "private", "viewer", False, "allow-list"),
-    (None, -5, "channel", "viewer", False, "allow-list"),
-    (1, -10, "supergroup", "trader", True, ""),
-    (1, -11, "supergroup", "viewer", False, "chat is not allowed"),
-    (3, -10, "supergroup", "viewer", False, "allow-list"),  # an allowed group does not allow its members
-    (1, 2, "private", "viewer", False, "does not belong"),
-])
+@pytest.mark.parametrize(
+    "user,chat,ctype,needs,ok,why",
+    [
+        (1, 1, "private", "trader", True, ""),
+        (2, 2, "private", "viewer", True, ""),
+        (2, 2, "private", "trader", False, "your role is viewer"),
+        (3, 3, "private", "viewer", False, "allow-list"),
+        (None, -5, "channel", "viewer", False, "allow-list"),
+        (1, -10, "supergroup", "trader", True, ""),
+        (1, -11, "supergroup", "viewer", False, "chat is not allowed"),
+        (3, -10, "supergroup", "viewer", False, "allow-list"),  # an allowed group does not allow its members
+        (1, 2, "private", "viewer", False, "does not belong"),
+    ],
+)
 def test_access_matrix(user, chat, ctype, needs, ok, why):
     a = Access({1: "trader", 2: "viewer"}, frozenset({-10}))
     d = a.check(user, chat, ctype, needs)
     assert d.ok is ok and why in d.reason
 
 
-@pytest.mark.parametrize("text", [
-    "api_key: abc", "API KEY = whatever", "my secret key: x", "Xk29fLq8Zp3Rt7Vw1Ny4",
-    "here 8f4c2a9e1b7d3f6a0c5e9b2d4f8a1c7e", "-----BEGIN EC PRIVATE KEY-----", "123456789:AAHk4fJ2lQ9mZ8xW3vR7tY1uI0oP6aS5dFg",
-    "passphrase=hunter2",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "api_key: abc",
+        "API KEY = whatever",
+        "my secret key: x",
+        "Xk29fLq8Zp3Rt7Vw1Ny4",
+        "here 8f4c2a9e1b7d3f6a0c5e9b2d4f8a1c7e",
+        "-----BEGIN EC PRIVATE KEY-----",
+        "123456789:AAHk4fJ2lQ9mZ8xW3vR7tY1uI0oP6aS5dFg",
+        "passphrase=hunter2",
+    ],
+)
 def test_secrets_are_recognised(text):
     assert looks_like_secret(text)
 
 
-@pytest.mark.parametrize("text", [
-    "/trade BTCUSDT 3", "/status", "/pnl 7d", "hello there, how is the market", "BTCUSDT ETHUSDT SOLUSDT",
-    "/set max_position_usd 1500", "1000000000 2000000", "", None, "/stop all", "trailing_lock_fraction",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/trade BTCUSDT 3",
+        "/status",
+        "/pnl 7d",
+        "hello there, how is the market",
+        "BTCUSDT ETHUSDT SOLUSDT",
+        "/set max_position_usd 1500",
+        "1000000000 2000000",
+        "",
+        None,
+        "/stop all",
+        "trailing_lock_fraction",
+    ],
+)
 def test_ordinary_text_is_not_a_secret(text):
     assert not looks_like_secret(text)
 
@@ -95,8 +119,10 @@ def test_every_dangerous_request_is_confirmed():
         assert p.confirm, text
     for req_type in c.REQUESTS:
         if req_type.DANGEROUS:
-            assert any(parse(t, chat_id=1).request.__class__ is req_type and parse(t, chat_id=1).confirm
-                       for t in ("/flatten", "/reset_risk")), req_type
+            assert any(
+                parse(t, chat_id=1).request.__class__ is req_type and parse(t, chat_id=1).confirm
+                for t in ("/flatten", "/reset_risk")
+            ), req_type
 
 
 def test_confirmations_expire_belong_to_their_user_and_are_used_once():
@@ -118,36 +144,81 @@ def test_confirmations_expire_belong_to_their_user_and_are_used_once():
 
 
 def test_rendering():
-    st = c.StatusReply(mode="live", halted=True, halt_reason="daily loss", model_id="book-default", symbols=[
-        c.SymbolStatus(symbol="BTCUSDT", exchange="bybit", trading=True, paused=False, trades_left=2,
-                       last_signal="up", last_score=0.4, book_ok=False, book_reason="stale")])
+    st = c.StatusReply(
+        mode="live",
+        halted=True,
+        halt_reason="daily loss",
+        model_id="book-default",
+        symbols=[
+            c.SymbolStatus(
+                symbol="BTCUSDT",
+                exchange="bybit",
+                trading=True,
+                paused=False,
+                trades_left=2,
+                last_signal="up",
+                last_score=0.4,
+                book_ok=False,
+                book_reason="stale",
+            )
+        ],
+    )
     text = render.render(st)
     assert "Mode: LIVE  HALTED: daily loss" in text and "BTCUSDT@bybit: trading (2 trades left)" in text
     assert "book NOT ok (stale)" in text and "signal up +0.40" in text and "book-default" in text
-    pos = c.PositionsReply(positions=[
-        c.PositionView(exchange="bybit", symbol="ETHUSDT", qty=D("-1.5"), avg_price=D("3000.10"),
-                       unrealized_pnl=D("-12.345"), stop_price=D("3100")),
-        c.PositionView(exchange="bybit", symbol="BTCUSDT", qty=D("0"), avg_price=D("1"))])
+    pos = c.PositionsReply(
+        positions=[
+            c.PositionView(
+                exchange="bybit",
+                symbol="ETHUSDT",
+                qty=D("-1.5"),
+                avg_price=D("3000.10"),
+                unrealized_pnl=D("-12.345"),
+                stop_price=D("3100"),
+            ),
+            c.PositionView(exchange="bybit", symbol="BTCUSDT", qty=D("0"), avg_price=D("1")),
+        ]
+    )
     assert render.render(pos) == "Open positions:\nETHUSDT SHORT 1.5 @ 3000.1, uPnL -12.35, stop 3100"
     assert render.render(c.PositionsReply()) == "No open positions."
     pnl = c.PnlReply(period="7d", since_ts=0, realized=D("12.5"), fees=D("1.25"), unrealized=D("0"), trades=4, wins=3)
     assert "realized +12.50 USDT after 1.25 fees" in render.render(pnl) and "3/4 won" in render.render(pnl)
     bal = c.BalanceReply(mode="paper", currency="USDT", equity=D("10234.5"), available=D("9000"))
     assert render.render(bal) == "Balance (paper): equity 10,234.50 USDT, available 9,000.00 USDT"
-    tr = c.TradesReply(trades=[c.TradeView(exchange="bybit", symbol="BTCUSDT", side="long", qty=D("0.01"),
-                                           entry_price=D("50000"), exit_price=D("50500"), entry_ts=1, exit_ts=1,
-                                           pnl=D("4.45"), fees=D("0.55"), exit_reason="trailing_stop")])
+    tr = c.TradesReply(
+        trades=[
+            c.TradeView(
+                exchange="bybit",
+                symbol="BTCUSDT",
+                side="long",
+                qty=D("0.01"),
+                entry_price=D("50000"),
+                exit_price=D("50500"),
+                entry_ts=1,
+                exit_ts=1,
+                pnl=D("4.45"),
+                fees=D("0.55"),
+                exit_reason="trailing_stop",
+            )
+        ]
+    )
     assert "BTCUSDT long 0.01 50000 -> 50500: +4.45 after 0.55 fees (trailing_stop)" in render.render(tr)
-    risk = c.RiskReply(limits={"daily_loss_usd": "100"}, usage={"daily_loss_usd": "42.5", "open_orders": "1"},
-                       halted=False)
+    risk = c.RiskReply(
+        limits={"daily_loss_usd": "100"}, usage={"daily_loss_usd": "42.5", "open_orders": "1"}, halted=False
+    )
     assert render.render(risk) == "Risk: ok\ndaily_loss_usd: 42.5 / 100\nopen_orders: 1"
     # a limit nothing measures is shown as the limit alone, not as "- / limit"
-    bare = c.RiskReply(limits={"leverage": "3", "daily_loss_limit": "100"}, usage={"daily_loss_limit": "0"},
-                       halted=True, halt_reason="daily_loss")
+    bare = c.RiskReply(
+        limits={"leverage": "3", "daily_loss_limit": "100"},
+        usage={"daily_loss_limit": "0"},
+        halted=True,
+        halt_reason="daily_loss",
+    )
     assert render.render(bare) == "Risk  HALTED: daily_loss\nleverage: 3\ndaily_loss_limit: 0 / 100"
     assert render.render(c.Ack(message="x")) == "Done: x"
     assert "within 2 s" in render.render_timeout(c.Flatten(), 2) and "NOT be executed" in render.render_timeout(
-        c.Flatten(), 2)
+        c.Flatten(), 2
+    )
 
 
 def test_without_a_token_the_service_idles_and_says_so(monkeypatch, uid):

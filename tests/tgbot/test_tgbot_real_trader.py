@@ -1,5 +1,6 @@
 """The Telegram bot against the REAL trader service (paper venue, real recorded books), over the
 real RabbitMQ and real aiogram talking to the local Bot API server."""
+
 from __future__ import annotations
 
 import time
@@ -42,13 +43,16 @@ def test_bot_drives_the_real_trader_and_stop_flattens(monkeypatch, bot_api, trad
         assert [x.command for x in trader.handled] == ["trader_status"]
         with RealBookFeeder(trader.bus, index=0) as feed:
             wait_until(lambda: trader.svc.runtime.counters["books"] > 3)
-            assert ask(bot_api, OWNER, f"/trade {symbol.lower()}").text == \
-                f"Done: trading {symbol} on {exchange} (paper)"
+            assert (
+                ask(bot_api, OWNER, f"/trade {symbol.lower()}").text == f"Done: trading {symbol} on {exchange} (paper)"
+            )
             assert f"{symbol}@{exchange}: trading, book ok" in ask(bot_api, OWNER, "/status").text
             assert ask(bot_api, OWNER, "/positions").text == "No open positions."
             assert "realized 0.00 USDT after 0.00 fees, unrealized 0.00; 0 trades" in ask(bot_api, OWNER, "/pnl").text
-            assert ask(bot_api, OWNER, "/balance").text == \
-                "Balance (paper): equity 10,000.00 USDT, available 10,000.00 USDT"
+            assert (
+                ask(bot_api, OWNER, "/balance").text
+                == "Balance (paper): equity 10,000.00 USDT, available 10,000.00 USDT"
+            )
             assert ask(bot_api, OWNER, "/trades").text == "No closed trades yet."
             risk = ask(bot_api, OWNER, "/risk").text
             assert risk.startswith("Risk: ok") and "daily_loss_limit: 0 / 100" in risk and "- /" not in risk
@@ -83,18 +87,23 @@ def test_bot_drives_the_real_trader_and_stop_flattens(monkeypatch, bot_api, trad
             assert trader.handled[n_handled].args == {"symbol": symbol, "flatten": True}
             wait_until(lambda: _flat(trader.store), timeout=2)
             assert client.call(c.Positions()).positions == [] or all(
-                p.qty == 0 for p in client.call(c.Positions()).positions)
+                p.qty == 0 for p in client.call(c.Positions()).positions
+            )
             assert ask(bot_api, OWNER, "/positions").text == "No open positions."
             trade = client.call(c.RecentTrades(n=5)).trades
             assert len(trade) == 1 and trade[0].exit_reason == "flatten"
             t = trade[0]
             text = ask(bot_api, OWNER, "/trades").text
-            assert f"{symbol} long {plain(t.qty)} {plain(t.entry_price)} -> {plain(t.exit_price)}: {signed(t.pnl)} " \
-                f"after {money(t.fees)} fees (flatten)" in text, text
+            assert (
+                f"{symbol} long {plain(t.qty)} {plain(t.entry_price)} -> {plain(t.exit_price)}: {signed(t.pnl)} "
+                f"after {money(t.fees)} fees (flatten)" in text
+            ), text
             assert t.entry_price == pos.avg_price and t.pnl == (t.exit_price - t.entry_price) * t.qty - t.fees
             pnl = ask(bot_api, OWNER, "/pnl").text
-            assert f"realized {signed(t.pnl)} USDT after {money(t.fees)} fees, unrealized 0.00; 1 trades, " \
-                f"{int(t.pnl > 0)}/1 won" in pnl, pnl
+            assert (
+                f"realized {signed(t.pnl)} USDT after {money(t.fees)} fees, unrealized 0.00; 1 trades, "
+                f"{int(t.pnl > 0)}/1 won" in pnl
+            ), pnl
             assert f"{symbol}@{exchange}: stopped" in ask(bot_api, OWNER, "/status").text
         # the viewer never reached the trader: every command it saw came from the owner
         assert {x.requested_by for x in trader.handled} == {f"telegram:{OWNER}", "test"}

@@ -1,4 +1,5 @@
 """Webhook mode: only Telegram (holding the secret token) can feed updates."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -15,10 +16,17 @@ from tgbot.webhook import SECRET_HEADER, WEBHOOK_PATH, webhook_app
 
 
 def _update(uid: int, text: str) -> dict:
-    return {"update_id": 7, "message": {"message_id": 1, "date": 0, "text": text,
-                                        "chat": {"id": uid, "type": "private"},
-                                        "from": {"id": uid, "is_bot": False, "first_name": "x"},
-                                        "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}]}}
+    return {
+        "update_id": 7,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "text": text,
+            "chat": {"id": uid, "type": "private"},
+            "from": {"id": uid, "is_bot": False, "first_name": "x"},
+            "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
+        },
+    }
 
 
 def test_webhook_checks_the_secret_token(bot_api):
@@ -55,10 +63,16 @@ def test_webhook_mode_service_registers_and_serves(monkeypatch, bot_api, respond
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {"TELEGRAM_BOT_TOKEN": bot_api.token, "TELEGRAM_API_BASE_URL": bot_api.base_url,
-           "TELEGRAM_USERS": f"{OWNER}:trader", "AMQP_URL": amqp_url, "TELEGRAM_MODE": "webhook",
-           "TELEGRAM_WEBHOOK_URL": "https://bot.example.org/", "TELEGRAM_WEBHOOK_SECRET": "hook-secret-1",
-           "TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}"}
+    env = {
+        "TELEGRAM_BOT_TOKEN": bot_api.token,
+        "TELEGRAM_API_BASE_URL": bot_api.base_url,
+        "TELEGRAM_USERS": f"{OWNER}:trader",
+        "AMQP_URL": amqp_url,
+        "TELEGRAM_MODE": "webhook",
+        "TELEGRAM_WEBHOOK_URL": "https://bot.example.org/",
+        "TELEGRAM_WEBHOOK_SECRET": "hook-secret-1",
+        "TELEGRAM_WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     bus = connect_bus(amqp_url, "tgbot").start()
@@ -69,9 +83,12 @@ def test_webhook_mode_service_registers_and_serves(monkeypatch, bot_api, respond
         assert hook.params["secret_token"] == "hook-secret-1"
 
         def post(headers: dict) -> int:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", method="POST",
-                                         data=json.dumps(_update(OWNER, "/status")).encode(),
-                                         headers={"Content-Type": "application/json", **headers})
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
+                method="POST",
+                data=json.dumps(_update(OWNER, "/status")).encode(),
+                headers={"Content-Type": "application/json", **headers},
+            )
             deadline = time.monotonic() + 10
             while True:
                 try:

@@ -1,5 +1,6 @@
 """Builders for the trader-service tests: live-stamped books and signals, a book feeder thread
 publishing over a bus, a wait helper."""
+
 from __future__ import annotations
 
 import threading
@@ -11,22 +12,39 @@ import numpy as np
 from depthpilot import messages as m
 
 
-def book(px: float, *, exchange: str = "binance", symbol: str = "BTCUSDT", ts: int | None = None,
-         size: float = 1.0, levels: int = 10) -> m.BookSnapshot:
+def book(
+    px: float,
+    *,
+    exchange: str = "binance",
+    symbol: str = "BTCUSDT",
+    ts: int | None = None,
+    size: float = 1.0,
+    levels: int = 10,
+) -> m.BookSnapshot:
     ts = ts or time.time_ns()
     bids = np.array([[round(px - 0.05 - 0.1 * i, 2), size] for i in range(levels)])
     asks = np.array([[round(px + 0.05 + 0.1 * i, 2), size] for i in range(levels)])
-    return m.BookSnapshot(exchange=exchange, symbol=symbol, ts_exchange=ts, ts_recv=ts, seq=1, bids=bids, asks=asks,
-                          depth=levels)
+    return m.BookSnapshot(
+        exchange=exchange, symbol=symbol, ts_exchange=ts, ts_recv=ts, seq=1, bids=bids, asks=asks, depth=levels
+    )
 
 
-def signal(direction: str, *, exchange: str = "binance", symbol: str = "BTCUSDT", p: float = 0.8,
-           ttl_s: float = 10.0) -> m.Signal:
+def signal(
+    direction: str, *, exchange: str = "binance", symbol: str = "BTCUSDT", p: float = 0.8, ttl_s: float = 10.0
+) -> m.Signal:
     ts = time.time_ns()
     rest = (1 - p) / 2
     probs = {"up": [rest, rest, p], "down": [p, rest, rest], "flat": [rest, p, rest]}[direction]
-    return m.Signal(exchange=exchange, symbol=symbol, ts=ts, model_id="test", classes=["down", "flat", "up"],
-                    probs=probs, score=probs[2] - probs[0], expires_at=ts + int(ttl_s * 1e9))
+    return m.Signal(
+        exchange=exchange,
+        symbol=symbol,
+        ts=ts,
+        model_id="test",
+        classes=["down", "flat", "up"],
+        probs=probs,
+        score=probs[2] - probs[0],
+        expires_at=ts + int(ttl_s * 1e9),
+    )
 
 
 class BookFeeder:

@@ -1,5 +1,6 @@
 """Bybit v5 execution: the REAL pybit client against a local fake Bybit that verifies every
 private request's HMAC signature, timestamp and recv_window (tests/trader/fakes/bybit_v5.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -32,13 +33,22 @@ def fake():
 
 
 def client(fake: FakeBybit, secret: str = API_SECRET, **kw):
-    return make_execution_client(venue="bybit", mode="testnet", api_key=API_KEY, api_secret=secret,
-                                 base_url=fake.url, timeout_s=kw.pop("timeout_s", 0.4), retry=FAST, **kw)
+    return make_execution_client(
+        venue="bybit",
+        mode="testnet",
+        api_key=API_KEY,
+        api_secret=secret,
+        base_url=fake.url,
+        timeout_s=kw.pop("timeout_s", 0.4),
+        retry=FAST,
+        **kw,
+    )
 
 
 def buy(cid: str, qty: str = "0.0105", **kw) -> OrderRequest:
-    return OrderRequest(client_order_id=cid, exchange="bybit", symbol="BTCUSDT", side=kw.pop("side", "buy"),
-                        qty=Decimal(qty), **kw)
+    return OrderRequest(
+        client_order_id=cid, exchange="bybit", symbol="BTCUSDT", side=kw.pop("side", "buy"), qty=Decimal(qty), **kw
+    )
 
 
 def test_instruments_and_leverage(fake: FakeBybit) -> None:
@@ -47,7 +57,11 @@ def test_instruments_and_leverage(fake: FakeBybit) -> None:
     inst = c.instruments(["BTCUSDT", "ETHUSDT"])
     btc = inst["BTCUSDT"]
     assert (btc.tick_size, btc.lot_step, btc.min_qty, btc.min_notional) == (
-        Decimal("0.10"), Decimal("0.001"), Decimal("0.001"), Decimal(5))
+        Decimal("0.10"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(5),
+    )
     assert btc.max_leverage == Decimal(100) and btc.max_qty == Decimal("1190.000")
     with pytest.raises(ExecutionError, match="unknown linear symbol"):
         c.instruments(["DOGEUSDT"])
@@ -93,7 +107,9 @@ def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
 def test_limit_order_rests_fills_and_cancels_through_rest_polling(fake: FakeBybit) -> None:
     c = client(fake)
     rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
-    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders["lim-1"]["price"]) == Decimal("64000")
+    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders["lim-1"]["price"]) == Decimal(
+        "64000"
+    )
     assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
     assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []  # nothing new since submit
     fake.fill("lim-1")
@@ -303,8 +319,16 @@ def test_stream_down_falls_back_to_rest_and_recovers(wsfake: FakeBybit) -> None:
 
 
 def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeBybit) -> None:
-    c = make_execution_client(venue="bybit", mode="testnet", api_key=API_KEY, api_secret="wrong-" + "Q" * 12,
-                              base_url=wsfake.url, private_ws_url=wsfake.ws_url, timeout_s=0.4, retry=FAST)
+    c = make_execution_client(
+        venue="bybit",
+        mode="testnet",
+        api_key=API_KEY,
+        api_secret="wrong-" + "Q" * 12,
+        base_url=wsfake.url,
+        private_ws_url=wsfake.ws_url,
+        timeout_s=0.4,
+        retry=FAST,
+    )
     with pytest.raises(ExecutionError, match="10004"):
         c.poll_events()  # the stream's auth is refused, then REST is refused too
     assert wsfake.ws.auths == [False] and not c.stream_healthy
@@ -326,9 +350,16 @@ def test_fake_checks_timestamp_and_recv_window(fake: FakeBybit) -> None:
     def get(ts: int, recv: int = 5000) -> int:
         q = "accountType=UNIFIED"
         sign = hmac.new(API_SECRET.encode(), f"{ts}{API_KEY}{recv}{q}".encode(), hashlib.sha256).hexdigest()
-        r = requests.get(f"{fake.url}/v5/account/wallet-balance?{q}", timeout=2, headers={
-            "X-BAPI-API-KEY": API_KEY, "X-BAPI-SIGN": sign, "X-BAPI-TIMESTAMP": str(ts),
-            "X-BAPI-RECV-WINDOW": str(recv)})
+        r = requests.get(
+            f"{fake.url}/v5/account/wallet-balance?{q}",
+            timeout=2,
+            headers={
+                "X-BAPI-API-KEY": API_KEY,
+                "X-BAPI-SIGN": sign,
+                "X-BAPI-TIMESTAMP": str(ts),
+                "X-BAPI-RECV-WINDOW": str(recv),
+            },
+        )
         return r.json()["retCode"]
 
     now = int(time.time() * 1000)

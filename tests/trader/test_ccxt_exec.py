@@ -1,6 +1,7 @@
 """ccxt execution: the REAL ccxt ``binanceusdm`` client against a local fake Binance USD-M
 that verifies every signed request (HMAC-SHA256 ``signature``, ``X-MBX-APIKEY``,
 ``timestamp``/``recvWindow``) - tests/trader/fakes/binance_usdm.py."""
+
 from __future__ import annotations
 
 import logging
@@ -34,13 +35,27 @@ def fake():
 
 
 def client(fake: FakeBinanceUSDM, secret: str = API_SECRET, **kw):
-    return make_execution_client(venue="binanceusdm", mode="testnet", api_key=API_KEY, api_secret=secret,
-                                 base_url=fake.url, timeout_s=kw.pop("timeout_s", 0.4), retry=FAST, **kw)
+    return make_execution_client(
+        venue="binanceusdm",
+        mode="testnet",
+        api_key=API_KEY,
+        api_secret=secret,
+        base_url=fake.url,
+        timeout_s=kw.pop("timeout_s", 0.4),
+        retry=FAST,
+        **kw,
+    )
 
 
 def buy(cid: str, qty: str = "0.0105", **kw) -> OrderRequest:
-    return OrderRequest(client_order_id=cid, exchange="binanceusdm", symbol="BTCUSDT", side=kw.pop("side", "buy"),
-                        qty=Decimal(qty), **kw)
+    return OrderRequest(
+        client_order_id=cid,
+        exchange="binanceusdm",
+        symbol="BTCUSDT",
+        side=kw.pop("side", "buy"),
+        qty=Decimal(qty),
+        **kw,
+    )
 
 
 def creates(fake: FakeBinanceUSDM) -> list:
@@ -50,7 +65,10 @@ def creates(fake: FakeBinanceUSDM) -> list:
 def test_rebase_urls_keeps_paths() -> None:
     urls = {"fapiPrivate": "https://fapi.binance.com/fapi/v1", "x": {"y": "https://a.b/c?d=1"}, "n": 3}
     assert rebase_urls(urls, "http://127.0.0.1:9/") == {
-        "fapiPrivate": "http://127.0.0.1:9/fapi/v1", "x": {"y": "http://127.0.0.1:9/c?d=1"}, "n": 3}
+        "fapiPrivate": "http://127.0.0.1:9/fapi/v1",
+        "x": {"y": "http://127.0.0.1:9/c?d=1"},
+        "n": 3,
+    }
 
 
 def test_instruments_leverage_order_lookup_positions_balance(fake: FakeBinanceUSDM) -> None:
@@ -58,7 +76,12 @@ def test_instruments_leverage_order_lookup_positions_balance(fake: FakeBinanceUS
     assert isinstance(c, ExecutionClient)
     btc = c.instruments(["BTCUSDT"])["BTCUSDT"]
     assert (btc.tick_size, btc.lot_step, btc.min_qty, btc.min_notional, btc.max_qty) == (
-        Decimal("0.1"), Decimal("0.001"), Decimal("0.001"), Decimal(100), Decimal(1000))
+        Decimal("0.1"),
+        Decimal("0.001"),
+        Decimal("0.001"),
+        Decimal(100),
+        Decimal(1000),
+    )
     with pytest.raises(ExecutionError, match="unknown linear contract"):
         c.instruments(["NOPEUSDT"])
     c.set_leverage("BTCUSDT", Decimal(5))
@@ -92,7 +115,9 @@ def test_instruments_leverage_order_lookup_positions_balance(fake: FakeBinanceUS
 def test_limit_order_rests_fills_and_cancels_through_polling(fake: FakeBinanceUSDM) -> None:
     c = client(fake)
     rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
-    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders[0]["price"]) == Decimal("64000")
+    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders[0]["price"]) == Decimal(
+        "64000"
+    )
     assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
     assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []
     fake.fill("lim-1")
@@ -150,10 +175,19 @@ def test_429_backs_off_with_retry_after_then_succeeds(fake: FakeBinanceUSDM) -> 
     fake.fail(ORDER, "429", times=4)  # the pre-create lookup (GET) sees 3 of them, the create 1
     rep = c.submit(buy("intent-rl"))
     assert rep.status == "filled" and len(fake.state.orders) == 1
-    hits = [r for r in fake.hits(ORDER) if r.params.get("origClientOrderId") == "intent-rl"
-            or r.params.get("newClientOrderId") == "intent-rl"]
+    hits = [
+        r
+        for r in fake.hits(ORDER)
+        if r.params.get("origClientOrderId") == "intent-rl" or r.params.get("newClientOrderId") == "intent-rl"
+    ]
     assert [(h.method, h.answered) for h in hits] == [
-        ("GET", "429"), ("GET", "429"), ("GET", "429"), ("GET", "429"), ("GET", "-2013"), ("POST", "200")]
+        ("GET", "429"),
+        ("GET", "429"),
+        ("GET", "429"),
+        ("GET", "429"),
+        ("GET", "-2013"),
+        ("POST", "200"),
+    ]
     assert c.stats.rate_limited == 4
     gaps = [b.t - a.t for a, b in zip(hits, hits[1:4])]
     assert all(g >= d * 0.95 for g, d in zip(gaps, c.stats.delays_s))
@@ -197,7 +231,9 @@ def test_stop_market_placed_moved_and_removed(fake: FakeBinanceUSDM) -> None:
     assert c.positions(["BTCUSDT"])[0].stop_price is None
 
 
-def test_wrong_secret_is_refused_and_secrets_never_leak(fake: FakeBinanceUSDM, caplog: pytest.LogCaptureFixture) -> None:
+def test_wrong_secret_is_refused_and_secrets_never_leak(
+    fake: FakeBinanceUSDM, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     bad_secret = "wrong-secret-" + "Kp4" * 5
     bad = client(fake, secret=bad_secret)

@@ -1,5 +1,6 @@
 """The adapters' pure helpers: venue ids, rounding/refusal, backoff, redaction, error
 classification, venue JSON -> domain, and the factory's guards."""
+
 from __future__ import annotations
 
 import logging
@@ -24,13 +25,21 @@ from trader.execution.common import (
     venue_order_id,
 )
 
-BTC = Instrument(exchange="bybit", symbol="BTCUSDT", tick_size=Decimal("0.1"), lot_step=Decimal("0.001"),
-                 min_qty=Decimal("0.001"), min_notional=Decimal(5), max_qty=Decimal(100))
+BTC = Instrument(
+    exchange="bybit",
+    symbol="BTCUSDT",
+    tick_size=Decimal("0.1"),
+    lot_step=Decimal("0.001"),
+    min_qty=Decimal("0.001"),
+    min_notional=Decimal(5),
+    max_qty=Decimal(100),
+)
 
 
 def req(qty: str, **kw) -> OrderRequest:
-    return OrderRequest(client_order_id="c1", exchange="bybit", symbol="BTCUSDT", side=kw.pop("side", "buy"),
-                        qty=Decimal(qty), **kw)
+    return OrderRequest(
+        client_order_id="c1", exchange="bybit", symbol="BTCUSDT", side=kw.pop("side", "buy"), qty=Decimal(qty), **kw
+    )
 
 
 def test_venue_order_id_is_stable_short_and_valid() -> None:
@@ -48,9 +57,12 @@ def test_prepare_order_rounds_and_refuses() -> None:
     assert limit.price == Decimal("64000.0")  # a buy limit snaps down
     sell = prepare_order(req("0.01", side="sell", order_type="limit", price=Decimal("64000.01")), BTC)
     assert sell.price == Decimal("64000.1")  # a sell limit snaps up
-    for bad, why in ((req("0.0004"), "not positive"), (req("101"), "above the maximum"),
-                     (req("0.001", price=Decimal(4000)), "notional 4.0000 is below"),
-                     (req("0.01", order_type="limit"), "has no price")):
+    for bad, why in (
+        (req("0.0004"), "not positive"),
+        (req("101"), "above the maximum"),
+        (req("0.001", price=Decimal(4000)), "notional 4.0000 is below"),
+        (req("0.01", order_type="limit"), "has no price"),
+    ):
         with pytest.raises(OrderRejected, match=why) as ei:
             prepare_order(bad, BTC)
         assert ei.value.code == "local"
@@ -105,24 +117,67 @@ def test_ccxt_classification() -> None:
 
 
 def test_bybit_mapping() -> None:
-    inst = bm.instrument({"symbol": "ETHUSDT", "quoteCoin": "USDT", "settleCoin": "USDT",
-                          "priceFilter": {"tickSize": "0.01"},
-                          "lotSizeFilter": {"qtyStep": "0.01", "minOrderQty": "0.01", "maxOrderQty": "7240.00",
-                                            "maxMktOrderQty": "1000.00", "minNotionalValue": "5"},
-                          "leverageFilter": {"maxLeverage": "100.00"}})
+    inst = bm.instrument(
+        {
+            "symbol": "ETHUSDT",
+            "quoteCoin": "USDT",
+            "settleCoin": "USDT",
+            "priceFilter": {"tickSize": "0.01"},
+            "lotSizeFilter": {
+                "qtyStep": "0.01",
+                "minOrderQty": "0.01",
+                "maxOrderQty": "7240.00",
+                "maxMktOrderQty": "1000.00",
+                "minNotionalValue": "5",
+            },
+            "leverageFilter": {"maxLeverage": "100.00"},
+        }
+    )
     assert (inst.tick_size, inst.lot_step, inst.max_qty, inst.min_notional, inst.max_leverage) == (
-        Decimal("0.01"), Decimal("0.01"), Decimal("1000.00"), Decimal(5), Decimal(100))
-    o = bm.order_report({"symbol": "ETHUSDT", "side": "Sell", "qty": "0.50", "orderStatus": "PartiallyFilled",
-                         "cumExecQty": "0.20", "avgPrice": "", "orderId": "x", "updatedTime": "1700000000000",
-                         "rejectReason": "EC_NoError"}, "cid")
+        Decimal("0.01"),
+        Decimal("0.01"),
+        Decimal("1000.00"),
+        Decimal(5),
+        Decimal(100),
+    )
+    o = bm.order_report(
+        {
+            "symbol": "ETHUSDT",
+            "side": "Sell",
+            "qty": "0.50",
+            "orderStatus": "PartiallyFilled",
+            "cumExecQty": "0.20",
+            "avgPrice": "",
+            "orderId": "x",
+            "updatedTime": "1700000000000",
+            "rejectReason": "EC_NoError",
+        },
+        "cid",
+    )
     assert (o.side, o.status, o.filled_qty, o.avg_price, o.ts_ns, o.reason) == (
-        "sell", "partially_filled", Decimal("0.20"), None, 1_700_000_000_000_000_000, "")
+        "sell",
+        "partially_filled",
+        Decimal("0.20"),
+        None,
+        1_700_000_000_000_000_000,
+        "",
+    )
     assert bm.position_report({"symbol": "ETHUSDT", "side": "", "size": "0"}) is None
-    p = bm.position_report({"symbol": "ETHUSDT", "side": "Sell", "size": "1.5", "avgPrice": "3000",
-                            "stopLoss": "0.00", "liqPrice": "", "leverage": "10"})
+    p = bm.position_report(
+        {
+            "symbol": "ETHUSDT",
+            "side": "Sell",
+            "size": "1.5",
+            "avgPrice": "3000",
+            "stopLoss": "0.00",
+            "liqPrice": "",
+            "leverage": "10",
+        }
+    )
     assert (p.qty, p.stop_price, p.liq_price, p.leverage) == (Decimal("-1.5"), None, None, Decimal(10))
     assert bm.balances({"list": [{"coin": [{"coin": "USDT", "equity": "12.5"}, {"coin": "BTC", "equity": ""}]}]}) == {
-        "USDT": Decimal("12.5")}
+        "USDT": Decimal("12.5")
+    }
 
 
 def test_factory_guards() -> None:
@@ -130,8 +185,13 @@ def test_factory_guards() -> None:
         make_execution_client(venue="bybit", mode="paper", api_key="k" * 8, api_secret="s" * 8)
     with pytest.raises(ValueError, match="API secret"):
         make_execution_client(venue="bybit", mode="live", api_key=SecretStr("k" * 8), api_secret=SecretStr(""))
-    c = make_execution_client(venue="bybit", mode="live", api_key=SecretStr("k" * 8), api_secret=SecretStr("s" * 8),
-                              base_url="http://127.0.0.1:9")
+    c = make_execution_client(
+        venue="bybit",
+        mode="live",
+        api_key=SecretStr("k" * 8),
+        api_secret=SecretStr("s" * 8),
+        base_url="http://127.0.0.1:9",
+    )
     assert c.mode == "live" and "s" * 8 not in repr(c)
     c.close()
     with pytest.raises(ValueError, match="unknown ccxt exchange"):
@@ -147,8 +207,9 @@ def test_factory_picks_the_venue_environment() -> None:
     by = make_execution_client(venue="bybit", mode="testnet", api_key="k" * 8, api_secret="s" * 8)
     assert by._http.endpoint == "https://api-testnet.bybit.com"
     assert by._stream is not None and by._stream.url == "wss://stream-testnet.bybit.com/v5/private"
-    local = make_execution_client(venue="bybit", mode="live", api_key="k" * 8, api_secret="s" * 8,
-                                  base_url="http://127.0.0.1:9")
+    local = make_execution_client(
+        venue="bybit", mode="live", api_key="k" * 8, api_secret="s" * 8, base_url="http://127.0.0.1:9"
+    )
     assert local._http.endpoint == "http://127.0.0.1:9" and local._stream is None  # REST polling only
     for c in (demo, live, by, local):
         c.close()

@@ -1,5 +1,6 @@
 """Engine wiring: restart (snapshot/restore, rebuild from venue positions), queries as control
 replies, parameter validation, partial fills, duplicate fills, latency, a backtest on real books."""
+
 from __future__ import annotations
 
 import json
@@ -68,10 +69,24 @@ def test_queries_are_control_replies_and_serialise():
     sim.control("flatten", SYM)
     c.book(60100.0, dt=0)
     eng = sim.engine
-    replies = [eng.status(), eng.positions(), eng.pnl("today"), eng.pnl("7d"), eng.pnl("all"), eng.trades(5),
-               eng.risk()]
-    kinds = [control.StatusReply, control.PositionsReply, control.PnlReply, control.PnlReply, control.PnlReply,
-             control.TradesReply, control.RiskReply]
+    replies = [
+        eng.status(),
+        eng.positions(),
+        eng.pnl("today"),
+        eng.pnl("7d"),
+        eng.pnl("all"),
+        eng.trades(5),
+        eng.risk(),
+    ]
+    kinds = [
+        control.StatusReply,
+        control.PositionsReply,
+        control.PnlReply,
+        control.PnlReply,
+        control.PnlReply,
+        control.TradesReply,
+        control.RiskReply,
+    ]
     for r, k in zip(replies, kinds, strict=True):
         assert isinstance(r, k)
         assert msgspec.convert(msgspec.to_builtins(r), k, strict=False) == r
@@ -84,15 +99,18 @@ def test_queries_are_control_replies_and_serialise():
         eng.pnl("month")
 
 
-@pytest.mark.parametrize("name,value,error", [
-    ("nope", "1", "unknown parameter 'nope'"),
-    ("leverage", "abc", "leverage: 'abc' is not a decimal number"),
-    ("leverage", "-2", "leverage=-2 must be > 0"),
-    ("confirm_k", "0", "confirm_k=0 must be >= 1"),
-    ("exit_on_neutral", "maybe", "exit_on_neutral: 'maybe' is not a boolean"),
-    ("trailing_lock_fraction", "1.5", "trailing_lock_fraction=1.5 must be in (0, 1]"),
-    ("maintenance_margin_rate", "0.5", "maintenance_margin_rate=0.5 must be below 1/leverage"),
-])
+@pytest.mark.parametrize(
+    "name,value,error",
+    [
+        ("nope", "1", "unknown parameter 'nope'"),
+        ("leverage", "abc", "leverage: 'abc' is not a decimal number"),
+        ("leverage", "-2", "leverage=-2 must be > 0"),
+        ("confirm_k", "0", "confirm_k=0 must be >= 1"),
+        ("exit_on_neutral", "maybe", "exit_on_neutral: 'maybe' is not a boolean"),
+        ("trailing_lock_fraction", "1.5", "trailing_lock_fraction=1.5 must be in (0, 1]"),
+        ("maintenance_margin_rate", "0.5", "maintenance_margin_rate=0.5 must be below 1/leverage"),
+    ],
+)
 def test_set_param_validates(name, value, error):
     eng = TradingEngine(CFG, {SYM: INST})
     with pytest.raises(ValueError) as exc:
@@ -155,7 +173,8 @@ def test_backtest_on_real_books_is_consistent():
     from tests.trader.helpers import signal
 
     ts, bids, asks = load_book_snapshots_csv(
-        need_data("binance-usdm-btcusdt-2024-07-18-l2diff/derived_book_snapshot_25.csv.gz"))
+        need_data("binance-usdm-btcusdt-2024-07-18-l2diff/derived_book_snapshot_25.csv.gz")
+    )
     inst = INST
     cfg = TraderConfig(confirm_k=2, trailing_activation_fraction=D("0.0002"), stop_cooldown_s=5)
     eng = TradingEngine(cfg, {SYM: inst})

@@ -2,6 +2,7 @@
 walking, partial depth, fees, slippage, latency, the venue-side stop, exact Decimal accounting.
 Expected values are recomputed by hand from the CSV's own text (the exchange's price/amount
 strings), independent of the float arrays the exchange reads."""
+
 from __future__ import annotations
 
 import csv
@@ -36,8 +37,13 @@ def rows():
         ib = [(head.index(f"bids[{k}].price"), head.index(f"bids[{k}].amount")) for k in range(n)]
         its = head.index("timestamp")
         for row in r:
-            out.append((int(row[its]) * 1000, [(D(row[p]), D(row[a])) for p, a in ia if row[p]],
-                        [(D(row[p]), D(row[a])) for p, a in ib if row[p]]))
+            out.append(
+                (
+                    int(row[its]) * 1000,
+                    [(D(row[p]), D(row[a])) for p, a in ia if row[p]],
+                    [(D(row[p]), D(row[a])) for p, a in ib if row[p]],
+                )
+            )
     assert len(out) > 9000
     return out
 

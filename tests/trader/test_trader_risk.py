@@ -1,5 +1,6 @@
 """Risk rules, table-driven: liquidation price, initial stop inside liquidation, trailing ratchet,
 sizing caps and refusals, daily loss flatten + halt, data-quality halt, kill switch."""
+
 from __future__ import annotations
 
 from decimal import Decimal as D
@@ -24,27 +25,33 @@ def orders(acts):
 # ------------------------------------------------------------------ liquidation / initial stop
 
 
-@pytest.mark.parametrize("entry,side,lev,mmr,expected", [
-    ("60000", 1, "10", "0.005", "54300"),
-    ("60000", -1, "10", "0.005", "65700"),
-    ("60000", 1, "20", "0.005", "57300"),
-    ("60000", -1, "20", "0.005", "62700"),
-    ("60000", 1, "4", "0.01", "45600"),
-    ("60000", -1, "4", "0.01", "74400"),
-    ("2500", 1, "1", "0.005", "12.5"),
-])
+@pytest.mark.parametrize(
+    "entry,side,lev,mmr,expected",
+    [
+        ("60000", 1, "10", "0.005", "54300"),
+        ("60000", -1, "10", "0.005", "65700"),
+        ("60000", 1, "20", "0.005", "57300"),
+        ("60000", -1, "20", "0.005", "62700"),
+        ("60000", 1, "4", "0.01", "45600"),
+        ("60000", -1, "4", "0.01", "74400"),
+        ("2500", 1, "1", "0.005", "12.5"),
+    ],
+)
 def test_liquidation_price_isolated_linear(entry, side, lev, mmr, expected):
     assert liquidation_price(D(entry), side, D(lev), D(mmr)) == D(expected)
 
 
-@pytest.mark.parametrize("side,lev,max_loss,expected,clamped", [
-    (1, "10", "0.5", "57000.0", False),  # 5 % below: 3000 = 60000 * 0.5 / 10
-    (-1, "10", "0.5", "63000.0", False),
-    (1, "10", "1", "54360.0", True),  # max-loss stop 54000 is past liq 54300: pulled to liq + 0.1 %
-    (-1, "10", "1", "65640.0", True),
-    (1, "20", "1", "57360.0", True),
-    (1, "3", "0.25", "55000.0", False),
-])
+@pytest.mark.parametrize(
+    "side,lev,max_loss,expected,clamped",
+    [
+        (1, "10", "0.5", "57000.0", False),  # 5 % below: 3000 = 60000 * 0.5 / 10
+        (-1, "10", "0.5", "63000.0", False),
+        (1, "10", "1", "54360.0", True),  # max-loss stop 54000 is past liq 54300: pulled to liq + 0.1 %
+        (-1, "10", "1", "65640.0", True),
+        (1, "20", "1", "57360.0", True),
+        (1, "3", "0.25", "55000.0", False),
+    ],
+)
 def test_initial_stop_from_entry_leverage_and_max_loss(side, lev, max_loss, expected, clamped):
     cfg = TraderConfig(leverage=D(lev), max_loss_fraction=D(max_loss))
     plan = initial_stop(D("60000"), side, cfg, INST)
@@ -56,8 +63,12 @@ def test_initial_stop_from_entry_leverage_and_max_loss(side, lev, max_loss, expe
 @pytest.mark.parametrize("max_loss", ["0.1", "0.5", "0.9", "1"])
 @pytest.mark.parametrize("side", [1, -1])
 def test_stop_is_always_inside_liquidation_and_never_looser_than_max_loss(lev, max_loss, side):
-    cfg = TraderConfig(leverage=D(lev), max_loss_fraction=D(max_loss), maintenance_margin_rate=D("0.005"),
-                       liq_buffer_fraction=D("0.0005"))
+    cfg = TraderConfig(
+        leverage=D(lev),
+        max_loss_fraction=D(max_loss),
+        maintenance_margin_rate=D("0.005"),
+        liq_buffer_fraction=D("0.0005"),
+    )
     entry = D("63944.1")
     plan = initial_stop(entry, side, cfg, INST)
     assert (plan.stop - plan.liq) * side > 0, "stop beyond liquidation"
@@ -69,12 +80,19 @@ def test_stop_is_always_inside_liquidation_and_never_looser_than_max_loss(lev, m
 # ------------------------------------------------------------------ trailing stop
 
 
-@pytest.mark.parametrize("side,path,expected", [
-    # entry 60000, activation 0.1 % (60), lock 50 % of the MFE; None = no move
-    (1, ["60030", "60100", "60080", "60300", "60200", "60301"], [None, "60050.0", None, "60150.0", None, "60150.5"]),
-    (-1, ["59970", "59800", "59900", "59700"], [None, "59900.0", None, "59850.0"]),
-    (1, ["59000", "60059.9", "60060"], [None, None, "60030.0"]),
-])
+@pytest.mark.parametrize(
+    "side,path,expected",
+    [
+        # entry 60000, activation 0.1 % (60), lock 50 % of the MFE; None = no move
+        (
+            1,
+            ["60030", "60100", "60080", "60300", "60200", "60301"],
+            [None, "60050.0", None, "60150.0", None, "60150.5"],
+        ),
+        (-1, ["59970", "59800", "59900", "59700"], [None, "59900.0", None, "59850.0"]),
+        (1, ["59000", "60059.9", "60060"], [None, None, "60030.0"]),
+    ],
+)
 def test_trailing_stop_ratchets_and_never_moves_back(side, path, expected):
     cfg = TraderConfig(trailing_activation_fraction=D("0.001"), trailing_lock_fraction=D("0.5"))
     stop = D("57000") if side > 0 else D("63000")
@@ -118,19 +136,40 @@ def test_trailing_stop_in_the_engine_locks_profit_and_exits_as_trailing_stop():
 SMALL_LOT = Instrument(EX, SYM, tick_size=D("0.1"), lot_step=D("0.01"), min_qty=D("0.01"), min_notional=D("5"))
 
 
-@pytest.mark.parametrize("cfg,inst,kw,qty,capped,refused", [
-    (TraderConfig(budget=D("100"), leverage=D("3")), INST, {}, "0.005", "", False),
-    (TraderConfig(budget=D("100"), leverage=D("3"), max_order_notional=D("150")), INST, {}, "0.002",
-     "max_order_notional", False),
-    (TraderConfig(budget=D("1000"), leverage=D("3"), max_order_notional=D("5000")), INST, {}, "0.016",
-     "max_position_notional", False),
-    (TraderConfig(), INST, {"total_exposure": D("1900")}, "0.001", "max_total_exposure", False),
-    (TraderConfig(), INST, {"total_exposure": D("2000")}, "0", "max_total_exposure", True),
-    (TraderConfig(budget=D("0.01")), INST, {}, "0", "", True),  # 0.03 of notional: below one lot
-    (TraderConfig(budget=D("100"), leverage=D("3")), SMALL_LOT, {}, "0", "", True),  # 0.005 floors to 0
-    (TraderConfig(leverage=D("3")), Instrument(EX, SYM, D("0.1"), D("0.001"), D("0.001"), max_leverage=D("2")), {},
-     "0", "", True),
-])
+@pytest.mark.parametrize(
+    "cfg,inst,kw,qty,capped,refused",
+    [
+        (TraderConfig(budget=D("100"), leverage=D("3")), INST, {}, "0.005", "", False),
+        (
+            TraderConfig(budget=D("100"), leverage=D("3"), max_order_notional=D("150")),
+            INST,
+            {},
+            "0.002",
+            "max_order_notional",
+            False,
+        ),
+        (
+            TraderConfig(budget=D("1000"), leverage=D("3"), max_order_notional=D("5000")),
+            INST,
+            {},
+            "0.016",
+            "max_position_notional",
+            False,
+        ),
+        (TraderConfig(), INST, {"total_exposure": D("1900")}, "0.001", "max_total_exposure", False),
+        (TraderConfig(), INST, {"total_exposure": D("2000")}, "0", "max_total_exposure", True),
+        (TraderConfig(budget=D("0.01")), INST, {}, "0", "", True),  # 0.03 of notional: below one lot
+        (TraderConfig(budget=D("100"), leverage=D("3")), SMALL_LOT, {}, "0", "", True),  # 0.005 floors to 0
+        (
+            TraderConfig(leverage=D("3")),
+            Instrument(EX, SYM, D("0.1"), D("0.001"), D("0.001"), max_leverage=D("2")),
+            {},
+            "0",
+            "",
+            True,
+        ),
+    ],
+)
 def test_sizing_caps_and_refusals(cfg, inst, kw, qty, capped, refused):
     sz = size_entry(D("60000"), cfg, inst, **kw)
     assert sz.qty == D(qty)
@@ -177,9 +216,16 @@ def test_total_exposure_caps_a_second_symbol():
 
 
 def _loss_setup(limit="20"):
-    cfg = TraderConfig(confirm_k=1, budget=D("1000"), leverage=D("10"), max_order_notional=D("20000"),
-                       max_position_notional=D("20000"), max_total_exposure=D("20000"), daily_loss_limit=D(limit),
-                       trailing_enabled=False)
+    cfg = TraderConfig(
+        confirm_k=1,
+        budget=D("1000"),
+        leverage=D("10"),
+        max_order_notional=D("20000"),
+        max_position_notional=D("20000"),
+        max_total_exposure=D("20000"),
+        daily_loss_limit=D(limit),
+        trailing_enabled=False,
+    )
     sim = harness(cfg)
     c = Clock(sim)
     c.book(60000.0)

@@ -1,6 +1,7 @@
 """The trader service over the real RabbitMQ (TEST_AMQP_URL): signals in -> orders, fills and
 positions out (state class, confirmed) and stored; `stop --flatten` through the ControlClient
 flattens within 1 s; a daily-loss hit flattens within 1 s and no order follows."""
+
 from __future__ import annotations
 
 import threading
@@ -23,8 +24,13 @@ OUT_QUEUE = "api.state"  # binds order.intent/order.update/fill/position/risk
 @pytest.fixture
 def trader(amqp_url, uid, monkeypatch):
     monkeypatch.setenv("DEPTHPILOT_ENV_FILE", "")
-    s = load_settings(amqp_url=amqp_url, mongo_url=f"mongomock://{uid}", trader_autostart=["BTCUSDT"],
-                      exchanges=["binance"], trader_exchange="binance")
+    s = load_settings(
+        amqp_url=amqp_url,
+        mongo_url=f"mongomock://{uid}",
+        trader_autostart=["BTCUSDT"],
+        exchanges=["binance"],
+        trader_exchange="binance",
+    )
     store = Store.connect(s.mongo_url, f"svc_{uid}")
     test_bus = connect_bus(amqp_url, "trader-test").start()
     for q in ("trader.book", "trader.signals", "trader.control", OUT_QUEUE):

@@ -9,6 +9,7 @@
   the store (entry, stop, trailing extreme, closed trades) and reconciles with the venue
   without any mismatch, then keeps trailing.
 """
+
 from __future__ import annotations
 
 import os
@@ -43,14 +44,27 @@ def _set_price(fake: FakeBybit, feed: BookFeeder, px: float) -> None:
 
 
 def _env(amqp_url: str, fake: FakeBybit, uid: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-            "DEPTHPILOT_ENV_FILE": "", "AMQP_URL": amqp_url,
-            "MONGO_URL": MONGO_URL if REAL_MONGO else "mongomock://", "MONGO_DB": f"svc_restart_{uid}",
-            "DEPTHPILOT_MODE": "testnet", "BYBIT_API_KEY": API_KEY, "BYBIT_API_SECRET": API_SECRET,
-            "BYBIT_BASE_URL": fake.url, "TRADER_VENUE": "bybit", "TRADER_EXCHANGE": "bybit",
-            "DEPTHPILOT_EXCHANGES": "bybit", "DEPTHPILOT_SYMBOLS": "BTCUSDT", "TRADER_AUTOSTART": "BTCUSDT",
-            "TRADER_POLL_INTERVAL_S": "0.2", "TRADER_TRAILING_ACTIVATION": "0.001", "TRADER_TRAILING_LOCK": "0.5",
-            "LOG_LEVEL": "INFO"}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "DEPTHPILOT_ENV_FILE": "",
+        "AMQP_URL": amqp_url,
+        "MONGO_URL": MONGO_URL if REAL_MONGO else "mongomock://",
+        "MONGO_DB": f"svc_restart_{uid}",
+        "DEPTHPILOT_MODE": "testnet",
+        "BYBIT_API_KEY": API_KEY,
+        "BYBIT_API_SECRET": API_SECRET,
+        "BYBIT_BASE_URL": fake.url,
+        "TRADER_VENUE": "bybit",
+        "TRADER_EXCHANGE": "bybit",
+        "DEPTHPILOT_EXCHANGES": "bybit",
+        "DEPTHPILOT_SYMBOLS": "BTCUSDT",
+        "TRADER_AUTOSTART": "BTCUSDT",
+        "TRADER_POLL_INTERVAL_S": "0.2",
+        "TRADER_TRAILING_ACTIVATION": "0.001",
+        "TRADER_TRAILING_LOCK": "0.5",
+        "LOG_LEVEL": "INFO",
+    }
 
 
 def _trading(client: c.ControlClient) -> bool:
@@ -61,8 +75,9 @@ def _trading(client: c.ControlClient) -> bool:
 
 
 def _start(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "trader"], cwd=REPO_ROOT, env=env, stdout=log.open("ab"),
-                            stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "trader"], cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 def test_kill_9_mid_position_then_restart_keeps_trailing_the_venue_stop(amqp_url, uid, tmp_path):
@@ -119,10 +134,19 @@ def test_successor_restores_from_store_and_venue_without_mismatch(uid, monkeypat
     monkeypatch.setenv("DEPTHPILOT_ENV_FILE", "")
     with FakeBybit() as fake:
         MemoryBroker.reset(uid)
-        s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", mode="testnet",
-                          bybit_api_key=API_KEY, bybit_api_secret=API_SECRET, bybit_base_url=fake.url,
-                          trader_exchange="bybit", exchanges=["bybit"], trader_autostart=["BTCUSDT"],
-                          trader_poll_interval_s=0.1, trader_trailing_activation=Decimal("0.001"))
+        s = load_settings(
+            amqp_url=f"memory://{uid}",
+            mongo_url=f"mongomock://{uid}",
+            mode="testnet",
+            bybit_api_key=API_KEY,
+            bybit_api_secret=API_SECRET,
+            bybit_base_url=fake.url,
+            trader_exchange="bybit",
+            exchanges=["bybit"],
+            trader_autostart=["BTCUSDT"],
+            trader_poll_interval_s=0.1,
+            trader_trailing_activation=Decimal("0.001"),
+        )
         store = Store.connect(s.mongo_url, f"restore_{uid}")
         feeder_bus = connect_bus(s.amqp_url, "feeder").start()
         with BookFeeder(feeder_bus, 60000.0, exchange="bybit") as feed:
@@ -171,8 +195,12 @@ def test_paper_trader_restart_rebuilds_the_paper_venue_from_stored_fills(uid, mo
 
     monkeypatch.setenv("DEPTHPILOT_ENV_FILE", "")
     MemoryBroker.reset(uid)
-    s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", trader_autostart=["BTCUSDT"],
-                      trader_trailing_activation=Decimal("0.001"))
+    s = load_settings(
+        amqp_url=f"memory://{uid}",
+        mongo_url=f"mongomock://{uid}",
+        trader_autostart=["BTCUSDT"],
+        trader_trailing_activation=Decimal("0.001"),
+    )
     store = Store.connect(s.mongo_url, f"paper_{uid}")
     feeder_bus = connect_bus(s.amqp_url, "feeder").start()
     with BookFeeder(feeder_bus, 60000.0) as feed:
@@ -224,9 +252,17 @@ def test_ccxt_venue_trades_through_the_service(uid, monkeypatch):
     fake = FakeBinanceUSDM().start()
     try:
         fake.state.fill_price["BTCUSDT"] = Decimal("60000")
-        s = load_settings(amqp_url=f"memory://{uid}", mongo_url=f"mongomock://{uid}", mode="testnet",
-                          bybit_api_key=BKEY, bybit_api_secret=BSECRET, trader_venue="binanceusdm",
-                          ccxt_api_base_url=fake.url, trader_autostart=["BTCUSDT"], trader_poll_interval_s=0.1)
+        s = load_settings(
+            amqp_url=f"memory://{uid}",
+            mongo_url=f"mongomock://{uid}",
+            mode="testnet",
+            bybit_api_key=BKEY,
+            bybit_api_secret=BSECRET,
+            trader_venue="binanceusdm",
+            ccxt_api_base_url=fake.url,
+            trader_autostart=["BTCUSDT"],
+            trader_poll_interval_s=0.1,
+        )
         store = Store.connect(s.mongo_url, f"ccxt_{uid}")
         feeder = connect_bus(s.amqp_url, "feeder").start()
         bus = connect_bus(s.amqp_url, "trader").start()

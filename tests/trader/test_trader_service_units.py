@@ -1,6 +1,7 @@
 """The trader service's own pure pieces and thin adapters: execution selection, settings ->
 config, actions -> messages, the execution worker (retry, unknown outcome, rejection), the CLI
 over the control layer, and the run-all view."""
+
 from __future__ import annotations
 
 import time
@@ -17,7 +18,12 @@ from tests.trader.svc_helpers import BookFeeder, signal, wait_until
 from trader import message_map as mm
 from trader.actions import ClosedTrade, PositionChange
 from trader.domain import (
-    FillReport, OrderOutcomeUnknown, OrderRejected, OrderReport, OrderRequest, RetryableExecutionError,
+    FillReport,
+    OrderOutcomeUnknown,
+    OrderRejected,
+    OrderReport,
+    OrderRequest,
+    RetryableExecutionError,
 )
 from trader.executor import ExecWorker
 from trader.settings_map import execution_plan, trader_config
@@ -61,8 +67,15 @@ def test_paper_by_default_and_keys_alone_do_not_trade_live(monkeypatch):
 
 
 def test_plan_double_checks_live_even_when_settings_were_bypassed():
-    s = SimpleNamespace(mode="live", bybit_api_key="k", bybit_api_secret="s", live_trading_confirm="no",
-                        trader_venue="bybit", trader_exchange="", exchanges=["binance"])
+    s = SimpleNamespace(
+        mode="live",
+        bybit_api_key="k",
+        bybit_api_secret="s",
+        live_trading_confirm="no",
+        trader_venue="bybit",
+        trader_exchange="",
+        exchanges=["binance"],
+    )
     with pytest.raises(ValueError, match="CONFIRM=yes"):
         execution_plan(s)
     with pytest.raises(ValueError, match="needs BYBIT_API_KEY"):
@@ -92,19 +105,45 @@ def test_actions_and_reports_become_exact_deterministic_messages():
     req = OrderRequest("dp-1", "bybit", "BTCUSDT", "buy", Decimal("0.004"), reason="signal", ts_ns=5)
     a, b = mm.intent_message(req, "sig1"), mm.intent_message(req, "sig1")
     assert a.id == b.id and a.qty == Decimal("0.004") and a.signal_id == "sig1"  # a re-send is the same message
-    f = FillReport("dp-1", "bybit", "BTCUSDT", "buy", Decimal("0.004"), Decimal("60000.1"), Decimal("0.13200022"),
-                   fill_id="e1", ts_ns=7)
+    f = FillReport(
+        "dp-1",
+        "bybit",
+        "BTCUSDT",
+        "buy",
+        Decimal("0.004"),
+        Decimal("60000.1"),
+        Decimal("0.13200022"),
+        fill_id="e1",
+        ts_ns=7,
+    )
     fm = mm.fill_message(f, 9)
     assert fm.id == mm.fill_message(f, 10).id and fm.ts == 7 and fm.fee == Decimal("0.13200022")
     assert m.decode(m.encode(fm)).fee == Decimal("0.13200022")
-    upd = mm.order_update(OrderReport("dp-1", "bybit", "BTCUSDT", "buy", Decimal("0.004"), "filled",
-                                      Decimal("0.004"), Decimal("60000.1")), 11)
+    upd = mm.order_update(
+        OrderReport(
+            "dp-1", "bybit", "BTCUSDT", "buy", Decimal("0.004"), "filled", Decimal("0.004"), Decimal("60000.1")
+        ),
+        11,
+    )
     assert upd.ts == 11 and upd.avg_price == Decimal("60000.1")
-    pos = mm.position_message(PositionChange("bybit", "BTCUSDT", Decimal("-0.004"), Decimal("60000.1"),
-                                             stop_price=Decimal("60500")), "paper")
+    pos = mm.position_message(
+        PositionChange("bybit", "BTCUSDT", Decimal("-0.004"), Decimal("60000.1"), stop_price=Decimal("60500")), "paper"
+    )
     assert pos.qty == Decimal("-0.004") and pos.stop_price == Decimal("60500") and pos.mode == "paper"
-    t = ClosedTrade("bybit", "BTCUSDT", "long", Decimal("0.004"), Decimal("60000.1"), Decimal("60100.1"), 1, 2,
-                    Decimal("0.4"), Decimal("0.26"), Decimal("0.14"), "signal")
+    t = ClosedTrade(
+        "bybit",
+        "BTCUSDT",
+        "long",
+        Decimal("0.004"),
+        Decimal("60000.1"),
+        Decimal("60100.1"),
+        1,
+        2,
+        Decimal("0.4"),
+        Decimal("0.26"),
+        Decimal("0.14"),
+        "signal",
+    )
     rec = mm.closed_trade_record(t)
     assert rec["pnl"] == Decimal("0.14") and mm.trade_id(t) == mm.trade_id(t)
     assert "+0.14" in mm.trade_notification(t, "paper").text
@@ -159,8 +198,15 @@ def _req(cid):
 
 
 def test_worker_retries_then_resolves_unknown_outcomes_and_reports_rejections():
-    venue = ScriptedVenue([RetryableExecutionError("10006 rate limit"), RetryableExecutionError("502"), "ok",
-                           OrderOutcomeUnknown("timeout after send"), OrderRejected("110007 not enough balance")])
+    venue = ScriptedVenue(
+        [
+            RetryableExecutionError("10006 rate limit"),
+            RetryableExecutionError("502"),
+            "ok",
+            OrderOutcomeUnknown("timeout after send"),
+            OrderRejected("110007 not enough balance"),
+        ]
+    )
     w, events, errors = _worker(venue)
     try:
         w.submit(_req("a"))
@@ -276,12 +322,33 @@ def test_run_all_view_renders_replies():
     from depthpilot_cli import run_view
 
     v = run_view.TradingView(
-        status=c.StatusReply(mode="paper", halted=False, symbols=[c.SymbolStatus(
-            symbol="BTCUSDT", exchange="binance", trading=True, paused=False, last_signal="up", last_score=0.31)]),
-        positions=[c.PositionView(exchange="binance", symbol="BTCUSDT", qty=Decimal("0.004"),
-                                  avg_price=Decimal("60000.05"), unrealized_pnl=Decimal("1.2"))],
-        pnl=c.PnlReply(period="all", since_ts=0, realized=Decimal("-0.5"), fees=Decimal("0.26"),
-                       unrealized=Decimal("1.2"), trades=2, wins=1),
+        status=c.StatusReply(
+            mode="paper",
+            halted=False,
+            symbols=[
+                c.SymbolStatus(
+                    symbol="BTCUSDT", exchange="binance", trading=True, paused=False, last_signal="up", last_score=0.31
+                )
+            ],
+        ),
+        positions=[
+            c.PositionView(
+                exchange="binance",
+                symbol="BTCUSDT",
+                qty=Decimal("0.004"),
+                avg_price=Decimal("60000.05"),
+                unrealized_pnl=Decimal("1.2"),
+            )
+        ],
+        pnl=c.PnlReply(
+            period="all",
+            since_ts=0,
+            realized=Decimal("-0.5"),
+            fees=Decimal("0.26"),
+            unrealized=Decimal("1.2"),
+            trades=2,
+            wins=1,
+        ),
     )
     line = run_view.line(v)
     assert "BTCUSDT up +0.31" in line and "+0.004 @ 60000.05" in line and "pnl after fees: -0.5000 USDT" in line

@@ -5,6 +5,7 @@ at the current price comes first), ``"p 60100"`` = a book at that bid, ``"w 90"`
 (with a book). The outcome is the orders the engine sent: ``L``/``S`` = long/short entry,
 ``x:<reason>`` = a closing order (or stop) with its exit reason.
 """
+
 from __future__ import annotations
 
 from decimal import Decimal as D
@@ -50,8 +51,14 @@ def run(steps: list[str], cfg: TraderConfig | None = None, n_trades: int | None 
 
 K2 = TraderConfig(confirm_k=2, trailing_enabled=False)
 NEUTRAL_EXIT = TraderConfig(confirm_k=1, exit_on_neutral=True, trailing_enabled=False)
-NO_BLOCK = TraderConfig(confirm_k=1, block_same_direction_reentry=False, stop_cooldown_s=60, trailing_enabled=False,
-                        leverage=D("10"), max_loss_fraction=D("0.2"))  # initial stop 2 % away
+NO_BLOCK = TraderConfig(
+    confirm_k=1,
+    block_same_direction_reentry=False,
+    stop_cooldown_s=60,
+    trailing_enabled=False,
+    leverage=D("10"),
+    max_loss_fraction=D("0.2"),
+)  # initial stop 2 % away
 DECISION = TraderConfig(confirm_k=1, use_signal_decision=True, trailing_enabled=False)
 SMOOTH = TraderConfig(confirm_k=1, smoothing_alpha=0.5, entry_threshold=0.6, trailing_enabled=False)
 
@@ -70,13 +77,20 @@ CASES = [
     ("no same-direction re-open after a close", ["u", "flatten", "u", "u"], None, "L x:flatten"),
     ("neutral reading lifts the re-open block", ["u", "flatten", "u", "f", "u"], None, "L x:flatten L"),
     ("opposite reading lifts the block (and enters)", ["u", "flatten", "d"], None, "L x:flatten S"),
-    ("smoothing: one strong up is not enough at alpha .5 from a flat start",
-     ["f", "u"], SMOOTH, ""),
+    ("smoothing: one strong up is not enough at alpha .5 from a flat start", ["f", "u"], SMOOTH, ""),
     ("smoothing: two strong ups cross the threshold", ["f", "u", "u"], SMOOTH, "L"),
-    ("stop-loss then cooldown blocks the same direction", ["u", "p 58700", "p 60000", "u", "w 30", "u"], NO_BLOCK,
-     "L x:stop"),
-    ("after the cooldown the direction is free again", ["u", "p 58700", "p 60000", "w 61", "u"], NO_BLOCK,
-     "L x:stop L"),
+    (
+        "stop-loss then cooldown blocks the same direction",
+        ["u", "p 58700", "p 60000", "u", "w 30", "u"],
+        NO_BLOCK,
+        "L x:stop",
+    ),
+    (
+        "after the cooldown the direction is free again",
+        ["u", "p 58700", "p 60000", "w 61", "u"],
+        NO_BLOCK,
+        "L x:stop L",
+    ),
     ("the cooldown is per direction", ["u", "p 58700", "p 60000", "d"], NO_BLOCK, "L x:stop S"),
     ("paused: no entries", ["pause", "u", "u"], None, ""),
     ("predictor decision mode ignores the probabilities", ["u", "d"], DECISION, ""),
@@ -96,11 +110,14 @@ def test_not_started_means_no_entries():
     assert sim.engine.counters["orders"] == 0
 
 
-@pytest.mark.parametrize("n,expected", [
-    (1, "L x:signal"),
-    (2, "L x:signal S x:signal"),
-    (3, "L x:signal S x:signal L"),
-])
+@pytest.mark.parametrize(
+    "n,expected",
+    [
+        (1, "L x:signal"),
+        (2, "L x:signal S x:signal"),
+        (3, "L x:signal S x:signal L"),
+    ],
+)
 def test_n_trades_session_stops_after_n_round_trips(n, expected):
     got, sim = run(["u", "d", "d", "u", "u", "d", "d"][:7], n_trades=n)
     # the session counts closed round trips; after the n-th, no entry

@@ -1,4 +1,5 @@
 """Engine actions become valid bus messages (they round-trip through the wire codec)."""
+
 from __future__ import annotations
 
 from decimal import Decimal as D

@@ -5,6 +5,7 @@ service calls: :func:`make_execution_client`.
 The clients are synchronous (blocking HTTP with retries inside); call them from a worker
 thread. Paper trading is not here (``mode="paper"`` is refused): it is the paper exchange.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -46,20 +47,40 @@ def make_execution_client(
     ``private_ws_url``, or Bybit's own stream for ``mode`` when no ``base_url`` is set (with a
     ``base_url`` and no ``private_ws_url`` events come from REST polling only)."""
     if mode not in ("testnet", "live"):
-        raise ValueError(f"execution mode {mode!r}: live adapters take 'testnet' or 'live' (paper is the paper exchange)")
+        raise ValueError(
+            f"execution mode {mode!r}: live adapters take 'testnet' or 'live' (paper is the paper exchange)"
+        )
     key, secret = _reveal(api_key, "an API key"), _reveal(api_secret, "an API secret")
     if venue == "bybit":
         from trader.execution.bybit_stream import MAINNET_URL, TESTNET_URL
         from trader.execution.bybit_v5 import BybitExecution
 
         ws_url = private_ws_url or (None if base_url else (TESTNET_URL if mode == "testnet" else MAINNET_URL))
-        return BybitExecution(api_key=key, api_secret=secret, mode=mode, base_url=base_url, timeout_s=timeout_s,
-                              recv_window_ms=recv_window_ms, category=category, retry=retry,
-                              private_ws_url=ws_url if private_stream else None, ws_reconnect_s=ws_reconnect_s)
+        return BybitExecution(
+            api_key=key,
+            api_secret=secret,
+            mode=mode,
+            base_url=base_url,
+            timeout_s=timeout_s,
+            recv_window_ms=recv_window_ms,
+            category=category,
+            retry=retry,
+            private_ws_url=ws_url if private_stream else None,
+            ws_reconnect_s=ws_reconnect_s,
+        )
     from trader.execution.ccxt_exec import CcxtExecution
 
-    return CcxtExecution(venue=venue, api_key=key, api_secret=secret, mode=mode, base_url=base_url,
-                         timeout_s=timeout_s, recv_window_ms=recv_window_ms, retry=retry, options=ccxt_options)
+    return CcxtExecution(
+        venue=venue,
+        api_key=key,
+        api_secret=secret,
+        mode=mode,
+        base_url=base_url,
+        timeout_s=timeout_s,
+        recv_window_ms=recv_window_ms,
+        retry=retry,
+        options=ccxt_options,
+    )
 
 
 __all__ = ["RetryPolicy", "make_execution_client"]

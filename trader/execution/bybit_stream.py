@@ -13,6 +13,7 @@ pybit builds its URL from ``wss://{SUBDOMAIN}.{DOMAIN}.{TLD}/v5/private`` (no fu
 argument): :class:`_EndpointWebSocket` changes only the URL handed to ``_connect`` (a mirror
 or a local test server).
 """
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ class _Conn:
 
 
 class BybitPrivateStream:
-    def __init__(self, *, url: str, api_key: str, api_secret: str, reconnect_s: float = 5.0,
-                 auth_wait_s: float = 2.0) -> None:
+    def __init__(
+        self, *, url: str, api_key: str, api_secret: str, reconnect_s: float = 5.0, auth_wait_s: float = 2.0
+    ) -> None:
         self.url = url
         self._key, self._secret = api_key, api_secret
         self.reconnect_s = reconnect_s
@@ -98,9 +100,16 @@ class BybitPrivateStream:
         self.close()
         conn = _Conn(self._queue, self._lock)
         try:  # connects and sends the auth (pybit); every decoded message goes to conn.on_message
-            conn.ws = _EndpointWebSocket(endpoint=self.url, channel_type="private", testnet=False,
-                                         api_key=self._key, api_secret=self._secret, retries=2,
-                                         restart_on_error=False, callback_function=conn.on_message)
+            conn.ws = _EndpointWebSocket(
+                endpoint=self.url,
+                channel_type="private",
+                testnet=False,
+                api_key=self._key,
+                api_secret=self._secret,
+                retries=2,
+                restart_on_error=False,
+                callback_function=conn.on_message,
+            )
         except Exception as e:  # noqa: BLE001 - pybit raises websocket / plain exceptions on connect: stay on REST
             log.warning("bybit private stream %s: connect failed (%s); REST polling", self.url, type(e).__name__)
             return False

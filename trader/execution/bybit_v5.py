@@ -18,6 +18,7 @@ Events: the private WebSocket (``order``/``execution``/``position``, see
 polling (executions since the last seen, watched orders, positions) when it is down, and once
 to catch up when it comes back. Either way fills are deduplicated by execId.
 """
+
 from __future__ import annotations
 
 import logging
@@ -67,10 +68,20 @@ class _SentNoAnswer(Exception):
 class BybitExecution:
     exchange = bm.EXCHANGE
 
-    def __init__(self, *, api_key: str, api_secret: str, mode: Mode = "testnet", base_url: str | None = None,
-                 timeout_s: float = 10.0, recv_window_ms: int = 5000, category: str = "linear",
-                 retry: RetryPolicy | None = None, private_ws_url: str | None = None,
-                 ws_reconnect_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        api_secret: str,
+        mode: Mode = "testnet",
+        base_url: str | None = None,
+        timeout_s: float = 10.0,
+        recv_window_ms: int = 5000,
+        category: str = "linear",
+        retry: RetryPolicy | None = None,
+        private_ws_url: str | None = None,
+        ws_reconnect_s: float = 5.0,
+    ) -> None:
         if mode == "paper":
             raise ValueError("BybitExecution is for mode testnet/live; paper trading uses the paper exchange")
         self.mode: Mode = mode
@@ -79,9 +90,16 @@ class BybitExecution:
         self.stats = RetryStats()
         self._redact = Redactor(api_key, api_secret)
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
-        self._http = HTTP(testnet=(mode == "testnet"), api_key=api_key, api_secret=api_secret,
-                          timeout=timeout_s, recv_window=recv_window_ms, max_retries=1, force_retry=False,
-                          log_requests=False)
+        self._http = HTTP(
+            testnet=(mode == "testnet"),
+            api_key=api_key,
+            api_secret=api_secret,
+            timeout=timeout_s,
+            recv_window=recv_window_ms,
+            max_retries=1,
+            force_retry=False,
+            log_requests=False,
+        )
         self._http.retry_codes = set()  # see module doc: our backoff, not pybit's sleep
         if base_url:
             self._http.endpoint = base_url.rstrip("/")
@@ -92,8 +110,11 @@ class BybitExecution:
         self._seen_exec: set[str] = set()
         self._exec_since_ms = int(time.time() * 1000) - 60_000
         self._positions: dict[str, PositionReport] = {}
-        self._stream = (BybitPrivateStream(url=private_ws_url, api_key=api_key, api_secret=api_secret,
-                                           reconnect_s=ws_reconnect_s) if private_ws_url else None)
+        self._stream = (
+            BybitPrivateStream(url=private_ws_url, api_key=api_key, api_secret=api_secret, reconnect_s=ws_reconnect_s)
+            if private_ws_url
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"BybitExecution(mode={self.mode!r}, endpoint={self._http.endpoint!r})"
@@ -136,8 +157,13 @@ class BybitExecution:
             raise RetryableExecutionError(self._redact(f"{where}: {type(e).__name__}: {e}")) from None
 
     def _retry(self, what: str, fn: Any, **params: Any) -> dict[str, Any]:
-        return call_with_retry(lambda: self._call(what, fn, **params), self.retry, self.stats, log,
-                               f"bybit {params.get('symbol', '')} {what}")
+        return call_with_retry(
+            lambda: self._call(what, fn, **params),
+            self.retry,
+            self.stats,
+            log,
+            f"bybit {params.get('symbol', '')} {what}",
+        )
 
     # ------------------------------------------------------------------ instruments, leverage
     def instruments(self, symbols: list[str]) -> dict[str, Instrument]:
@@ -156,8 +182,14 @@ class BybitExecution:
         if leverage < 1 or (inst.max_leverage is not None and leverage > inst.max_leverage):
             raise OrderRejected(f"bybit {symbol}: leverage {leverage} outside 1..{inst.max_leverage}", code="local")
         lev = format(leverage.normalize(), "f")  # 10, not 1E+1
-        self._retry("set_leverage", self._http.set_leverage, category=self.category, symbol=symbol,
-                    buyLeverage=lev, sellLeverage=lev)
+        self._retry(
+            "set_leverage",
+            self._http.set_leverage,
+            category=self.category,
+            symbol=symbol,
+            buyLeverage=lev,
+            sellLeverage=lev,
+        )
 
     # ------------------------------------------------------------------ orders
     def _cid(self, link: str) -> str:
@@ -167,9 +199,15 @@ class BybitExecution:
         req = prepare_order(req, self.instruments([req.symbol])[req.symbol])
         link = venue_order_id(req.client_order_id)
         self._cids[link] = req.client_order_id
-        params: dict[str, Any] = {"category": self.category, "symbol": req.symbol, "side": bm.side_out(req.side),
-                                  "orderType": "Market" if req.order_type == "market" else "Limit",
-                                  "qty": format(req.qty, "f"), "orderLinkId": link, "reduceOnly": req.reduce_only}
+        params: dict[str, Any] = {
+            "category": self.category,
+            "symbol": req.symbol,
+            "side": bm.side_out(req.side),
+            "orderType": "Market" if req.order_type == "market" else "Limit",
+            "qty": format(req.qty, "f"),
+            "orderLinkId": link,
+            "reduceOnly": req.reduce_only,
+        }
         if req.order_type == "limit":
             params.update(price=format(req.price, "f"), timeInForce="GTC")
         where = f"bybit {req.symbol} create {req.client_order_id}"
@@ -183,7 +221,9 @@ class BybitExecution:
                     log.info("%s: orderLinkId %s already exists (redelivery): returning it", where, link)
                     found = self._lookup_or_unknown(req.symbol, link, where)
                     if found is None:
-                        raise OrderOutcomeUnknown(f"{where}: duplicate orderLinkId but the order is not found") from None
+                        raise OrderOutcomeUnknown(
+                            f"{where}: duplicate orderLinkId but the order is not found"
+                        ) from None
                     return self._handed_out(link, req.symbol, found)
                 except _SentNoAnswer as e:
                     log.warning("%s: %s; looking the order up before anything is re-sent", where, e)
@@ -191,10 +231,17 @@ class BybitExecution:
                     if found is not None:
                         return self._handed_out(link, req.symbol, found)
                     raise RetryableExecutionError(f"{where}: no answer and no such order: re-sending") from None
-                report = OrderReport(client_order_id=req.client_order_id, exchange=self.exchange, symbol=req.symbol,
-                                     side=req.side, qty=req.qty, status="accepted",
-                                     exchange_order_id=res.get("orderId", ""), reason=req.reason,
-                                     ts_ns=time.time_ns())
+                report = OrderReport(
+                    client_order_id=req.client_order_id,
+                    exchange=self.exchange,
+                    symbol=req.symbol,
+                    side=req.side,
+                    qty=req.qty,
+                    status="accepted",
+                    exchange_order_id=res.get("orderId", ""),
+                    reason=req.reason,
+                    ts_ns=time.time_ns(),
+                )
                 try:
                     report = self.lookup(req.symbol, req.client_order_id) or report
                 except ExecutionError as e:  # accepted; fills will come through poll_events
@@ -246,7 +293,7 @@ class BybitExecution:
     # ------------------------------------------------------------------ positions, stop, balance
     def positions(self, symbols: list[str] | None = None) -> list[PositionReport]:
         out: list[PositionReport] = []
-        for scope in ([{"symbol": s} for s in symbols] if symbols else [{"settleCoin": "USDT"}]):
+        for scope in [{"symbol": s} for s in symbols] if symbols else [{"settleCoin": "USDT"}]:
             res = self._retry("positions", self._http.get_positions, category=self.category, **scope)
             out += [p for p in (bm.position_report(r) for r in res.get("list") or []) if p is not None]
         return out
@@ -261,8 +308,16 @@ class BybitExecution:
                 raise OrderRejected(f"bybit {symbol}: no position to put a stop on", code="local")
             # the stop closes the position: round towards the market (never a looser stop)
             sl = format(inst.round_price(stop_price, "sell" if pos[0].qty > 0 else "buy"), "f")
-        self._retry("set_stop", self._http.set_trading_stop, category=self.category, symbol=symbol,
-                    stopLoss=sl, tpslMode="Full", slTriggerBy="LastPrice", positionIdx=0)
+        self._retry(
+            "set_stop",
+            self._http.set_trading_stop,
+            category=self.category,
+            symbol=symbol,
+            stopLoss=sl,
+            tpslMode="Full",
+            slTriggerBy="LastPrice",
+            positionIdx=0,
+        )
 
     def balance(self) -> dict[str, Decimal]:
         return bm.balances(self._retry("balance", self._http.get_wallet_balance, accountType="UNIFIED"))
@@ -312,8 +367,11 @@ class BybitExecution:
             if old is None:
                 return []
             self._positions.pop(sym)
-            return [PositionReport(exchange=self.exchange, symbol=sym, qty=Decimal(0), avg_price=Decimal(0),
-                                   ts_ns=time.time_ns())]
+            return [
+                PositionReport(
+                    exchange=self.exchange, symbol=sym, qty=Decimal(0), avg_price=Decimal(0), ts_ns=time.time_ns()
+                )
+            ]
         if old is not None and (new.qty, new.avg_price, new.stop_price) == (old.qty, old.avg_price, old.stop_price):
             return []
         self._positions[sym] = new
@@ -334,8 +392,9 @@ class BybitExecution:
 
     def _rest_poll(self) -> list[ExecEvent]:
         events: list[ExecEvent] = []
-        res = self._retry("executions", self._http.get_executions, category=self.category,
-                          startTime=self._exec_since_ms)
+        res = self._retry(
+            "executions", self._http.get_executions, category=self.category, startTime=self._exec_since_ms
+        )
         for e in sorted(res.get("list") or [], key=lambda e: int(e.get("execTime") or 0)):
             events += self._emit_fill(e)
         for link, symbol in list(self._watch.items()):
@@ -353,4 +412,3 @@ class BybitExecution:
         if self._stream is not None:
             self._stream.close()
         self._http.client.close()
-

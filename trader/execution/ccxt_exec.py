@@ -22,6 +22,7 @@ Stop-loss: one reduce-only ``STOP_MARKET`` with ``closePosition`` per position, 
 cancel + create when it moves (Binance allows one closePosition stop per direction).
 Events: REST polling (``fetch_my_trades`` since the last fill, tracked orders, positions).
 """
+
 from __future__ import annotations
 
 import logging
@@ -81,9 +82,19 @@ def rebase_urls(urls: Any, base_url: str) -> Any:
 
 
 class CcxtExecution:
-    def __init__(self, *, venue: str = "binanceusdm", api_key: str, api_secret: str, mode: Mode = "testnet",
-                 base_url: str | None = None, timeout_s: float = 10.0, recv_window_ms: int = 5000,
-                 retry: RetryPolicy | None = None, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        venue: str = "binanceusdm",
+        api_key: str,
+        api_secret: str,
+        mode: Mode = "testnet",
+        base_url: str | None = None,
+        timeout_s: float = 10.0,
+        recv_window_ms: int = 5000,
+        retry: RetryPolicy | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         if mode == "paper":
             raise ValueError("CcxtExecution is for mode testnet/live; paper trading uses the paper exchange")
         if not hasattr(ccxt, venue):
@@ -94,11 +105,21 @@ class CcxtExecution:
         self.stats = RetryStats()
         self._redact = Redactor(api_key, api_secret)
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
-        self._ex = getattr(ccxt, venue)({
-            "apiKey": api_key, "secret": api_secret, "timeout": int(timeout_s * 1000), "enableRateLimit": True,
-            # open_orders(None) is a deliberate all-symbol query (Binance weighs it 40x): no ccxt refusal
-            "options": {"fetchCurrencies": False, "recvWindow": recv_window_ms,
-                        "warnOnFetchOpenOrdersWithoutSymbol": False, **(options or {})}})
+        self._ex = getattr(ccxt, venue)(
+            {
+                "apiKey": api_key,
+                "secret": api_secret,
+                "timeout": int(timeout_s * 1000),
+                "enableRateLimit": True,
+                # open_orders(None) is a deliberate all-symbol query (Binance weighs it 40x): no ccxt refusal
+                "options": {
+                    "fetchCurrencies": False,
+                    "recvWindow": recv_window_ms,
+                    "warnOnFetchOpenOrdersWithoutSymbol": False,
+                    **(options or {}),
+                },
+            }
+        )
         if base_url:
             self._ex.urls["api"] = rebase_urls(self._ex.urls["api"], base_url)
         elif mode == "testnet":
@@ -141,8 +162,13 @@ class CcxtExecution:
             raise ExecutionError(msg) from None
 
     def _retry(self, what: str, symbol: str, fn: Any, *args: Any, **kw: Any) -> Any:
-        return call_with_retry(lambda: self._call(what, symbol, fn, *args, **kw), self.retry, self.stats, log,
-                               f"{self.exchange} {symbol} {what}")
+        return call_with_retry(
+            lambda: self._call(what, symbol, fn, *args, **kw),
+            self.retry,
+            self.stats,
+            log,
+            f"{self.exchange} {symbol} {what}",
+        )
 
     # ------------------------------------------------------------------ instruments, leverage
     def _load(self) -> None:
@@ -164,10 +190,16 @@ class CcxtExecution:
 
     def set_leverage(self, symbol: str, leverage: Decimal) -> None:
         inst = self.instruments([symbol])[symbol]
-        if leverage < 1 or leverage != leverage.to_integral_value() or (
-                inst.max_leverage is not None and leverage > inst.max_leverage):
-            raise OrderRejected(f"{self.exchange} {symbol}: leverage {leverage} must be a whole number"
-                                f" in 1..{inst.max_leverage or 125}", code="local")
+        if (
+            leverage < 1
+            or leverage != leverage.to_integral_value()
+            or (inst.max_leverage is not None and leverage > inst.max_leverage)
+        ):
+            raise OrderRejected(
+                f"{self.exchange} {symbol}: leverage {leverage} must be a whole number"
+                f" in 1..{inst.max_leverage or 125}",
+                code="local",
+            )
         self._retry("set_leverage", symbol, self._ex.set_leverage, int(leverage), self._unified[symbol])
 
     # ------------------------------------------------------------------ orders
@@ -183,8 +215,14 @@ class CcxtExecution:
         params: dict[str, Any] = {"clientOrderId": vid}
         if req.reduce_only:
             params["reduceOnly"] = True
-        args = (self._unified[req.symbol], req.order_type, req.side, float(req.qty),
-                float(req.price) if req.order_type == "limit" and req.price is not None else None, params)
+        args = (
+            self._unified[req.symbol],
+            req.order_type,
+            req.side,
+            float(req.qty),
+            float(req.price) if req.order_type == "limit" and req.price is not None else None,
+            params,
+        )
         for attempt in retrying(self.retry, self.stats, log, where):
             with attempt:
                 try:
@@ -225,8 +263,7 @@ class CcxtExecution:
         self._load()
         vid = venue_order_id(client_order_id)
         try:
-            o = self._retry("lookup", symbol, self._ex.fetch_order, "", self._unified[symbol],
-                            {"clientOrderId": vid})
+            o = self._retry("lookup", symbol, self._ex.fetch_order, "", self._unified[symbol], {"clientOrderId": vid})
         except OrderRejected as e:
             if e.code in cm.BINANCE_NOT_FOUND or e.code == "not_found":
                 return None
@@ -239,8 +276,14 @@ class CcxtExecution:
     def cancel(self, symbol: str, client_order_id: str) -> OrderReport | None:
         self._load()
         try:
-            self._retry("cancel", symbol, self._ex.cancel_order, "", self._unified[symbol],
-                        {"clientOrderId": venue_order_id(client_order_id)})
+            self._retry(
+                "cancel",
+                symbol,
+                self._ex.cancel_order,
+                "",
+                self._unified[symbol],
+                {"clientOrderId": venue_order_id(client_order_id)},
+            )
         except OrderRejected as e:
             if e.code not in cm.BINANCE_NOT_FOUND and e.code != "not_found":
                 raise
@@ -248,17 +291,25 @@ class CcxtExecution:
 
     def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
         self._load()
-        rows = self._retry("open_orders", symbol or "", self._ex.fetch_open_orders,
-                           self._unified[symbol] if symbol else None)
+        rows = self._retry(
+            "open_orders", symbol or "", self._ex.fetch_open_orders, self._unified[symbol] if symbol else None
+        )
         by_unified = {v: k for k, v in self._unified.items()}
-        return [cm.order_report(self.exchange, by_unified.get(o["symbol"], o["symbol"]), o,
-                                self._cids.get(o.get("clientOrderId") or "", o.get("clientOrderId") or ""))
-                for o in rows]
+        return [
+            cm.order_report(
+                self.exchange,
+                by_unified.get(o["symbol"], o["symbol"]),
+                o,
+                self._cids.get(o.get("clientOrderId") or "", o.get("clientOrderId") or ""),
+            )
+            for o in rows
+        ]
 
     # ------------------------------------------------------------------ stop, positions, balance
     def _stops(self, symbol: str) -> list[dict[str, Any]]:
-        rows = self._retry("open_stops", symbol, self._ex.fetch_open_orders, self._unified[symbol], None, None,
-                           {"trigger": True})
+        rows = self._retry(
+            "open_stops", symbol, self._ex.fetch_open_orders, self._unified[symbol], None, None, {"trigger": True}
+        )
         return [o for o in rows if str(o.get("clientOrderId") or "").startswith(STOP_PREFIX)]
 
     def set_stop(self, symbol: str, stop_price: Decimal | None) -> None:
@@ -269,8 +320,14 @@ class CcxtExecution:
             raise OrderRejected(f"{self.exchange} {symbol}: no position to put a stop on", code="local")
         for o in self._stops(symbol):
             try:
-                self._retry("cancel_stop", symbol, self._ex.cancel_order, "", self._unified[symbol],
-                            {"trigger": True, "clientAlgoId": o["clientOrderId"]})
+                self._retry(
+                    "cancel_stop",
+                    symbol,
+                    self._ex.cancel_order,
+                    "",
+                    self._unified[symbol],
+                    {"trigger": True, "clientAlgoId": o["clientOrderId"]},
+                )
             except OrderRejected as e:
                 if e.code not in cm.BINANCE_NOT_FOUND:
                     raise
@@ -279,8 +336,17 @@ class CcxtExecution:
         side = "sell" if pos[0].qty > 0 else "buy"
         px = inst.round_price(stop_price, side)
         stop_id = f"{STOP_PREFIX}{symbol}-{time.time_ns() // 1_000_000}"[:36]
-        self._retry("set_stop", symbol, self._ex.create_order, self._unified[symbol], "market", side, None, None,
-                    {"stopLossPrice": float(px), "closePosition": True, "clientOrderId": stop_id})
+        self._retry(
+            "set_stop",
+            symbol,
+            self._ex.create_order,
+            self._unified[symbol],
+            "market",
+            side,
+            None,
+            None,
+            {"stopLossPrice": float(px), "closePosition": True, "clientOrderId": stop_id},
+        )
 
     def positions(self, symbols: list[str] | None = None) -> list[PositionReport]:
         self._load()
@@ -326,10 +392,14 @@ class CcxtExecution:
         for sym in set(current) | set(self._positions):
             new, old = current.get(sym), self._positions.get(sym)
             if new is None and old is not None:
-                events.append(PositionReport(exchange=self.exchange, symbol=sym, qty=Decimal(0),
-                                             avg_price=Decimal(0), ts_ns=time.time_ns()))
-            elif new is not None and (old is None or (new.qty, new.avg_price, new.stop_price)
-                                      != (old.qty, old.avg_price, old.stop_price)):
+                events.append(
+                    PositionReport(
+                        exchange=self.exchange, symbol=sym, qty=Decimal(0), avg_price=Decimal(0), ts_ns=time.time_ns()
+                    )
+                )
+            elif new is not None and (
+                old is None or (new.qty, new.avg_price, new.stop_price) != (old.qty, old.avg_price, old.stop_price)
+            ):
                 events.append(new)
         self._positions = current
         return events

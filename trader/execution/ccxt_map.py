@@ -4,6 +4,7 @@ Binance's error code is read from the message (ccxt puts the venue's JSON body t
 ccxt picks its USD-M code table by host name: pointed at a mirror or a local server it falls
 back to the generic table (e.g. -2019 becomes a plain ``ExchangeError``).
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,14 @@ def error_code(exc: BaseException) -> str:
 def classify(exc: BaseException) -> Kind:
     """What the adapter does with a ccxt exception (see ``CcxtExecution._call``)."""
     code = error_code(exc)
-    for codes, kind in ((BINANCE_RATE, "rate"), (BINANCE_RETRY, "retry"), (BINANCE_UNKNOWN, "unknown"),
-                        (BINANCE_DUPLICATE, "duplicate"), (BINANCE_NOT_FOUND, "not_found"), (BINANCE_AUTH, "auth")):
+    for codes, kind in (
+        (BINANCE_RATE, "rate"),
+        (BINANCE_RETRY, "retry"),
+        (BINANCE_UNKNOWN, "unknown"),
+        (BINANCE_DUPLICATE, "duplicate"),
+        (BINANCE_NOT_FOUND, "not_found"),
+        (BINANCE_AUTH, "auth"),
+    ):
         if code in codes:
             return kind  # type: ignore[return-value]
     if isinstance(exc, ccxt.RequestTimeout):
@@ -58,14 +65,21 @@ def classify(exc: BaseException) -> Kind:
         return "duplicate"
     if isinstance(exc, (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)):
         return "auth"
-    if isinstance(exc, (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.ExchangeError,
-                        ccxt.OperationRejected)):
+    if isinstance(
+        exc, (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadRequest, ccxt.ExchangeError, ccxt.OperationRejected)
+    ):
         return "reject"
     return "error"
 
 
-_STATUS: dict[str, OrderStatus] = {"open": "accepted", "closed": "filled", "canceled": "cancelled",
-                                   "cancelled": "cancelled", "expired": "expired", "rejected": "rejected"}
+_STATUS: dict[str, OrderStatus] = {
+    "open": "accepted",
+    "closed": "filled",
+    "canceled": "cancelled",
+    "cancelled": "cancelled",
+    "expired": "expired",
+    "rejected": "rejected",
+}
 
 
 def instrument(exchange: str, symbol: str, m: dict[str, Any]) -> Instrument:
@@ -76,12 +90,18 @@ def instrument(exchange: str, symbol: str, m: dict[str, Any]) -> Instrument:
         raise ValueError(f"{exchange} {symbol}: market has no price/amount precision")
     amount = lim.get("market") if (lim.get("market") or {}).get("min") is not None else lim.get("amount") or {}
     return Instrument(
-        exchange=exchange, symbol=symbol, tick_size=tick, lot_step=step,
-        min_qty=dec(amount.get("min"), step) or step, max_qty=dec(amount.get("max")),
+        exchange=exchange,
+        symbol=symbol,
+        tick_size=tick,
+        lot_step=step,
+        min_qty=dec(amount.get("min"), step) or step,
+        max_qty=dec(amount.get("max")),
         min_notional=dec((lim.get("cost") or {}).get("min"), Decimal(0)) or Decimal(0),
         contract_value=dec(m.get("contractSize"), Decimal(1)) or Decimal(1),
-        quote_ccy=m.get("quote") or "USDT", settle_ccy=m.get("settle") or m.get("quote") or "USDT",
-        max_leverage=dec((lim.get("leverage") or {}).get("max")))
+        quote_ccy=m.get("quote") or "USDT",
+        settle_ccy=m.get("settle") or m.get("quote") or "USDT",
+        max_leverage=dec((lim.get("leverage") or {}).get("max")),
+    )
 
 
 def order_report(exchange: str, symbol: str, o: dict[str, Any], client_order_id: str) -> OrderReport:
@@ -91,20 +111,34 @@ def order_report(exchange: str, symbol: str, o: dict[str, Any], client_order_id:
         status = "partially_filled"
     avg = dec(o.get("average"))
     return OrderReport(
-        client_order_id=client_order_id, exchange=exchange, symbol=symbol, side=o["side"],
-        qty=dec(o.get("amount"), Decimal(0)) or Decimal(0), status=status, filled_qty=filled,
-        avg_price=avg if avg else None, exchange_order_id=str(o.get("id") or ""),
-        ts_ns=int(o.get("lastUpdateTimestamp") or o.get("timestamp") or 0) * 1_000_000)
+        client_order_id=client_order_id,
+        exchange=exchange,
+        symbol=symbol,
+        side=o["side"],
+        qty=dec(o.get("amount"), Decimal(0)) or Decimal(0),
+        status=status,
+        filled_qty=filled,
+        avg_price=avg if avg else None,
+        exchange_order_id=str(o.get("id") or ""),
+        ts_ns=int(o.get("lastUpdateTimestamp") or o.get("timestamp") or 0) * 1_000_000,
+    )
 
 
 def fill_report(exchange: str, symbol: str, t: dict[str, Any], client_order_id: str) -> FillReport:
     fee = t.get("fee") or {}
     return FillReport(
-        client_order_id=client_order_id, exchange=exchange, symbol=symbol, side=t["side"],
-        qty=dec(t.get("amount"), Decimal(0)) or Decimal(0), price=dec(t.get("price"), Decimal(0)) or Decimal(0),
-        fee=dec(fee.get("cost"), Decimal(0)) or Decimal(0), fee_ccy=fee.get("currency") or "USDT",
-        liquidity="maker" if t.get("takerOrMaker") == "maker" else "taker", fill_id=str(t.get("id") or ""),
-        ts_ns=int(t.get("timestamp") or 0) * 1_000_000)
+        client_order_id=client_order_id,
+        exchange=exchange,
+        symbol=symbol,
+        side=t["side"],
+        qty=dec(t.get("amount"), Decimal(0)) or Decimal(0),
+        price=dec(t.get("price"), Decimal(0)) or Decimal(0),
+        fee=dec(fee.get("cost"), Decimal(0)) or Decimal(0),
+        fee_ccy=fee.get("currency") or "USDT",
+        liquidity="maker" if t.get("takerOrMaker") == "maker" else "taker",
+        fill_id=str(t.get("id") or ""),
+        ts_ns=int(t.get("timestamp") or 0) * 1_000_000,
+    )
 
 
 def position_report(exchange: str, symbol: str, p: dict[str, Any], stop: Decimal | None) -> PositionReport | None:
@@ -114,11 +148,16 @@ def position_report(exchange: str, symbol: str, p: dict[str, Any], stop: Decimal
     csize = dec(p.get("contractSize"), Decimal(1)) or Decimal(1)
     liq = dec(p.get("liquidationPrice"))
     return PositionReport(
-        exchange=exchange, symbol=symbol, qty=size * csize * (-1 if p.get("side") == "short" else 1),
-        avg_price=dec(p.get("entryPrice"), Decimal(0)) or Decimal(0), stop_price=stop,
-        liq_price=liq if liq else None, leverage=dec(p.get("leverage")),
+        exchange=exchange,
+        symbol=symbol,
+        qty=size * csize * (-1 if p.get("side") == "short" else 1),
+        avg_price=dec(p.get("entryPrice"), Decimal(0)) or Decimal(0),
+        stop_price=stop,
+        liq_price=liq if liq else None,
+        leverage=dec(p.get("leverage")),
         unrealized_pnl=dec(p.get("unrealizedPnl"), Decimal(0)) or Decimal(0),
-        ts_ns=int(p.get("timestamp") or 0) * 1_000_000)
+        ts_ns=int(p.get("timestamp") or 0) * 1_000_000,
+    )
 
 
 def equity(balance: dict[str, Any]) -> dict[str, Decimal]:

@@ -4,6 +4,7 @@ the retry policy (tenacity) with its one-line reporting, and secret redaction.
 
 Pure except for the retry loop's sleeping.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -65,13 +66,16 @@ def prepare_order(req: OrderRequest, inst: Instrument) -> OrderRequest:
     if price is not None:
         price = inst.round_price(price, req.side if req.order_type == "limit" else None)
     if req.order_type == "limit" and price is None:
-        raise OrderRejected(f"{inst.exchange} {inst.symbol}: limit order {req.client_order_id} has no price",
-                            code="local")
+        raise OrderRejected(
+            f"{inst.exchange} {inst.symbol}: limit order {req.client_order_id} has no price", code="local"
+        )
     check_price = price if (price is not None and not req.reduce_only) else None
     why = inst.violation(qty, check_price if check_price is not None else Decimal(0))
     if why and (check_price is not None or not why.startswith("notional")):
-        raise OrderRejected(f"{inst.exchange} {inst.symbol}: order {req.client_order_id} refused locally: {why}"
-                            f" (asked {req.qty})", code="local")
+        raise OrderRejected(
+            f"{inst.exchange} {inst.symbol}: order {req.client_order_id} refused locally: {why} (asked {req.qty})",
+            code="local",
+        )
     return replace(req, qty=qty, price=price)
 
 
@@ -112,8 +116,15 @@ class LogRedactor(logging.Filter):
         return True
 
 
-LIBRARY_LOGGERS = ("ccxt", "ccxt.base.exchange", "pybit", "pybit._http_manager", "pybit._websocket_stream", "websocket",
-                   "urllib3.connectionpool")
+LIBRARY_LOGGERS = (
+    "ccxt",
+    "ccxt.base.exchange",
+    "pybit",
+    "pybit._http_manager",
+    "pybit._websocket_stream",
+    "websocket",
+    "urllib3.connectionpool",
+)
 
 
 class RateLimited(RetryableExecutionError):
@@ -174,11 +185,14 @@ def retrying(policy: RetryPolicy, stats: RetryStats, log: logging.Logger, what: 
         stats.delays_s.append(delay)
         log.warning("%s: %s; retry %d in %.2f s", what, exc, state.attempt_number, delay)
 
-    return Retrying(stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline_s),
-                    wait=wait, retry=retry_if_exception_type(RetryableExecutionError),
-                    before_sleep=before_sleep, reraise=True)
+    return Retrying(
+        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.deadline_s),
+        wait=wait,
+        retry=retry_if_exception_type(RetryableExecutionError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, stats: RetryStats, log: logging.Logger,
-                    what: str) -> T:
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, stats: RetryStats, log: logging.Logger, what: str) -> T:
     return retrying(policy, stats, log, what)(fn)

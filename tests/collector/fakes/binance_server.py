@@ -24,6 +24,7 @@ misbehave. Every request and websocket connection is recorded.
 
 Test-only code: never talks to anything but loopback.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,8 +59,9 @@ def _is_depth(stream: str) -> bool:
     return ch == "depth" or ch.startswith("depth@")
 
 
-def load_recording(path: str | Path, *, max_depth_events: int | None = None,
-                   channels: tuple[str, ...] = ("depth", "trade", "aggTrade")) -> Recording:
+def load_recording(
+    path: str | Path, *, max_depth_events: int | None = None, channels: tuple[str, ...] = ("depth", "trade", "aggTrade")
+) -> Recording:
     """Read a raw ``.gz`` recording (the file holding the REST snapshot line)."""
     snapshot = None
     events: list[tuple[str, bytes, dict]] = []
@@ -97,8 +99,16 @@ class WsConn:
 
 
 class FakeBinance:
-    def __init__(self, rec: Recording, *, futures: bool = False, delay_s: float = 0.002, burst: int = 4,
-                 drop_u: set[int] | None = None, close_after: int | None = None) -> None:
+    def __init__(
+        self,
+        rec: Recording,
+        *,
+        futures: bool = False,
+        delay_s: float = 0.002,
+        burst: int = 4,
+        drop_u: set[int] | None = None,
+        close_after: int | None = None,
+    ) -> None:
         self.rec = rec
         self.burst = max(1, burst)
         self.futures = futures
@@ -227,8 +237,11 @@ class FakeBinance:
             if fault != "ok":  # "ok": answered normally (recorded below)
                 self.requests.append((request.path, q, fault))
             if fault in ("429", "418"):
-                return web.json_response({"code": -1003, "msg": "Too many requests; fake server."},
-                                         status=int(fault), headers={"Retry-After": "0"})
+                return web.json_response(
+                    {"code": -1003, "msg": "Too many requests; fake server."},
+                    status=int(fault),
+                    headers={"Retry-After": "0"},
+                )
             if fault == "500":
                 return web.Response(status=500, text="Internal Server Error")
             if fault == "stale":  # a lagging REST node: the recording's first (now old) snapshot

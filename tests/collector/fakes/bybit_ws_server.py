@@ -8,6 +8,7 @@ re-subscribes, and the second replay is complete. ``unsubscribe`` stops the repl
 A ``publicTrade.*`` subscription replays ``trades`` (raw v5 publicTrade messages, topic
 set to the subscribed one) instead. Pings are answered with Bybit's text pong.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,8 +22,14 @@ from websockets.asyncio.server import serve
 
 
 class FakeBybitWS:
-    def __init__(self, messages: list[dict], *, skip_u: int | None = None, delay_s: float = 0.001,
-                 trades: list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        messages: list[dict],
+        *,
+        skip_u: int | None = None,
+        delay_s: float = 0.001,
+        trades: list[dict] | None = None,
+    ) -> None:
         self.messages = messages
         self.trades = trades or []
         self.skip_u = skip_u
@@ -55,8 +62,17 @@ class FakeBybitWS:
                 if op == "ping":
                     await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"}))
                 elif op == "subscribe":
-                    await ws.send(json.dumps({"success": True, "ret_msg": "", "conn_id": "fake",
-                                              "req_id": msg.get("req_id", ""), "op": "subscribe"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "success": True,
+                                "ret_msg": "",
+                                "conn_id": "fake",
+                                "req_id": msg.get("req_id", ""),
+                                "op": "subscribe",
+                            }
+                        )
+                    )
                     for topic in msg["args"]:
                         if topic.startswith("publicTrade."):
                             tasks[topic] = asyncio.create_task(self._replay(ws, topic, None))
@@ -69,8 +85,17 @@ class FakeBybitWS:
                         t = tasks.pop(topic, None)
                         if t is not None:
                             t.cancel()
-                    await ws.send(json.dumps({"success": True, "ret_msg": "", "conn_id": "fake",
-                                              "req_id": msg.get("req_id", ""), "op": "unsubscribe"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "success": True,
+                                "ret_msg": "",
+                                "conn_id": "fake",
+                                "req_id": msg.get("req_id", ""),
+                                "op": "unsubscribe",
+                            }
+                        )
+                    )
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -88,8 +113,9 @@ class FakeBybitWS:
 
     def start(self) -> str:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),),
-                                        name="fake-bybit-ws", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self._main(),), name="fake-bybit-ws", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("fake Bybit websocket server did not start")

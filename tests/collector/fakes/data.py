@@ -1,4 +1,5 @@
 """Dataset lookup for tests: skip with a clear reason when a recording is missing (fail under CI=true)."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,7 @@ def require(relpath: str) -> Path:
     under ``CI=true``: CI must not pass by skipping)."""
     p = data_dir() / relpath
     if not p.exists():
-        msg = (f"dataset file {relpath!r} not found under data dir {data_dir()} "
-               f"(set DEPTHPILOT_DATA_DIR)")
+        msg = f"dataset file {relpath!r} not found under data dir {data_dir()} (set DEPTHPILOT_DATA_DIR)"
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
@@ -98,11 +98,27 @@ def bybit_v2_trades_as_v5(msgs: list[dict]) -> list[dict]:
     i=trade_id; message ``ts`` = the newest trade time, as v2 has no message time)."""
     out = []
     for m in msgs:
-        rows = [{"T": r["trade_time_ms"], "s": r["symbol"], "S": r["side"], "v": str(r["size"]),
-                 "p": str(r["price"]), "L": r["tick_direction"], "i": r["trade_id"], "BT": False}
-                for r in m["data"]]
-        out.append({"topic": "publicTrade." + m["topic"].split(".", 1)[1], "type": "snapshot",
-                    "ts": max(r["T"] for r in rows), "data": rows})
+        rows = [
+            {
+                "T": r["trade_time_ms"],
+                "s": r["symbol"],
+                "S": r["side"],
+                "v": str(r["size"]),
+                "p": str(r["price"]),
+                "L": r["tick_direction"],
+                "i": r["trade_id"],
+                "BT": False,
+            }
+            for r in m["data"]
+        ]
+        out.append(
+            {
+                "topic": "publicTrade." + m["topic"].split(".", 1)[1],
+                "type": "snapshot",
+                "ts": max(r["T"] for r in rows),
+                "data": rows,
+            }
+        )
     return out
 
 

@@ -13,6 +13,7 @@ price and time -> one aggregate trade). The exchange "clock" advances ``per_requ
 trades with every request, like a live market: a request sees only the trades played so
 far.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -106,8 +107,18 @@ def aggregate_trades(trades: list[dict], first_agg_id: int = 0) -> list[dict]:
             last["q"] = format(Decimal(last["q"]) + Decimal(t["q"]), "f")
             last["l"] = t["t"]
             continue
-        out.append({"a": first_agg_id + len(out), "p": t["p"], "q": t["q"], "f": t["t"], "l": t["t"],
-                    "T": t["T"], "m": t["m"], "M": t.get("M", True)})
+        out.append(
+            {
+                "a": first_agg_id + len(out),
+                "p": t["p"],
+                "q": t["q"],
+                "f": t["t"],
+                "l": t["t"],
+                "T": t["T"],
+                "m": t["m"],
+                "M": t.get("M", True),
+            }
+        )
     return out
 
 

@@ -2,6 +2,7 @@
 binance-spot-btcusdt-klines-1m-2024-12 dataset), as a route of
 :class:`tests.collector.fakes.http_server.FakeExchangeHTTP`, and a thread runner so code that
 runs its own event loop (the CLI, a service) can talk to the fake."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,12 +24,26 @@ def real_klines(n: int | None = None, start: int = 0) -> list[list[Any]]:
     (strings as Binance sends them) from the real dataset; open time from the data's close time."""
     with gzip.open(require(KLINES_1M), "rt") as fh:
         df = pd.read_csv(fh, dtype=str)
-    df = df.iloc[start: None if n is None else start + n]
+    df = df.iloc[start : None if n is None else start + n]
     close_ms = (pd.to_datetime(df["close_datetime"], utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta("1ms")
     rows = []
     for (_, r), c in zip(df.iterrows(), close_ms):
-        rows.append([int(c) - 59_999, r["open"], r["high"], r["low"], r["close"], r["volume"], int(c),
-                     r["quote_volume"], int(r["trades"]), "0", "0", "0"])
+        rows.append(
+            [
+                int(c) - 59_999,
+                r["open"],
+                r["high"],
+                r["low"],
+                r["close"],
+                r["volume"],
+                int(c),
+                r["quote_volume"],
+                int(r["trades"]),
+                "0",
+                "0",
+                "0",
+            ]
+        )
     return rows
 
 

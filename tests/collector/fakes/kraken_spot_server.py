@@ -7,6 +7,7 @@ truncated to depth), so a re-subscription gets a FRESH snapshot of the book as o
 update played. ``corrupt``: indexes of updates whose first level's volume is altered on the
 wire (the exchange book keeps the true value), so the client's checksum fails there.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -46,8 +47,15 @@ class FakeKrakenSpot:
     def _snapshot(self) -> list:
         asks = sorted(self.asks.items(), key=lambda kv: float(kv[0]))
         bids = sorted(self.bids.items(), key=lambda kv: -float(kv[0]))
-        return [self.chan, {"as": [[p, v, "1685349999.000000"] for p, v in asks],
-                            "bs": [[p, v, "1685349999.000000"] for p, v in bids]}, self.name, self.pair]
+        return [
+            self.chan,
+            {
+                "as": [[p, v, "1685349999.000000"] for p, v in asks],
+                "bs": [[p, v, "1685349999.000000"] for p, v in bids],
+            },
+            self.name,
+            self.pair,
+        ]
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
@@ -63,12 +71,21 @@ class FakeKrakenSpot:
                     self.unsubscribes += 1
                     if player is not None:
                         player.cancel()
-                    await ws.send_str(json.dumps({"event": "subscriptionStatus", "status": "unsubscribed",
-                                                  "pair": self.pair}))
+                    await ws.send_str(
+                        json.dumps({"event": "subscriptionStatus", "status": "unsubscribed", "pair": self.pair})
+                    )
                 elif req.get("event") == "subscribe":
                     self.subscribes += 1
-                    await ws.send_str(json.dumps({"event": "subscriptionStatus", "status": "subscribed",
-                                                  "pair": self.pair, "channelName": self.name}))
+                    await ws.send_str(
+                        json.dumps(
+                            {
+                                "event": "subscriptionStatus",
+                                "status": "subscribed",
+                                "pair": self.pair,
+                                "channelName": self.name,
+                            }
+                        )
+                    )
                     if self.subscribes == 1:
                         self.asks = {p: v for p, v, *_ in self.init[1]["as"]}
                         self.bids = {p: v for p, v, *_ in self.init[1]["bs"]}
@@ -143,10 +160,21 @@ class FakeKrakenSpotV2(FakeKrakenSpot):
         return zlib.crc32(s.encode())
 
     def _msg(self, kind: str, bids: list, asks: list) -> str:
-        return json.dumps({"channel": "book", "type": kind, "data": [{
-            "symbol": self.PAIR, "bids": [{"price": float(p), "qty": float(q)} for p, q in bids],
-            "asks": [{"price": float(p), "qty": float(q)} for p, q in asks], "checksum": self._crc(),
-            "timestamp": "2023-05-29T17:58:55.000000Z"}]})
+        return json.dumps(
+            {
+                "channel": "book",
+                "type": kind,
+                "data": [
+                    {
+                        "symbol": self.PAIR,
+                        "bids": [{"price": float(p), "qty": float(q)} for p, q in bids],
+                        "asks": [{"price": float(p), "qty": float(q)} for p, q in asks],
+                        "checksum": self._crc(),
+                        "timestamp": "2023-05-29T17:58:55.000000Z",
+                    }
+                ],
+            }
+        )
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(autoping=True)
@@ -160,9 +188,25 @@ class FakeKrakenSpotV2(FakeKrakenSpot):
                 ch = req.get("params", {}).get("channel")
                 await ws.send_str(json.dumps({"method": req.get("method"), "success": True, "result": {"channel": ch}}))
                 if ch == "instrument" and req["method"] == "subscribe":
-                    await ws.send_str(json.dumps({"channel": "instrument", "type": "snapshot", "data": {
-                        "assets": [], "pairs": [{"symbol": self.PAIR, "price_precision": self.PRICE_DP,
-                                                 "qty_precision": self.QTY_DP, "status": "online"}]}}))
+                    await ws.send_str(
+                        json.dumps(
+                            {
+                                "channel": "instrument",
+                                "type": "snapshot",
+                                "data": {
+                                    "assets": [],
+                                    "pairs": [
+                                        {
+                                            "symbol": self.PAIR,
+                                            "price_precision": self.PRICE_DP,
+                                            "qty_precision": self.QTY_DP,
+                                            "status": "online",
+                                        }
+                                    ],
+                                },
+                            }
+                        )
+                    )
                 elif ch == "book" and req["method"] == "unsubscribe":
                     self.unsubscribes += 1
                     if player is not None:
@@ -172,8 +216,13 @@ class FakeKrakenSpotV2(FakeKrakenSpot):
                     if self.subscribes == 1:
                         self.asks = {p: v for p, v, *_ in self.init[1]["as"]}
                         self.bids = {p: v for p, v, *_ in self.init[1]["bs"]}
-                    await ws.send_str(self._msg("snapshot", sorted(self.bids.items(), key=lambda kv: -float(kv[0])),
-                                                sorted(self.asks.items(), key=lambda kv: float(kv[0]))))
+                    await ws.send_str(
+                        self._msg(
+                            "snapshot",
+                            sorted(self.bids.items(), key=lambda kv: -float(kv[0])),
+                            sorted(self.asks.items(), key=lambda kv: float(kv[0])),
+                        )
+                    )
                     player = asyncio.create_task(self._play(ws))
         finally:
             if player is not None:

@@ -8,6 +8,7 @@ with ``parameters.retry_after`` (``aiogram/client/session/base.py``). Point a bo
 Tests inject updates (:meth:`message`, :meth:`callback`) and read what the bot did
 (:attr:`calls`, :meth:`wait_call`); :meth:`fail` queues faults (429 with ``retry_after``, 5xx).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -114,12 +115,16 @@ class FakeBotAPI:
         self.stop()
 
     # ------------------------------------------------------------------ fault injection
-    def fail(self, method: str, status: int, times: int = 1, retry_after: int | None = None,
-             description: str = "") -> None:
+    def fail(
+        self, method: str, status: int, times: int = 1, retry_after: int | None = None, description: str = ""
+    ) -> None:
         """Serve ``status`` for the next ``times`` calls of ``method``."""
-        body: dict[str, Any] = {"ok": False, "error_code": status,
-                                "description": description or ("Too Many Requests: retry after "
-                                                                f"{retry_after}" if status == 429 else "Bad Gateway")}
+        body: dict[str, Any] = {
+            "ok": False,
+            "error_code": status,
+            "description": description
+            or (f"Too Many Requests: retry after {retry_after}" if status == 429 else "Bad Gateway"),
+        }
         if retry_after is not None:
             body["parameters"] = {"retry_after": retry_after}
         with self._lock:
@@ -165,9 +170,13 @@ class FakeBotAPI:
         the message id."""
         chat_id = user_id if chat_id is None else chat_id
         mid = next(self._message_ids)
-        msg: dict[str, Any] = {"message_id": mid, "date": int(time.time()), "chat": self._chat(chat_id, user_id),
-                               "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
-                               "text": text}
+        msg: dict[str, Any] = {
+            "message_id": mid,
+            "date": int(time.time()),
+            "chat": self._chat(chat_id, user_id),
+            "from": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+            "text": text,
+        }
         if text.startswith("/"):
             cmd_len = len(text.split()[0])
             msg["entities"] = [{"type": "bot_command", "offset": 0, "length": cmd_len}]
@@ -178,9 +187,17 @@ class FakeBotAPI:
         """A user taps an inline button ``data`` on a message the bot sent (``message`` is the
         Call of that sendMessage, or its result dict)."""
         result = message.params["_result"] if isinstance(message, Call) else message
-        return self._push({"callback_query": {
-            "id": str(next(self._message_ids)), "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"},
-            "chat_instance": "1", "data": data, "message": result}})
+        return self._push(
+            {
+                "callback_query": {
+                    "id": str(next(self._message_ids)),
+                    "from": {"id": user_id, "is_bot": False, "first_name": f"u{user_id}"},
+                    "chat_instance": "1",
+                    "data": data,
+                    "message": result,
+                }
+            }
+        )
 
     # ------------------------------------------------------------------ reading
     def snapshot(self, method: str | None = None, ok_only: bool = True) -> list[Call]:
@@ -196,8 +213,10 @@ class FakeBotAPI:
                     if c.ok and pred(c):
                         return c
             time.sleep(0.02)
-        raise AssertionError(f"no matching Bot API call within {timeout}s; calls: "
-                             f"{[(c.method, c.params.get('text', '')[:60]) for c in self.snapshot()]}")
+        raise AssertionError(
+            f"no matching Bot API call within {timeout}s; calls: "
+            f"{[(c.method, c.params.get('text', '')[:60]) for c in self.snapshot()]}"
+        )
 
     def sent_to(self, chat_id: int) -> list[str]:
         return [c.text for c in self.snapshot("sendMessage") if c.chat_id == chat_id]
@@ -254,7 +273,8 @@ class FakeBotAPI:
     def _msg(self, params: dict[str, Any], message_id: int | None = None) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
         out: dict[str, Any] = {
-            "message_id": message_id or next(self._message_ids), "date": int(time.time()),
+            "message_id": message_id or next(self._message_ids),
+            "date": int(time.time()),
             "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "supergroup"},
             "from": {"id": BOT_ID, "is_bot": True, "first_name": "depthpilot"},
             "text": params.get("text", ""),

@@ -4,6 +4,7 @@ paper state, answering the ``trader.control`` queue (and ``notifier.control`` fo
 Like the service base should, it never executes a command past its ``expires_at``: such a
 command is recorded in ``expired`` and dropped without a reply.
 """
+
 from __future__ import annotations
 
 import threading
@@ -31,8 +32,15 @@ class PaperResponder:
         self.halted = True
         self.muted: dict[int, bool] = {}
         self.positions: dict[str, c.PositionView] = {
-            "BTCUSDT": c.PositionView(exchange="bybit", symbol="BTCUSDT", qty=D("0.010"), avg_price=D("50000.0"),
-                                      mark_price=D("50500.0"), stop_price=D("49500"), unrealized_pnl=D("5.00")),
+            "BTCUSDT": c.PositionView(
+                exchange="bybit",
+                symbol="BTCUSDT",
+                qty=D("0.010"),
+                avg_price=D("50000.0"),
+                mark_price=D("50500.0"),
+                stop_price=D("49500"),
+                unrealized_pnl=D("5.00"),
+            ),
         }
         self.realized = D("0")
         self.closed: list[c.TradeView] = []
@@ -46,15 +54,34 @@ class PaperResponder:
         s.register(c.SetParameter, self.set_param)
         s.register(c.Status, self.status)
         s.register(c.Positions, lambda r: c.PositionsReply(positions=list(self.positions.values())))
-        s.register(c.Balance, lambda r: c.BalanceReply(mode="paper", currency="USDT", equity=D("10005.00") + self.realized,
-                                                       available=D("9500.00")))
-        s.register(c.Pnl, lambda r: c.PnlReply(period=r.period, since_ts=1_700_000_000_000_000_000,
-                                               realized=self.realized, fees=D("0.55"), unrealized=D("5.00"),
-                                               trades=len(self.closed), wins=sum(t.pnl > 0 for t in self.closed)))
-        s.register(c.RecentTrades, lambda r: c.TradesReply(trades=self.closed[-r.n:]))
-        s.register(c.RiskLimits, lambda r: c.RiskReply(limits={"max_position_usd": "1000", "daily_loss_usd": "100"},
-                                                       usage={"max_position_usd": "505.00", "daily_loss_usd": "0"},
-                                                       halted=self.halted, halt_reason="daily loss" if self.halted else ""))
+        s.register(
+            c.Balance,
+            lambda r: c.BalanceReply(
+                mode="paper", currency="USDT", equity=D("10005.00") + self.realized, available=D("9500.00")
+            ),
+        )
+        s.register(
+            c.Pnl,
+            lambda r: c.PnlReply(
+                period=r.period,
+                since_ts=1_700_000_000_000_000_000,
+                realized=self.realized,
+                fees=D("0.55"),
+                unrealized=D("5.00"),
+                trades=len(self.closed),
+                wins=sum(t.pnl > 0 for t in self.closed),
+            ),
+        )
+        s.register(c.RecentTrades, lambda r: c.TradesReply(trades=self.closed[-r.n :]))
+        s.register(
+            c.RiskLimits,
+            lambda r: c.RiskReply(
+                limits={"max_position_usd": "1000", "daily_loss_usd": "100"},
+                usage={"max_position_usd": "505.00", "daily_loss_usd": "0"},
+                halted=self.halted,
+                halt_reason="daily loss" if self.halted else "",
+            ),
+        )
         s.register(c.MuteNotifications, self.mute)
         self.server = s
 
@@ -89,8 +116,9 @@ class PaperResponder:
         except (c.ControlRejected, ValueError) as exc:
             return m.ControlReply(correlation_id=cmd.correlation_id, source="trader", ok=False, error=str(exc))
         if result is None:
-            return m.ControlReply(correlation_id=cmd.correlation_id, source="trader", ok=False,
-                                  error=f"unknown command {cmd.command!r}")
+            return m.ControlReply(
+                correlation_id=cmd.correlation_id, source="trader", ok=False, error=f"unknown command {cmd.command!r}"
+            )
         return m.ControlReply(correlation_id=cmd.correlation_id, source="trader", ok=True, result=result)
 
     # ------------------------------------------------------------------ handlers
@@ -108,9 +136,21 @@ class PaperResponder:
             fees = D("0.55")
             pnl = (exit_px - p.avg_price) * p.qty - fees
             self.realized += pnl
-            self.closed.append(c.TradeView(exchange=p.exchange, symbol=sym, side="long" if p.qty > 0 else "short",
-                                           qty=abs(p.qty), entry_price=p.avg_price, exit_price=exit_px, entry_ts=1,
-                                           exit_ts=time.time_ns(), pnl=pnl, fees=fees, exit_reason="manual"))
+            self.closed.append(
+                c.TradeView(
+                    exchange=p.exchange,
+                    symbol=sym,
+                    side="long" if p.qty > 0 else "short",
+                    qty=abs(p.qty),
+                    entry_price=p.avg_price,
+                    exit_price=exit_px,
+                    entry_ts=1,
+                    exit_ts=time.time_ns(),
+                    pnl=pnl,
+                    fees=fees,
+                    exit_reason="manual",
+                )
+            )
             out.append(f"{sym} closed at {exit_px} ({pnl:+} USDT)")
         return out
 
@@ -138,10 +178,25 @@ class PaperResponder:
         return c.Ack(message=f"{r.name} = {r.value}")
 
     def status(self, r: c.Status) -> c.StatusReply:
-        syms = [c.SymbolStatus(symbol=s, exchange="bybit", trading=s in self.trading, paused=s in self.paused,
-                               last_signal="up", last_score=0.42, book_ok=True) for s in ("BTCUSDT", "ETHUSDT")]
-        return c.StatusReply(mode="paper", halted=self.halted, halt_reason="daily loss" if self.halted else "",
-                             symbols=syms, model_id="book-default")
+        syms = [
+            c.SymbolStatus(
+                symbol=s,
+                exchange="bybit",
+                trading=s in self.trading,
+                paused=s in self.paused,
+                last_signal="up",
+                last_score=0.42,
+                book_ok=True,
+            )
+            for s in ("BTCUSDT", "ETHUSDT")
+        ]
+        return c.StatusReply(
+            mode="paper",
+            halted=self.halted,
+            halt_reason="daily loss" if self.halted else "",
+            symbols=syms,
+            model_id="book-default",
+        )
 
     def mute(self, r: c.MuteNotifications) -> c.Ack:
         self.muted[r.chat_id] = r.muted

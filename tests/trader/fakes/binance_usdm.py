@@ -25,6 +25,7 @@ Every request is recorded in ``fake.requests``.
 
 Test-only code: never talks to anything but loopback.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,33 +64,66 @@ class Req:
 
 def _symbol(symbol: str, tick: str, step: str, min_qty: str, max_qty: str, min_notional: str) -> dict:
     return {
-        "symbol": symbol, "pair": symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-        "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
-        "requiredMarginPercent": "5.0000", "baseAsset": symbol[:-4], "quoteAsset": "USDT", "marginAsset": "USDT",
-        "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8, "quotePrecision": 8,
-        "underlyingType": "COIN", "underlyingSubType": ["PoW"], "triggerProtect": "0.0500",
-        "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
+        "symbol": symbol,
+        "pair": symbol,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000,
+        "status": "TRADING",
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": symbol[:-4],
+        "quoteAsset": "USDT",
+        "marginAsset": "USDT",
+        "pricePrecision": 2,
+        "quantityPrecision": 3,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": ["PoW"],
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
+        "maxMoveOrderLimit": 10000,
         "filters": [
             {"filterType": "PRICE_FILTER", "minPrice": "556.80", "maxPrice": "4529764", "tickSize": tick},
             {"filterType": "LOT_SIZE", "stepSize": step, "maxQty": max_qty, "minQty": min_qty},
             {"filterType": "MARKET_LOT_SIZE", "stepSize": step, "maxQty": max_qty, "minQty": min_qty},
-            {"filterType": "MAX_NUM_ORDERS", "limit": 200}, {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+            {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+            {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
             {"filterType": "MIN_NOTIONAL", "notional": min_notional},
-            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
-             "multiplierDecimal": "4"}],
-        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
-                       "TRAILING_STOP_MARKET"],
-        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"], "permissionSets": ["GRID", "COPY"]}
+            {
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": "1.0500",
+                "multiplierDown": "0.9500",
+                "multiplierDecimal": "4",
+            },
+        ],
+        "orderTypes": [
+            "LIMIT",
+            "MARKET",
+            "STOP",
+            "STOP_MARKET",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_MARKET",
+            "TRAILING_STOP_MARKET",
+        ],
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        "permissionSets": ["GRID", "COPY"],
+    }
 
 
 @dataclass
 class BinanceState:
-    symbols: dict[str, dict] = field(default_factory=lambda: {
-        "BTCUSDT": _symbol("BTCUSDT", "0.10", "0.001", "0.001", "1000", "100"),
-        "ETHUSDT": _symbol("ETHUSDT", "0.01", "0.001", "0.001", "10000", "20"),
-    })
-    fill_price: dict[str, Decimal] = field(default_factory=lambda: {"BTCUSDT": Decimal("64123.4"),
-                                                                    "ETHUSDT": Decimal("3120.55")})
+    symbols: dict[str, dict] = field(
+        default_factory=lambda: {
+            "BTCUSDT": _symbol("BTCUSDT", "0.10", "0.001", "0.001", "1000", "100"),
+            "ETHUSDT": _symbol("ETHUSDT", "0.01", "0.001", "0.001", "10000", "20"),
+        }
+    )
+    fill_price: dict[str, Decimal] = field(
+        default_factory=lambda: {"BTCUSDT": Decimal("64123.4"), "ETHUSDT": Decimal("3120.55")}
+    )
     orders: list[dict] = field(default_factory=list)  # every order ever accepted, in order
     algo_orders: list[dict] = field(default_factory=list)
     trades: list[dict] = field(default_factory=list)  # account trades (/fapi/v1/userTrades)
@@ -104,8 +138,9 @@ def _now_ms() -> int:
 
 
 class FakeBinanceUSDM:
-    def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5,
-                 retry_after_s: int = 0) -> None:
+    def __init__(
+        self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5, retry_after_s: int = 0
+    ) -> None:
         self.keys = {api_key: api_secret}
         self.delay_s = delay_s
         self.retry_after_s = retry_after_s
@@ -136,8 +171,9 @@ class FakeBinanceUSDM:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-binance",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-binance", daemon=True
+        ).start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
         return self
@@ -175,8 +211,12 @@ class FakeBinanceUSDM:
             fault = faults.popleft() if faults else ""
         if fault == "429":
             rec.answered = "429"
-            return self._send(h, 429, {"code": -1003, "msg": "Too many requests; current limit of IP is 2400 requests"
-                                                              " per minute."}, {"Retry-After": str(self.retry_after_s)})
+            return self._send(
+                h,
+                429,
+                {"code": -1003, "msg": "Too many requests; current limit of IP is 2400 requests per minute."},
+                {"Retry-After": str(self.retry_after_s)},
+            )
         if fault in ("500", "503"):
             rec.answered = fault
             return self._send(h, int(fault), {"code": -1001, "msg": "Internal error; unable to process your request."})
@@ -194,7 +234,9 @@ class FakeBinanceUSDM:
             time.sleep(self.delay_s)
         self._send(h, status, out)
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         try:
             h.send_response(status)
@@ -223,7 +265,9 @@ class FakeBinanceUSDM:
         try:
             ts, recv = int(params["timestamp"]), int(params.get("recvWindow", 5000))
         except (KeyError, ValueError):
-            raise VenueError(-1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.") from None
+            raise VenueError(
+                -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed."
+            ) from None
         now = _now_ms()
         if recv > 60000 or ts >= now + 1000 or now - ts > recv:
             raise VenueError(-1021, "Timestamp for this request is outside of the recvWindow.")
@@ -258,11 +302,15 @@ class FakeBinanceUSDM:
         return s
 
     def _exchange_info(self, p: dict) -> dict:
-        return {"timezone": "UTC", "serverTime": _now_ms(), "futuresType": "U_MARGINED",
-                "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                                "limit": 2400}], "exchangeFilters": [],
-                "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
-                "symbols": list(self.state.symbols.values())}
+        return {
+            "timezone": "UTC",
+            "serverTime": _now_ms(),
+            "futuresType": "U_MARGINED",
+            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400}],
+            "exchangeFilters": [],
+            "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
+            "symbols": list(self.state.symbols.values()),
+        }
 
     def _leverage(self, p: dict) -> dict:
         self._sym(p)
@@ -273,13 +321,32 @@ class FakeBinanceUSDM:
         return {"leverage": lev, "maxNotionalValue": "1000000", "symbol": p["symbol"]}
 
     def _brackets(self, p: dict) -> list:
-        return [{"symbol": s, "brackets": [{"bracket": 1, "initialLeverage": 125, "notionalCap": 50000,
-                                            "notionalFloor": 0, "maintMarginRatio": 0.004, "cum": 0.0}]}
-                for s in self.state.symbols if not p.get("symbol") or p["symbol"] == s]
+        return [
+            {
+                "symbol": s,
+                "brackets": [
+                    {
+                        "bracket": 1,
+                        "initialLeverage": 125,
+                        "notionalCap": 50000,
+                        "notionalFloor": 0,
+                        "maintMarginRatio": 0.004,
+                        "cum": 0.0,
+                    }
+                ],
+            }
+            for s in self.state.symbols
+            if not p.get("symbol") or p["symbol"] == s
+        ]
 
     def _available(self) -> Decimal:
-        used = sum((abs(pos["amt"]) * pos["entry"] / self.state.leverage.get(s, 20)
-                    for s, pos in self.state.positions.items()), Decimal(0))
+        used = sum(
+            (
+                abs(pos["amt"]) * pos["entry"] / self.state.leverage.get(s, 20)
+                for s, pos in self.state.positions.items()
+            ),
+            Decimal(0),
+        )
         return self.state.wallet - used
 
     def _create(self, p: dict) -> dict:
@@ -304,17 +371,39 @@ class FakeBinanceUSDM:
         increases = pos["amt"] == 0 or pos["amt"] * sign > 0
         min_notional = Decimal(next(f for f in sym["filters"] if f["filterType"] == "MIN_NOTIONAL")["notional"])
         if not reduce_only and qty * price < min_notional:
-            raise VenueError(-4164, f"Order's notional must be no smaller than {min_notional} (unless you choose reduce only).")
+            raise VenueError(
+                -4164, f"Order's notional must be no smaller than {min_notional} (unless you choose reduce only)."
+            )
         if increases and qty * price / self.state.leverage.get(s, 20) > self._available():
             raise VenueError(-2019, "Margin is insufficient.")
         now = _now_ms()
-        order = {"orderId": next(self._ids), "symbol": s, "status": "NEW", "clientOrderId": cid,
-                 "price": "0.00" if market else p["price"], "avgPrice": "0.00", "origQty": p["quantity"],
-                 "executedQty": "0", "cumQty": "0", "cumQuote": "0", "timeInForce": p.get("timeInForce", "GTC"),
-                 "type": p["type"], "reduceOnly": reduce_only, "closePosition": False, "side": p["side"],
-                 "positionSide": "BOTH", "stopPrice": "0.00", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-                 "origType": p["type"], "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
-                 "goodTillDate": 0, "time": now, "updateTime": now}
+        order = {
+            "orderId": next(self._ids),
+            "symbol": s,
+            "status": "NEW",
+            "clientOrderId": cid,
+            "price": "0.00" if market else p["price"],
+            "avgPrice": "0.00",
+            "origQty": p["quantity"],
+            "executedQty": "0",
+            "cumQty": "0",
+            "cumQuote": "0",
+            "timeInForce": p.get("timeInForce", "GTC"),
+            "type": p["type"],
+            "reduceOnly": reduce_only,
+            "closePosition": False,
+            "side": p["side"],
+            "positionSide": "BOTH",
+            "stopPrice": "0.00",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": p["type"],
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "goodTillDate": 0,
+            "time": now,
+            "updateTime": now,
+        }
         self.state.orders.append(order)
         if market:
             self._execute(order, price, maker=False)
@@ -343,19 +432,39 @@ class FakeBinanceUSDM:
             self.state.wallet += (price - pos["entry"]) * (sign * -qty)
             self.state.positions[s] = {**pos, "amt": new}
         now = _now_ms()
-        o.update(status="FILLED", avgPrice=str(price), executedQty=o["origQty"], cumQty=o["origQty"],
-                 cumQuote=str(qty * price), updateTime=now)
-        self.state.trades.append({
-            "symbol": s, "id": next(self._ids), "orderId": o["orderId"], "side": o["side"], "price": str(price),
-            "qty": o["origQty"], "realizedPnl": "0", "quoteQty": str(qty * price), "commission": str(fee),
-            "commissionAsset": "USDT", "time": now, "positionSide": "BOTH", "buyer": o["side"] == "BUY",
-            "maker": maker})
+        o.update(
+            status="FILLED",
+            avgPrice=str(price),
+            executedQty=o["origQty"],
+            cumQty=o["origQty"],
+            cumQuote=str(qty * price),
+            updateTime=now,
+        )
+        self.state.trades.append(
+            {
+                "symbol": s,
+                "id": next(self._ids),
+                "orderId": o["orderId"],
+                "side": o["side"],
+                "price": str(price),
+                "qty": o["origQty"],
+                "realizedPnl": "0",
+                "quoteQty": str(qty * price),
+                "commission": str(fee),
+                "commissionAsset": "USDT",
+                "time": now,
+                "positionSide": "BOTH",
+                "buyer": o["side"] == "BUY",
+                "maker": maker,
+            }
+        )
 
     def _find(self, p: dict) -> dict:
         self._sym(p)
         for o in reversed(self.state.orders):
-            if o["symbol"] == p["symbol"] and (o["clientOrderId"] == p.get("origClientOrderId")
-                                               or str(o["orderId"]) == p.get("orderId")):
+            if o["symbol"] == p["symbol"] and (
+                o["clientOrderId"] == p.get("origClientOrderId") or str(o["orderId"]) == p.get("orderId")
+            ):
                 return o
         raise VenueError(-2013, "Order does not exist.")
 
@@ -374,7 +483,9 @@ class FakeBinanceUSDM:
         return o
 
     def _open_orders(self, p: dict) -> list:
-        return [o for o in self.state.orders if o["status"] == "NEW" and (not p.get("symbol") or o["symbol"] == p["symbol"])]
+        return [
+            o for o in self.state.orders if o["status"] == "NEW" and (not p.get("symbol") or o["symbol"] == p["symbol"])
+        ]
 
     def _user_trades(self, p: dict) -> list:
         self._sym(p)
@@ -389,31 +500,58 @@ class FakeBinanceUSDM:
             raise VenueError(-4137, "Quantity must be zero with closePosition equals true")
         s, side, trigger = p["symbol"], p["side"], Decimal(p["triggerPrice"])
         if any(a["symbol"] == s and a["side"] == side and a["algoStatus"] == "NEW" for a in self.state.algo_orders):
-            raise VenueError(-4130, "An open stop or take profit order with GTE and closePosition in the direction is existing.")
+            raise VenueError(
+                -4130, "An open stop or take profit order with GTE and closePosition in the direction is existing."
+            )
         px = self.state.fill_price[s]
         if (side == "SELL" and trigger >= px) or (side == "BUY" and trigger <= px):
             raise VenueError(-2021, "Order would immediately trigger.")
         now = _now_ms()
-        algo = {"algoId": next(self._ids), "clientAlgoId": p.get("clientAlgoId", ""), "algoType": "CONDITIONAL",
-                "orderType": "STOP_MARKET", "symbol": s, "side": side, "positionSide": "BOTH", "timeInForce": "GTC",
-                "quantity": "0", "algoStatus": "NEW", "triggerPrice": p["triggerPrice"], "price": "0",
-                "icebergQuantity": None, "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": "CONTRACT_PRICE",
-                "priceMatch": "NONE", "closePosition": True, "priceProtect": False, "reduceOnly": True,
-                "activatePrice": "", "callbackRate": "", "createTime": now, "updateTime": now, "triggerTime": 0,
-                "goodTillDate": 0}
+        algo = {
+            "algoId": next(self._ids),
+            "clientAlgoId": p.get("clientAlgoId", ""),
+            "algoType": "CONDITIONAL",
+            "orderType": "STOP_MARKET",
+            "symbol": s,
+            "side": side,
+            "positionSide": "BOTH",
+            "timeInForce": "GTC",
+            "quantity": "0",
+            "algoStatus": "NEW",
+            "triggerPrice": p["triggerPrice"],
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": "CONTRACT_PRICE",
+            "priceMatch": "NONE",
+            "closePosition": True,
+            "priceProtect": False,
+            "reduceOnly": True,
+            "activatePrice": "",
+            "callbackRate": "",
+            "createTime": now,
+            "updateTime": now,
+            "triggerTime": 0,
+            "goodTillDate": 0,
+        }
         self.state.algo_orders.append(algo)
         return algo
 
     def _cancel_algo(self, p: dict) -> dict:
         for a in self.state.algo_orders:
-            if a["algoStatus"] == "NEW" and (a["clientAlgoId"] == p.get("clientAlgoId") or str(a["algoId"]) == p.get("algoId")):
+            if a["algoStatus"] == "NEW" and (
+                a["clientAlgoId"] == p.get("clientAlgoId") or str(a["algoId"]) == p.get("algoId")
+            ):
                 a["algoStatus"] = "CANCELED"
                 return {"algoId": a["algoId"], "clientAlgoId": a["clientAlgoId"], "code": "200", "msg": "success"}
         raise VenueError(-2011, "Unknown order sent.")
 
     def _open_algo(self, p: dict) -> list:
-        return [a for a in self.state.algo_orders
-                if a["algoStatus"] == "NEW" and (not p.get("symbol") or a["symbol"] == p["symbol"])]
+        return [
+            a
+            for a in self.state.algo_orders
+            if a["algoStatus"] == "NEW" and (not p.get("symbol") or a["symbol"] == p["symbol"])
+        ]
 
     def _position_risk(self, p: dict) -> list:
         out = []
@@ -422,27 +560,65 @@ class FakeBinanceUSDM:
                 continue
             mark = self.state.fill_price[s]
             lev = self.state.leverage.get(s, 20)
-            out.append({"symbol": s, "positionSide": "BOTH", "positionAmt": str(pos["amt"]),
-                        "entryPrice": str(pos["entry"]), "breakEvenPrice": str(pos["entry"]), "markPrice": str(mark),
-                        "unRealizedProfit": str((mark - pos["entry"]) * pos["amt"]), "liquidationPrice": "0",
-                        "isolatedMargin": "0", "notional": str(mark * pos["amt"]), "marginAsset": "USDT",
-                        "isolatedWallet": "0", "initialMargin": str(abs(mark * pos["amt"]) / lev),
-                        "maintMargin": "0", "positionInitialMargin": str(abs(mark * pos["amt"]) / lev),
-                        "openOrderInitialMargin": "0", "adl": 1, "bidNotional": "0", "askNotional": "0",
-                        "updateTime": _now_ms()})
+            out.append(
+                {
+                    "symbol": s,
+                    "positionSide": "BOTH",
+                    "positionAmt": str(pos["amt"]),
+                    "entryPrice": str(pos["entry"]),
+                    "breakEvenPrice": str(pos["entry"]),
+                    "markPrice": str(mark),
+                    "unRealizedProfit": str((mark - pos["entry"]) * pos["amt"]),
+                    "liquidationPrice": "0",
+                    "isolatedMargin": "0",
+                    "notional": str(mark * pos["amt"]),
+                    "marginAsset": "USDT",
+                    "isolatedWallet": "0",
+                    "initialMargin": str(abs(mark * pos["amt"]) / lev),
+                    "maintMargin": "0",
+                    "positionInitialMargin": str(abs(mark * pos["amt"]) / lev),
+                    "openOrderInitialMargin": "0",
+                    "adl": 1,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": _now_ms(),
+                }
+            )
         return out
 
     def _account(self, p: dict) -> dict:
-        upnl = sum(((self.state.fill_price[s] - pos["entry"]) * pos["amt"] for s, pos in self.state.positions.items()),
-                   Decimal(0))
+        upnl = sum(
+            ((self.state.fill_price[s] - pos["entry"]) * pos["amt"] for s, pos in self.state.positions.items()),
+            Decimal(0),
+        )
         wallet, avail = self.state.wallet, self._available()
-        asset = {"asset": "USDT", "walletBalance": str(wallet), "unrealizedProfit": str(upnl),
-                 "marginBalance": str(wallet + upnl), "maintMargin": "0", "initialMargin": str(wallet - avail),
-                 "positionInitialMargin": str(wallet - avail), "openOrderInitialMargin": "0", "crossWalletBalance": str(wallet),
-                 "crossUnPnl": str(upnl), "availableBalance": str(avail), "maxWithdrawAmount": str(avail),
-                 "updateTime": _now_ms()}
-        return {"totalInitialMargin": str(wallet - avail), "totalMaintMargin": "0", "totalWalletBalance": str(wallet),
-                "totalUnrealizedProfit": str(upnl), "totalMarginBalance": str(wallet + upnl),
-                "totalPositionInitialMargin": str(wallet - avail), "totalOpenOrderInitialMargin": "0",
-                "totalCrossWalletBalance": str(wallet), "totalCrossUnPnl": str(upnl), "availableBalance": str(avail),
-                "maxWithdrawAmount": str(avail), "assets": [asset], "positions": []}
+        asset = {
+            "asset": "USDT",
+            "walletBalance": str(wallet),
+            "unrealizedProfit": str(upnl),
+            "marginBalance": str(wallet + upnl),
+            "maintMargin": "0",
+            "initialMargin": str(wallet - avail),
+            "positionInitialMargin": str(wallet - avail),
+            "openOrderInitialMargin": "0",
+            "crossWalletBalance": str(wallet),
+            "crossUnPnl": str(upnl),
+            "availableBalance": str(avail),
+            "maxWithdrawAmount": str(avail),
+            "updateTime": _now_ms(),
+        }
+        return {
+            "totalInitialMargin": str(wallet - avail),
+            "totalMaintMargin": "0",
+            "totalWalletBalance": str(wallet),
+            "totalUnrealizedProfit": str(upnl),
+            "totalMarginBalance": str(wallet + upnl),
+            "totalPositionInitialMargin": str(wallet - avail),
+            "totalOpenOrderInitialMargin": "0",
+            "totalCrossWalletBalance": str(wallet),
+            "totalCrossUnPnl": str(upnl),
+            "availableBalance": str(avail),
+            "maxWithdrawAmount": str(avail),
+            "assets": [asset],
+            "positions": [],
+        }

@@ -8,6 +8,7 @@ answered ``success: false`` and the connection gets nothing. ``subscribe`` befor
 refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are closed
 at once (the stream is "down"). Pings are answered with Bybit's text pong.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,21 +59,41 @@ class FakeBybitPrivateWS:
                 msg = json.loads(raw)
                 op, req_id = msg.get("op"), msg.get("req_id", "")
                 if op == "ping":
-                    await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "req_id": req_id,
-                                              "op": "ping"}))
+                    await ws.send(
+                        json.dumps(
+                            {"success": True, "ret_msg": "pong", "conn_id": "fake", "req_id": req_id, "op": "ping"}
+                        )
+                    )
                 elif op == "auth":
                     authed = self._check(msg.get("args") or [])
                     self.auths.append(authed)
-                    await ws.send(json.dumps({"success": authed, "ret_msg": "" if authed else "Request not authorized",
-                                              "op": "auth", "conn_id": "fake"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "success": authed,
+                                "ret_msg": "" if authed else "Request not authorized",
+                                "op": "auth",
+                                "conn_id": "fake",
+                            }
+                        )
+                    )
                     if authed:
                         self._conns[ws] = set()
                 elif op == "subscribe":
                     ok = authed
                     if ok:
                         self._conns[ws].update(msg.get("args") or [])
-                    await ws.send(json.dumps({"success": ok, "ret_msg": "" if ok else "Request not authorized",
-                                              "op": "subscribe", "req_id": req_id, "conn_id": "fake"}))
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "success": ok,
+                                "ret_msg": "" if ok else "Request not authorized",
+                                "op": "subscribe",
+                                "req_id": req_id,
+                                "conn_id": "fake",
+                            }
+                        )
+                    )
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -118,8 +139,9 @@ class FakeBybitPrivateWS:
 
     def start(self) -> str:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),),
-                                        name="fake-bybit-private-ws", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_until_complete, args=(self._main(),), name="fake-bybit-private-ws", daemon=True
+        )
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("fake Bybit private websocket did not start")

@@ -22,6 +22,7 @@ after ``delay_s``, past the client's timeout). Every request is recorded in ``fa
 
 Test-only code: never talks to anything but loopback.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,25 +55,41 @@ class Req:
     answered: str = "0"  # retCode or fault
 
 
-def _instrument(symbol: str, tick: str, step: str, min_qty: str, max_qty: str, min_notional: str,
-                max_lev: str = "100") -> dict:
-    return {"symbol": symbol, "contractType": "LinearPerpetual", "status": "Trading",
-            "baseCoin": symbol[:-4], "quoteCoin": "USDT", "settleCoin": "USDT",
-            "priceScale": str(max(0, -Decimal(tick).as_tuple().exponent)),
-            "leverageFilter": {"minLeverage": "1", "maxLeverage": max_lev, "leverageStep": "0.01"},
-            "priceFilter": {"minPrice": tick, "maxPrice": "1999999.80", "tickSize": tick},
-            "lotSizeFilter": {"maxOrderQty": max_qty, "maxMktOrderQty": max_qty, "minOrderQty": min_qty,
-                              "qtyStep": step, "postOnlyMaxOrderQty": max_qty, "minNotionalValue": min_notional}}
+def _instrument(
+    symbol: str, tick: str, step: str, min_qty: str, max_qty: str, min_notional: str, max_lev: str = "100"
+) -> dict:
+    return {
+        "symbol": symbol,
+        "contractType": "LinearPerpetual",
+        "status": "Trading",
+        "baseCoin": symbol[:-4],
+        "quoteCoin": "USDT",
+        "settleCoin": "USDT",
+        "priceScale": str(max(0, -Decimal(tick).as_tuple().exponent)),
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": max_lev, "leverageStep": "0.01"},
+        "priceFilter": {"minPrice": tick, "maxPrice": "1999999.80", "tickSize": tick},
+        "lotSizeFilter": {
+            "maxOrderQty": max_qty,
+            "maxMktOrderQty": max_qty,
+            "minOrderQty": min_qty,
+            "qtyStep": step,
+            "postOnlyMaxOrderQty": max_qty,
+            "minNotionalValue": min_notional,
+        },
+    }
 
 
 @dataclass
 class BybitState:
-    instruments: dict[str, dict] = field(default_factory=lambda: {
-        "BTCUSDT": _instrument("BTCUSDT", "0.10", "0.001", "0.001", "1190.000", "5"),
-        "ETHUSDT": _instrument("ETHUSDT", "0.01", "0.01", "0.01", "7240.00", "5"),
-    })
-    fill_price: dict[str, Decimal] = field(default_factory=lambda: {"BTCUSDT": Decimal("64123.4"),
-                                                                    "ETHUSDT": Decimal("3120.55")})
+    instruments: dict[str, dict] = field(
+        default_factory=lambda: {
+            "BTCUSDT": _instrument("BTCUSDT", "0.10", "0.001", "0.001", "1190.000", "5"),
+            "ETHUSDT": _instrument("ETHUSDT", "0.01", "0.01", "0.01", "7240.00", "5"),
+        }
+    )
+    fill_price: dict[str, Decimal] = field(
+        default_factory=lambda: {"BTCUSDT": Decimal("64123.4"), "ETHUSDT": Decimal("3120.55")}
+    )
     orders: dict[str, dict] = field(default_factory=dict)  # orderLinkId -> order
     positions: dict[str, dict] = field(default_factory=dict)  # symbol -> {size (signed), avg, sl}
     leverage: dict[str, Decimal] = field(default_factory=dict)
@@ -86,8 +103,9 @@ def _now_ms() -> int:
 
 
 class FakeBybit:
-    def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5,
-                 ws: bool = False) -> None:
+    def __init__(
+        self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5, ws: bool = False
+    ) -> None:
         self.keys = {api_key: api_secret}
         self.ws = FakeBybitPrivateWS(self.keys) if ws else None
         self.ws_url = ""
@@ -116,8 +134,9 @@ class FakeBybit:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-bybit", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-bybit", daemon=True
+        )
         self._thread.start()
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
@@ -177,7 +196,9 @@ class FakeBybit:
             time.sleep(self.delay_s)
         self._send(h, 200, out, headers)
 
-    def _send(self, h: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, h: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         try:
             h.send_response(status)
@@ -247,7 +268,9 @@ class FakeBybit:
         if sym not in self.state.instruments:
             return self._err(10001, "params error: symbol invalid")
         lev = Decimal(p["buyLeverage"])
-        if lev != Decimal(p["sellLeverage"]) or not 1 <= lev <= Decimal(self.state.instruments[sym]["leverageFilter"]["maxLeverage"]):
+        if lev != Decimal(p["sellLeverage"]) or not 1 <= lev <= Decimal(
+            self.state.instruments[sym]["leverageFilter"]["maxLeverage"]
+        ):
             return self._err(10001, "leverage invalid")
         if self.state.leverage.get(sym) == lev:
             return self._err(110043, "leverage not modified")
@@ -255,8 +278,13 @@ class FakeBybit:
         return self._ok({})
 
     def _available(self) -> Decimal:
-        used = sum((abs(pos["size"]) * pos["avg"] / self.state.leverage.get(s, Decimal(10))
-                    for s, pos in self.state.positions.items()), Decimal(0))
+        used = sum(
+            (
+                abs(pos["size"]) * pos["avg"] / self.state.leverage.get(s, Decimal(10))
+                for s, pos in self.state.positions.items()
+            ),
+            Decimal(0),
+        )
         return self.state.wallet - used
 
     def _create(self, p: dict) -> dict:
@@ -284,10 +312,23 @@ class FakeBybit:
             return self._err(110007, "ab not enough for new order")
         oid, now = str(uuid.uuid4()), str(_now_ms())
         self.state.orders[link] = {
-            "orderId": oid, "orderLinkId": link, "symbol": sym, "side": p["side"], "orderType": p["orderType"],
-            "qty": p["qty"], "price": "0" if market else p["price"], "cumExecQty": "0", "cumExecValue": "0",
-            "cumExecFee": "0", "avgPrice": "", "orderStatus": "New", "reduceOnly": reduce_only,
-            "createdTime": now, "updatedTime": now, "rejectReason": "EC_NoError"}
+            "orderId": oid,
+            "orderLinkId": link,
+            "symbol": sym,
+            "side": p["side"],
+            "orderType": p["orderType"],
+            "qty": p["qty"],
+            "price": "0" if market else p["price"],
+            "cumExecQty": "0",
+            "cumExecValue": "0",
+            "cumExecFee": "0",
+            "avgPrice": "",
+            "orderStatus": "New",
+            "reduceOnly": reduce_only,
+            "createdTime": now,
+            "updatedTime": now,
+            "rejectReason": "EC_NoError",
+        }
         if market:
             self._execute(link, price, maker=False)
         else:
@@ -320,12 +361,31 @@ class FakeBybit:
             self.state.wallet += (price - pos["avg"]) * (sign * -qty)
             self.state.positions[sym] = {**pos, "size": new}
         now = str(_now_ms())
-        o.update(cumExecQty=o["qty"], cumExecValue=str(qty * price), cumExecFee=str(fee), avgPrice=str(price),
-                 orderStatus="Filled", updatedTime=now)
-        self.state.executions.append({
-            "symbol": sym, "orderId": o["orderId"], "orderLinkId": link, "side": o["side"], "execId": str(uuid.uuid4()),
-            "execPrice": str(price), "execQty": o["qty"], "execValue": str(qty * price), "execFee": str(fee),
-            "feeRate": str(rate), "execType": "Trade", "isMaker": maker, "execTime": now})
+        o.update(
+            cumExecQty=o["qty"],
+            cumExecValue=str(qty * price),
+            cumExecFee=str(fee),
+            avgPrice=str(price),
+            orderStatus="Filled",
+            updatedTime=now,
+        )
+        self.state.executions.append(
+            {
+                "symbol": sym,
+                "orderId": o["orderId"],
+                "orderLinkId": link,
+                "side": o["side"],
+                "execId": str(uuid.uuid4()),
+                "execPrice": str(price),
+                "execQty": o["qty"],
+                "execValue": str(qty * price),
+                "execFee": str(fee),
+                "feeRate": str(rate),
+                "execType": "Trade",
+                "isMaker": maker,
+                "execTime": now,
+            }
+        )
         self._publish("order", [{**o, "category": "linear"}])
         self._publish("execution", [{**self.state.executions[-1], "category": "linear"}])
         self._publish_position(sym)
@@ -352,9 +412,13 @@ class FakeBybit:
 
     def _orders(self, p: dict, *, open_only: bool) -> dict:
         link = p.get("orderLinkId")
-        rows = [o for o in self.state.orders.values()
-                if (not p.get("symbol") or o["symbol"] == p["symbol"]) and (not link or o["orderLinkId"] == link)
-                and (link or not open_only or o["orderStatus"] in ("New", "PartiallyFilled", "Untriggered"))]
+        rows = [
+            o
+            for o in self.state.orders.values()
+            if (not p.get("symbol") or o["symbol"] == p["symbol"])
+            and (not link or o["orderLinkId"] == link)
+            and (link or not open_only or o["orderStatus"] in ("New", "PartiallyFilled", "Untriggered"))
+        ]
         return self._ok({"category": "linear", "list": list(reversed(rows)), "nextPageCursor": ""})
 
     def _realtime(self, p: dict) -> dict:
@@ -375,8 +439,11 @@ class FakeBybit:
         if sl:
             px = self.state.fill_price[sym]
             if (pos["size"] > 0 and Decimal(sl) >= px) or (pos["size"] < 0 and Decimal(sl) <= px):
-                return self._err(10001, f"StopLoss:{sl} set for {'Buy' if pos['size'] > 0 else 'Sell'} position"
-                                        f" should be {'lower' if pos['size'] > 0 else 'higher'} than base_price:{px}")
+                return self._err(
+                    10001,
+                    f"StopLoss:{sl} set for {'Buy' if pos['size'] > 0 else 'Sell'} position"
+                    f" should be {'lower' if pos['size'] > 0 else 'higher'} than base_price:{px}",
+                )
         if (pos["sl"] and sl and Decimal(pos["sl"]) == Decimal(sl)) or (not pos["sl"] and not sl):
             return self._err(34040, "not modified")
         pos["sl"] = sl
@@ -389,24 +456,46 @@ class FakeBybit:
             if p.get("symbol") and sym != p["symbol"]:
                 continue
             mark = self.state.fill_price[sym]
-            rows.append({"positionIdx": 0, "symbol": sym, "side": "Buy" if pos["size"] > 0 else "Sell",
-                         "size": str(abs(pos["size"])), "avgPrice": str(pos["avg"]), "markPrice": str(mark),
-                         "leverage": str(self.state.leverage.get(sym, Decimal(10))), "stopLoss": pos["sl"] or "0.00",
-                         "liqPrice": "", "unrealisedPnl": str((mark - pos["avg"]) * pos["size"]),
-                         "updatedTime": str(_now_ms())})
+            rows.append(
+                {
+                    "positionIdx": 0,
+                    "symbol": sym,
+                    "side": "Buy" if pos["size"] > 0 else "Sell",
+                    "size": str(abs(pos["size"])),
+                    "avgPrice": str(pos["avg"]),
+                    "markPrice": str(mark),
+                    "leverage": str(self.state.leverage.get(sym, Decimal(10))),
+                    "stopLoss": pos["sl"] or "0.00",
+                    "liqPrice": "",
+                    "unrealisedPnl": str((mark - pos["avg"]) * pos["size"]),
+                    "updatedTime": str(_now_ms()),
+                }
+            )
         return self._ok({"category": "linear", "list": rows, "nextPageCursor": ""})
 
     def _executions(self, p: dict) -> dict:
         start = int(p.get("startTime", 0))
-        rows = [e for e in self.state.executions
-                if (not p.get("symbol") or e["symbol"] == p["symbol"]) and int(e["execTime"]) >= start
-                and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])]
+        rows = [
+            e
+            for e in self.state.executions
+            if (not p.get("symbol") or e["symbol"] == p["symbol"])
+            and int(e["execTime"]) >= start
+            and (not p.get("orderLinkId") or e["orderLinkId"] == p["orderLinkId"])
+        ]
         return self._ok({"category": "linear", "list": list(reversed(rows)), "nextPageCursor": ""})
 
     def _wallet(self, p: dict) -> dict:
-        eq = self.state.wallet + sum(((self.state.fill_price[s] - pos["avg"]) * pos["size"]
-                                      for s, pos in self.state.positions.items()), Decimal(0))
-        coin = {"coin": "USDT", "equity": str(eq), "walletBalance": str(self.state.wallet),
-                "availableToWithdraw": str(self._available()), "unrealisedPnl": str(eq - self.state.wallet)}
-        return self._ok({"list": [{"accountType": p.get("accountType", "UNIFIED"), "totalEquity": str(eq),
-                                   "coin": [coin]}]})
+        eq = self.state.wallet + sum(
+            ((self.state.fill_price[s] - pos["avg"]) * pos["size"] for s, pos in self.state.positions.items()),
+            Decimal(0),
+        )
+        coin = {
+            "coin": "USDT",
+            "equity": str(eq),
+            "walletBalance": str(self.state.wallet),
+            "availableToWithdraw": str(self._available()),
+            "unrealisedPnl": str(eq - self.state.wallet),
+        }
+        return self._ok(
+            {"list": [{"accountType": p.get("accountType", "UNIFIED"), "totalEquity": str(eq), "coin": [coin]}]}
+        )
