@@ -1,6 +1,6 @@
 # depthpilot developer tasks (`make help`).
 #
-#   make test           venv + install (only when pyproject.toml or the lock changed) + local RabbitMQ + chromium + pytest
+#   make test           venv + install (only when pyproject.toml or the lock changed) + lint + local RabbitMQ + chromium + pytest
 #   make install        the venv with the project and its dev, train and demo extras, pinned by the lock
 #   make lock           regenerate requirements/constraints.txt (pip-compile) after changing pyproject.toml
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
@@ -59,7 +59,7 @@ lock: | $(PY)
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 ifeq ($(ENSURE_RABBITMQ),1)
 	scripts/ensure_rabbitmq.sh
 endif
