@@ -208,6 +208,40 @@ def _train(
                 who, f"{r['mean_fold_accuracy']:.4f}", f"{r['mean_fold_log_loss']:.4f}", f"{r['mean_fold_brier']:.4f}"
             )
     Console().print(table)
+    if source == "books":
+        man = _trading_oos(
+            Path(artifact), paths or [data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw"], data.ts
+        )
     for w in man["metrics"].get("warnings", []):
         console.print(f"[bold yellow]WARNING: {w}[/bold yellow]", highlight=False)
     console.print(f"artifact and report.md in {artifact}")
+
+
+def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
+    """After `--source books`: the backtest's trading path (fees, latency, baselines) with the
+    final model on the books after its training window; appended to report.md and the manifest
+    (``metrics.trading_oos``). Returns the updated manifest."""
+    import os
+
+    from backtest.data import load_recording
+    from backtest.oos import oos_markdown, oos_range, oos_start_ts, oos_suite, oos_summary
+    from backtest.signals import load_model, model_depth
+
+    mpath = artifact / "manifest.json"
+    man = json.loads(mpath.read_text())
+    if len(paths) != 1:
+        console.print("trading after fees: skipped (one --path recording needed)", highlight=False)
+        return man
+    pred = load_model(artifact)
+    books = load_recording(paths[0], depth=model_depth(pred))
+    label_end = oos_start_ts(row_ts, man["data_range"]["final_train_end_ts"], int(man["label"]["horizon"]))
+    rng = oos_range(books, man["data_range"]["final_train_end_ts"], label_end)
+    summary = oos_summary(oos_suite(pred, books, rng), rng, pred.model_id)
+    with open(artifact / "report.md", "a") as fh:
+        fh.write(oos_markdown(summary))
+    man["metrics"]["trading_oos"] = summary
+    tmp = mpath.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, mpath)
+    console.print(summary["verdict"], highlight=False)
+    return man
