@@ -218,13 +218,13 @@ def _train(
 
 
 def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
-    """After `--source books`: the backtest's trading path (fees, latency, baselines) with the
-    final model on the books after its training window; appended to report.md and the manifest
-    (``metrics.trading_oos``). Returns the updated manifest."""
+    """After `--source books`: the backtest's trading path (fees, latency, baselines) with each
+    walk-forward fold's model on its test range and the final model after its training window;
+    appended to report.md and the manifest (``metrics.trading_oos``). Returns the updated manifest."""
     import os
 
     from backtest.data import load_recording
-    from backtest.oos import oos_markdown, oos_range, oos_start_ts, oos_suite, oos_summary
+    from backtest.oos import label_end_ts, oos_markdown, oos_range, oos_suite, oos_summary, part_summary
     from backtest.signals import load_model, model_depth
 
     mpath = artifact / "manifest.json"
@@ -232,11 +232,22 @@ def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
     if len(paths) != 1:
         console.print("trading after fees: skipped (one --path recording needed)", highlight=False)
         return man
-    pred = load_model(artifact)
-    books = load_recording(paths[0], depth=model_depth(pred))
-    label_end = oos_start_ts(row_ts, man["data_range"]["final_train_end_ts"], int(man["label"]["horizon"]))
-    rng = oos_range(books, man["data_range"]["final_train_end_ts"], label_end)
-    summary = oos_summary(oos_suite(pred, books, rng), rng, pred.model_id)
+    horizon = int(man["label"]["horizon"])
+    final = load_model(artifact)
+    books = load_recording(paths[0], depth=model_depth(final))
+    models = [(d.name.replace("-", " "), d) for d in sorted((artifact / "folds").glob("fold-*"))]
+    parts = []
+    for name, d in models + [("final model", artifact)]:
+        pred = final if d == artifact else load_model(d)
+        rng_ = pred.artifact.manifest.data_range
+        train_end = int(rng_["final_train_end_ts"])
+        label_end = label_end_ts(row_ts, train_end, horizon)
+        hi = rng_.get("test_end_ts")
+        if hi is not None and label_end >= int(rng_["test_start_ts"]):
+            raise ValueError(f"{d}: test range starts before its training labels end")
+        rng = oos_range(books, train_end, label_end, None if hi is None else int(hi))
+        parts.append(part_summary(name, oos_suite(pred, books, rng), rng, pred.model_id))
+    summary = oos_summary(parts)
     with open(artifact / "report.md", "a") as fh:
         fh.write(oos_markdown(summary))
     man["metrics"]["trading_oos"] = summary

@@ -204,6 +204,8 @@ class FoldResult:
     y_test: np.ndarray | None = None
     probs_test: np.ndarray | None = None
     tuning: dict[str, Any] | None = None  # nested tuning of this fold: rows searched, best params
+    fit: Any = field(default=None, repr=False, compare=False)  # the fold's fitted model (saved under folds/)
+    seq_len: int = 0  # the fold model's window (its tuned value with --tune)
 
     def summary(self) -> dict[str, Any]:
         return {

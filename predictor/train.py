@@ -167,6 +167,7 @@ def train(
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     path = save_artifact(out, fr.model, man)
+    _save_fold_models(out, man, results)
     if progress:
         progress(
             ProgressEvent(
@@ -181,6 +182,31 @@ def train(
             )
         )
     return path
+
+
+def _save_fold_models(out: Path, man: Manifest, results) -> None:
+    """Each walk-forward fold's model under ``folds/fold-<k>``, so its out-of-sample test range can
+    be traded later (``depthpilot train --source books``); the manifest's ``data_range`` says
+    which rows it trained and was tested on."""
+    for r in results:
+        if r.fit is None:
+            continue
+        fm = replace(
+            man,
+            model_id=f"{man.model_id}-fold{r.index}",
+            model=r.fit.model.cfg.to_dict(),
+            scaler=r.fit.scaler.to_dict(),
+            seq_len=r.seq_len or man.seq_len,
+            metrics={"fold": r.summary()},
+            data_range=man.data_range
+            | {
+                "final_train_start_ts": r.train_range[0],
+                "final_train_end_ts": r.train_range[1],
+                "test_start_ts": r.test_range[0],
+                "test_end_ts": r.test_range[1],
+            },
+        )
+        save_artifact(out / "folds" / f"fold-{r.index}", r.fit.model, fm)
 
 
 def _warnings(agg: dict[str, Any], prep) -> list[str]:

@@ -191,6 +191,8 @@ def walk_forward(
                 y_test=y[te],
                 probs_test=probs,
                 tuning=tuning,
+                fit=fr,
+                seq_len=fcfg.seq_len,
             )
         )
     return results
