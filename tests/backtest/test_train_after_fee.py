@@ -17,6 +17,7 @@ from tests.trader.helpers import need_data
 
 TOP25 = "binance-spot-btcusdt-2024-08-08-l2diff/derived_book_snapshot_25.csv.gz"
 HORIZON = 5
+THRESHOLD = "0.0001"  # labels with enough up/down moves that the persistence baseline trades
 
 
 def _direct(pred, books, label_end: int, hi: int | None):
@@ -41,7 +42,7 @@ def _direct(pred, books, label_end: int, hi: int | None):
         s = model_probs(pred, books)
         s = SignalStream(s.name, s.classes, s.probs[idx[0] : idx[-1] + 1], s.ttl_ns, s.model_id)
     res = backtest_suite(
-        oos, s, infer_instrument(oos), RunConfig(), label_horizon=HORIZON, label_threshold=0.0005, n_random=0
+        oos, s, infer_instrument(oos), RunConfig(), label_horizon=HORIZON, label_threshold=float(THRESHOLD), n_random=0
     )
     return res, idx
 
@@ -56,6 +57,7 @@ def test_train_report_trades_after_fees_out_of_sample(tmp_path):
     out = tmp_path / "m"
     args = ["train", "--source", "books", "--path", str(path), "-o", str(out), "--allow-imbalanced"]
     args += ["--epochs", "1", "--hidden", "8", "--seq-len", "8", "--folds", "2", "--horizon", str(HORIZON)]
+    args += ["--threshold", THRESHOLD]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     report = (out / "report.md").read_text()
@@ -103,3 +105,33 @@ def test_train_report_trades_after_fees_out_of_sample(tmp_path):
     assert final["n_books"] == 0 or final["start_ts"] > man["data_range"]["final_train_end_ts"]
     # something was actually paid: buy-and-hold crosses the spread with fees on every range
     assert Decimal(tr["total"]["buy_and_hold"]["fees"]) > 0
+    assert tr["total"]["persistence"]["trades"] > 0  # signals on the restricted range were traded
+
+
+def test_label_end_range_and_restrict_never_trade_seen_rows():
+    from backtest.data import books_from_arrays
+    from backtest.oos import label_end_ts, oos_range, restrict
+    from backtest.signals import SignalStream
+
+    rows = np.arange(0, 100, 10, dtype=np.int64) * 10**9  # training rows every 10 s
+    assert label_end_ts(rows, int(rows[3]), 2) == rows[5]
+    assert label_end_ts(rows, int(rows[8]), 5) == rows[-1]  # clipped at the last row
+    try:
+        label_end_ts(rows, int(rows[3]) + 1, 2)
+        raise AssertionError("a timestamp that is no training row must be refused")
+    except ValueError as exc:
+        assert "final_train_end_ts" in str(exc)
+    bts = np.arange(0, 100, 1, dtype=np.int64) * 10**9  # a book per second
+    lvl = np.tile(np.array([[[100.0, 1.0]]]), (100, 1, 1))
+    books = books_from_arrays("x", "BTCUSDT", bts, lvl, lvl + [[[1.0, 0.0]]])
+    rng = oos_range(books, int(rows[3]), int(rows[5]), hi_ts=int(bts[70]))
+    assert (rng.i0, rng.i1, rng.n_books) == (51, 71, 20)
+    assert rng.start_ts == bts[51] > rows[5] and rng.end_ts == bts[70]
+    assert oos_range(books, 0, int(bts[-1])).n_books == 0
+    probs = np.full((100, 3), 1 / 3)
+    per_book = restrict(SignalStream("m", ["down", "flat", "up"], probs, 10**9), rng)
+    assert per_book.probs.shape == (20, 3) and per_book.ts is None
+    ticks = np.arange(0, 100, 2, dtype=np.int64) * 10**9
+    sampled = restrict(SignalStream("m", ["down", "flat", "up"], probs[:50], 10**9, ts=ticks), rng)
+    assert sampled.ts.min() > rows[5] and sampled.ts.max() <= bts[70]
+    assert list(sampled.ts) == [t for t in ticks if rows[5] < t <= bts[70]]
