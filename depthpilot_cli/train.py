@@ -195,6 +195,7 @@ def _train(
                 out,
                 progress=on_progress,
                 features=data.features,
+                save_folds=source == "books",  # traded on their test ranges below
             )
         except (DatasetError, LabelError) as exc:
             prog.stop()

@@ -65,9 +65,11 @@ def train(
     out_dir: Path | str,
     progress: ProgressFn | None = None,
     features: dict[str, Any] | None = None,
+    save_folds: bool = False,
 ) -> ArtifactPath:
     """Walk-forward evaluate, fit the final model on the most recent data, write the artifact
-    (``model.pt`` + ``manifest.json``) and ``report.md`` + plots into ``out_dir``."""
+    (``model.pt`` + ``manifest.json``) and ``report.md`` + plots into ``out_dir``; with
+    ``save_folds`` also each walk-forward fold's model under ``out_dir/folds/fold-<k>``."""
     t0 = time.perf_counter()
     if not spec_hash:
         raise ValueError("spec_hash is required (the artifact is bound to its feature spec)")
@@ -167,7 +169,8 @@ def train(
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     path = save_artifact(out, fr.model, man)
-    _save_fold_models(out, man, results)
+    if save_folds:
+        _save_fold_models(out, man, results)
     if progress:
         progress(
             ProgressEvent(
