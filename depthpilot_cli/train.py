@@ -53,32 +53,12 @@ def train(
     debug: bool = typer.Option(False, "--debug", help="show the traceback of a bad-input error"),
 ) -> None:
     """Train an LSTM with walk-forward evaluation against baselines; writes weights, manifest, report."""
+    opts = dict(locals())  # every option, by name, for _train
     from depthpilot_cli.errors import one_line_errors
 
-    with one_line_errors("train", debug):
-        _train(
-            source,
-            path,
-            out,
-            kind,
-            interval,
-            exchange,
-            symbol,
-            spec,
-            columns,
-            label,
-            horizon,
-            threshold,
-            seq_len,
-            hidden,
-            layers,
-            dropout,
-            epochs,
-            folds,
-            seed,
-            tune,
-            allow_imbalanced,
-        )
+    opts["paths"] = opts.pop("path")
+    with one_line_errors("train", opts.pop("debug")):
+        _train(**opts)
 
 
 def _train(
