@@ -20,12 +20,20 @@ Trades: with an ``on_trade`` callback the stream also subscribes ``publicTrade.<
 on the same pybit socket; :func:`parse_public_trades` (pure) turns each raw message into
 :class:`depthpilot.messages.Trade` objects (``S`` is the taker side).
 
+Recording: with ``raw_sink(symbol, raw, ts_ns)`` every ``orderbook.*`` and ``publicTrade.*``
+message pybit hands us is passed on as compact JSON, with its local receive time, before the
+builder sees it (the same time stamps the emitted books and trades): :mod:`collector.recorder`
+writes them as ``<ts> <json>`` lines that :func:`collector.clip_replay.bybit_recording_replay`
+plays back through the same builder. pybit gives decoded dicts, so the recorded text is their
+re-encoding (same keys, same values, same order), not the bytes on the wire.
+
 Threading: pybit runs the socket in its own thread; ``on_update``/``on_trade`` are called
 on that thread, with the builder locked. Use :meth:`BybitBookStream.snapshot` from elsewhere.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -116,6 +124,7 @@ class BybitBookStream:
         on_update: UpdateCallback | None = None,
         on_trade: TradeCallback | None = None,
         ws_kwargs: Mapping[str, Any] | None = None,
+        raw_sink: Callable[[str, bytes, int], Any] | None = None,
     ) -> None:
         allowed = ORDERBOOK_DEPTHS.get(channel_type)
         if allowed is None or depth not in allowed:
@@ -132,6 +141,9 @@ class BybitBookStream:
         self.trades = 0
         self.bad_trade_messages = 0
         self.ws_kwargs = dict(ws_kwargs or {})
+        self.raw_sink = raw_sink
+        self.recv_ns = 0  # local receive time of the message being handled (books, trades, recording)
+        self.was_valid = False  # the book's validity before that message
         self.builder = BybitBookBuilder(self.symbol)
         self.results: Counter[str] = Counter()
         self.resyncs = 0
@@ -191,22 +203,27 @@ class BybitBookStream:
                 self.errors.append(str(msg.get("ret_msg")))
                 log.error("bybit subscription failed: %s", msg)
             return  # acks, pongs
+        ts = time.time_ns()
+        if self.raw_sink is not None:
+            self.raw_sink(self.symbol, json.dumps(msg, separators=(",", ":")).encode(), ts)
         if str(msg["topic"]).startswith("publicTrade."):
-            self._on_trades(msg)
+            self._on_trades(msg, ts)
             return
         with self._lock:
+            self.recv_ns = ts
+            self.was_valid = self.builder.valid
             result = self.builder.process(msg)
             self.results[result.value] += 1
+            if self.on_update is not None:
+                self.on_update(result, self.builder)  # before a resync resets the book: the broken book is shown
             if result.needs_resync:
                 self._start_resync()
-            if self.on_update is not None:
-                self.on_update(result, self.builder)
 
-    def _on_trades(self, msg: dict) -> None:
+    def _on_trades(self, msg: dict, ts: int) -> None:
         if self.on_trade is None:
             return
         try:
-            trades = parse_public_trades(msg, ts_recv=time.time_ns())
+            trades = parse_public_trades(msg, ts_recv=ts)
         except BybitTradeError as exc:
             self.bad_trade_messages += 1
             self.errors.append(str(exc)[:300])

@@ -1,7 +1,12 @@
 """Replay input formats, as a table: each entry recognises a file by its content (or its
 container: a directory, a zip archive) and builds the source that replays it through that
 venue's own book builder. :func:`replay_sources` picks the first format that claims a path;
-adding a format is adding a row. Market and symbol always come from the data."""
+adding a format is adding a row. Market and symbol always come from the data.
+
+A directory (the recorder's ``<dir>/<exchange>/`` or its root ``<dir>``) stands for the
+recording files in it; files of one format that can form a set (``make_set``: the recorder's
+rotated files) replay as ONE stream in receive order, so a book continues across a rotation
+exactly as it did live."""
 
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ class ReplayFormat:
     name: str
     detect: Callable[[Path], bool]
     make: Callable[[Path, int, float | None], Iterable[m.Message]]
+    # several files of one recording (rotated day files) -> one stream in receive order
+    make_set: Callable[[list[Path], int, float | None], Iterable[m.Message]] | None = None
 
 
 def looks_like_binance(p: Path) -> bool:
@@ -64,10 +71,34 @@ def _bybit_archive(p: Path, depth: int, _rate: float | None) -> Iterable[m.Messa
     return bybit_archive_replay(p, depth)
 
 
-def _binance(p: Path, depth: int, rate: float | None) -> Iterable[m.Message]:
+def _binance(p: Path | list[Path], depth: int, rate: float | None) -> Iterable[m.Message]:
     from collector.replay_binance import BinanceRecordingReplay
 
     return BinanceRecordingReplay(p, depth=depth, max_rate_hz=rate)
+
+
+def _is_bybit_recording(p: Path) -> bool:
+    from collector.clip_replay import looks_like_bybit_recording
+
+    return looks_like_bybit_recording(p)
+
+
+def _bybit_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.clip_replay import bybit_recording_replay
+
+    return bybit_recording_replay(p, depth)
+
+
+def _is_ccxt_recording(p: Path) -> bool:
+    from collector.ccxt_recording import looks_like_ccxt_recording
+
+    return looks_like_ccxt_recording(p)
+
+
+def _ccxt_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
+    from collector.ccxt_recording import ccxt_recording_replay
+
+    return ccxt_recording_replay(p, depth)
 
 
 def _tardis_header(p: Path) -> str:
@@ -103,7 +134,7 @@ def _is_kraken_spot(p: Path) -> bool:
     return looks_like_kraken_recording(p)
 
 
-def _kraken_spot(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _kraken_spot(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
     from collector.exchanges.kraken_spot_feed import kraken_recording_replay
 
     return kraken_recording_replay(p, depth)
@@ -114,20 +145,34 @@ REPLAY_FORMATS: list[ReplayFormat] = [
     ReplayFormat("Bybit v5 archive", _is_bybit_archive, _bybit_archive),
     ReplayFormat("Tardis trades CSV", lambda p: {"id", "side", "price", "amount"} <= _fields(p), _tardis_trades),
     ReplayFormat("Tardis book_snapshot CSV", lambda p: "asks[0].price" in _tardis_header(p), _tardis_books),
-    ReplayFormat("Kraken spot recording (depthpilot record)", _is_kraken_spot, _kraken_spot),
-    ReplayFormat("raw Binance recording", looks_like_binance, _binance),
+    ReplayFormat("Kraken spot recording (depthpilot record)", _is_kraken_spot, _kraken_spot, _kraken_spot),
+    ReplayFormat("Bybit v5 recording (depthpilot record)", _is_bybit_recording, _bybit_recording, _bybit_recording),
+    ReplayFormat("ccxt recording (depthpilot record)", _is_ccxt_recording, _ccxt_recording, _ccxt_recording),
+    ReplayFormat("raw Binance recording", looks_like_binance, _binance, _binance),
 ]
 
 
 def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[m.Message]]:
-    """One source per path (``REPLAY_PATHS``), each through its venue's own book builder. A
-    path no format claims, or a bad file, fails here with one line."""
-    sources: list[Iterable[m.Message]] = []
+    """The sources of ``REPLAY_PATHS`` (files or directories), each through its venue's own
+    book builder: the files of one set-capable format form one source (a recording split into
+    rotated files replays as one stream), any other file is a source of its own. A path no
+    format claims, or a bad file, fails here with one line."""
+    from collector.recording_set import recorded_files
+
+    groups: dict[str, tuple[ReplayFormat, list[Path]]] = {}
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"REPLAY_PATHS: {p} does not exist")
-        fmt = next((f for f in REPLAY_FORMATS if f.detect(p)), None)
-        if fmt is None:
-            raise ValueError(f"REPLAY_PATHS: cannot tell the format of {p}")
-        sources.append(fmt.make(p, depth, rate_hz))
+        for f in recorded_files(p) if p.is_dir() else [p]:
+            fmt = next((x for x in REPLAY_FORMATS if x.detect(f)), None)
+            if fmt is None:
+                raise ValueError(f"REPLAY_PATHS: cannot tell the format of {f}")
+            key = fmt.name if fmt.make_set is not None else f"{fmt.name}:{f}"
+            groups.setdefault(key, (fmt, []))[1].append(f)
+    sources: list[Iterable[m.Message]] = []
+    for fmt, files in groups.values():
+        if fmt.make_set is not None and len(files) > 1:
+            sources.append(fmt.make_set(files, depth, rate_hz))
+        else:
+            sources.extend(fmt.make(f, depth, rate_hz) for f in files)
     return sources

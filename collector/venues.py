@@ -102,7 +102,9 @@ def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> l
 class BybitSource:
     """pybit's threaded websocket as an async source: ``stream()`` connects (a failed connect
     raises into the supervisor, which retries with back-off) and yields our own book's
-    snapshots and the trades; it raises when pybit gives up on the socket."""
+    snapshots and the trades; it raises when pybit gives up on the socket. Books are emitted
+    by the same rule as the replay of a recording (:func:`collector.exchanges.core.publishes`),
+    stamped with the message's receive time; ``raw_sink`` records every book/trade message."""
 
     def __init__(
         self,
@@ -114,8 +116,12 @@ class BybitSource:
         trades: bool,
         endpoint: str | None = None,
         connect_retries: int = 3,
+        raw_sink: Callable[[str, bytes, int], Any] | None = None,
+        ws_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.symbol = symbol
+        self.raw_sink = raw_sink
+        self.ws_kwargs = {"retries": connect_retries, **(ws_kwargs or {})}
         self.depth = depth
         self.emit_depth = emit_depth
         self.testnet = testnet
@@ -126,6 +132,7 @@ class BybitSource:
 
     async def stream(self) -> AsyncIterator[BookSnapshot | Trade]:
         from collector.bybit_ws import BybitBookStream
+        from collector.exchanges.core import publishes
 
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
@@ -133,14 +140,19 @@ class BybitSource:
         def put(x: Any) -> None:
             loop.call_soon_threadsafe(q.put_nowait, x)
 
+        def on_update(res: Any, b: Any) -> None:
+            if publishes(res, bs.was_valid):
+                put(b.to_snapshot(self.emit_depth, bs.recv_ns))
+
         bs = BybitBookStream(
             self.symbol,
             depth=self.depth,
             testnet=self.testnet,
             endpoint=self.endpoint,
-            on_update=lambda _r, b: put(b.to_snapshot(self.emit_depth)),
+            on_update=on_update,
             on_trade=put if self.trades else None,
-            ws_kwargs={"retries": self.connect_retries},
+            ws_kwargs=self.ws_kwargs,
+            raw_sink=self.raw_sink,
         )
         self._stream = bs
         await loop.run_in_executor(None, bs.start)  # raises when pybit cannot connect
@@ -176,6 +188,7 @@ def _bybit_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> lis
                 testnet=s.mode.value == "testnet",
                 trades=s.collector_trades,
                 endpoint=getattr(s, "bybit_ws_url", None),
+                raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
             )
 
         out.append(FeedSpec(f"bybit book+trades {sym}", exchange, (sym,), "book+trades", make))

@@ -26,7 +26,7 @@ from typing import Any, Mapping
 from collector.book import L2Book
 from depthpilot.messages import BookSnapshot
 
-__all__ = ["ApplyResult", "BookMessageError", "BuilderStats", "BookBuilder"]
+__all__ = ["ApplyResult", "BookMessageError", "BuilderStats", "BookBuilder", "publishes"]
 
 
 class BookMessageError(ValueError):
@@ -45,6 +45,12 @@ class ApplyResult(str, Enum):
     @property
     def needs_resync(self) -> bool:
         return self in (ApplyResult.GAP, ApplyResult.CHECKSUM_FAILED)
+
+
+def publishes(result: ApplyResult, was_valid: bool) -> bool:
+    """Whether a message's result is shown as a book: every change, and the moment a live book
+    breaks (gap, checksum). One rule for a live feed and the replay of its recording."""
+    return result in (ApplyResult.APPLIED, ApplyResult.SNAPSHOT) or (result.needs_resync and was_valid)
 
 
 @dataclass

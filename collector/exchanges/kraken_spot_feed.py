@@ -14,11 +14,10 @@ recordings; the book logic is :class:`collector.exchanges.kraken_spot.KrakenSpot
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import aiohttp
 
 from collector.exchanges.core import ApplyResult, BookMessageError
 from collector.exchanges.kraken_spot import KrakenSpotBookBuilder
+from collector.recording_set import first_lines, in_receive_order, recorded_files
 from depthpilot.messages import BookSnapshot
 
 __all__ = ["WS_URLS", "KrakenSpotSource", "kraken_recording_replay", "looks_like_kraken_recording"]
@@ -162,41 +162,32 @@ class KrakenSpotSource:
 # --------------------------------------------------------------------------- recordings
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    fh2 = gzip.open(path, "rt") if gz else open(path, encoding="utf-8")
-    with fh2 as f:
-        try:
-            for line in f:
-                head, _, body = line.rstrip("\n").partition(" ")
-                if head.isdigit() and body:
-                    yield int(head), body
-        except EOFError:
-            log.warning("%s: truncated gzip (recorder killed or still writing?): the unreadable tail is skipped", path)
-
-
 def looks_like_kraken_recording(p: Path) -> bool:
     """A recording whose first line is ``<digits> <Kraken spot book/instrument message>``."""
     if not p.is_file():
         return False
-    try:
-        for _ts, body in _lines(p):
+    for _ts, body in first_lines(p):
+        try:
             msg = json.loads(body)
-            return _symbol_of(msg) is not None or (isinstance(msg, dict) and msg.get("channel") == "instrument")
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
+        except ValueError:
+            return False
+        return _symbol_of(msg) is not None or (isinstance(msg, dict) and msg.get("channel") == "instrument")
     return False
 
 
-def kraken_recording_replay(path: str | Path, depth: int = 10) -> Iterator[BookSnapshot]:
-    """Book snapshots of a Kraken spot recording (one file), through the live feed's builder;
-    the subscribed depth comes from the data (v1 channel name ``book-<n>``; v2: the deepest
+def kraken_recording_replay(paths: str | Path | Iterable[str | Path], depth: int = 10) -> Iterator[BookSnapshot]:
+    """Book snapshots of a Kraken spot recording (one file, or several rotated files / their
+    directory as one stream in receive order), through the live feed's builder; the
+    subscribed depth comes from the data (v1 channel name ``book-<n>``; v2: the deepest
     snapshot seen, at least 10)."""
-    p = Path(path)
+    files = recorded_files(paths)  # here: a missing file fails at the call, not at the first next()
+    return _kraken_replay(files, depth)
+
+
+def _kraken_replay(files: list[Path], depth: int) -> Iterator[BookSnapshot]:
     builders: dict[str, KrakenSpotBookBuilder] = {}
     instrument = None
-    for ts, body in _lines(p):
+    for ts, body in in_receive_order(files):
         msg = json.loads(body)
         if isinstance(msg, dict) and msg.get("channel") == "instrument":
             instrument = msg
