@@ -121,7 +121,8 @@ class BybitSource:
     ) -> None:
         self.symbol = symbol
         self.raw_sink = raw_sink
-        self.ws_kwargs = {"retries": connect_retries, **(ws_kwargs or {})}
+        # one reconnect mechanism: the collector's supervisor, not pybit's own restart
+        self.ws_kwargs = {"retries": connect_retries, "restart_on_error": False, **(ws_kwargs or {})}
         self.depth = depth
         self.emit_depth = emit_depth
         self.testnet = testnet
@@ -161,10 +162,9 @@ class BybitSource:
                 item = await asyncio.wait_for(q.get(), 1.0)
             except asyncio.TimeoutError:
                 ws = bs.ws
-                if ws is None or getattr(ws, "exited", False):
-                    raise ConnectionError(
-                        f"bybit {self.symbol}: websocket closed and pybit gave up reconnecting"
-                    ) from None
+                if ws is None or getattr(ws, "exited", False) or not ws.is_connected():
+                    # the supervisor reconnects (a new subscription starts with a snapshot)
+                    raise ConnectionError(f"bybit {self.symbol}: websocket closed") from None
                 continue
             yield item
 
@@ -213,6 +213,7 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
                 mode=s.collector_ccxt_mode,
                 on_retry=ctx.on_retry,
                 api_base_url=s.ccxt_api_base_url,
+                raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
             )
 
         out.append(FeedSpec(f"{exchange} book {sym}", exchange, (sym,), "book", book))

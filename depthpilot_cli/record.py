@@ -44,23 +44,37 @@ async def _record(
         lambda ev: console.print(f"[yellow]{ev.connection}: {ev.reason}[/yellow]"),
         pool.for_exchange,
     )
-    feeds = venue(exchange).feeds(ctx, symbols, exchange)
-    sources = [f.make() for f in feeds if f.what != "trades"]
-    if not sources or any(not hasattr(x, "raw_sink") for x in sources):
+    feeds = [f for f in venue(exchange).feeds(ctx, symbols, exchange) if f.what != "trades"]
+    sources = [f.make() for f in feeds]
+    if not sources or any(getattr(x, "raw_sink", None) is None for x in sources):
         pool.close()
-        raise ValueError(f"recording raw messages is not supported for {exchange!r} yet (native Binance, kraken spot)")
+        raise ValueError(f"recording raw messages is not supported for {exchange!r}")
+    restarts = [0]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
 
-    async def run(src: Any) -> None:
-        async with contextlib.aclosing(src.stream()) as msgs:
-            async for _ in msgs:
-                pass
+    async def run(i: int) -> None:
+        """Feed ``i`` until stopped; a failed source is closed and rebuilt with back-off (the
+        recording goes on into the same files: the new connection starts with a snapshot)."""
+        delay = 0.5
+        while True:
+            src = sources[i]
+            try:
+                async with contextlib.aclosing(src.stream()) as msgs:
+                    async for _ in msgs:
+                        delay = 0.5
+            except Exception as exc:  # noqa: BLE001 - reported, then the feed is rebuilt
+                console.print(f"[yellow]{feeds[i].name}: {type(exc).__name__}: {exc}; reconnecting[/yellow]")
+            await src.close()
+            restarts[0] += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            sources[i] = feeds[i].make()
 
-    tasks = [asyncio.create_task(run(x)) for x in sources]
+    tasks = [asyncio.create_task(run(i)) for i in range(len(sources))]
     t0 = time.monotonic()
     last_gaps = 0
     try:
@@ -70,8 +84,8 @@ async def _record(
             for t in tasks:
                 if t.done() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
-            gaps = sum(_gaps(x) for x in sources)
-            rec.note_gap(gaps - last_gaps)
+            gaps = sum(_gaps(x) for x in sources) + restarts[0]
+            rec.note_gap(max(0, gaps - last_gaps))
             last_gaps = gaps
             st = pool.stats()
             if not quiet:
@@ -94,7 +108,12 @@ async def _record(
 
 @app.command()
 def record(
-    exchange: str = typer.Option(..., "--exchange", help="venue name (binance, binanceusdm, krakenspot, ...)"),
+    exchange: str = typer.Option(
+        ...,
+        "--exchange",
+        help="venue: binance, binanceusdm, binancecoinm (native diff-depth), krakenspot, bybit (v5 via pybit), "
+        "or a ccxt venue (binance_ccxt, bybit_spot, okx, coinbase, kraken, bitstamp: the books ccxt returns)",
+    ),
     symbols: str = typer.Option(..., "--symbols", help="comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT"),
     out: Path = typer.Option(Path("recordings"), "--out", "-o", help="directory; files go to <out>/<exchange>/"),
     duration: float | None = typer.Option(None, help="stop after this many seconds (default: until Ctrl-C)"),
@@ -103,7 +122,14 @@ def record(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
 ) -> None:
     """Record an exchange's raw live L2 messages into gzip day files that REPLAY_PATHS,
-    `depthpilot features build` and training read back with the same code."""
+    `depthpilot features build` and training read back with the same code.
+
+    Every live feed records: native Binance (spot, USD-M, COIN-M; depth and trades), Kraken spot
+    (book), Bybit v5 (every orderbook and publicTrade message pybit delivers) and the ccxt
+    venues (each order book ccxt returns, REST polling or ccxt.pro; ccxt trades are not
+    recorded). Replay: REPLAY_PATHS=<out> (or <out>/<exchange>, or some of its files) with
+    COLLECTOR_SOURCE=replay, or `depthpilot backtest <out>/<exchange>`; rotated files play as
+    one stream in receive order."""
     syms = [x.strip() for x in symbols.split(",") if x.strip()]
     if not syms:
         console.print("[red]--symbols: give at least one symbol[/red]")

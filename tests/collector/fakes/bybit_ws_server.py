@@ -7,6 +7,8 @@ the FIRST replay only (a lost message), so a correct client detects the gap and
 re-subscribes, and the second replay is complete. ``unsubscribe`` stops the replay.
 A ``publicTrade.*`` subscription replays ``trades`` (raw v5 publicTrade messages, topic
 set to the subscribed one) instead. Pings are answered with Bybit's text pong.
+``close_after`` closes the FIRST connection after that many book messages (a dropped
+socket: pybit reconnects and re-subscribes, and the replay starts again with a snapshot).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ class FakeBybitWS:
         skip_u: int | None = None,
         delay_s: float = 0.001,
         trades: list[dict] | None = None,
+        close_after: int | None = None,
     ) -> None:
         self.messages = messages
+        self.close_after = close_after
+        self.connections = 0
         self.trades = trades or []
         self.skip_u = skip_u
         self.delay_s = delay_s
@@ -43,17 +48,24 @@ class FakeBybitWS:
         self._ready = threading.Event()
 
     # ----------------------------------------------------------------- protocol
-    async def _replay(self, ws, topic: str, skip: int | None) -> None:
+    async def _replay(self, ws, topic: str, skip: int | None, close_after: int | None = None) -> None:
+        sent = 0
         for m in self.trades if topic.startswith("publicTrade.") else self.messages:
             if skip is not None and m["type"] == "delta" and m["data"]["u"] == skip:
                 continue
+            if close_after is not None and sent >= close_after:
+                await ws.close()
+                return
             out = copy.deepcopy(m)
             out["topic"] = topic
             await ws.send(json.dumps(out))
+            sent += 1
             await asyncio.sleep(self.delay_s)
 
     async def _handler(self, ws) -> None:
         tasks: dict[str, asyncio.Task] = {}
+        self.connections += 1
+        close_after = self.close_after if self.connections == 1 else None
         try:
             async for raw in ws:
                 msg = json.loads(raw)
@@ -79,7 +91,7 @@ class FakeBybitWS:
                             continue
                         skip = self.skip_u if self.replays == 0 else None
                         self.replays += 1
-                        tasks[topic] = asyncio.create_task(self._replay(ws, topic, skip))
+                        tasks[topic] = asyncio.create_task(self._replay(ws, topic, skip, close_after))
                 elif op == "unsubscribe":
                     for topic in msg["args"]:
                         t = tasks.pop(topic, None)
