@@ -1,0 +1,154 @@
+"""Recording the ccxt book feed (the REAL ccxt client, REST polling, against the local fake
+Binance REST server serving the real Binance spot book as it changes): the recording replays
+to the very books the live feed emitted, across size rotation; `depthpilot record` on a ccxt
+venue records and the files replay to the books the server served, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+import numpy as np
+import pytest
+
+from collector.ccxt_recording import ccxt_recording_replay
+from collector.ccxt_source import CcxtBookSource
+from collector.recorder import Recorder
+from collector.replay import BinanceRecordingReplay
+from collector.replay_formats import replay_sources
+from depthpilot import messages as m
+from tests.collector.fakes.binance_server import FakeBinanceThread
+from tests.collector.fakes.data import fixture_json, require
+from tests.collector.fakes.http_server import FakeExchangeHTTP
+
+pytestmark = pytest.mark.timeout(90)
+
+SPOT = "binance-spot-btcusdt-2024-08-08-l2diff/raw/btcusdt_20240808.gz"
+EX = "binance_ccxt"
+
+
+def _depth_payloads(n: int) -> list[dict]:
+    """``n`` successive real Binance spot books (every 20th update), as ``/api/v3/depth`` answers."""
+    books = (s for s in BinanceRecordingReplay(require(SPOT), depth=20, trades=False) if s.valid)
+    out = []
+    for s in itertools.islice(books, 0, 20 * n, 20):
+        out.append(
+            {
+                "lastUpdateId": s.seq,
+                "bids": [[repr(p), repr(q)] for p, q in s.bids.tolist()],
+                "asks": [[repr(p), repr(q)] for p, q in s.asks.tolist()],
+            }
+        )
+    assert len(out) == n
+    return out
+
+
+class _Depth:
+    """The depth route: the next book on every request (the last one once all are served)."""
+
+    def __init__(self, payloads: list[dict]) -> None:
+        self.payloads = payloads
+        self.served = 0
+
+    def __call__(self, _q: dict) -> dict:
+        p = self.payloads[min(self.served, len(self.payloads) - 1)]
+        self.served += 1
+        return p
+
+
+def _server(payloads: list[dict]) -> tuple[FakeExchangeHTTP, _Depth]:
+    depth = _Depth(payloads)
+    return FakeExchangeHTTP(
+        {"/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"), "/api/v3/depth": depth}
+    ), depth
+
+
+def _key(s: m.BookSnapshot) -> tuple:
+    return (s.exchange, s.symbol, s.valid, s.seq, s.ts_exchange, s.ts_recv, s.depth, s.bids.tobytes(), s.asks.tobytes())
+
+
+def test_live_ccxt_rest_recording_replays_to_the_same_books_across_rotation(tmp_path):
+    payloads = _depth_payloads(12)
+    srv, _ = _server(payloads)
+
+    async def main() -> list[m.BookSnapshot]:
+        async with srv:
+            rec = Recorder(tmp_path, EX, rotate_bytes=1500)
+            src = CcxtBookSource(
+                EX,
+                "BTCUSDT",
+                depth=20,
+                mode="rest",
+                poll_interval_s=0.01,
+                api_base_url=srv.base_url,
+                raw_sink=rec.write,
+            )
+            out: list[m.BookSnapshot] = []
+            try:
+                async with contextlib.aclosing(src.stream()) as it:
+                    async for s in it:
+                        out.append(s)
+                        if len(out) == len(payloads):
+                            break
+            finally:
+                await src.close()
+                rec.close()
+            return out
+
+    live = asyncio.run(asyncio.wait_for(main(), 30))
+    assert [s.seq for s in live] == [p["lastUpdateId"] for p in payloads]  # the books the server served
+    files = sorted((tmp_path / EX).iterdir())
+    assert len(files) >= 3 and all(f.name.endswith(".gz") for f in files)
+    (src,) = replay_sources([tmp_path], 20, None)  # the recorder root, recognised by content: one stream
+    assert [_key(s) for s in src] == [_key(s) for s in live]
+    assert [_key(s) for s in ccxt_recording_replay(files[::-1], 20)] == [_key(s) for s in live]  # receive order
+    # a shallower replay cuts the same books
+    shallow = list(ccxt_recording_replay(tmp_path / EX, 5))
+    assert all(np.array_equal(a.bids, b.bids[:5]) for a, b in zip(shallow, live, strict=True))
+
+
+def test_depthpilot_record_on_a_ccxt_venue_replays_to_the_served_books(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+
+    payloads = _depth_payloads(40)
+    srv, depth = _server(payloads)
+    with FakeBinanceThread(srv) as fake:  # type: ignore[arg-type]
+        for k, v in {
+            "CCXT_API_BASE_URL": fake.base_url,
+            "COLLECTOR_CCXT_MODE": "rest",
+            "BOOK_DEPTH": "20",
+            "AMQP_URL": "memory://",
+            "MONGO_URL": "mongomock://",
+        }.items():
+            monkeypatch.setenv(k, v)
+        r = CliRunner().invoke(
+            app,
+            [
+                "record",
+                "--exchange",
+                EX,
+                "--symbols",
+                "BTCUSDT",
+                "--out",
+                str(tmp_path),
+                "--duration",
+                "3.5",
+                "-q",
+                "--rotate-mb",
+                "0.001",
+            ],
+        )
+    assert r.exit_code == 0, r.output
+    assert "recorded " in r.output
+    files = sorted((tmp_path / EX).iterdir())
+    assert len(files) >= 2 and all(f.name.endswith(".gz") for f in files)
+    (src,) = replay_sources([tmp_path / EX], 20, None)
+    books = list(src)
+    assert 2 <= len(books) <= depth.served  # one per poll (about 1 s apart)
+    for s, p in zip(books, payloads, strict=False):  # each recorded book is the one served, in order
+        assert s.exchange == EX and s.valid and s.seq == p["lastUpdateId"]
+        np.testing.assert_array_equal(s.bids, np.array(p["bids"], dtype=float))
+        np.testing.assert_array_equal(s.asks, np.array(p["asks"], dtype=float))
