@@ -1,7 +1,8 @@
 """Recorded books for a backtest: any format the collector's replay reads, as arrays.
 
-:func:`load_recording` runs the collector's own builders (raw Binance L2 directories through
-:class:`collector.replay.BinanceRecordingReplay`, the cryptofeed clips and Bybit archives through
+:func:`load_recording` runs the collector's own builders (raw Binance L2 directories and the
+output of ``depthpilot record`` for any venue through :func:`collector.replay_formats.replay_sources`,
+rotated files as one stream; the cryptofeed clips and Bybit archives through
 :mod:`collector.clip_replay`, Tardis ``book_snapshot_N`` CSVs through
 :class:`collector.replay.TardisBookSnapshotReplay`) or reads a Parquet/CSV export with the same
 columns, and stacks the books into :class:`Books` (``ts`` ns, ``bids``/``asks`` (T, L, 2) with NaN
@@ -143,35 +144,34 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         is_bybit_archive,
         is_clip,
     )
-    from collector.replay import BinanceRecordingReplay, ReplayError
+    from collector.replay import ReplayError, merge_by_recv
+    from collector.replay_formats import replay_sources
 
     p = Path(path)
     src = str(p)
     if not p.exists():
         raise BacktestInputError(f"{p}: no such recording")
     try:
-        if p.is_dir():
-            if (p / "raw").is_dir():
-                p = p / "raw"
-            if not any(p.glob("*.gz")):
-                raise BacktestInputError(f"{p}: no raw Binance *.gz files in this directory")
-            return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, src)
-        if is_clip(p):
+        if p.is_file() and is_clip(p):
             return _stack(clip_replay(p, depth=depth), depth, src)
-        if is_bybit_archive(p):
+        if p.is_file() and is_bybit_archive(p):
             return _stack(bybit_archive_replay(p, depth=depth), depth, src)
-        if p.name.endswith((".csv", ".csv.gz", ".parquet")):
+        if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".parquet")):
             return _tabular(p, src)
-        if p.name.endswith(".gz"):
-            return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, src)
-    except (ReplayError, ValueError, KeyError) as exc:
+        if p.is_dir() and (p / "raw").is_dir():
+            p = p / "raw"  # a dataset directory: its raw recording
+        # raw Binance files, `depthpilot record` output (a directory, its root or one file, any
+        # venue): recognised by content, rotated files as one stream (collector.replay_formats)
+        return _stack(merge_by_recv(*replay_sources([p], depth, None)), depth, src)  # type: ignore[arg-type]
+    except (ReplayError, ValueError, KeyError, FileNotFoundError) as exc:
         if isinstance(exc, BacktestInputError):
             raise
+        if "cannot tell the format" in str(exc):
+            raise BacktestInputError(
+                f"{p}: unknown recording format (a raw Binance dir/.gz, a `depthpilot record` directory or file, "
+                "a cryptofeed clip, a Bybit .data.zip, or a book-snapshot .csv[.gz]/.parquet)"
+            ) from None
         raise BacktestInputError(f"{p}: {exc}") from None
-    raise BacktestInputError(
-        f"{p}: unknown recording format (a raw Binance dir/.gz, a cryptofeed clip, a Bybit "
-        ".data.zip, or a book-snapshot .csv[.gz]/.parquet)"
-    )
 
 
 def _step(values: np.ndarray, max_decimals: int = 10) -> Decimal:

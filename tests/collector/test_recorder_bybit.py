@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import json
 import os
 import signal
 import subprocess
@@ -127,7 +128,7 @@ def test_a_later_bybit_file_alone_never_builds_a_book_without_a_snapshot(tmp_pat
         for i, mm in enumerate(msgs):
             rec.write(
                 "XRPUSDT",
-                __import__("json").dumps(dict(mm, topic="orderbook.50.XRPUSDT")),
+                json.dumps(dict(mm, topic="orderbook.50.XRPUSDT")),
                 1_700_000_000_000_000_000 + i,
             )
     files = sorted((tmp_path / "bybit").iterdir(), key=lambda f: next(read_lines(f))[0])
@@ -253,3 +254,19 @@ def test_collector_service_records_bybit_with_COLLECTOR_RECORD_DIR(tmp_path, uid
     assert books[-1].valid and books[-1].seq == ref.seq
     np.testing.assert_array_equal(books[-1].bids, ref.bids)
     np.testing.assert_array_equal(books[-1].asks, ref.asks)
+
+
+def test_depthpilot_backtest_loader_reads_a_bybit_recording_directory(tmp_path):
+    from backtest.data import load_recording
+
+    msgs = bybit_ob500_messages()
+    with Recorder(tmp_path, "bybit", rotate_bytes=2000) as rec:
+        for i, mm in enumerate(msgs):
+            rec.write("XRPUSDT", json.dumps(dict(mm, topic="orderbook.50.XRPUSDT")), 1_700_000_000_000_000_000 + i)
+    assert len(list((tmp_path / "bybit").iterdir())) >= 3
+    ref = _reference_books(msgs, 20)
+    for path in (tmp_path, tmp_path / "bybit"):
+        books = load_recording(path, depth=20)
+        assert (books.exchange, books.symbol, len(books)) == ("bybit", "XRPUSDT", len(ref)) and books.valid.all()
+        np.testing.assert_array_equal(books.bids[-1], ref[-1].bids)
+        np.testing.assert_array_equal(books.asks[-1], ref[-1].asks)
