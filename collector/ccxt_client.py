@@ -16,7 +16,7 @@ import ccxt
 import ccxt.async_support as ccxt_async
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from collector.ccxt_common import EXCHANGES, CcxtSourceError, rebase_api_urls
+from collector.ccxt_common import EXCHANGES, CcxtSourceError, rebase_api_urls, rebase_ws_urls
 from collector.events import RetryCallback, RetryEvent
 
 try:  # ccxt.pro ships inside ccxt >= 4 ("pro" websocket classes)
@@ -61,6 +61,7 @@ class _CcxtSource:
         on_retry: RetryCallback | None = None,
         config: Mapping[str, Any] | None = None,
         api_base_url: str | None = None,
+        ws_base_url: str | None = None,
     ) -> None:
         if exchange not in EXCHANGES:
             raise CcxtSourceError(f"unknown exchange {exchange!r}; known: {sorted(EXCHANGES)}")
@@ -101,6 +102,8 @@ class _CcxtSource:
         self.client = cls(cfg)
         if api_base_url:
             rebase_api_urls(self.client, api_base_url)
+        if ws_base_url:
+            rebase_ws_urls(self.client, ws_base_url)
         self._markets_loaded = False
 
     # ----------------------------------------------------------------- retry plumbing

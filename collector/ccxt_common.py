@@ -29,6 +29,7 @@ __all__ = [
     "normalise_trade",
     "resolve_limit",
     "rebase_api_urls",
+    "rebase_ws_urls",
     "normalise_order_book",
 ]
 
@@ -124,6 +125,22 @@ def rebase_api_urls(exchange: Any, base_url: str) -> None:
 
     def rebase(v: Any) -> Any:
         if isinstance(v, str) and v.startswith(("http://", "https://")):
+            parts = urlsplit(v)
+            return base + parts.path + (f"?{parts.query}" if parts.query else "")
+        if isinstance(v, dict):
+            return {k: rebase(x) for k, x in v.items()}
+        return v
+
+    exchange.urls["api"] = rebase(exchange.urls["api"])
+
+
+def rebase_ws_urls(exchange: Any, ws_base_url: str) -> None:
+    """Point every websocket url (``ws://``/``wss://``) of a ccxt.pro exchange at ``ws_base_url``
+    (scheme://host:port), keeping the paths (ccxt.pro appends its stream path to them)."""
+    base = ws_base_url.rstrip("/")
+
+    def rebase(v: Any) -> Any:
+        if isinstance(v, str) and v.startswith(("ws://", "wss://")):
             parts = urlsplit(v)
             return base + parts.path + (f"?{parts.query}" if parts.query else "")
         if isinstance(v, dict):

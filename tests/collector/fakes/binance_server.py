@@ -16,6 +16,11 @@ real exchange's clock: it walks the recorded depth diffs and trades in order, pa
 * ``close_after``: after delivering that many diffs, close every depth connection once (the
   engine keeps going, so the diffs sent while the client is away are missed).
 
+A raw-stream connection (``/ws``, ``/ws/<anything>``: what ccxt.pro uses) starts with no stream
+and takes Binance's ``{"method":"SUBSCRIBE","params":[...],"id":n}`` (answered
+``{"result":null,"id":n}``); it gets each event's ``data`` object alone, as Binance's raw
+streams send it. ``exchange_info``: the ``/api/v3/exchangeInfo`` answer (ccxt's load_markets).
+
 REST ``GET /api/v3/depth`` and ``/fapi/v1/depth`` answer the exchange book as of the last
 diff the engine has played (top ``limit`` levels, lastUpdateId = that diff's ``u``; before
 any diff past the recorded snapshot, the recorded snapshot itself), with ``E``/``T`` on the
@@ -92,10 +97,11 @@ def load_recording(
 @dataclass
 class WsConn:
     path: str
-    streams: frozenset[str]
+    streams: frozenset[str] | set[str]
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     opened: float = field(default_factory=time.monotonic)
     closed_by_server: bool = False
+    raw: bool = False  # /ws: SUBSCRIBE-driven, events sent without the combined-stream wrapper
 
 
 class FakeBinance:
@@ -108,8 +114,10 @@ class FakeBinance:
         burst: int = 4,
         drop_u: set[int] | None = None,
         close_after: int | None = None,
+        exchange_info: dict | None = None,
     ) -> None:
         self.rec = rec
+        self.exchange_info = exchange_info
         self.burst = max(1, burst)
         self.futures = futures
         self.delay_s = delay_s
@@ -168,7 +176,7 @@ class FakeBinance:
                     continue
             for c in list(self.ws_connections):
                 if not c.closed_by_server and stream in c.streams and self._routed(c.path, depth):
-                    c.queue.put_nowait(body)
+                    c.queue.put_nowait(json.dumps(data).encode() if c.raw else body)
             if depth:
                 n_depth += 1
                 if self.close_after is not None and n_depth == self.close_after and not self._closed_once:
@@ -191,10 +199,13 @@ class FakeBinance:
 
     # ----------------------------------------------------------------- handlers
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        streams = frozenset(s for s in request.query.get("streams", "").split("/") if s)
+        raw = request.path == "/ws" or request.path.startswith("/ws/")
+        streams: frozenset[str] | set[str] = (
+            set() if raw else frozenset(s for s in request.query.get("streams", "").split("/") if s)
+        )
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
-        conn = WsConn(request.path, streams)
+        conn = WsConn(request.path, streams, raw=raw)
         self.ws_connections.append(conn)
         if self._engine is None:
             self._engine = asyncio.create_task(self._run_engine())
@@ -212,6 +223,13 @@ class FakeBinance:
             async for msg in ws:  # pings are answered by aiohttp (autoping)
                 if msg.type == WSMsgType.ERROR:
                     break
+                if raw and msg.type == WSMsgType.TEXT:
+                    req = json.loads(msg.data)
+                    if req.get("method") == "SUBSCRIBE":
+                        conn.streams.update(req.get("params") or ())  # type: ignore[union-attr]
+                    elif req.get("method") == "UNSUBSCRIBE":
+                        conn.streams.difference_update(req.get("params") or ())  # type: ignore[union-attr]
+                    await ws.send_str(json.dumps({"result": None, "id": req.get("id")}))
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -260,8 +278,15 @@ class FakeBinance:
         app = web.Application()
         for p in DEPTH_PATHS:
             app.router.add_get(p, self._depth)
-        for p in ("/stream", "/public/stream", "/market/stream"):
+        for p in ("/stream", "/public/stream", "/market/stream", "/ws", "/ws/{tail:.*}"):
             app.router.add_get(p, self._ws)
+        if self.exchange_info is not None:
+            info = self.exchange_info
+
+            async def exchange_info(_r: web.Request) -> web.StreamResponse:
+                return web.json_response(info)
+
+            app.router.add_get("/api/v3/exchangeInfo", exchange_info)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
