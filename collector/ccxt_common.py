@@ -31,6 +31,7 @@ __all__ = [
     "rebase_api_urls",
     "rebase_ws_urls",
     "normalise_order_book",
+    "fresh_trades",
 ]
 
 
@@ -241,3 +242,28 @@ class TradeDeduper:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+
+def fresh_trades(
+    raw: Iterable[Mapping[str, Any]], *, exchange: str, symbol: str, ts_recv: int, seen: TradeDeduper
+) -> tuple[list[Trade], list[str], int]:
+    """The trades of one ccxt page / message not emitted yet, oldest first: (trades, one error
+    line per trade that cannot be normalised, duplicates skipped). Nothing is marked seen here:
+    the caller adds each id to ``seen`` as it hands the trade out. One rule for the live feed
+    and the replay of its recording."""
+    out: list[Trade] = []
+    errors: list[str] = []
+    duplicates = 0
+    page_ids: set[str] = set()
+    for t in sorted(raw, key=lambda x: x.get("timestamp") or 0):
+        try:
+            trade = normalise_trade(t, exchange=exchange, symbol=symbol, ts_recv=ts_recv)
+        except CcxtDataError as exc:
+            errors.append(str(exc))
+            continue
+        if trade.trade_id and (trade.trade_id in seen or trade.trade_id in page_ids):
+            duplicates += 1
+            continue
+        page_ids.add(trade.trade_id)
+        out.append(trade)
+    return out, errors, duplicates

@@ -11,7 +11,14 @@ one is recorded as a self-describing JSON line::
 ``ccxt`` is the depthpilot exchange name the live books carry. The replay turns ``data`` into a
 book with the live feed's own conversion (:func:`collector.ccxt_common.normalise_order_book`),
 at the recorded receive time, so replay == live by construction. Floats round-trip exactly
-through JSON. Trades (``fetch_trades`` / ``watch_trades``) are not recorded yet.
+through JSON.
+
+Trades: every page ``fetch_trades`` returned (REST) or message ``watch_trades`` returned (ws) is
+one record, ``data`` = its trades (``id``, ``timestamp``, ``side``, ``price``, ``amount``: what the
+conversion reads); ``"seed": true`` marks the REST page that only seeds the feed's watermark (its
+trades are not published). The replay runs the live feed's rule
+(:func:`collector.ccxt_common.fresh_trades` with one de-duplicator per symbol): overlapping
+pages give each trade once.
 """
 
 from __future__ import annotations
@@ -20,13 +27,22 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from collector.ccxt_common import normalise_order_book
+from collector.ccxt_common import TradeDeduper, fresh_trades, normalise_order_book
 from collector.recording_set import first_lines, in_receive_order, recorded_files
-from depthpilot.messages import BookSnapshot
+from depthpilot.messages import BookSnapshot, Trade
 
-__all__ = ["BOOK_METHODS", "encode_book", "looks_like_ccxt_recording", "ccxt_recording_replay"]
+__all__ = [
+    "BOOK_METHODS",
+    "TRADE_METHODS",
+    "encode_book",
+    "encode_trades",
+    "looks_like_ccxt_recording",
+    "ccxt_recording_replay",
+]
 
 BOOK_METHODS = ("fetch_order_book", "watch_order_book")
+TRADE_METHODS = ("fetch_trades", "watch_trades")
+_TRADE_FIELDS = ("id", "timestamp", "side", "price", "amount")
 
 
 def encode_book(exchange: str, method: str, symbol: str, ob: Mapping[str, Any]) -> bytes:
@@ -39,6 +55,17 @@ def encode_book(exchange: str, method: str, symbol: str, ob: Mapping[str, Any]) 
         "nonce": ob.get("nonce"),
     }
     rec = {"ccxt": exchange, "method": method, "symbol": symbol, "data": data}
+    return json.dumps(rec, separators=(",", ":")).encode()
+
+
+def encode_trades(
+    exchange: str, method: str, symbol: str, trades: Iterable[Mapping[str, Any]], *, seed: bool = False
+) -> bytes:
+    """One recorded line body for a page / message of trades ccxt returned."""
+    data = [{k: t.get(k) for k in _TRADE_FIELDS} for t in trades]
+    rec: dict[str, Any] = {"ccxt": exchange, "method": method, "symbol": symbol, "data": data}
+    if seed:
+        rec["seed"] = True
     return json.dumps(rec, separators=(",", ":")).encode()
 
 
@@ -59,14 +86,15 @@ def looks_like_ccxt_recording(path: Path) -> bool:
         return False
 
 
-def ccxt_recording_replay(paths: str | Path | Iterable[str | Path], depth: int = 25) -> Iterator[BookSnapshot]:
-    """Books of a ccxt recording (one file, several rotated files or their directory), in
-    receive order, exactly as the live feed emitted them (top ``depth`` levels)."""
+def ccxt_recording_replay(paths: str | Path | Iterable[str | Path], depth: int = 25) -> Iterator[BookSnapshot | Trade]:
+    """Books and trades of a ccxt recording (one file, several rotated files or their
+    directory), in receive order, exactly as the live feeds emitted them (top ``depth`` levels)."""
     files = recorded_files(paths)
     return _replay(files, depth)
 
 
-def _replay(files: list[Path], depth: int) -> Iterator[BookSnapshot]:
+def _replay(files: list[Path], depth: int) -> Iterator[BookSnapshot | Trade]:
+    seen: dict[tuple[str, str], TradeDeduper] = {}
     for ts, body in in_receive_order(files):
         try:
             rec = json.loads(body)
@@ -76,3 +104,13 @@ def _replay(files: list[Path], depth: int) -> Iterator[BookSnapshot]:
             raise ValueError(f"{files[0].parent}: line at receive time {ts} is not a ccxt record")
         if rec["method"] in BOOK_METHODS:
             yield normalise_order_book(rec["data"], exchange=rec["ccxt"], symbol=rec["symbol"], depth=depth, ts_recv=ts)
+        elif rec["method"] in TRADE_METHODS:
+            dedup = seen.setdefault((rec["ccxt"], rec["symbol"]), TradeDeduper())
+            new, _errors, _dup = fresh_trades(
+                rec["data"], exchange=rec["ccxt"], symbol=rec["symbol"], ts_recv=ts, seen=dedup
+            )
+            for t in new:
+                if t.trade_id:
+                    dedup.add(t.trade_id)
+                if not rec.get("seed"):
+                    yield t

@@ -43,7 +43,7 @@ async def poll_books(src: CcxtBookSource) -> AsyncIterator[BookSnapshot]:
         await asyncio.sleep(max(0.0, src.poll_interval_s - (time.monotonic() - t0)))
 
 
-async def trade_page(src: CcxtTradeSource) -> tuple[list[Trade], bool]:
+async def trade_page(src: CcxtTradeSource, seed: bool = False) -> tuple[list[Trade], bool]:
     """One REST page (with retries): (new trades, page was full). Advances the watermark
     only over trades already emitted, so a source stopped mid-page resumes without holes."""
     await src.load_markets()
@@ -51,7 +51,7 @@ async def trade_page(src: CcxtTradeSource) -> tuple[list[Trade], bool]:
     page = await src._call("fetch_trades", lambda: src.client.fetch_trades(src.symbol, since, src.limit))
     ts_recv = time.time_ns()
     src.polls += 1
-    new = src._new(page, ts_recv)
+    new = src._new(page, ts_recv, "fetch_trades", seed)
     full = src.limit is not None and len(page) >= src.limit
     stamps = [int(t["timestamp"]) for t in page if t.get("timestamp")]
     if stamps and not new and since is not None and full and max(stamps) <= since:
@@ -67,7 +67,7 @@ async def trade_page(src: CcxtTradeSource) -> tuple[list[Trade], bool]:
 async def poll_trades(src: CcxtTradeSource) -> AsyncIterator[Trade]:
     """Every new trade, oldest first, forever (the first page only seeds, see the module doc)."""
     if src.since_ms is None:  # seed: trades from before the start are not published
-        seed, _ = await trade_page(src)
+        seed, _ = await trade_page(src, seed=True)
         for t in seed:
             src._emitted(t)
         src.updates = 0

@@ -11,9 +11,9 @@ which is what ccxt's unified ``side`` is) from :class:`CcxtTradeSource`; both ei
 the async iterator ``stream()`` or pushed to a callback by ``run()``. The wiring turns
 :class:`RetryEvent` into a RiskEvent.
 
-Recording: a :class:`CcxtBookSource` with ``raw_sink`` hands every order book ccxt returned to
-it as one self-describing JSON record (:mod:`collector.ccxt_recording`), stamped with the
-receive time the emitted book carries.
+Recording: a source with ``raw_sink`` hands every order book / trade page ccxt returned to it
+as one self-describing JSON record (:mod:`collector.ccxt_recording`), stamped with the receive
+time the emitted book / trades carry.
 """
 
 from __future__ import annotations
@@ -30,11 +30,12 @@ from collector.ccxt_common import (
     ExchangeSpec,
     TradeDeduper,
     normalise_order_book,
+    fresh_trades,
     normalise_trade,
     rebase_api_urls,
     resolve_limit,
 )
-from collector.ccxt_recording import encode_book
+from collector.ccxt_recording import encode_book, encode_trades
 from collector.ccxt_rest import fetch_book, poll_books, poll_trades, trade_page
 from collector.ccxt_ws import watch_books, watch_trades
 from collector.events import RetryEvent
@@ -121,9 +122,11 @@ class CcxtTradeSource(_CcxtSource):
         since_ms: int | None = None,
         seen_ids: Iterable[str] = (),
         max_seen: int = 20_000,
+        raw_sink: RawSink | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(exchange, symbol, **kwargs)
+        self.raw_sink = raw_sink
         if limit is not None and limit < 1:
             raise CcxtSourceError(f"limit must be >= 1, got {limit}")
         self.limit = limit
@@ -137,23 +140,20 @@ class CcxtTradeSource(_CcxtSource):
     def seen_ids(self) -> list[str]:
         return self.dedup.recent()
 
-    def _new(self, raw: Iterable[Mapping[str, Any]], ts_recv: int) -> list[Trade]:
+    def _new(
+        self, raw: Iterable[Mapping[str, Any]], ts_recv: int, method: str = "fetch_trades", seed: bool = False
+    ) -> list[Trade]:
         """Normalised trades of a page/message not emitted yet, oldest first (not marked
-        seen here: :meth:`_emitted` does that when the trade is handed out)."""
-        out: list[Trade] = []
-        page_ids: set[str] = set()
-        for t in sorted(raw, key=lambda x: x.get("timestamp") or 0):
-            try:
-                trade = normalise_trade(t, exchange=self.name, symbol=self.symbol, ts_recv=ts_recv)
-            except CcxtDataError as exc:
-                self.dropped += 1
-                log.warning("dropping trade: %s", exc)
-                continue
-            if trade.trade_id and (trade.trade_id in self.dedup or trade.trade_id in page_ids):
-                self.duplicates += 1
-                continue
-            page_ids.add(trade.trade_id)
-            out.append(trade)
+        seen here: :meth:`_emitted` does that when the trade is handed out). The page is
+        recorded first when the source has a ``raw_sink`` (``seed``: a page that only seeds)."""
+        raw = list(raw)
+        if self.raw_sink is not None:
+            self.raw_sink(self.symbol, encode_trades(self.name, method, self.symbol, raw, seed=seed), ts_recv)
+        out, errors, dup = fresh_trades(raw, exchange=self.name, symbol=self.symbol, ts_recv=ts_recv, seen=self.dedup)
+        for e in errors:
+            log.warning("dropping trade: %s", e)
+        self.dropped += len(errors)
+        self.duplicates += dup
         return out
 
     def _emitted(self, t: Trade) -> Trade:

@@ -29,5 +29,5 @@ async def watch_trades(src: CcxtTradeSource) -> AsyncIterator[Trade]:
     """Every new trade of each websocket message, oldest first, forever (repeats dropped)."""
     while True:
         raw = await src._call("watch_trades", lambda: src.client.watch_trades(src.symbol))
-        for t in src._new(raw, time.time_ns()):
+        for t in src._new(raw, time.time_ns(), "watch_trades"):
             yield src._emitted(t)

@@ -231,6 +231,7 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
                     api_base_url=s.ccxt_api_base_url,
                     since_ms=prev.since_ms if prev is not None else None,
                     seen_ids=prev.seen_ids() if prev is not None else (),
+                    raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
                 )
                 last.append(src)
                 return src

@@ -44,7 +44,7 @@ async def _record(
         lambda ev: console.print(f"[yellow]{ev.connection}: {ev.reason}[/yellow]"),
         pool.for_exchange,
     )
-    feeds = [f for f in venue(exchange).feeds(ctx, symbols, exchange) if f.what != "trades"]
+    feeds = venue(exchange).feeds(ctx, symbols, exchange)  # books, and trades where the venue has them
     sources = [f.make() for f in feeds]
     if not sources or any(getattr(x, "raw_sink", None) is None for x in sources):
         pool.close()
@@ -126,8 +126,7 @@ def record(
 
     Every live feed records: native Binance (spot, USD-M, COIN-M; depth and trades), Kraken spot
     (book), Bybit v5 (every orderbook and publicTrade message pybit delivers) and the ccxt
-    venues (each order book ccxt returns, REST polling or ccxt.pro; ccxt trades are not
-    recorded). Replay: REPLAY_PATHS=<out> (or <out>/<exchange>, or some of its files) with
+    venues (each order book and trade page ccxt returns, REST polling or ccxt.pro). Replay: REPLAY_PATHS=<out> (or <out>/<exchange>, or some of its files) with
     COLLECTOR_SOURCE=replay, or `depthpilot backtest <out>/<exchange>`; rotated files play as
     one stream in receive order."""
     syms = [x.strip() for x in symbols.split(",") if x.strip()]

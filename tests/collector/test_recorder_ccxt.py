@@ -19,8 +19,8 @@ from collector.replay import BinanceRecordingReplay
 from collector.replay_formats import replay_sources
 from depthpilot import messages as m
 from tests.collector.fakes.binance_server import FakeBinanceThread
-from tests.collector.fakes.data import fixture_json, require
-from tests.collector.fakes.http_server import FakeExchangeHTTP
+from tests.collector.fakes.data import binance_spot_trades, fixture_json, require
+from tests.collector.fakes.http_server import BinanceAggTrades, FakeExchangeHTTP, aggregate_trades
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,11 +57,16 @@ class _Depth:
         return p
 
 
-def _server(payloads: list[dict]) -> tuple[FakeExchangeHTTP, _Depth]:
+def _server(payloads: list[dict], trades: BinanceAggTrades | None = None) -> tuple[FakeExchangeHTTP, _Depth]:
     depth = _Depth(payloads)
-    return FakeExchangeHTTP(
-        {"/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"), "/api/v3/depth": depth}
-    ), depth
+    routes = {"/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"), "/api/v3/depth": depth}
+    if trades is not None:
+        routes["/api/v3/aggTrades"] = trades
+    return FakeExchangeHTTP(routes), depth
+
+
+def _tkey(t: m.Trade) -> tuple:
+    return (t.exchange, t.symbol, t.trade_id, t.price, t.size, t.side, t.ts_exchange, t.ts_recv)
 
 
 def _key(s: m.BookSnapshot) -> tuple:
@@ -114,12 +119,14 @@ def test_depthpilot_record_on_a_ccxt_venue_replays_to_the_served_books(tmp_path,
     from depthpilot_cli.main import app
 
     payloads = _depth_payloads(40)
-    srv, depth = _server(payloads)
+    agg = aggregate_trades(binance_spot_trades(2000))
+    srv, depth = _server(payloads, BinanceAggTrades(agg, start=20, per_request=15))
     with FakeBinanceThread(srv) as fake:  # type: ignore[arg-type]
         for k, v in {
             "CCXT_API_BASE_URL": fake.base_url,
             "COLLECTOR_CCXT_MODE": "rest",
             "BOOK_DEPTH": "20",
+            "COLLECTOR_TRADES": "true",
             "AMQP_URL": "memory://",
             "MONGO_URL": "mongomock://",
         }.items():
@@ -146,12 +153,19 @@ def test_depthpilot_record_on_a_ccxt_venue_replays_to_the_served_books(tmp_path,
     files = sorted((tmp_path / EX).iterdir())
     assert len(files) >= 2 and all(f.name.endswith(".gz") for f in files)
     (src,) = replay_sources([tmp_path / EX], 20, None)
-    books = list(src)
+    msgs = list(src)
+    books = [b for b in msgs if isinstance(b, m.BookSnapshot)]
+    trades = [t for t in msgs if isinstance(t, m.Trade)]
     assert 2 <= len(books) <= depth.served  # one per poll (about 1 s apart)
     for s, p in zip(books, payloads, strict=False):  # each recorded book is the one served, in order
         assert s.exchange == EX and s.valid and s.seq == p["lastUpdateId"]
         np.testing.assert_array_equal(s.bids, np.array(p["bids"], dtype=float))
         np.testing.assert_array_equal(s.asks, np.array(p["asks"], dtype=float))
+    # the trade feed recorded too: each trade once, no hole, as the server's aggregates
+    ids = [int(t.trade_id) for t in trades]
+    assert len(ids) >= 15 and ids == list(range(ids[0], ids[0] + len(ids)))
+    by_id = {a["a"]: a for a in agg}
+    assert all(t.price == float(by_id[int(t.trade_id)]["p"]) and t.exchange == EX for t in trades)
 
 
 def test_live_ccxt_pro_websocket_recording_replays_to_the_same_books(tmp_path):
@@ -195,3 +209,37 @@ def test_live_ccxt_pro_websocket_recording_replays_to_the_same_books(tmp_path):
     assert len(files) >= 3 and all(f.name.endswith(".gz") for f in files)
     (src,) = replay_sources([tmp_path / EX], 20, None)
     assert [_key(s) for s in src] == [_key(s) for s in live]
+
+
+def test_live_ccxt_rest_trades_recording_replays_to_the_same_trades(tmp_path):
+    """fetch_trades polling with overlapping pages (the server repeats trades): every page is
+    recorded (the seed page marked), and the replay publishes each trade once, exactly as live."""
+    from collector.ccxt_source import CcxtTradeSource
+
+    agg = aggregate_trades(binance_spot_trades(3000))
+    feed = BinanceAggTrades(agg, start=50, per_request=25)
+    srv = FakeExchangeHTTP(
+        {"/api/v3/exchangeInfo": fixture_json("binance_exchange_info.json"), "/api/v3/aggTrades": feed}
+    )
+
+    async def main() -> tuple[list[m.Trade], CcxtTradeSource]:
+        async with srv:
+            rec = Recorder(tmp_path, EX, rotate_bytes=4000)
+            src = CcxtTradeSource(
+                EX, "BTCUSDT", mode="rest", limit=30, poll_interval_s=0.0, api_base_url=srv.base_url, raw_sink=rec.write
+            )
+            got: list[m.Trade] = []
+            try:
+                await src.run(got.append, max_updates=400)
+            finally:
+                await src.close()
+                rec.close()
+            return got, src
+
+    live, src = asyncio.run(asyncio.wait_for(main(), 30))
+    assert src.duplicates > 0 and len(live) == 400  # the pages overlapped; each trade once
+    files = sorted((tmp_path / EX).iterdir())
+    assert len(files) >= 3
+    replayed = [t for t in ccxt_recording_replay(files, 20) if isinstance(t, m.Trade)]
+    assert [_tkey(t) for t in replayed[: len(live)]] == [_tkey(t) for t in live]
+    assert int(replayed[0].trade_id) == max(feed.pages[0]) + 1  # the seed page is not replayed either
