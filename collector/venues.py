@@ -213,6 +213,7 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
                 mode=s.collector_ccxt_mode,
                 on_retry=ctx.on_retry,
                 api_base_url=s.ccxt_api_base_url,
+                ws_base_url=getattr(s, "ccxt_ws_base_url", None),
                 raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,
             )
 
@@ -229,6 +230,7 @@ def _ccxt_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list
                     mode=s.collector_ccxt_mode,
                     on_retry=ctx.on_retry,
                     api_base_url=s.ccxt_api_base_url,
+                    ws_base_url=getattr(s, "ccxt_ws_base_url", None),
                     since_ms=prev.since_ms if prev is not None else None,
                     seen_ids=prev.seen_ids() if prev is not None else (),
                     raw_sink=ctx.recorder_for(exchange).write if ctx.recorder_for else None,

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # ccxt sources: base URL (scheme://host[:port]) replacing every REST API host, paths kept
     # (a private mirror, a proxy or a local fake exchange); None = the exchanges' own
     ccxt_api_base_url: str | None = Field(None, validation_alias="CCXT_API_BASE_URL")
+    # ccxt.pro websocket host (scheme://host:port; paths kept), e.g. a proxy or a local test server
+    ccxt_ws_base_url: str | None = Field(None, validation_alias="CCXT_WS_BASE_URL")
     replay_paths: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="REPLAY_PATHS")
     replay_speed: float = Field(1.0, ge=0, validation_alias="REPLAY_SPEED")  # 0 = as fast as possible
     replay_loop: bool = Field(False, validation_alias="REPLAY_LOOP")
@@ -256,7 +258,9 @@ class Settings(BaseSettings):
             raise ValueError("must be mongodb://, mongodb+srv:// or mongomock://")
         return v
 
-    @field_validator("binance_ws_url", "binance_usdm_ws_url", "binance_coinm_ws_url", "bybit_ws_url")
+    @field_validator(
+        "binance_ws_url", "binance_usdm_ws_url", "binance_coinm_ws_url", "bybit_ws_url", "ccxt_ws_base_url"
+    )
     @classmethod
     def _check_ws_url(cls, v: str | None) -> str | None:
         if v in (None, ""):

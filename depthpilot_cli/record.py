@@ -112,7 +112,7 @@ def record(
         ...,
         "--exchange",
         help="venue: binance, binanceusdm, binancecoinm (native diff-depth), krakenspot, bybit (v5 via pybit), "
-        "or a ccxt venue (binance_ccxt, bybit_spot, okx, coinbase, kraken, bitstamp: the books ccxt returns)",
+        "or a ccxt venue (binance_ccxt, bybit_spot, okx, coinbase, kraken, bitstamp: books and trades ccxt returns)",
     ),
     symbols: str = typer.Option(..., "--symbols", help="comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT"),
     out: Path = typer.Option(Path("recordings"), "--out", "-o", help="directory; files go to <out>/<exchange>/"),
@@ -121,14 +121,13 @@ def record(
     flush_s: float = typer.Option(1.0, help="flush to disk every N seconds (a crash loses at most that)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines"),
 ) -> None:
-    """Record an exchange's raw live L2 messages into gzip day files that REPLAY_PATHS,
+    """Record an exchange's raw live L2 messages into gzip day files that REPLAY_PATHS, `depthpilot backtest`,
     `depthpilot features build` and training read back with the same code.
 
-    Every live feed records: native Binance (spot, USD-M, COIN-M; depth and trades), Kraken spot
-    (book), Bybit v5 (every orderbook and publicTrade message pybit delivers) and the ccxt
-    venues (each order book and trade page ccxt returns, REST polling or ccxt.pro). Replay: REPLAY_PATHS=<out> (or <out>/<exchange>, or some of its files) with
-    COLLECTOR_SOURCE=replay, or `depthpilot backtest <out>/<exchange>`; rotated files play as
-    one stream in receive order."""
+    Every live feed records: native Binance (spot, USD-M, COIN-M: depth, REST snapshots, trades), Kraken spot (book), Bybit v5 (every orderbook and publicTrade message pybit delivers) and the ccxt venues (every order book and trade page ccxt returns, REST polling or ccxt.pro websocket).
+
+    Replay: REPLAY_PATHS=<out> (or <out>/<exchange>, or some of its files) with COLLECTOR_SOURCE=replay, or `depthpilot backtest <out>/<exchange>`. Rotated files play as one stream in receive order.
+    """  # noqa: E501 - one line per paragraph: the help renders each line as written
     syms = [x.strip() for x in symbols.split(",") if x.strip()]
     if not syms:
         console.print("[red]--symbols: give at least one symbol[/red]")

@@ -243,3 +243,35 @@ def test_live_ccxt_rest_trades_recording_replays_to_the_same_trades(tmp_path):
     replayed = [t for t in ccxt_recording_replay(files, 20) if isinstance(t, m.Trade)]
     assert [_tkey(t) for t in replayed[: len(live)]] == [_tkey(t) for t in live]
     assert int(replayed[0].trade_id) == max(feed.pages[0]) + 1  # the seed page is not replayed either
+
+
+def test_depthpilot_record_ccxt_pro_websocket_via_CCXT_WS_BASE_URL(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+    from tests.collector.fakes.binance_server import FakeBinance, load_recording
+
+    rec = load_recording(require(SPOT), max_depth_events=2000)
+    fake = FakeBinance(rec, delay_s=0.01, burst=2, exchange_info=fixture_json("binance_exchange_info.json"))
+    with FakeBinanceThread(fake) as srv:
+        for k, v in {
+            "CCXT_API_BASE_URL": srv.base_url,
+            "CCXT_WS_BASE_URL": srv.ws_url,
+            "COLLECTOR_CCXT_MODE": "ws",
+            "COLLECTOR_TRADES": "false",
+            "BOOK_DEPTH": "20",
+            "AMQP_URL": "memory://",
+            "MONGO_URL": "mongomock://",
+        }.items():
+            monkeypatch.setenv(k, v)
+        r = CliRunner().invoke(
+            app, ["record", "--exchange", EX, "--symbols", "BTCUSDT", "--out", str(tmp_path), "--duration", "3", "-q"]
+        )
+        paths = [c.path for c in srv.ws_connections]
+    assert r.exit_code == 0, r.output
+    assert paths and all(p.startswith("/ws") for p in paths)  # ccxt.pro reached the local host
+    (src,) = replay_sources([tmp_path], 20, None)
+    books = list(src)
+    seqs = [b.seq for b in books]
+    assert len(books) >= 20 and all(b.valid and b.exchange == EX for b in books)
+    assert all(b > a for a, b in zip(seqs, seqs[1:]))  # the diff stream, applied in order
