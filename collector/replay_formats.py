@@ -26,6 +26,7 @@ class ReplayFormat:
     make: Callable[[Path, int, float | None], Iterable[m.Message]]
     # several files of one recording (rotated day files) -> one stream in receive order
     make_set: Callable[[list[Path], int, float | None], Iterable[m.Message]] | None = None
+    recorder: bool = False  # written by `depthpilot record` for a non-Binance venue
 
 
 def looks_like_binance(p: Path) -> bool:
@@ -145,9 +146,11 @@ REPLAY_FORMATS: list[ReplayFormat] = [
     ReplayFormat("Bybit v5 archive", _is_bybit_archive, _bybit_archive),
     ReplayFormat("Tardis trades CSV", lambda p: {"id", "side", "price", "amount"} <= _fields(p), _tardis_trades),
     ReplayFormat("Tardis book_snapshot CSV", lambda p: "asks[0].price" in _tardis_header(p), _tardis_books),
-    ReplayFormat("Kraken spot recording (depthpilot record)", _is_kraken_spot, _kraken_spot, _kraken_spot),
-    ReplayFormat("Bybit v5 recording (depthpilot record)", _is_bybit_recording, _bybit_recording, _bybit_recording),
-    ReplayFormat("ccxt recording (depthpilot record)", _is_ccxt_recording, _ccxt_recording, _ccxt_recording),
+    ReplayFormat("Kraken spot recording (depthpilot record)", _is_kraken_spot, _kraken_spot, _kraken_spot, True),
+    ReplayFormat(
+        "Bybit v5 recording (depthpilot record)", _is_bybit_recording, _bybit_recording, _bybit_recording, True
+    ),
+    ReplayFormat("ccxt recording (depthpilot record)", _is_ccxt_recording, _ccxt_recording, _ccxt_recording, True),
     ReplayFormat("raw Binance recording", looks_like_binance, _binance, _binance),
 ]
 

@@ -22,12 +22,14 @@ from features.io import (
 )
 from features.pipeline import interval_label, names_for
 from features.spec import FeatureSpec
+from depthpilot import messages as m
 
 
 def load_books(path: Path | Sequence[Path], depth: int = 250) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A book source on disk: Tardis-style snapshot CSV/Parquet (incl. our exports), or raw
+    """A book source on disk: Tardis-style snapshot CSV/Parquet (incl. our exports), raw
     Binance recordings (files of ``<local_ts> <json>`` lines; a directory or several files of
-    one stream, in time order). Market, symbol and time unit come from the data."""
+    one stream, in time order), or what ``depthpilot record`` wrote for another venue (one
+    stream). Market, symbol and time unit come from the data."""
     paths = [Path(path)] if isinstance(path, (str, Path)) else [Path(p) for p in path]
     if not paths:
         raise RecordingError("no book recording given")
@@ -36,7 +38,32 @@ def load_books(path: Path | Sequence[Path], depth: int = 250) -> tuple[np.ndarra
             raise RecordingError(f"no such recording {p}")
     if len(paths) == 1 and paths[0].name.endswith((".csv", ".csv.gz", ".parquet")):
         return load_book_snapshots_csv(paths[0])
+    recorded = _recorded_books(paths, depth)
+    if recorded is not None:
+        return recorded
     return load_binance_books(paths if len(paths) > 1 else paths[0], depth=depth)
+
+
+def _recorded_books(paths: list[Path], depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Books of a `depthpilot record` recording of a non-Binance venue (Kraken spot, Bybit, ccxt;
+    a directory, its root or files), through the collector's replay of that venue; None when the
+    files are raw Binance (read by :func:`load_binance_books`) or of no known format."""
+    from collector.recording_set import recorded_files
+    from collector.replay_formats import REPLAY_FORMATS, replay_sources
+
+    try:
+        files = recorded_files(paths)
+    except FileNotFoundError as exc:
+        raise RecordingError(str(exc)) from None
+    fmts = [next((f for f in REPLAY_FORMATS if f.detect(p)), None) for p in files]
+    if not all(f is not None and f.recorder for f in fmts):
+        return None
+    snaps = [x for src in replay_sources(files, depth, None) for x in src if isinstance(x, m.BookSnapshot)]
+    streams = sorted({f"{s.exchange}:{s.symbol}" for s in snaps})
+    if len(streams) != 1:
+        where = ", ".join(map(str, paths))
+        raise RecordingError(f"{where}: holds {len(streams)} book streams ({', '.join(streams)}); give one stream")
+    return books_from_messages(snaps, depth)
 
 
 def build(

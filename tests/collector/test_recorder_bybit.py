@@ -256,8 +256,9 @@ def test_collector_service_records_bybit_with_COLLECTOR_RECORD_DIR(tmp_path, uid
     np.testing.assert_array_equal(books[-1].asks, ref.asks)
 
 
-def test_depthpilot_backtest_loader_reads_a_bybit_recording_directory(tmp_path):
+def test_backtest_and_features_loaders_read_a_bybit_recording_directory(tmp_path):
     from backtest.data import load_recording
+    from features.build import load_books
 
     msgs = bybit_ob500_messages()
     with Recorder(tmp_path, "bybit", rotate_bytes=2000) as rec:
@@ -270,3 +271,7 @@ def test_depthpilot_backtest_loader_reads_a_bybit_recording_directory(tmp_path):
         assert (books.exchange, books.symbol, len(books)) == ("bybit", "XRPUSDT", len(ref)) and books.valid.all()
         np.testing.assert_array_equal(books.bids[-1], ref[-1].bids)
         np.testing.assert_array_equal(books.asks[-1], ref[-1].asks)
+        ts, bids, asks = load_books(path, depth=20)  # `depthpilot features build --books` / training
+        assert len(ts) == len(ref) and np.isfinite(bids[:, 0, 0]).all()
+        np.testing.assert_array_equal(bids[-1], ref[-1].bids)
+        np.testing.assert_array_equal(asks[-1], ref[-1].asks)
