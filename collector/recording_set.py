@@ -96,7 +96,8 @@ def first_lines(path: Path, n: int = 1) -> list[tuple[int, str]]:
 
 
 def in_receive_order(files: Iterable[Path]) -> Iterator[tuple[int, str]]:
-    """The lines of ``files`` as one stream, merged by receive time (each file in its own order)."""
+    """The lines of ``files`` as one stream, merged by receive time (each file in its own order;
+    equal times keep the order of the files' first lines)."""
     heads: list[tuple[int, int, Path]] = []
     for i, f in enumerate(files):
         first = first_lines(f)
@@ -104,4 +105,25 @@ def in_receive_order(files: Iterable[Path]) -> Iterator[tuple[int, str]]:
             raise RecordingFormatError(f"{f}: empty recording (no '<ns> <message>' line)")
         heads.append((first[0][0], i, f))
     heads.sort()
-    return heapq.merge(*(read_lines(f) for _, _, f in heads), key=lambda x: x[0])
+    return _merge([read_lines(f) for _, _, f in heads])
+
+
+def _merge(its: list[Iterator[tuple[int, str]]]) -> Iterator[tuple[int, str]]:
+    """k-way merge by time that stays on one file while its lines come before every other file's
+    next line: one comparison per line for rotated files, which do not overlap in time."""
+    heap: list[tuple[int, int, str]] = []  # (ts, file index, body) of each other file's next line
+    for k, it in enumerate(its):
+        for ts, body in it:
+            heap.append((ts, k, body))
+            break
+    heapq.heapify(heap)
+    while heap:
+        ts, k, body = heapq.heappop(heap)
+        yield ts, body
+        bound = heap[0] if heap else None
+        for ts, body in its[k]:
+            if bound is None or (ts, k) < bound[:2]:
+                yield ts, body
+                continue
+            heapq.heappush(heap, (ts, k, body))
+            break

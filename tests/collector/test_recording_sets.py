@@ -59,6 +59,23 @@ def test_files_merge_by_receive_time_and_a_killed_file_is_read_to_its_last_line(
     assert first_lines(tmp_path / "x" / "nothing") == []
 
 
+def test_merge_equals_a_stable_sort_by_time_for_overlapping_and_disjoint_files(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    for case in range(20):
+        files = []
+        for k in range(int(rng.integers(1, 6))):
+            lo = int(rng.integers(0, 50)) * (1 if case % 2 else 100 * k)  # odd cases overlap, even ones mostly not
+            ts = np.sort(rng.integers(lo, lo + 60, int(rng.integers(1, 30))))
+            f = tmp_path / f"c{case}_{k}.txt"
+            f.write_text("".join(f"{t} m{k}.{i}\n" for i, t in enumerate(ts)))
+            files.append(f)
+        order = sorted(range(len(files)), key=lambda k: (first_lines(files[k])[0][0], k))
+        expected = sorted((x for k in order for x in read_lines(files[k])), key=lambda x: x[0])  # stable
+        assert list(in_receive_order(files)) == expected
+
+
 # --------------------------------------------------------------------------- Binance
 
 
