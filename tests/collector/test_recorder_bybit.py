@@ -275,3 +275,30 @@ def test_backtest_and_features_loaders_read_a_bybit_recording_directory(tmp_path
         assert len(ts) == len(ref) and np.isfinite(bids[:, 0, 0]).all()
         np.testing.assert_array_equal(bids[-1], ref[-1].bids)
         np.testing.assert_array_equal(asks[-1], ref[-1].asks)
+
+
+def test_depthpilot_record_bybit_rebuilds_a_dropped_feed_and_keeps_recording(tmp_path, monkeypatch):
+    """The fake drops the socket after 20 book messages: `depthpilot record` reports it, opens a
+    new connection (a fresh snapshot) and the recording holds both, replaying to the full book."""
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+
+    msgs = bybit_ob500_messages()
+    with FakeBybitWS(msgs, close_after=20, delay_s=0.01) as srv:
+        for k, v in _record_env(srv.url).items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("COLLECTOR_TRADES", "false")
+        r = CliRunner().invoke(
+            app, ["record", "--exchange", "bybit", "--symbols", "XRPUSDT", "--out", str(tmp_path), "--duration", "4"]
+        )
+    assert r.exit_code == 0, r.output
+    assert srv.connections == 2 and "reconnecting" in r.output
+    (src,) = replay_sources([tmp_path], 20, None)
+    books = [b for b in src if isinstance(b, m.BookSnapshot)]
+    assert len(books) == 20 + len(msgs) and all(b.valid for b in books)  # 20, then the whole replay again
+    ref = _reference_books(msgs, 20)
+    for b, r_ in zip(books, ref[:20] + ref):
+        assert b.seq == r_.seq
+        np.testing.assert_array_equal(b.bids, r_.bids)
+        np.testing.assert_array_equal(b.asks, r_.asks)
