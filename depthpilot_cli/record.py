@@ -15,6 +15,8 @@ import typer
 
 from depthpilot_cli.common import app, console, settings
 
+MAX_FAILS = 5  # a feed failing this often in a row without delivering anything is broken, not flaky
+
 
 def _gaps(src: Any) -> int:
     """Sequence gaps, checksum failures and reconnects a source has seen."""
@@ -58,15 +60,21 @@ async def _record(
 
     async def run(i: int) -> None:
         """Feed ``i`` until stopped; a failed source is closed and rebuilt with back-off (the
-        recording goes on into the same files: the new connection starts with a snapshot)."""
+        recording goes on into the same files: the new connection starts with a snapshot).
+        ``MAX_FAILS`` failures in a row without a single message end the recording with the error."""
         delay = 0.5
+        fails = 0
         while True:
             src = sources[i]
             try:
                 async with contextlib.aclosing(src.stream()) as msgs:
                     async for _ in msgs:
-                        delay = 0.5
+                        delay, fails = 0.5, 0
             except Exception as exc:  # noqa: BLE001 - reported, then the feed is rebuilt
+                fails += 1
+                if fails >= MAX_FAILS:
+                    await src.close()
+                    raise
                 console.print(f"[yellow]{feeds[i].name}: {type(exc).__name__}: {exc}; reconnecting[/yellow]")
             await src.close()
             restarts[0] += 1

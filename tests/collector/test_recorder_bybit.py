@@ -302,3 +302,20 @@ def test_depthpilot_record_bybit_rebuilds_a_dropped_feed_and_keeps_recording(tmp
         assert b.seq == r_.seq
         np.testing.assert_array_equal(b.bids, r_.bids)
         np.testing.assert_array_equal(b.asks, r_.asks)
+
+
+def test_depthpilot_record_stops_with_one_line_when_a_feed_never_delivers(tmp_path, monkeypatch):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in _record_env(f"ws://127.0.0.1:{port}").items():
+        monkeypatch.setenv(k, v)
+    r = CliRunner().invoke(app, ["record", "--exchange", "bybit", "--symbols", "XRPUSDT", "--out", str(tmp_path)])
+    assert r.exit_code == 1 and "record failed: " in r.output
+    assert r.output.count("reconnecting") == 4  # MAX_FAILS - 1 retries, then the error
