@@ -4,6 +4,10 @@
 * Live (``mode="wall"``): compared with the wall clock.
 * Replay (``mode="replay"``): compared with the replay clock, the latest event time accepted so
   far (a recording's time, not today's); nothing is judged before the first accepted input.
+  In replay the age of an input is judged against the latest time of its own stream (``stream``:
+  one kind of input of one symbol), not of all streams: books and trades arrive on separate
+  queues, and a slow book consumer must not see its books dropped because the trades queue ran
+  ahead. The future check uses the latest time of all streams.
 
 An input more than ``future_tolerance_ns`` ahead of the clock raises :class:`FutureInput`
 (the services let it propagate, so the bus dead-letters the message with the reason); it must
@@ -41,11 +45,16 @@ class InputClock:
     max_age_ns: int = 10_000_000_000
     now_fn: Callable[[], int] = field(default=time.time_ns, repr=False)
     _replay_now: int | None = None
+    _stream_now: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def now(self) -> int | None:
-        return self.now_fn() if self.mode == "wall" else self._replay_now
+    def now(self, stream: str | None = None) -> int | None:
+        """The clock an input's age is judged by: the wall clock live; in replay the latest
+        accepted time of ``stream`` (of all streams when ``stream`` is None)."""
+        if self.mode == "wall":
+            return self.now_fn()
+        return self._replay_now if stream is None else self._stream_now.get(stream)
 
-    def check(self, ts: int, what: str = "input") -> bool:
+    def check(self, ts: int, what: str = "input", stream: str | None = None) -> bool:
         """True when ``ts`` is fresh; False when it is older than ``max_age`` (drop and count);
         raises :class:`FutureInput` when it is ahead of the clock by more than the tolerance."""
         now = self.now()
@@ -58,13 +67,18 @@ class InputClock:
                 f"{what} ts {ts} is {ahead / 1e9:.3f} s ahead of the {clock} "
                 f"(tolerance {self.future_tolerance_ns / 1e9:g} s)"
             )
-        return not (self.max_age_ns and -ahead > self.max_age_ns)
+        own = self.now(stream)
+        return own is None or not (self.max_age_ns and own - ts > self.max_age_ns)
 
-    def accepted(self, ts: int) -> None:
-        """An input was accepted: in replay it advances the replay clock."""
-        if self.mode == "replay" and (self._replay_now is None or ts > self._replay_now):
+    def accepted(self, ts: int, stream: str | None = None) -> None:
+        """An input was accepted: in replay it advances the replay clock (and its stream's)."""
+        if self.mode != "replay":
+            return
+        if self._replay_now is None or ts > self._replay_now:
             self._replay_now = int(ts)
+        if stream is not None and ts > self._stream_now.get(stream, ts - 1):
+            self._stream_now[stream] = int(ts)
 
-    def age_s(self, ts: int) -> float:
-        now = self.now()
+    def age_s(self, ts: int, stream: str | None = None) -> float:
+        now = self.now(stream)
         return float("nan") if now is None else (now - ts) / 1e9

@@ -107,7 +107,7 @@ class FeaturesService(Service):
         False (counted) for one older than the maximum age. Neither touches any state."""
         with self._clock_lock:
             try:
-                ok = self.clock.check(ts, what)
+                ok = self.clock.check(ts, what, stream=what)
             except FutureInput:
                 self.counts["future"] += 1
                 raise
@@ -118,12 +118,12 @@ class FeaturesService(Service):
                     log.warning(
                         "%s is %.1f s old (> %g s): dropped, %d so far",
                         what,
-                        self.clock.age_s(ts),
+                        self.clock.age_s(ts, what),
                         self.clock.max_age_ns / 1e9,
                         n,
                     )
                 return False
-            self.clock.accepted(ts)
+            self.clock.accepted(ts, what)
             return True
 
     def _on_book(self, msg: m.Message, d: Delivery) -> None:

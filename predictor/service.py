@@ -147,7 +147,7 @@ class PredictorService(Service):
             self._last_vec[key] = now
             self._since.setdefault(key, now)
             try:  # before anything else: a vector from the future must not touch any state
-                fresh = self.clock.check(msg.ts, f"{msg.exchange} {msg.symbol} feature vector")
+                fresh = self.clock.check(msg.ts, f"{msg.exchange} {msg.symbol} feature vector", stream=key)
             except FutureInput:
                 self.counts["future"] += 1
                 self._last_skip[key] = "from the future"
@@ -161,12 +161,12 @@ class PredictorService(Service):
                         "%s %s: vector %.1f s old (> %g s) dropped, %d so far",
                         msg.exchange,
                         msg.symbol,
-                        self.clock.age_s(msg.ts),
+                        self.clock.age_s(msg.ts, key),
                         self.clock.max_age_ns / 1e9,
                         n,
                     )
                 return
-            self.clock.accepted(msg.ts)
+            self.clock.accepted(msg.ts, key)
             if msg.spec_hash != mdl.spec_hash:
                 self._skip("spec_mismatch", msg, f"vector spec {msg.spec_hash} != model spec {mdl.spec_hash}")
                 self._last_skip[key] = "spec mismatch"

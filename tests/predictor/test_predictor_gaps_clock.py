@@ -144,6 +144,28 @@ def test_input_clock_future_and_age():
     assert not r.check(10**12 - 11 * 10**9) and r.check(10**12 - 9 * 10**9)
 
 
+def test_replay_clock_judges_age_per_stream_and_the_future_over_all():
+    """Books and trades reach the features service on separate queues: in replay, trades that
+    ran 30 s ahead must not make the lagging books 'old'; a book older than its own stream's
+    latest is; the future is judged against the latest time of any stream."""
+    s = 10**9
+    r = InputClock("replay", 5 * s, 10 * s)
+    t0 = 10**12
+    for k in range(31):  # the trades queue ran ahead
+        assert r.check(t0 + k * s, "trade", stream="x trade")
+        r.accepted(t0 + k * s, "x trade")
+    assert r.check(t0 + 1 * s, "book", stream="x book")  # 29 s behind the trades: still fresh
+    r.accepted(t0 + 1 * s, "x book")
+    assert r.check(t0 + 2 * s, "book", stream="x book")
+    r.accepted(t0 + 20 * s, "x book")
+    assert not r.check(t0 + 9 * s, "book", stream="x book")  # 11 s behind its own stream
+    assert r.age_s(t0 + 9 * s, "x book") == 11.0
+    with pytest.raises(FutureInput):  # ahead of all streams (t0 + 30 s) by more than 5 s
+        r.check(t0 + 36 * s, "book", stream="x book")
+    assert r.check(t0 + 34 * s, "book", stream="x book")
+    assert r.check(t0, "new stream", stream="y book")  # a stream's first input is never old
+
+
 # ----------------------------------------------------------------------------- service
 
 
