@@ -6,7 +6,8 @@ Runs its own event loop in a background thread (pybit's client is thread based).
 the FIRST replay only (a lost message), so a correct client detects the gap and
 re-subscribes, and the second replay is complete. ``unsubscribe`` stops the replay.
 A ``publicTrade.*`` subscription replays ``trades`` (raw v5 publicTrade messages, topic
-set to the subscribed one) instead. Pings are answered with Bybit's text pong.
+set to the subscribed one) instead. Pings are answered with Bybit's text pong. The server
+thread and Bybit's op answers are shared with the private-stream fake (``tests/fake_ws.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import threading
-from typing import Any
 
 import websockets
-from websockets.asyncio.server import serve
+
+from tests.fake_ws import LoopbackWSServer, bybit_reply
 
 
-class FakeBybitWS:
+class FakeBybitWS(LoopbackWSServer):
+    PATH = "/v5/public/linear"
+    NAME = "fake-bybit-ws"
+
     def __init__(
         self,
         messages: list[dict],
@@ -30,17 +33,13 @@ class FakeBybitWS:
         delay_s: float = 0.001,
         trades: list[dict] | None = None,
     ) -> None:
+        super().__init__()
         self.messages = messages
         self.trades = trades or []
         self.skip_u = skip_u
         self.delay_s = delay_s
         self.received: list[dict] = []
         self.replays = 0
-        self.url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
 
     # ----------------------------------------------------------------- protocol
     async def _replay(self, ws, topic: str, skip: int | None) -> None:
@@ -60,19 +59,9 @@ class FakeBybitWS:
                 self.received.append(msg)
                 op = msg.get("op")
                 if op == "ping":
-                    await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"}))
+                    await ws.send(bybit_reply("ping", ret_msg="pong"))
                 elif op == "subscribe":
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "success": True,
-                                "ret_msg": "",
-                                "conn_id": "fake",
-                                "req_id": msg.get("req_id", ""),
-                                "op": "subscribe",
-                            }
-                        )
-                    )
+                    await ws.send(bybit_reply("subscribe", req_id=msg.get("req_id", "")))
                     for topic in msg["args"]:
                         if topic.startswith("publicTrade."):
                             tasks[topic] = asyncio.create_task(self._replay(ws, topic, None))
@@ -85,51 +74,9 @@ class FakeBybitWS:
                         t = tasks.pop(topic, None)
                         if t is not None:
                             t.cancel()
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "success": True,
-                                "ret_msg": "",
-                                "conn_id": "fake",
-                                "req_id": msg.get("req_id", ""),
-                                "op": "unsubscribe",
-                            }
-                        )
-                    )
+                    await ws.send(bybit_reply("unsubscribe", req_id=msg.get("req_id", "")))
         except websockets.ConnectionClosed:
             pass
         finally:
             for t in tasks.values():
                 t.cancel()
-
-    # ----------------------------------------------------------------- lifecycle
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            self.url = f"ws://127.0.0.1:{port}/v5/public/linear"
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> str:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete, args=(self._main(),), name="fake-bybit-ws", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake Bybit websocket server did not start")
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> "FakeBybitWS":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
