@@ -16,11 +16,13 @@ import threading
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 
 class LoopbackWSServer:
     """Subclasses set ``PATH`` (the URL path clients are given), ``NAME`` (thread name and errors)
-    and implement ``_handler(ws)``, one call per connection on the server's loop."""
+    and implement ``_handler(ws)``, one call per connection on the server's loop;
+    ``_process_request`` may answer the opening handshake with an HTTP response instead."""
 
     PATH = "/"
     NAME = "fake websocket"
@@ -35,9 +37,12 @@ class LoopbackWSServer:
     async def _handler(self, ws: ServerConnection) -> None:
         raise NotImplementedError
 
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        return None  # None: go on with the websocket handshake
+
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
+        async with serve(self._handler, "127.0.0.1", 0, process_request=self._process_request) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}{self.PATH}"
             self._ready.set()

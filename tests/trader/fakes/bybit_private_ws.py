@@ -5,8 +5,9 @@ order / execution / position changes here.
 Auth like Bybit: ``{"op": "auth", "args": [api_key, expires_ms, signature]}`` with signature =
 HMAC-SHA256(secret, "GET/realtime" + expires) and ``expires`` in the future; a refused auth is
 answered ``success: false`` and the connection gets nothing. ``subscribe`` before auth is
-refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are closed
-at once (the stream is "down"). Pings are answered with Bybit's text pong. The server thread
+refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are turned
+away at the opening handshake (HTTP 503: the stream is "down"), so a client never sees one of
+them open, however late it looks. Pings are answered with Bybit's text pong. The server thread
 and Bybit's op answers are shared with the collector's public-stream fake (``tests/fake_ws.py``).
 """
 
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 import time
 import uuid
 from typing import Any
 
 import websockets
 from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
 
 from tests.fake_ws import LoopbackWSServer, bybit_reply
 from tests.trader.fakes.http_venue import signature_ok
@@ -48,8 +51,13 @@ class FakeBybitPrivateWS(LoopbackWSServer):
             return False
         return signature_ok(secret, f"GET/realtime{expires}", sig)
 
-    async def _handler(self, ws: ServerConnection) -> None:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "fake: stream down\n")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        if self.refuse:  # refused after its handshake was accepted: closed at once
             await ws.close(1011, "fake: stream down")
             return
         authed = False
