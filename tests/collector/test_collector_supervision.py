@@ -5,6 +5,7 @@ the service unhealthy with one line, and an unknown exchange fails start-up."""
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import threading
 import time
@@ -115,22 +116,30 @@ def test_a_feed_whose_connect_fails_is_retried_and_past_the_limit_the_service_is
         COLLECTOR_RECONNECT_INITIAL_S="0.05",
         COLLECTOR_FEED_DOWN_LIMIT_S="1.5",
     )
+    name = "bybit book+trades BTCUSDT"
+    down = re.compile(
+        r"^feed bybit book\+trades BTCUSDT down: no usable data for \d+s \(\d+ failures; last: book\+trades: .+\)$"
+    )
     try:
         svc.start()
-        assert svc.status == "ok" and svc.problems() == []  # within the limit: retrying is not yet a problem
-        feed = svc.supervision.feeds["bybit book+trades BTCUSDT"]
+        # the live thread registers the feed: on a loaded machine that may come after start() returns
+        assert _wait(lambda: name in svc.supervision.feeds, 30), svc.supervision.feeds
+        feed = svc.supervision.feeds[name]
         assert _wait(lambda: feed.restarts >= 2, 30), feed
+        # within the limit retrying is not yet a problem: judged at an instant inside the limit (the
+        # wall clock of a loaded machine may be past it by the time this line runs)
+        assert svc.supervision.problems(feed.started_ns + 1_000_000_000) == []
         assert _wait(lambda: svc.status == "degraded", 15), (svc.status, svc.problems(), feed)
         problems = svc.problems()
-        assert len(problems) == 1, problems
-        problem = problems[0]
-        assert problem.startswith("feed bybit book+trades BTCUSDT down: no usable data for"), problem
-        assert "failures; last: book+trades: " in problem, problem
+        assert len(problems) == 1 and down.match(problems[0]), problems
         hb = svc.heartbeat()
         assert hb.status == "degraded" and hb.stats["feed_restarts"] >= 2 and hb.stats["problems"] == 1, hb
-        assert svc.processor.health.feed("bybit", "BTCUSDT").reconnects >= 2  # each failure reported
+        # each failure reported (the report follows the failure count, from the feed's thread)
+        health = svc.processor.health.feed("bybit", "BTCUSDT")
+        assert _wait(lambda: health.reconnects >= 2, 10), health
         reply = svc.handle_command(m.ControlCommand(target="collector", command="status"))
-        assert reply is not None and reply["problems"] == [problem]
+        # the same one problem; its seconds and failure count move on while the feed keeps retrying
+        assert reply is not None and len(reply["problems"]) == 1 and down.match(reply["problems"][0]), reply
     finally:
         svc.stop()
         bus.close()
@@ -163,8 +172,6 @@ def test_bad_recordings_fail_start_up_or_make_the_replay_unhealthy(tmp_path, uid
             assert svc.finished.wait(30)
             svc._update_status()
             (problem,) = svc.problems()
-            import re
-
             assert problem.startswith("replay failed: ") and re.search(EXPECT[kind], problem), problem
             assert svc.heartbeat().status == "degraded"
         finally:

@@ -35,7 +35,11 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
     )  # 2024 books: judged by the replay clock
     store = Store.connect(f"mongomock://{uid}", f"t_{uid}", snapshot_ttl_s=None)
     svc_bus = connect_bus(bus_url, "features").start()
-    svc_bus.purge("features.book")  # the broker is shared: drop books other tests left in the queue
+    # the vhost is shared by the session: drop what earlier tests left in BOTH input queues. The
+    # service reads books and trades into one replay clock, so a single later trade left behind
+    # (e.g. redelivered because its consumer stopped before the ack) makes every book here "old"
+    for q in ("features.book", "features.trades"):
+        svc_bus.purge(q)
     svc = FeaturesService(settings, svc_bus, store)
     svc.start()
     out_q = QueueDef(
@@ -92,7 +96,10 @@ def test_service_emits_vectors_equal_to_batch(bus_url, uid, spot25, tmp_path):
             time.sleep(0.05)
         snaps = sorted((v for v in got if v.interval == ""), key=lambda v: v.ts)
         blocks = sorted((v for v in got if v.interval == "1s"), key=lambda v: v.ts)
-        assert len(snaps) == N, "every valid snapshot gives one vector; the invalid one none"
+        assert len(snaps) == N, (
+            f"every valid snapshot gives one vector, the invalid one none: {len(snaps)}/{N} vectors; "
+            f"features {svc.stats()}, its bus {svc_bus.stats.as_dict()}, test bus {test_bus.stats.as_dict()}"
+        )
         # the last block closes when the next snapshot arrives or, quiet market, by elapsed time
         assert len(blocks) in (n_blocks_closed, n_blocks_closed + 1)
         n_b = len(blocks)

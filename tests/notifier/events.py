@@ -8,10 +8,23 @@ from typing import Any
 from depthpilot import messages as m
 
 D = Decimal
+EXCHANGE = "bybit"
 
 
 def _money(v: Any, floats: bool) -> Any:
     return float(v) if floats and v is not None else v
+
+
+def order_leg(
+    cid: str, symbol: str, side: m.Side, qty: Any, price: Any, fee: Any, fill_id: str, reason: str
+) -> list[m.Message]:
+    """One market order as the trader reports it: accepted, filled, and its fill."""
+    common = {"client_order_id": cid, "exchange": EXCHANGE, "symbol": symbol, "side": side, "qty": qty}
+    return [
+        m.OrderUpdate(**common, status="accepted", reason=reason),
+        m.OrderUpdate(**common, status="filled", filled_qty=qty, avg_price=price, reason=reason),
+        m.Fill(**common, price=price, fee=fee, fill_id=fill_id),
+    ]
 
 
 def round_trip(
@@ -27,104 +40,31 @@ def round_trip(
     q, pe, px = D(qty), D(entry), D(exit_)
     fee_in, fee_out = (q * pe * D("0.00055")), (q * px * D("0.00055"))
     f = lambda v: _money(v, floats)  # noqa: E731
-    ex = "bybit"
-    o1, o2 = f"open-{symbol}{tag}", f"close-{symbol}{tag}"
+
+    def position(**kw: Any) -> m.PositionUpdate:
+        return m.PositionUpdate(exchange=EXCHANGE, symbol=symbol, mode="paper", **{k: f(v) for k, v in kw.items()})
+
     return [
-        m.OrderUpdate(
-            client_order_id=o1,
-            exchange=ex,
-            symbol=symbol,
-            status="accepted",
-            side=m.Side.BUY,
-            qty=f(q),
-            reason="signal",
-        ),
-        m.OrderUpdate(
-            client_order_id=o1,
-            exchange=ex,
-            symbol=symbol,
-            status="filled",
-            side=m.Side.BUY,
-            qty=f(q),
-            filled_qty=f(q),
-            avg_price=f(pe),
-            reason="signal",
-        ),
-        m.Fill(
-            client_order_id=o1,
-            exchange=ex,
-            symbol=symbol,
-            side=m.Side.BUY,
-            qty=f(q),
-            price=f(pe),
-            fee=f(fee_in),
-            fill_id=f"f1{symbol}{tag}",
-        ),
-        m.PositionUpdate(
-            exchange=ex,
-            symbol=symbol,
-            qty=f(q),
-            avg_price=f(pe),
-            fees_paid=f(fee_in),
-            stop_price=f(pe * D("0.99")),
-            mode="paper",
-        ),
+        *order_leg(f"open-{symbol}{tag}", symbol, m.Side.BUY, f(q), f(pe), f(fee_in), f"f1{symbol}{tag}", "signal"),
+        position(qty=q, avg_price=pe, fees_paid=fee_in, stop_price=pe * D("0.99")),
         m.RiskEvent(
             kind="stop_trailed",
             severity="info",
             source="trader",
-            exchange=ex,
+            exchange=EXCHANGE,
             symbol=symbol,
             message="trailing stop moved",
         ),
-        m.PositionUpdate(
-            exchange=ex,
-            symbol=symbol,
-            qty=f(q),
-            avg_price=f(pe),
-            fees_paid=f(fee_in),
-            stop_price=f(px + 10),
-            mark_price=f(px + 50),
-            unrealized_pnl=f((px + 50 - pe) * q),
-            mode="paper",
+        position(
+            qty=q,
+            avg_price=pe,
+            fees_paid=fee_in,
+            stop_price=px + 10,
+            mark_price=px + 50,
+            unrealized_pnl=(px + 50 - pe) * q,
         ),
-        m.OrderUpdate(
-            client_order_id=o2,
-            exchange=ex,
-            symbol=symbol,
-            status="accepted",
-            side=m.Side.SELL,
-            qty=f(q),
-            reason=exit_reason,
+        *order_leg(
+            f"close-{symbol}{tag}", symbol, m.Side.SELL, f(q), f(px), f(fee_out), f"f2{symbol}{tag}", exit_reason
         ),
-        m.OrderUpdate(
-            client_order_id=o2,
-            exchange=ex,
-            symbol=symbol,
-            status="filled",
-            side=m.Side.SELL,
-            qty=f(q),
-            filled_qty=f(q),
-            avg_price=f(px),
-            reason=exit_reason,
-        ),
-        m.Fill(
-            client_order_id=o2,
-            exchange=ex,
-            symbol=symbol,
-            side=m.Side.SELL,
-            qty=f(q),
-            price=f(px),
-            fee=f(fee_out),
-            fill_id=f"f2{symbol}{tag}",
-        ),
-        m.PositionUpdate(
-            exchange=ex,
-            symbol=symbol,
-            qty=f(D(0)),
-            avg_price=f(D(0)),
-            realized_pnl=f((px - pe) * q),
-            fees_paid=f(fee_in + fee_out),
-            mode="paper",
-        ),
+        position(qty=D(0), avg_price=D(0), realized_pnl=(px - pe) * q, fees_paid=fee_in + fee_out),
     ]

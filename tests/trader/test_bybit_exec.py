@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from tests.trader.fakes.bybit_v5 import API_KEY, API_SECRET, FakeBybit
+from tests.trader.svc_helpers import wait_until
 from trader.domain import (
     ExecutionClient,
     ExecutionError,
@@ -331,6 +332,9 @@ def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeByb
     )
     with pytest.raises(ExecutionError, match="10004"):
         c.poll_events()  # the stream's auth is refused, then REST is refused too
+    # the fake records the auth when its loop gets to it: on a loaded machine that can be after the
+    # client stopped waiting for the answer (auth_wait_s), closed the stream and fell back to REST
+    wait_until(lambda: wsfake.ws.auths, timeout=30)
     assert wsfake.ws.auths == [False] and not c.stream_healthy
     good = client(wsfake, private_ws_url=wsfake.ws_url)
     good.submit(buy("intent-ok"))

@@ -9,6 +9,8 @@ A ``publicTrade.*`` subscription replays ``trades`` (raw v5 publicTrade messages
 set to the subscribed one) instead. Pings are answered with Bybit's text pong.
 ``close_after`` closes the FIRST connection after that many book messages (a dropped
 socket: pybit reconnects and re-subscribes, and the replay starts again with a snapshot).
+The server thread and Bybit's op answers are shared with the private-stream fake
+(``tests/fake_ws.py``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import threading
-from typing import Any
 
 import websockets
-from websockets.asyncio.server import serve
+
+from tests.fake_ws import LoopbackWSServer, bybit_reply
 
 
-class FakeBybitWS:
+class FakeBybitWS(LoopbackWSServer):
+    PATH = "/v5/public/linear"
+    NAME = "fake-bybit-ws"
+
     def __init__(
         self,
         messages: list[dict],
@@ -33,6 +37,7 @@ class FakeBybitWS:
         trades: list[dict] | None = None,
         close_after: int | None = None,
     ) -> None:
+        super().__init__()
         self.messages = messages
         self.close_after = close_after
         self.connections = 0
@@ -41,11 +46,6 @@ class FakeBybitWS:
         self.delay_s = delay_s
         self.received: list[dict] = []
         self.replays = 0
-        self.url = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
 
     # ----------------------------------------------------------------- protocol
     async def _replay(self, ws, topic: str, skip: int | None, close_after: int | None = None) -> None:
@@ -72,19 +72,9 @@ class FakeBybitWS:
                 self.received.append(msg)
                 op = msg.get("op")
                 if op == "ping":
-                    await ws.send(json.dumps({"success": True, "ret_msg": "pong", "conn_id": "fake", "op": "ping"}))
+                    await ws.send(bybit_reply("ping", ret_msg="pong"))
                 elif op == "subscribe":
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "success": True,
-                                "ret_msg": "",
-                                "conn_id": "fake",
-                                "req_id": msg.get("req_id", ""),
-                                "op": "subscribe",
-                            }
-                        )
-                    )
+                    await ws.send(bybit_reply("subscribe", req_id=msg.get("req_id", "")))
                     for topic in msg["args"]:
                         if topic.startswith("publicTrade."):
                             tasks[topic] = asyncio.create_task(self._replay(ws, topic, None))
@@ -97,51 +87,9 @@ class FakeBybitWS:
                         t = tasks.pop(topic, None)
                         if t is not None:
                             t.cancel()
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "success": True,
-                                "ret_msg": "",
-                                "conn_id": "fake",
-                                "req_id": msg.get("req_id", ""),
-                                "op": "unsubscribe",
-                            }
-                        )
-                    )
+                    await ws.send(bybit_reply("unsubscribe", req_id=msg.get("req_id", "")))
         except websockets.ConnectionClosed:
             pass
         finally:
             for t in tasks.values():
                 t.cancel()
-
-    # ----------------------------------------------------------------- lifecycle
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            self.url = f"ws://127.0.0.1:{port}/v5/public/linear"
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> str:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete, args=(self._main(),), name="fake-bybit-ws", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake Bybit websocket server did not start")
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> "FakeBybitWS":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

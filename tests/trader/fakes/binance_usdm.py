@@ -20,26 +20,26 @@ closePosition) live on the algo-order API (``/fapi/v1/algoOrder``, ``openAlgoOrd
 Binance since late 2025; at most one closePosition stop per direction (-4130).
 
 Faults (``fail(path, kind, times, method=None)``): ``"429"`` (+ ``Retry-After: retry_after_s``), ``"500"``,
-``"503"``, ``"delay"`` (processed - an order IS accepted - but answered after ``delay_s``).
-Every request is recorded in ``fake.requests``.
+``"503"``, ``"delay"`` (processed - an order IS accepted - but answered after ``delay_s``), ``"ok"``
+(a normal answer). Every request is recorded in ``fake.requests``; the HTTP plumbing is
+:mod:`tests.trader.fakes.http_venue`.
 
 Test-only code: never talks to anything but loopback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from itertools import count
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from tests.trader.fakes.http_venue import FakeHTTPVenue, Req, signature_ok
+from tests.trader.fakes.http_venue import now_ms as _now_ms
+
+__all__ = ["API_KEY", "API_SECRET", "BinanceState", "FakeBinanceUSDM", "Req", "VenueError"]
 
 API_KEY = "fake-binance-key-0001"
 API_SECRET = "fake-binance-secret-" + "w3R8" * 4
@@ -51,15 +51,6 @@ class VenueError(Exception):
     def __init__(self, code: int, msg: str, status: int = 400) -> None:
         super().__init__(msg)
         self.code, self.msg, self.status = code, msg, status
-
-
-@dataclass
-class Req:
-    method: str
-    path: str
-    params: dict[str, str]
-    t: float = field(default_factory=time.monotonic)
-    answered: str = "200"
 
 
 def _symbol(symbol: str, tick: str, step: str, min_qty: str, max_qty: str, min_notional: str) -> dict:
@@ -133,82 +124,25 @@ class BinanceState:
     taker_fee: Decimal = Decimal("0.0005")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class FakeBinanceUSDM(FakeHTTPVenue):
+    NAME = "fake-binance"
+    METHODS = ("GET", "POST", "DELETE")
 
-
-class FakeBinanceUSDM:
     def __init__(
         self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5, retry_after_s: int = 0
     ) -> None:
-        self.keys = {api_key: api_secret}
-        self.delay_s = delay_s
+        super().__init__(api_key=api_key, api_secret=api_secret, delay_s=delay_s)
         self.retry_after_s = retry_after_s
         self.state = BinanceState()
-        self.requests: list[Req] = []
-        self._faults: dict[str, deque[str]] = {}
-        self._lock = threading.Lock()
         self._ids = count(8_000_000_001)
-        self._server: ThreadingHTTPServer | None = None
-        self.url = ""
-
-    # ------------------------------------------------------------------ control
-    def start(self) -> FakeBinanceUSDM:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._serve(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._serve(self, "POST")
-
-            def do_DELETE(self) -> None:
-                fake._serve(self, "DELETE")
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-binance", daemon=True
-        ).start()
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBinanceUSDM:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def fail(self, path: str, kind: str, times: int = 1, method: str | None = None) -> None:
-        """The next ``times`` requests to ``path`` (only ``method`` ones if given) get ``kind``
-        (``"ok"`` queues a normal answer, to let one request through before a fault)."""
-        key = f"{method} {path}" if method else path
-        self._faults.setdefault(key, deque()).extend([kind] * times)
-
-    def hits(self, path: str, method: str | None = None) -> list[Req]:
-        return [r for r in self.requests if r.path == path and (method is None or r.method == method)]
 
     # ------------------------------------------------------------------ HTTP
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(h.path)
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode()
+        body = self._body(h)
         params = dict(parse_qsl(parts.query)) | dict(parse_qsl(body))
-        rec = Req(method, parts.path, {k: v for k, v in params.items() if k != "signature"})
-        with self._lock:
-            self.requests.append(rec)
-            faults = self._faults.get(f"{method} {parts.path}") or self._faults.get(parts.path)
-            fault = faults.popleft() if faults else ""
+        rec = Req(method, parts.path, {k: v for k, v in params.items() if k != "signature"}, answered="200")
+        fault = self._take_fault(rec)
         if fault == "429":
             rec.answered = "429"
             return self._send(
@@ -230,24 +164,8 @@ class FakeBinanceUSDM:
             out, status = {"code": e.code, "msg": e.msg}, e.status
             rec.answered = str(e.code)
         if fault == "delay":
-            rec.answered = "delay"
-            time.sleep(self.delay_s)
+            self._delayed(rec)
         self._send(h, status, out)
-
-    def _send(
-        self, h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                h.send_header(k, v)
-            h.end_headers()
-            h.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): the request was still processed
 
     def _auth(self, h: BaseHTTPRequestHandler, query: str, body: str, params: dict[str, str]) -> None:
         key = h.headers.get("X-MBX-APIKEY", "")
@@ -258,9 +176,7 @@ class FakeBinanceUSDM:
         def strip(s: str) -> str:
             return "&".join(kv for kv in s.split("&") if kv and not kv.startswith("signature="))
 
-        total = strip(query) + strip(body)
-        want = hmac.new(self.keys[key].encode(), total.encode(), hashlib.sha256).hexdigest()
-        if not sig or not hmac.compare_digest(want, sig):
+        if not signature_ok(self.keys[key], strip(query) + strip(body), sig):
             raise VenueError(-1022, "Signature for this request is not valid.")
         try:
             ts, recv = int(params["timestamp"]), int(params.get("recvWindow", 5000))

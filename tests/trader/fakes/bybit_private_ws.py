@@ -5,37 +5,40 @@ order / execution / position changes here.
 Auth like Bybit: ``{"op": "auth", "args": [api_key, expires_ms, signature]}`` with signature =
 HMAC-SHA256(secret, "GET/realtime" + expires) and ``expires`` in the future; a refused auth is
 answered ``success: false`` and the connection gets nothing. ``subscribe`` before auth is
-refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are closed
-at once (the stream is "down"). Pings are answered with Bybit's text pong.
+refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are turned
+away at the opening handshake (HTTP 503: the stream is "down"), so a client never sees one of
+them open, however late it looks. Pings are answered with Bybit's text pong. The server thread
+and Bybit's op answers are shared with the collector's public-stream fake (``tests/fake_ws.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-import threading
+from http import HTTPStatus
 import time
 import uuid
 from typing import Any
 
 import websockets
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from tests.fake_ws import LoopbackWSServer, bybit_reply
+from tests.trader.fakes.http_venue import signature_ok
 
 
-class FakeBybitPrivateWS:
+class FakeBybitPrivateWS(LoopbackWSServer):
+    PATH = "/v5/private"
+    NAME = "fake-bybit-private-ws"
+
     def __init__(self, keys: dict[str, str]) -> None:
+        super().__init__()
         self.keys = keys
         self.refuse = False
         self.auths: list[bool] = []
         self.published: list[dict] = []
-        self.url = ""
         self._conns: dict[ServerConnection, set[str]] = {}  # authed connection -> topics
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
 
     # ----------------------------------------------------------------- protocol
     def _check(self, args: list[Any]) -> bool:
@@ -46,11 +49,15 @@ class FakeBybitPrivateWS:
         secret = self.keys.get(key)
         if secret is None or expires <= int(time.time() * 1000):
             return False
-        want = hmac.new(secret.encode(), f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
-        return hmac.compare_digest(want, sig)
+        return signature_ok(secret, f"GET/realtime{expires}", sig)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if self.refuse:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "fake: stream down\n")
+        return None
 
     async def _handler(self, ws: ServerConnection) -> None:
-        if self.refuse:
+        if self.refuse:  # refused after its handshake was accepted: closed at once
             await ws.close(1011, "fake: stream down")
             return
         authed = False
@@ -59,23 +66,12 @@ class FakeBybitPrivateWS:
                 msg = json.loads(raw)
                 op, req_id = msg.get("op"), msg.get("req_id", "")
                 if op == "ping":
-                    await ws.send(
-                        json.dumps(
-                            {"success": True, "ret_msg": "pong", "conn_id": "fake", "req_id": req_id, "op": "ping"}
-                        )
-                    )
+                    await ws.send(bybit_reply("ping", ret_msg="pong", req_id=req_id))
                 elif op == "auth":
                     authed = self._check(msg.get("args") or [])
                     self.auths.append(authed)
                     await ws.send(
-                        json.dumps(
-                            {
-                                "success": authed,
-                                "ret_msg": "" if authed else "Request not authorized",
-                                "op": "auth",
-                                "conn_id": "fake",
-                            }
-                        )
+                        bybit_reply("auth", success=authed, ret_msg="" if authed else "Request not authorized")
                     )
                     if authed:
                         self._conns[ws] = set()
@@ -84,14 +80,8 @@ class FakeBybitPrivateWS:
                     if ok:
                         self._conns[ws].update(msg.get("args") or [])
                     await ws.send(
-                        json.dumps(
-                            {
-                                "success": ok,
-                                "ret_msg": "" if ok else "Request not authorized",
-                                "op": "subscribe",
-                                "req_id": req_id,
-                                "conn_id": "fake",
-                            }
+                        bybit_reply(
+                            "subscribe", success=ok, ret_msg="" if ok else "Request not authorized", req_id=req_id
                         )
                     )
         except websockets.ConnectionClosed:
@@ -127,28 +117,3 @@ class FakeBybitPrivateWS:
     @property
     def connections(self) -> int:
         return len(self._conns)
-
-    # ----------------------------------------------------------------- lifecycle
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0) as server:
-            port = next(iter(server.sockets)).getsockname()[1]
-            self.url = f"ws://127.0.0.1:{port}/v5/private"
-            self._ready.set()
-            await self._stop.wait()
-
-    def start(self) -> str:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_until_complete, args=(self._main(),), name="fake-bybit-private-ws", daemon=True
-        )
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("fake Bybit private websocket did not start")
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)

@@ -18,41 +18,32 @@ trading-stop that changes nothing 34040; set-leverage to the current value 11004
 Faults (``fail(path, kind, times)``), for the next ``times`` requests to ``path``:
 ``"10006"`` (retCode 10006 + X-Bapi-Limit-Reset-Timestamp), ``"429"`` / ``"403"`` (HTTP status),
 ``"500"``, ``"delay"`` (process the request normally - a create IS accepted - but answer only
-after ``delay_s``, past the client's timeout). Every request is recorded in ``fake.requests``.
+after ``delay_s``, past the client's timeout). Every request is recorded in ``fake.requests``;
+the HTTP plumbing is :mod:`tests.trader.fakes.http_venue`.
 
 Test-only code: never talks to anything but loopback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
-import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.trader.fakes.bybit_private_ws import FakeBybitPrivateWS
+from tests.trader.fakes.http_venue import FakeHTTPVenue, Req, signature_ok
+from tests.trader.fakes.http_venue import now_ms as _now_ms
+
+__all__ = ["API_KEY", "API_SECRET", "BybitState", "FakeBybit", "Req"]
 
 API_KEY = "fake-bybit-key-0001"
 API_SECRET = "fake-bybit-secret-" + "x7Q2" * 4
 
 PUBLIC = {"/v5/market/instruments-info", "/v5/market/time"}
-
-
-@dataclass
-class Req:
-    method: str
-    path: str
-    params: dict[str, Any]
-    t: float = field(default_factory=time.monotonic)
-    answered: str = "0"  # retCode or fault
 
 
 def _instrument(
@@ -98,48 +89,20 @@ class BybitState:
     taker_fee: Decimal = Decimal("0.00055")
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+class FakeBybit(FakeHTTPVenue):
+    NAME = "fake-bybit"
 
-
-class FakeBybit:
     def __init__(
         self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, delay_s: float = 1.5, ws: bool = False
     ) -> None:
-        self.keys = {api_key: api_secret}
+        super().__init__(api_key=api_key, api_secret=api_secret, delay_s=delay_s)
         self.ws = FakeBybitPrivateWS(self.keys) if ws else None
         self.ws_url = ""
-        self.delay_s = delay_s
         self.state = BybitState()
-        self.requests: list[Req] = []
-        self._faults: dict[str, deque[str]] = {}
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.url = ""
 
     # ------------------------------------------------------------------ control
     def start(self) -> FakeBybit:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._serve(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._serve(self, "POST")
-
-            def log_message(self, *a: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-bybit", daemon=True
-        )
-        self._thread.start()
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}"
+        super().start()
         if self.ws is not None:
             self.ws_url = self.ws.start()
         return self
@@ -147,34 +110,16 @@ class FakeBybit:
     def stop(self) -> None:
         if self.ws is not None:
             self.ws.stop()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeBybit:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def fail(self, path: str, kind: str, times: int = 1) -> None:
-        self._faults.setdefault(path, deque()).extend([kind] * times)
-
-    def hits(self, path: str) -> list[Req]:
-        return [r for r in self.requests if r.path == path]
+        super().stop()
 
     # ------------------------------------------------------------------ HTTP
     def _serve(self, h: BaseHTTPRequestHandler, method: str) -> None:
         parts = urlsplit(h.path)
         raw_query = parts.query
-        body = h.rfile.read(int(h.headers.get("Content-Length") or 0)).decode() if method == "POST" else ""
+        body = self._body(h) if method == "POST" else ""
         params: dict[str, Any] = dict(parse_qsl(raw_query)) if method == "GET" else (json.loads(body) if body else {})
-        rec = Req(method, parts.path, params)
-        with self._lock:
-            self.requests.append(rec)
-            faults = self._faults.get(parts.path)
-            fault = faults.popleft() if faults else ""
+        rec = Req(method, parts.path, params, answered="0")
+        fault = self._take_fault(rec)
         headers: dict[str, str] = {}
         if fault in ("429", "403", "500"):
             rec.answered = fault
@@ -192,24 +137,8 @@ class FakeBybit:
             out = self._route(method, parts.path, params)
         rec.answered = str(out["retCode"])
         if fault == "delay":
-            rec.answered = "delay"
-            time.sleep(self.delay_s)
+            self._delayed(rec)
         self._send(h, 200, out, headers)
-
-    def _send(
-        self, h: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            h.send_response(status)
-            h.send_header("Content-Type", "application/json")
-            h.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                h.send_header(k, v)
-            h.end_headers()
-            h.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): the request was still processed
 
     def _auth(self, h: BaseHTTPRequestHandler, payload: str) -> dict | None:
         key = h.headers.get("X-BAPI-API-KEY", "")
@@ -225,8 +154,7 @@ class FakeBybit:
         now = _now_ms()
         if not (now - recv_i <= ts_i < now + 1000):
             return self._err(10002, "invalid request, please check your server timestamp or recv_window param")
-        want = hmac.new(self.keys[key].encode(), (ts + key + recv + payload).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(want, sign):
+        if not signature_ok(self.keys[key], ts + key + recv + payload, sign):
             return self._err(10004, "error sign! please check your signature generation algorithm")
         return None
 
