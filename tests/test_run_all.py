@@ -10,7 +10,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+
+import pytest
 
 from depthpilot.paths import REPO_ROOT
 
@@ -21,6 +24,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.timeout(420)
 def test_run_all_in_one_process_produces_signals(data_dir):
     port = _free_port()
     env = {
@@ -38,6 +42,9 @@ def test_run_all_in_one_process_produces_signals(data_dir):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
         import httpx
 
@@ -52,12 +59,21 @@ def test_run_all_in_one_process_produces_signals(data_dir):
         assert health and health["status"] == "ok", health
         status = httpx.get(f"http://127.0.0.1:{port}/services/predictor/status", timeout=5).json()
         assert status["ok"] and status["result"]["model_id"].startswith("book-default")
-        time.sleep(25)
+        # at least 25 s of the demo, then until the paper trader shows a closed trade: on a
+        # loaded machine the services take longer to get through the same stretch of recording
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 180:
+            closed = [int(x) for x in re.findall(r"^trader \(paper\) \|.*\| trades: (\d+) \|", "".join(lines), re.M)]
+            if time.monotonic() - t0 >= 25 and closed and closed[-1] >= 1:
+                break
+            time.sleep(1)
         proc.send_signal(signal.SIGINT)  # Ctrl-C: clean exit
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
+    out = "".join(lines)
     assert proc.returncode == 0, out
     last = [ln for ln in out.splitlines() if ln.startswith("pipeline |")][-1]
     counts = dict(re.findall(r"(\w+): (\d+)", last))

@@ -17,7 +17,7 @@ from features.pipeline import SymbolPipeline
 from features.seam import CandleSeam
 from features.spec import FeatureSpec
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)
 MIN = 60 * 10**9
 
 
@@ -146,11 +146,18 @@ def test_service_backfill_gives_a_candle_vector_within_seconds_and_a_clean_seam(
         svc.start()
         try:
             first = None
-            while time.monotonic() - t0 < 15 and first is None:
+            # "within seconds": the first vector comes from the back-fill alone, before any live
+            # trade exists (none is published yet), instead of after a day of live candles. It
+            # takes ~2 s here when the machine is idle (most of it importing ccxt); the bound is
+            # wide because a CI machine under load is slow, and still well under one live minute.
+            while time.monotonic() - t0 < 50 and first is None:
                 with lock:
                     first = next((time.monotonic() - t0 for v in got if isinstance(v, m.FeatureVector)), None)
                 time.sleep(0.02)
-            assert first is not None and first < 10, f"no candle vector within 10 s of start: {svc.backfill} {len(got)}"
+            assert first is not None and first < 45, f"no candle vector within 45 s of start: {svc.backfill} {len(got)}"
+            with lock:
+                early = [v for v in got if isinstance(v, m.FeatureVector)]
+            assert early[0].ts <= (live_b - 1) * MIN + MIN - 1  # a history candle, not a live one
             # 150 asked; the exchange's history ends 20 minutes ago (where the live trades start): 130
             assert svc.backfill == {"binance BTCUSDT": 130}
             # live trades: minutes live_b and live_b + 1 close when a trade of live_b + 2 arrives
