@@ -108,6 +108,9 @@ class BybitPrivateStream:
                 api_secret=self._secret,
                 retries=2,
                 restart_on_error=False,
+                # pybit's default auth expiry is 1 s after signing: a busy host or a slow link
+                # gets a correct key refused; 10 s still bounds a replayed auth message
+                private_auth_expire=10,
                 callback_function=conn.on_message,
             )
         except Exception as e:  # noqa: BLE001 - pybit raises websocket / plain exceptions on connect: stay on REST
