@@ -48,9 +48,12 @@ def test_evaluate_command_writes_forecast_drift_and_trading_report(tmp_path_fact
     out = _evaluate_report(tmp_path_factory)
     m = json.loads((out / "metrics.json").read_text())
     fc = m["forecast"]
-    assert fc["rows"] > 8000
+    # scored on the model's 100 ms clock (the recording's 480 s: <= 4,800 ticks), not on its 9,017 books
+    assert fc["clock"] == "sampled 0.1 s"
+    assert 4000 < fc["rows"] <= 4800 < m["recording"]["books"]
     for who in ("model", "persistence"):
         assert {"log_loss", "direction_auc", "move_auc", "score_return_spearman"} <= set(fc[who])
+    assert set(fc["stored_baselines"]) == {"majority", "persistence", "random"}
     assert m["drift"]["missing"]  # the bundled manifest has no training quantiles: said so
     assert m["drift"]["features"]
     html = (out / "report.html").read_text()
