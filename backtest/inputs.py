@@ -21,8 +21,15 @@ from typing import Any
 import numpy as np
 
 from backtest.candle_fills import CandleFills, candle_books
-from backtest.data import BacktestInputError, Books, infer_instrument, load_recording
-from backtest.model_rows import ModelRows, book_rows, candle_rows, feature_kind
+from backtest.data import (
+    BacktestInputError,
+    Books,
+    infer_instrument,
+    is_raw_binance,
+    load_recording,
+    load_recording_trades,
+)
+from backtest.model_rows import ModelRows, book_rows, candle_rows, candle_spec, feature_kind
 from backtest.signals import SignalStream, model_depth
 from trader.domain import Instrument
 
@@ -95,7 +102,13 @@ def prepare(
     start: int | None = None,
     end: int | None = None,
 ) -> Prepared:
+    if trader is None:
+        from trader.config import TraderConfig
+
+        trader = TraderConfig()
     kind = feature_kind(pred)
+    if kind == "candle" and is_raw_binance(path):
+        return _prepare_trade_candles(pred, path, trader, history, start, end)
     if kind == "candle":
         return _prepare_klines(pred, path, trader, latency_ns, fills, history, start, end)
     if history:
@@ -126,10 +139,6 @@ def _prepare_klines(
     start: int | None,
     end: int | None,
 ) -> Prepared:
-    if trader is None:
-        from trader.config import TraderConfig
-
-        trader = TraderConfig()
     main = load_candles([path])
     if main["ts"].size == 0:
         raise BacktestInputError(f"{path}: no candle")
@@ -168,7 +177,74 @@ def _prepare_klines(
     return Prepared(books, stream, rows, inw, inst, "klines", notes, overrides)
 
 
-def stale_limits(trader: Any, need_s: float) -> dict[str, float]:
+def with_history(candles: dict[str, np.ndarray], hist: dict[str, np.ndarray] | None, notes: list[str]):
+    """History candles first; where they cover an interval they win (as the features service's
+    seam does: a live candle of an interval already seen is dropped)."""
+    if hist is None or hist["ts"].size == 0:
+        return candles
+    keep = candles["ts"] > hist["ts"][-1]
+    notes.append(f"warm-up: {hist['ts'].size} history candles; {int((~keep).sum())} recorded candle(s) they cover")
+    return {k: np.concatenate([hist[k], candles[k][keep]]) for k in ("ts", "open", "high", "low", "close", "volume")}
+
+
+def _prepare_trade_candles(
+    pred: Any, path: Path, trader: Any, history: Sequence[Path], start: int | None, end: int | None
+) -> Prepared:
+    books, trades = load_recording_trades(path, depth=model_depth(pred))
+    hist = load_candles(history) if history else None
+    try:
+        return from_trades(pred, books, trades, hist, trader, start, end)
+    except ValueError as exc:
+        raise BacktestInputError(f"{path}: {exc}") from None
+
+
+def from_trades(
+    pred: Any,
+    books: Books,
+    trades: dict[str, np.ndarray],
+    hist: dict[str, np.ndarray] | None,
+    trader: Any,
+    start: int | None = None,
+    end: int | None = None,
+) -> Prepared:
+    """A candle model on a book recording with trades: candles built from the recorded trades by
+    the features service's candle code (``ohlcv_from_trades``, the batch twin of its
+    ``CandleBuilder``; the last, still open candle is dropped as the service never closes it),
+    the model at each close (its signal reaches the engine after the last book at or before the
+    close), fills on the recorded books."""
+    from features.candles import ohlcv_from_trades
+
+    spec = candle_spec(pred)
+    c = ohlcv_from_trades(trades["ts"], trades["price"], trades["size"], spec.interval_ns)
+    c = {k: v[:-1] for k, v in c.items() if k != "n"}
+    notes = [
+        f"candles built from the recording's {trades['ts'].size} trades ({c['ts'].size} closed), fills on its books"
+    ]
+    allc = with_history(c, hist, notes)
+    if allc["ts"].size == 0:
+        raise ValueError("no closed candle in the recording and no --history")
+    try:
+        rows = candle_rows(pred, allc)
+    except ValueError as exc:
+        raise ValueError(f"with --history: {exc}") from None
+    win_books = restrict_books(books, start, end)
+    inw = _window(rows.ts, start, end) & (rows.ts >= books.ts[0]) & (rows.ts <= books.ts[-1])
+    s = rows.stream
+    stream = SignalStream(s.name, s.classes, s.probs[inw], s.ttl_ns, s.model_id, ts=rows.ts[inw])
+    if not np.isfinite(stream.probs).all(axis=1).any():
+        notes.append(
+            f"no signal: the model needs {pred.seq_len} candles after its indicators' warm-up; the recording "
+            f"gives {c['ts'].size} closed candle(s): pass --history kline files that end where it starts"
+        )
+    overrides = stale_limits(trader, 2.0 * spec.interval_s, ("max_signal_age_s",))
+    for k, v in overrides.items():
+        notes.append(f"{k} raised to {v:g} s: the signals come once per candle")
+    return Prepared(win_books, stream, rows, inw, infer_instrument(books), "books+trades", notes, overrides)
+
+
+def stale_limits(
+    trader: Any, need_s: float, keys: Sequence[str] = ("max_book_age_s", "max_signal_age_s")
+) -> dict[str, float]:
     """The trader's staleness limits (book age, signal age) raised to ``need_s`` where lower: on a
     candle clock a book and a signal are naturally a whole candle old between two closes."""
-    return {k: need_s for k in ("max_book_age_s", "max_signal_age_s") if float(getattr(trader, k)) < need_s}
+    return {k: need_s for k in keys if float(getattr(trader, k)) < need_s}
