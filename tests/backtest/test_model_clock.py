@@ -91,3 +91,23 @@ def test_optimize_fits_and_judges_the_sampled_stream(pred, usdm_books):
     both = np.isfinite(res.eval_stream.probs).all(axis=1) & np.isfinite(whole.probs[sel]).all(axis=1)
     assert both.mean() > 0.95
     np.testing.assert_allclose(res.eval_stream.probs[both], whole.probs[sel][both], atol=1e-5)
+
+
+def test_a_window_trades_inside_it_with_the_past_as_warm_up(pred):
+    from backtest.candle_fills import CandleFills
+    from backtest.inputs import prepare
+    from tests.backtest.conftest import USDM
+    from tests.trader.helpers import need_data
+
+    rec = need_data(USDM) / "derived_book_snapshot_25.csv.gz"
+    whole = prepare(pred, rec, latency_ns=50_000_000, fills=CandleFills())
+    t0 = int(whole.books.ts[0]) + 120 * 10**9
+    t1 = t0 + 120 * 10**9
+    win = prepare(pred, rec, latency_ns=50_000_000, fills=CandleFills(), start=t0, end=t1)
+    assert win.books.ts[0] >= t0 and win.books.ts[-1] < t1 and len(win.books) < len(whole.books)
+    assert win.stream.ts is not None and whole.stream.ts is not None
+    sel = (whole.stream.ts >= t0) & (whole.stream.ts < t1)
+    np.testing.assert_array_equal(win.stream.ts, whole.stream.ts[sel])
+    np.testing.assert_array_equal(win.stream.probs, whole.stream.probs[sel])  # warm at the window's start
+    assert np.isfinite(win.stream.probs[0]).all()
+    assert win.in_window.sum() == sel.sum() and len(win.rows.ts) == len(whole.rows.ts)
