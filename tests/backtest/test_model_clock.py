@@ -111,3 +111,30 @@ def test_a_window_trades_inside_it_with_the_past_as_warm_up(pred):
     np.testing.assert_array_equal(win.stream.probs, whole.stream.probs[sel])  # warm at the window's start
     assert np.isfinite(win.stream.probs[0]).all()
     assert win.in_window.sum() == sel.sum() and len(win.rows.ts) == len(whole.rows.ts)
+
+
+def test_the_last_decision_leaves_room_for_a_tick_after_its_book():
+    """A sampled tick reaches the engine after its book with a later time: the flatten must be
+    decided where that later time + latency still sees a book."""
+    from types import SimpleNamespace
+
+    from backtest.data import books_from_arrays
+    from backtest.run import decision_row, flatten_row
+
+    ts = np.array([0, 100, 151, 200, 251], dtype=np.int64) * 1_000_000
+    bids = np.array([[[99.0, 1.0]]] * 5)
+    asks = np.array([[[101.0, 1.0]]] * 5)
+    books = books_from_arrays("x", "Y", ts, bids, asks)
+    assert flatten_row(books, 50_000_000) == 3  # 200 ms + 50 ms <= 251 ms
+    sigs = [[], [], [], [SimpleNamespace(ts=205_000_000)], []]  # the 200 ms tick handed over after the 200 ms book
+    assert decision_row(books, sigs, 50_000_000) == 2  # 205 + 50 > 251: the last decision is a row earlier
+    assert decision_row(books, [[]] * 5, 50_000_000) == 3
+
+
+def test_a_position_open_at_the_end_is_flattened_on_the_sampled_clock(pred, usdm_books):
+    """On USD-M the default strategy holds one long to the end; its flatten must fill (it did
+    not when decided at the last tick's time: no book came 50 ms after it)."""
+    s = book_rows(pred, usdm_books).stream
+    r = run_signals(usdm_books, s, infer_instrument(usdm_books), RunConfig())
+    assert r.open_qty == 0
+    assert r.trades and r.trades[-1].exit_reason == "flatten"
