@@ -174,6 +174,41 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         raise BacktestInputError(f"{p}: {exc}") from None
 
 
+def is_raw_binance(path: str | Path) -> bool:
+    """A raw Binance L2 recording (a directory of, or one, ``*.gz`` stream file)."""
+    p = Path(path)
+    return p.is_dir() or (p.name.endswith(".gz") and not p.name.endswith((".csv.gz", ".data.gz")))
+
+
+def load_recording_trades(path: str | Path, depth: int = 50) -> tuple[Books, dict[str, np.ndarray]]:
+    """Books and trades of one raw Binance recording, through the collector's replay (trades on):
+    ``trades`` has ``ts`` (exchange time, else receive time, ns), ``price`` and ``size``, in
+    stream order, of the books' instrument."""
+    from collector.replay import BinanceRecordingReplay, ReplayError
+
+    from depthpilot.messages import Trade
+
+    p = Path(path)
+    if not p.exists():
+        raise BacktestInputError(f"{p}: no such recording")
+    if p.is_dir() and (p / "raw").is_dir():
+        p = p / "raw"
+    msgs: list[Any] = []
+    try:
+        msgs = list(BinanceRecordingReplay(p, depth=depth, trades=True))
+    except (ReplayError, ValueError, KeyError) as exc:
+        raise BacktestInputError(f"{p}: {exc}") from None
+    books = _stack((x for x in msgs if isinstance(x, BookSnapshot)), depth, str(path))
+    tr = [x for x in msgs if isinstance(x, Trade) and (x.exchange, x.symbol) == (books.exchange, books.symbol)]
+    if not tr:
+        raise BacktestInputError(f"{path}: the recording has no trades of {books.exchange} {books.symbol}")
+    return books, {
+        "ts": np.fromiter(((t.ts_exchange or t.ts_recv) for t in tr), np.int64, len(tr)),
+        "price": np.fromiter((t.price for t in tr), np.float64, len(tr)),
+        "size": np.fromiter((t.size for t in tr), np.float64, len(tr)),
+    }
+
+
 def _step(values: np.ndarray, max_decimals: int = 10) -> Decimal:
     """The decimal grid the values sit on: 10^-k for the smallest k making them all integers."""
     v = values[np.isfinite(values) & (values > 0)]

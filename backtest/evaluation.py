@@ -126,10 +126,23 @@ def drift(X: np.ndarray, names: Sequence[str], manifest: Any, train_X: np.ndarra
 
 
 def evaluate_forecasts(
-    mid: np.ndarray, probs: np.ndarray, label: dict[str, Any], classes: Sequence[str]
+    mid: np.ndarray,
+    probs: np.ndarray,
+    label: dict[str, Any],
+    classes: Sequence[str],
+    *,
+    mask: np.ndarray | None = None,
+    stored: Any | None = None,
+    clock: str = "",
 ) -> dict[str, Any]:
-    """Model vs persistence classification metrics + direction metrics on the same rows."""
-    from predictor.evaluate import classification_metrics
+    """Model vs persistence classification metrics + direction metrics on the same rows.
+
+    Rows are the model's own rows (one per book, per sampled tick or per candle close: see
+    :mod:`backtest.model_rows`), so the label horizon counts the model's steps. ``mask`` keeps
+    only some rows for scoring (labels and persistence still read the rows around them);
+    ``stored`` (:class:`predictor.evaluate.FittedBaselines`, the manifest's baselines fitted on the
+    training labels) adds those baselines on the same rows."""
+    from predictor.evaluate import BASELINES, classification_metrics, predict_baselines
 
     y, fwd = labels_on_rows(mid, label)
     C = len(classes)
@@ -138,11 +151,14 @@ def evaluate_forecasts(
     pers = np.full((mid.shape[0], C), np.nan)
     pers[ok_rows] = pers_seq
     use = (y >= 0) & np.isfinite(probs).all(axis=1) & np.isfinite(pers).all(axis=1)
+    if mask is not None:
+        use &= mask
     if not use.any():
         return {"rows": 0, "note": "no row has a label, a model output and a persistence forecast"}
     yy = y[use]
     res = {
         "rows": int(use.sum()),
+        "clock": clock,
         "label": label.get("description", ""),
         "label_share": {c: float(np.mean(yy == i)) for i, c in enumerate(classes)},
         "model": classification_metrics(yy, probs[use], classes),
@@ -152,4 +168,13 @@ def evaluate_forecasts(
     res["persistence"].update(direction_metrics(yy, pers[use], fwd[use], classes))
     for k in ("model", "persistence"):
         res[k].pop("reliability", None)
+    if stored is not None:  # on the sequence of priced rows, as the training labels were
+        idx = np.flatnonzero(use[ok_rows])
+        base = predict_baselines(stored, y[ok_rows], idx)
+        res["stored_baselines"] = {}
+        for name in BASELINES:
+            bp, bpred = base[name]
+            m = classification_metrics(yy, bp, classes, pred=bpred)
+            m.pop("reliability", None)
+            res["stored_baselines"][name] = m
     return res

@@ -4,19 +4,27 @@ The recording is split in time at ``train_frac``. Fitting sees only the training
 signals are computed from the training books alone, every grid point (or optuna trial) runs the
 engine + paper exchange on them, and the best net PnL after fees wins (ties: fewer trades, then
 grid order). The chosen parameters then run once on the evaluation window, whose signals may use
-the last ``seq_len`` training books as warm-up (the past, known at that time) and nothing else.
+the last ``seq_len`` rows of the training window as warm-up (the past, known at that time) and
+nothing else.
+
+Signals are the ones ``depthpilot backtest`` trades (:func:`backtest.model_rows.book_rows`): on
+the model's sampled clock when its manifest has one (one row per tick, the predictor service's own
+step), else one row per book.
 """
 
 from __future__ import annotations
 
 import itertools
+
+import numpy as np
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from backtest.data import Books
 from backtest.run import RunConfig, run_signals
-from backtest.signals import SignalStream, model_probs
+from backtest.model_rows import book_rows
+from backtest.signals import SignalStream, model_probs, model_spec
 from backtest.suite import metrics_of
 from trader.domain import Instrument
 
@@ -114,7 +122,7 @@ def optimize(
     grid = grid or DEFAULT_GRID
     k = split(books, train_frac)
     train = books.slice(0, k)
-    train_stream = model_probs(pred, train)  # the training books only
+    train_stream = book_rows(pred, train).stream  # the training books only, on the model's clock
     best, table = fit(
         train, train_stream, inst, cfg, grid, optuna_trials=optuna_trials, seed=seed, on_progress=on_progress
     )
@@ -136,8 +144,21 @@ def optimize(
 
 
 def eval_window(books: Books, pred: Any, k: int) -> tuple[Books, SignalStream]:
-    """The books after the split and their signals (warm-up from the last ``seq_len`` training books)."""
-    ctx = max(0, k - pred.seq_len)
-    s = model_probs(pred, books.slice(ctx, len(books)))
-    s.probs = s.probs[k - ctx :]
+    """The books after the split and their signals, warm-up from the last ``seq_len`` rows of the
+    training window: books, or ticks of the model's sampled clock (the books of the last
+    ``seq_len + 1`` tick intervals before the split)."""
+    spec = model_spec(pred)
+    if not spec.sample_interval_s:
+        ctx = max(0, k - pred.seq_len)
+        s = model_probs(pred, books.slice(ctx, len(books)))
+        s.probs = s.probs[k - ctx :]
+        return books.slice(k, len(books)), s
+    if k >= len(books):
+        raise ValueError("the evaluation window is empty")
+    t0 = int(books.ts[k])
+    ctx = int(np.searchsorted(books.ts, t0 - (pred.seq_len + 1) * spec.sample_interval_ns, side="left"))
+    s = book_rows(pred, books.slice(min(ctx, k), len(books))).stream
+    assert s.ts is not None
+    keep = s.ts >= t0  # ticks before the split describe training books: delivered there, not here
+    s.probs, s.ts = s.probs[keep], s.ts[keep]
     return books.slice(k, len(books)), s

@@ -125,16 +125,22 @@ def forecast_sections(ev: dict[str, Any], dr: dict[str, Any]) -> list[tuple[str,
     if not ev.get("rows"):
         fc = f"<p>{ev.get('note', 'no rows')}</p>"
     else:
-        head = "<tr><th>metric</th><th>model</th><th>persistence</th></tr>"
+        stored = ev.get("stored_baselines") or {}
+        cols = [("model", ev["model"]), ("persistence", ev["persistence"])] + [
+            (f"stored {k}", v) for k, v in stored.items()
+        ]
+        head = "<tr><th>metric</th>" + "".join(f"<th>{n}</th>" for n, _ in cols) + "</tr>"
         body = "".join(
-            f"<tr><td>{k}</td><td>{R.fmt(ev['model'].get(k))}</td><td>{R.fmt(ev['persistence'].get(k))}</td></tr>"
-            for k in keys
+            f"<tr><td>{k}</td>" + "".join(f"<td>{R.fmt(m.get(k))}</td>" for _, m in cols) + "</tr>" for k in keys
         )
         fc = (
-            f"<p>label: <code>{ev['label']}</code>; rows {ev['rows']}; label shares "
+            f"<p>rows: the model's own ({ev.get('clock') or 'one per book'}); "
+            f"label: <code>{ev['label']}</code>; rows {ev['rows']}; label shares "
             + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ev["label_share"].items())
             + ". Direction = AUC of P(up) - P(down) on the up/down rows and its rank correlation with the "
-            "forward return; move = AUC of 1 - P(flat) for a move beyond the threshold.</p>"
+            "forward return; move = AUC of 1 - P(flat) for a move beyond the threshold. Persistence counts "
+            "P(next | last) online from pairs already known; the stored baselines are the manifest's, fitted on "
+            "the training labels.</p>"
             f'<table id="forecast">{head}{body}</table>'
         )
     top = list(dr.get("features", {}).items())[:15]

@@ -156,7 +156,7 @@ def run_signals(
     views = books.views()
     T = len(views)
     sim.control("start", sym)
-    last = flatten_row(books, cfg.latency_ns)
+    last = decision_row(books, sigs, cfg.latency_ns)
     done = False
     funding: list[tuple[int, float]] = []
     next_fund = (int(books.ts[0]) // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS if T else 0
@@ -213,6 +213,22 @@ def flatten_row(books: Books, latency_ns: int) -> int:
         return 0
     j = int(np.searchsorted(books.ts, int(books.ts[-1]) - latency_ns, side="right")) - 1
     return max(0, j)
+
+
+def decision_row(books: Books, sigs: Sequence[Sequence[Any]], latency_ns: int) -> int:
+    """:func:`flatten_row` for a run with signals: the engine's clock at a row is the latest of the
+    book times and the signal times handed to it so far (a sampled tick reaches the engine after
+    its book, with a later time), so the last decision whose fill still sees a book may come a row
+    earlier."""
+    T = len(books)
+    if not T:
+        return 0
+    t = books.ts.astype(np.int64).copy()
+    for i, ss in enumerate(sigs):
+        if ss:
+            t[i] = max(int(t[i]), max(int(x.ts) for x in ss))
+    ok = np.flatnonzero(np.maximum.accumulate(t) + latency_ns <= int(books.ts[-1]))
+    return int(ok[-1]) if ok.size else 0
 
 
 def entry_qty(inst: Instrument, cfg: TraderConfig, price: float) -> Decimal:

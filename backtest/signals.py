@@ -169,39 +169,14 @@ def model_probs(pred: Any, books: Books, X: np.ndarray | None = None, batch: int
     return SignalStream("model", list(pred.classes), probs, ttl, pred.model_id)
 
 
-def sampled_rows(pred: Any, books: Books) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(tick_ts, X, reset)``: the model's input rows on its sampled clock, the rows the features
-    service publishes for these books (:func:`features.engine.feature_rows`; invalid books are
-    refused as the streaming engine does)."""
-    from features.engine import feature_rows
-    from features.spec import feature_names
-
-    spec = model_spec(pred)
-    bids, asks = books.bids, books.asks
-    if not books.valid.all():
-        bids = np.where(books.valid[:, None, None], bids, np.nan)
-        asks = np.where(books.valid[:, None, None], asks, np.nan)
-    tick, X, reset = feature_rows(spec, books.ts, (bids, asks))
-    names = feature_names(spec)
-    cols = [names.index(n) for n in pred.feature_names]
-    return tick, X[:, cols], reset
-
-
 def sampled_probs(pred: Any, books: Books) -> SignalStream:
     """Probabilities on the model's sampled clock, row by row through ``Predictor.push`` with the
     features' reset flags: the predictor service's own arithmetic (the incremental LSTM step), so
-    a backtest and the running services see the same numbers, not ones within 1e-5."""
-    tick, X, reset = sampled_rows(pred, books)
-    key = f"{books.exchange}:{books.symbol}:backtest"
-    pred.reset(key)
-    probs = np.full((len(tick), len(pred.classes)), np.nan)
-    for i, t in enumerate(tick.tolist()):
-        p = pred.push(key, t, X[i], reset=bool(reset[i]))
-        if p is not None:
-            probs[i] = p
-    pred.reset(key)
-    ttl = int(float(pred.thresholds.get("signal_ttl_s", 120.0)) * 1e9)
-    return SignalStream("model", list(pred.classes), probs, ttl, pred.model_id, ts=tick)
+    a backtest and the running services see the same numbers, not ones within 1e-5
+    (:func:`backtest.model_rows.book_rows`, which also gives the rows' prices and inputs)."""
+    from backtest.model_rows import book_rows
+
+    return book_rows(pred, books).stream
 
 
 def streaming_probs(pred: Any, books: Books) -> np.ndarray:
@@ -248,18 +223,34 @@ def past_return_class(mid: np.ndarray, horizon: int, threshold: float, classes: 
 
 
 def persistence_stream(
-    books: Books, classes: Sequence[str], horizon: int, threshold: float, ttl_ns: int, confidence: float = 0.9
+    books: Books,
+    classes: Sequence[str],
+    horizon: int,
+    threshold: float,
+    ttl_ns: int,
+    confidence: float = 0.9,
+    *,
+    ts: np.ndarray | None = None,
+    price: np.ndarray | None = None,
 ) -> SignalStream:
-    """The persistence signal: probability ``confidence`` on the class of the last move."""
+    """The persistence signal: probability ``confidence`` on the class of the last move over
+    ``horizon`` rows. Rows are the books (``ts`` None) or the model's own rows (``ts``, ``price``:
+    sampled ticks or candle closes), so the horizon counts the model's steps."""
     C = len(classes)
-    cls = past_return_class(books.mid(), horizon, threshold, list(classes))
-    probs = np.full((len(books), C), np.nan)
+    if ts is not None and (price is None or price.shape != ts.shape):
+        raise ValueError("persistence on the model's rows needs one price per row")
+    mid = books.mid() if ts is None else np.asarray(price, dtype=np.float64)
+    cls = past_return_class(mid, horizon, threshold, list(classes))
+    probs = np.full((mid.shape[0], C), np.nan)
     ok = cls >= 0
     probs[ok] = (1.0 - confidence) / max(1, C - 1)
     probs[np.flatnonzero(ok), cls[ok]] = confidence
-    return SignalStream("persistence", list(classes), probs, ttl_ns, "persistence")
+    return SignalStream("persistence", list(classes), probs, ttl_ns, "persistence", ts=ts)
 
 
 def model_depth(pred: Any) -> int:
-    """Book depth the model's features need."""
+    """Book depth the model's features need (a candle model's books only carry the fills: 50)."""
+    feats = pred.artifact.manifest.features or {}
+    if isinstance(feats, dict) and feats.get("kind") == "candle":
+        return 50
     return int(model_spec(pred).max_depth)

@@ -16,6 +16,7 @@ import numpy as np
 from backtest.baselines import buy_and_hold_plan, holding_rows, random_plan
 from backtest.data import Books, describe
 from backtest.metrics import summarise_draws, trade_metrics
+from backtest.model_rows import tick_prices
 from backtest.run import RunConfig, RunResult, flatten_row, run_scripted, run_signals
 from backtest.signals import SignalStream, persistence_stream
 from trader.domain import Instrument
@@ -64,7 +65,11 @@ def backtest_suite(
     seed: int = 0,
     period_s: float = 10.0,
     on_progress: Callable[[str, int, int], None] | None = None,
+    row_price: np.ndarray | None = None,
 ) -> SuiteResult:
+    """``label_horizon`` counts the rows of ``stream``: books, or the model's own rows (sampled
+    ticks, candle closes) when ``stream.ts`` is set; ``row_price`` prices those rows for the
+    persistence baseline (default: the mid of the last book at or before each row)."""
     T = len(books)
     prog = (lambda name: lambda i: on_progress(name, i, T)) if on_progress else (lambda name: None)
     model = run_signals(books, stream, inst, cfg, on_progress=prog("model"), name="model")
@@ -72,7 +77,11 @@ def backtest_suite(
     last = flatten_row(books, cfg.latency_ns)
     runs["flat"] = run_signals(books, None, inst, cfg, name="flat")
     runs["buy_and_hold"] = run_scripted(books, buy_and_hold_plan(books, last), inst, cfg, "buy_and_hold")
-    pers = persistence_stream(books, stream.classes, label_horizon, label_threshold, stream.ttl_ns)
+    if stream.ts is not None and row_price is None:
+        row_price = tick_prices(books, stream.ts)
+    pers = persistence_stream(
+        books, stream.classes, label_horizon, label_threshold, stream.ttl_ns, ts=stream.ts, price=row_price
+    )
     runs["persistence"] = run_signals(books, pers, inst, cfg, on_progress=prog("persistence"), name="persistence")
     lengths = holding_rows(books, model.trades)
     first = int(np.argmax(books.valid)) if books.valid.any() else 0

@@ -48,9 +48,12 @@ def test_evaluate_command_writes_forecast_drift_and_trading_report(tmp_path_fact
     out = _evaluate_report(tmp_path_factory)
     m = json.loads((out / "metrics.json").read_text())
     fc = m["forecast"]
-    assert fc["rows"] > 8000
+    # scored on the model's 100 ms clock (the recording's 480 s: <= 4,800 ticks), not on its 9,017 books
+    assert fc["clock"] == "sampled 0.1 s"
+    assert 4000 < fc["rows"] <= 4800 < m["recording"]["books"]
     for who in ("model", "persistence"):
         assert {"log_loss", "direction_auc", "move_auc", "score_return_spearman"} <= set(fc[who])
+    assert set(fc["stored_baselines"]) == {"majority", "persistence", "random"}
     assert m["drift"]["missing"]  # the bundled manifest has no training quantiles: said so
     assert m["drift"]["features"]
     html = (out / "report.html").read_text()
@@ -116,3 +119,21 @@ def test_optimize_command_bad_grid_is_one_line(tmp_path):
     assert r.exit_code == 2 and "--grid" in r.output and "confirm_k" in r.output
     r = CliRunner().invoke(app, ["optimize", str(tmp_path), "--grid", '{"nope": [1]}'])
     assert r.exit_code == 2 and "unknown parameter" in r.output
+
+
+def test_the_three_commands_share_one_option_set():
+    import typer.main
+
+    from depthpilot_cli.backtest_options import _SHARED
+
+    cmd = typer.main.get_command(app)
+    opts = {}
+    for name in ("backtest", "evaluate", "optimize"):
+        sub = cmd.commands[name]  # type: ignore[attr-defined]
+        opts[name] = {p.name: (tuple(p.opts), p.default) for p in sub.params}
+        assert set(_SHARED) <= set(opts[name]), name
+    for k in _SHARED:
+        assert opts["backtest"][k] == opts["evaluate"][k] == opts["optimize"][k], k
+    assert opts["backtest"]["model"][0] == ("--model", "-m") and opts["evaluate"]["latency_ms"][1] == 50.0
+    # each command keeps its own options too
+    assert "train_books" in opts["evaluate"] and "grid" in opts["optimize"] and "recordings" in opts["backtest"]

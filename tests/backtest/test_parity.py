@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from backtest.run import flatten_row
+from backtest.run import decision_row
 from tests.backtest.parity_run import SPOT, run_backtest, run_services, slice_recording
 from tests.trader.helpers import need_data
 from trader.replay_order import ReplayOrder
@@ -49,7 +49,10 @@ def test_backtest_and_services_make_the_same_trades(amqp_url, tmp_path: Path):
                 closing.entry_ts,
             )
     else:  # the services' further trades were opened after the backtest's last decision
-        last_decision = int(books.ts[flatten_row(books, 50_000_000)])
+        from backtest.signals import load_model, sampled_probs
+
+        sigs = sampled_probs(load_model(), books).events(books)
+        last_decision = int(books.ts[decision_row(books, sigs, 50_000_000)])
         assert all(t.entry_ts > last_decision for t in later)
 
 
