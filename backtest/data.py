@@ -135,6 +135,23 @@ def _tabular(path: Path, source: str) -> Books:
     return books_from_arrays(exchange, symbol, ts[order], bids[order], asks[order], source)
 
 
+def _raw_binance(p: Path, depth: int, source: str) -> Books:
+    """Raw Binance diffs: the batch rebuild (same rows as the replay, proven by
+    tests/collector/test_book_batch.py), else the collector's replay itself."""
+    from collector.binance_batch import rebuild_recording
+    from collector.replay import BinanceRecordingReplay
+
+    bb = rebuild_recording(p, depth)
+    if bb is None:
+        return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, source)
+    if len(bb.ts) == 0:
+        raise BacktestInputError(f"{source}: no book snapshots")
+    # event time must not go backwards: keep the receive order, clamp (as _stack)
+    out = books_from_arrays(bb.exchange, bb.symbol, np.maximum.accumulate(bb.ts), bb.bids, bb.asks, source)
+    out.valid &= bb.ok
+    return out
+
+
 def load_recording(path: str | Path, depth: int = 250) -> Books:
     """Books of one recording, rebuilt by the collector's builders (see the module doc)."""
     from collector.clip_replay import (
@@ -143,7 +160,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         is_bybit_archive,
         is_clip,
     )
-    from collector.replay import BinanceRecordingReplay, ReplayError
+    from collector.replay import ReplayError
 
     p = Path(path)
     src = str(p)
@@ -155,7 +172,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
                 p = p / "raw"
             if not any(p.glob("*.gz")):
                 raise BacktestInputError(f"{p}: no raw Binance *.gz files in this directory")
-            return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, src)
+            return _raw_binance(p, depth, src)
         if is_clip(p):
             return _stack(clip_replay(p, depth=depth), depth, src)
         if is_bybit_archive(p):
@@ -163,7 +180,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         if p.name.endswith((".csv", ".csv.gz", ".parquet")):
             return _tabular(p, src)
         if p.name.endswith(".gz"):
-            return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, src)
+            return _raw_binance(p, depth, src)
     except (ReplayError, ValueError, KeyError) as exc:
         if isinstance(exc, BacktestInputError):
             raise

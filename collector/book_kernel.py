@@ -1,0 +1,509 @@
+"""Compiled kernels (numba) for the batch book rebuild of a raw Binance recording: pure array
+logic, no I/O. :mod:`collector.binance_batch` reads the files and calls these.
+
+* :func:`parse_levels` turns the JSON text of the level lists (``[["64123.10","0.004"], ...]``,
+  quoted or bare numbers) into float64 price/size arrays. A decimal with at most 15 significant
+  digits and a power-of-ten exponent within 10^±22 is ``m / 10^k`` (or ``m * 10^k``) with both
+  operands exact, so one IEEE operation gives the correctly rounded double: the value Python's
+  ``float()`` and msgspec give. Anything else (more digits, a far exponent) is flagged for
+  ``float()`` in Python; anything that is not a number list is an error (the caller falls back
+  to the collector's replay, which names the bad line).
+* :func:`rebuild` replays the sync rule of :class:`collector.exchanges.binance_sync.BinanceDiffBook`
+  (snapshot + first-diff straddle, ``U``/``u``/``pu`` continuity, gap -> invalid until a newer
+  snapshot, buffered diffs bridging to it, stale snapshots ignored, crossed book invalid) and the
+  emit rule of :class:`collector.replay_binance.BinanceRecordingReplay` (a row per applied diff
+  while valid, a row on each validity change), writing the top ``depth`` levels of each emitted
+  row straight into (rows, depth, 2) arrays. Sides are sorted arrays (bids ascending, asks stored
+  as negated prices ascending: the best level is the last element of both, so the frequent
+  near-top updates move few elements). ``tests/collector/test_book_batch.py`` proves the rows
+  equal the replay's bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+APPLIED, STALE, BUFFERED, GAP = 0, 1, 2, 3
+KIND_DIFF, KIND_SNAPSHOT = 0, 1
+MAX_BUFFER = 10_000  # BinanceDiffBook's default max_buffer (deque maxlen)
+
+_POW10 = np.array([10.0**k for k in range(23)])  # exact doubles 1e0 .. 1e22
+_MAX_EXACT = 2**53
+
+
+@njit(cache=True, nogil=True)
+def parse_levels(buf, starts, ends, out_px, out_qty, counts, slow, spans):  # pragma: no cover - compiled
+    """Parse piece ``i`` = ``buf[starts[i]:ends[i]]`` (a JSON list of [price, size] pairs).
+
+    Writes the pairs to ``out_px``/``out_qty`` (pieces in order) and ``counts[i]`` levels per
+    piece; a number that needs Python's ``float()`` gets ``slow[2 * level + (0 price, 1 size)] = 1``
+    and its text span in ``spans`` at the same slot. Returns (levels, -1), or (-1, piece) for a
+    piece that is not a list of number pairs.
+    """
+    pw = _POW10
+    n = 0  # levels written
+    for i in range(starts.shape[0]):
+        k = starts[i]
+        end = ends[i]
+        tokens = 0
+        opens = 0
+        while k < end:
+            c = buf[k]
+            if c == 91:
+                opens += 1
+                k += 1
+                continue
+            if c == 93 or c == 44 or c == 34 or c == 32 or c == 10 or c == 13 or c == 9:
+                k += 1
+                continue
+            if not ((48 <= c <= 57) or c == 45 or c == 43 or c == 46):
+                return -1, i
+            t0 = k
+            neg = False
+            if c == 45 or c == 43:
+                neg = c == 45
+                k += 1
+            m = 0
+            digits = 0
+            frac = 0
+            seen_dot = False
+            any_digit = False
+            exp = 0
+            bad = False
+            while k < end:
+                c = buf[k]
+                if 48 <= c <= 57:
+                    any_digit = True
+                    if seen_dot:
+                        frac += 1
+                    if m != 0 or c != 48:
+                        if digits < 15:
+                            m = m * 10 + (c - 48)
+                            digits += 1
+                        else:
+                            bad = True  # more significant digits than exact: float() decides
+                    k += 1
+                elif c == 46 and not seen_dot:
+                    seen_dot = True
+                    k += 1
+                elif c == 101 or c == 69:  # exponent
+                    k += 1
+                    eneg = False
+                    if k < end and (buf[k] == 45 or buf[k] == 43):
+                        eneg = buf[k] == 45
+                        k += 1
+                    ed = 0
+                    while k < end and 48 <= buf[k] <= 57:
+                        if exp < 10000:
+                            exp = exp * 10 + (buf[k] - 48)
+                        ed += 1
+                        k += 1
+                    if ed == 0:
+                        return -1, i
+                    if eneg:
+                        exp = -exp
+                    break
+                else:
+                    break
+            if not any_digit:
+                return -1, i
+            if k < end:  # a number ends at a separator
+                c = buf[k]
+                if not (c == 93 or c == 44 or c == 34 or c == 32 or c == 10 or c == 13 or c == 9):
+                    return -1, i
+            e10 = exp - frac
+            v = 0.0
+            if bad:
+                pass
+            elif m == 0:
+                v = 0.0
+            elif -22 <= e10 <= 22:
+                v = m / pw[-e10] if e10 < 0 else m * pw[e10]
+            else:
+                bad = True
+            if neg:
+                v = -v
+            j = n + (tokens >> 1)
+            if j >= out_px.shape[0]:
+                return -1, i
+            if tokens & 1:
+                out_qty[j] = v
+            else:
+                out_px[j] = v
+            if bad:
+                slot = 2 * j + (tokens & 1)
+                slow[slot] = 1
+                spans[slot, 0] = t0
+                spans[slot, 1] = k
+            tokens += 1
+        if tokens & 1 or (tokens >> 1) != max(opens - 1, 0):
+            return -1, i
+        counts[i] = tokens >> 1
+        n += tokens >> 1
+    return n, -1
+
+
+# ----------------------------------------------------------------------------- price slots
+
+
+@njit(cache=True, nogil=True)
+def price_slots(px, n):  # pragma: no cover - compiled
+    """Slot of each of the ``n`` prices in the sorted distinct prices (a hash of the doubles'
+    bits, ``-0.0`` as ``0.0``: the equality a dict keyed by float uses). Returns (slot of each
+    price, the distinct prices ascending)."""
+    size = 16
+    lg = 4
+    while size < 2 * n:
+        size <<= 1
+        lg += 1
+    shift = np.uint64(64 - lg)
+    mask = size - 1
+    tkey = np.empty(size, dtype=np.int64)
+    tid = np.full(size, -1, dtype=np.int64)
+    ids = np.empty(n, dtype=np.int64)
+    vals = np.empty(n, dtype=np.float64)
+    bits = px[:n].view(np.int64)
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    nd = 0
+    for j in range(n):
+        b = bits[j]
+        if px[j] == 0.0:
+            b = 0
+        h = np.int64((np.uint64(b) * mult) >> shift)
+        while True:
+            t = tid[h]
+            if t < 0:
+                tid[h] = nd
+                tkey[h] = b
+                vals[nd] = 0.0 if b == 0 else px[j]
+                ids[j] = nd
+                nd += 1
+                break
+            if tkey[h] == b:
+                ids[j] = t
+                break
+            h = (h + 1) & mask
+    order = np.argsort(vals[:nd])
+    rank = np.empty(nd, dtype=np.int64)
+    for r in range(nd):
+        rank[order[r]] = r
+    for j in range(n):
+        ids[j] = rank[ids[j]]
+    return ids, vals[:nd][order]
+
+
+# ----------------------------------------------------------------------------- rebuild
+# A side is a dense array of sizes over the price slots (0 = no level; slots are the recording's
+# distinct prices, ascending) plus its level count and best slot.
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bid_set(Q, n, best, slot, q):  # pragma: no cover - compiled
+    """Set (q > 0) or remove (q <= 0) one bid; returns (count, best slot or -1)."""
+    if q > 0.0:
+        if Q[slot] == 0.0:
+            n += 1
+        Q[slot] = q
+        if slot > best:
+            best = slot
+    elif Q[slot] != 0.0:
+        Q[slot] = 0.0
+        n -= 1
+        if slot == best:
+            best = -1
+            if n > 0:
+                k = slot - 1
+                while Q[k] == 0.0:
+                    k -= 1
+                best = k
+    return n, best
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _ask_set(Q, n, best, slot, q):  # pragma: no cover - compiled
+    """As :func:`_bid_set` for asks (best = lowest slot, ``len(Q)`` when empty)."""
+    if q > 0.0:
+        if Q[slot] == 0.0:
+            n += 1
+        Q[slot] = q
+        if slot < best:
+            best = slot
+    elif Q[slot] != 0.0:
+        Q[slot] = 0.0
+        n -= 1
+        if slot == best:
+            best = Q.shape[0]
+            if n > 0:
+                k = slot + 1
+                while Q[k] == 0.0:
+                    k += 1
+                best = k
+    return n, best
+
+
+@njit(cache=True, nogil=True)
+def rebuild(
+    kind, U, u, pu, has_pu, ts_ex, ts_recv, b_off, b_cnt, a_off, a_cnt, qty, key, P, depth, futures, out_b, out_a
+):  # pragma: no cover - compiled
+    """Replay the events (diffs and snapshots, in order) through the sync and emit rules.
+
+    Event ``e``: ``kind`` (KIND_DIFF / KIND_SNAPSHOT), ``U``/``u``/``pu`` (snapshot: ``u`` =
+    lastUpdateId), ``has_pu`` (the diff carries ``pu``), ``ts_ex`` (the book's exchange time
+    after it, ns: diff ``E``, snapshot ``T or E``), ``ts_recv``, its bid levels
+    ``qty/key[b_off:b_off+b_cnt]`` and ask levels likewise (``key``: the price's slot in the
+    ascending distinct prices ``P``, :func:`price_slots`). ``futures``: -1 = from the first diff, 0 spot rule, 1 futures rule.
+
+    Fills ``out_b``/``out_a`` rows (NaN beyond the book and on invalid rows) and returns
+    (rows, row ts (ns: book exchange time, else receive time), row valid, widest row (levels,
+    capped at ``depth``)).
+    """
+    nev = kind.shape[0]
+    slots = P.shape[0]
+    BQ = np.zeros(slots)
+    AQ = np.zeros(slots)
+    nb = 0
+    na = 0
+    bb = -1
+    ba = slots
+    state = 0  # 0 await snapshot, 1 await first diff, 2 synced
+    last_u = 0
+    snap_id = 0
+    ever = False
+    crossed = False
+    fut = futures
+    book_ts = 0
+    bcap = max(nev, MAX_BUFFER) + MAX_BUFFER + 1
+    buf = np.empty(bcap, dtype=np.int64)
+    b0 = 0
+    b1 = 0
+    pending = np.empty(MAX_BUFFER, dtype=np.int64)
+    row_ts = np.empty(out_b.shape[0], dtype=np.int64)
+    row_ok = np.zeros(out_b.shape[0], dtype=np.bool_)
+    rows = 0
+    width = 0
+    last_valid = -1
+    nan = np.nan
+    for e in range(nev):
+        # ---- one event through BinanceDiffBook (on_diff / on_snapshot)
+        if kind[e] == KIND_DIFF:
+            todo = 1
+        else:
+            L = u[e]
+            if (ever and L <= last_u) or (state == 1 and L <= snap_id):
+                continue  # STALE snapshot: never rewinds the book
+            if nb:
+                BQ[:] = 0.0
+            if na:
+                AQ[:] = 0.0
+            nb = 0
+            na = 0
+            bb = -1
+            ba = slots
+            o = b_off[e]
+            for j in range(o, o + b_cnt[e]):
+                if qty[j] > 0.0:  # a snapshot ignores size-0 levels
+                    nb, bb = _bid_set(BQ, nb, bb, key[j], qty[j])
+            o = a_off[e]
+            for j in range(o, o + a_cnt[e]):
+                if qty[j] > 0.0:
+                    na, ba = _ask_set(AQ, na, ba, key[j], qty[j])
+            book_ts = ts_ex[e]
+            snap_id = L
+            last_u = L
+            state = 1
+            crossed = nb > 0 and na > 0 and P[bb] >= P[ba]
+            todo = b1 - b0
+            pending[:todo] = buf[b0:b1]
+            b0 = b1
+        res = APPLIED
+        for t in range(todo):
+            d = e if kind[e] == KIND_DIFF else pending[t]
+            ud = u[d]
+            if state == 2:
+                if (has_pu[d] and pu[d] == last_u) if fut == 1 else (U[d] == last_u + 1):
+                    res = APPLIED
+                elif ud <= last_u:
+                    res = STALE
+                else:
+                    res = GAP
+            else:
+                if fut == -1:
+                    fut = 1 if has_pu[d] else 0
+                if state == 1:
+                    if (ud < snap_id) if fut == 1 else (ud <= snap_id):
+                        res = STALE
+                    elif U[d] <= (snap_id if fut == 1 else snap_id + 1):
+                        res = APPLIED
+                    else:
+                        res = GAP
+                else:
+                    res = BUFFERED  # kept (at most MAX_BUFFER, oldest dropped) to bridge to a snapshot
+                    if b1 == bcap:
+                        m = b1 - b0
+                        buf[:m] = buf[b0:b1].copy()
+                        b0 = 0
+                        b1 = m
+                    buf[b1] = d
+                    b1 += 1
+                    if b1 - b0 > MAX_BUFFER:
+                        b0 += 1
+            if res == APPLIED:
+                o = b_off[d]
+                for j in range(o, o + b_cnt[d]):
+                    nb, bb = _bid_set(BQ, nb, bb, key[j], qty[j])
+                o = a_off[d]
+                for j in range(o, o + a_cnt[d]):
+                    na, ba = _ask_set(AQ, na, ba, key[j], qty[j])
+                book_ts = ts_ex[d]
+                last_u = ud
+                state = 2
+                ever = True
+                crossed = nb > 0 and na > 0 and P[bb] >= P[ba]
+            elif res == GAP:  # invalid until a newer snapshot; the diff may bridge to it
+                state = 0
+                if b1 == bcap:
+                    b1 = 0
+                b0 = b1
+                buf[b1] = d
+                b1 += 1
+        if kind[e] == KIND_SNAPSHOT:
+            res = APPLIED if state == 2 else (BUFFERED if state == 1 else GAP)
+        elif res == STALE or res == BUFFERED:
+            continue  # book unchanged
+        # ---- the replay's emit rule: every change while valid, and each validity change
+        valid = 1 if (state == 2 and not crossed) else 0
+        if valid == last_valid and valid == 0:
+            continue
+        last_valid = valid
+        r = rows
+        rows += 1
+        row_ts[r] = book_ts if book_ts != 0 else ts_recv[e]
+        kb = min(nb, depth)
+        ka = min(na, depth)
+        width = max(width, kb, ka)
+        ob = out_b[r]
+        oa = out_a[r]
+        if valid:
+            row_ok[r] = True
+            k = bb
+            for j in range(kb):
+                while BQ[k] == 0.0:
+                    k -= 1
+                ob[j, 0] = P[k]
+                ob[j, 1] = BQ[k]
+                k -= 1
+            k = ba
+            for j in range(ka):
+                while AQ[k] == 0.0:
+                    k += 1
+                oa[j, 0] = P[k]
+                oa[j, 1] = AQ[k]
+                k += 1
+        else:
+            kb = 0
+            ka = 0
+        for j in range(kb, depth):
+            ob[j, 0] = nan
+            ob[j, 1] = nan
+        for j in range(ka, depth):
+            oa[j, 0] = nan
+            oa[j, 1] = nan
+    return rows, row_ts[:rows], row_ok[:rows], width
+
+
+# ----------------------------------------------------------------------------- line scan
+LINE_DIFF, LINE_SNAPSHOT, LINE_OTHER, LINE_BLANK, LINE_BAD = 0, 1, 2, 3, -1
+_STREAM_OPEN = np.frombuffer(b'{"stream":"', dtype=np.uint8)
+_SNAP_OPEN = np.frombuffer(b'{"lastUpdateId"', dtype=np.uint8)
+_DEPTH = np.frombuffer(b"depth", dtype=np.uint8)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _at(buf, k, end, lit):  # pragma: no cover - compiled
+    if k + lit.shape[0] > end:
+        return False
+    for i in range(lit.shape[0]):
+        if buf[k + i] != lit[i]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def scan_lines(buf):  # pragma: no cover - compiled
+    """Classify the lines of a recording file (``<ts> <json>`` per line).
+
+    Returns per line: kind (LINE_DIFF: a combined-stream ``<sym>@depth[@...]`` message,
+    LINE_SNAPSHOT: a REST snapshot, LINE_OTHER: another stream, LINE_BLANK, LINE_BAD: not
+    ``<digits> {...}``), the local timestamp as written, the JSON's start and end, and the
+    stream name's span (diffs). Only LINE_DIFF/LINE_SNAPSHOT are decoded by the caller."""
+    n = buf.shape[0]
+    cap = 16
+    for k in range(n):
+        if buf[k] == 10:
+            cap += 1
+    kind = np.empty(cap, dtype=np.int8)
+    ts = np.zeros(cap, dtype=np.int64)
+    j0 = np.zeros(cap, dtype=np.int64)
+    j1 = np.zeros(cap, dtype=np.int64)
+    s0 = np.zeros(cap, dtype=np.int64)
+    s1 = np.zeros(cap, dtype=np.int64)
+    nl = 0
+    k = 0
+    so = _STREAM_OPEN
+    sn = _SNAP_OPEN
+    dp = _DEPTH
+    while k < n:
+        e = k
+        while e < n and buf[e] != 10:
+            e += 1
+        # [k, e) is one line
+        a = k
+        b = e
+        while b > a and (buf[b - 1] == 13 or buf[b - 1] == 32 or buf[b - 1] == 9):
+            b -= 1
+        while a < b and (buf[a] == 32 or buf[a] == 9 or buf[a] == 13):
+            a += 1
+        i = nl
+        nl += 1
+        kind[i] = LINE_BAD
+        if a == b:
+            kind[i] = LINE_BLANK
+            k = e + 1
+            continue
+        t = 0
+        d = 0
+        p = k
+        while p < b and 48 <= buf[p] <= 57:
+            if d < 19:
+                t = t * 10 + (buf[p] - 48)
+            d += 1
+            p += 1
+        if d == 0 or d > 19 or t < 0 or p >= b or buf[p] != 32 or buf[p + 1] != 123 or buf[b - 1] != 125:
+            k = e + 1
+            continue
+        p += 1
+        ts[i] = t
+        j0[i] = p
+        j1[i] = b
+        if _at(buf, p, b, so):
+            q = p + so.shape[0]
+            r = q
+            while r < b and buf[r] != 34 and buf[r] != 64:
+                r += 1
+            if (
+                r < b
+                and buf[r] == 64
+                and _at(buf, r + 1, b, dp)
+                and r + 6 < b
+                and (buf[r + 6] == 34 or buf[r + 6] == 64)
+            ):
+                kind[i] = LINE_DIFF
+                s0[i] = q
+                s1[i] = r
+            else:
+                kind[i] = LINE_OTHER
+        elif _at(buf, p, b, sn):
+            kind[i] = LINE_SNAPSHOT
+        k = e + 1
+    return kind[:nl], ts[:nl], j0[:nl], j1[:nl], s0[:nl], s1[:nl]
