@@ -15,6 +15,7 @@ that shape, not decoded (the replay ignores them with ``trades=False``).
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -31,7 +32,7 @@ from collector.exchanges.binance_parse import (
     normalise_local_ts,
     parse_line,
 )
-from collector.exchanges.binance_recording import _READ_ERRORS, open_recording, plan_streams
+from collector.exchanges.binance_recording import _GZIP_MAGIC, _READ_ERRORS, open_recording, plan_streams
 
 __all__ = ["BatchBooks", "rebuild_recording"]
 
@@ -76,12 +77,31 @@ class BatchBooks:
     ok: np.ndarray  # (T,) the builder's validity
 
 
+def _gunzip(data: bytes) -> bytes:
+    """All members of a gzip file, CRC and length checked by zlib while inflating (one pass)."""
+    out = []
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        out.append(d.decompress(data))
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker")
+        data = d.unused_data
+        if not data.strip(b"\x00"):  # trailing zero padding is allowed (as gzip)
+            return b"".join(out) if len(out) > 1 else out[0]
+
+
 def _read(path: Path) -> bytes | None:
+    """The whole decompressed file (gzip by its magic bytes, as :func:`open_recording`), or None
+    when the replay must judge it (not a recording, truncated or corrupt gzip)."""
     try:
-        with open_recording(path) as fh:
-            return fh.read()
+        data = path.read_bytes()
+        if data[:2] == _GZIP_MAGIC:
+            return _gunzip(data)
+        with open_recording(path):  # refuses binary content with one line (the replay says it)
+            pass
+        return data
     except (BinanceFormatError, EOFError, *_READ_ERRORS):
-        return None  # the replay reads what it can (truncated gzip) or names the error
+        return None
 
 
 def _events(files: list[Path]) -> tuple[list[int], list[int], list[bytes], set[bytes]] | None:
@@ -97,7 +117,8 @@ def _events(files: list[Path]) -> tuple[list[int], list[int], list[bytes], set[b
         data = _read(f)
         if data is None:
             return None
-        kind, ts, j0, j1, s0, s1 = scan_lines(np.frombuffer(data, dtype=np.uint8))
+        buf = np.frombuffer(data, dtype=np.uint8)
+        kind, ts, j0, j1, s0, s1 = scan_lines(buf, np.flatnonzero(buf == 10))
         if (kind == LINE_BAD).any():
             return None
         keep = np.flatnonzero((kind == LINE_DIFF) | (kind == LINE_SNAPSHOT))

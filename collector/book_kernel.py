@@ -430,18 +430,16 @@ def _at(buf, k, end, lit):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def scan_lines(buf):  # pragma: no cover - compiled
+def scan_lines(buf, newlines):  # pragma: no cover - compiled
     """Classify the lines of a recording file (``<ts> <json>`` per line).
 
     Returns per line: kind (LINE_DIFF: a combined-stream ``<sym>@depth[@...]`` message,
     LINE_SNAPSHOT: a REST snapshot, LINE_OTHER: another stream, LINE_BLANK, LINE_BAD: not
     ``<digits> {...}``), the local timestamp as written, the JSON's start and end, and the
-    stream name's span (diffs). Only LINE_DIFF/LINE_SNAPSHOT are decoded by the caller."""
+    stream name's span (diffs). ``newlines``: the positions of the b"\\n" bytes, ascending.
+    Only LINE_DIFF/LINE_SNAPSHOT are decoded by the caller."""
     n = buf.shape[0]
-    cap = 16
-    for k in range(n):
-        if buf[k] == 10:
-            cap += 1
+    cap = newlines.shape[0] + 1
     kind = np.empty(cap, dtype=np.int8)
     ts = np.zeros(cap, dtype=np.int64)
     j0 = np.zeros(cap, dtype=np.int64)
@@ -453,10 +451,10 @@ def scan_lines(buf):  # pragma: no cover - compiled
     so = _STREAM_OPEN
     sn = _SNAP_OPEN
     dp = _DEPTH
-    while k < n:
-        e = k
-        while e < n and buf[e] != 10:
-            e += 1
+    for li in range(cap):
+        if k >= n:
+            break
+        e = newlines[li] if li < newlines.shape[0] else n
         # [k, e) is one line
         a = k
         b = e
