@@ -151,20 +151,18 @@ def parse_levels(buf, starts, ends, out_px, out_qty, counts, slow, spans):  # pr
 def price_slots(px, n):  # pragma: no cover - compiled
     """Slot of each of the ``n`` prices in the sorted distinct prices (a hash of the doubles'
     bits, ``-0.0`` as ``0.0``: the equality a dict keyed by float uses). Returns (slot of each
-    price, the distinct prices ascending)."""
-    size = 16
-    lg = 4
-    while size < 2 * n:
-        size <<= 1
-        lg += 1
-    shift = np.uint64(64 - lg)
+    price, the distinct prices ascending). The table grows with the distinct prices (kept at
+    most half full), so it stays small enough for the cache."""
+    lg = 12
+    size = 1 << lg
     mask = size - 1
     tkey = np.empty(size, dtype=np.int64)
-    tid = np.full(size, -1, dtype=np.int64)
+    tid = np.full(size, -1, dtype=np.int32)
     ids = np.empty(n, dtype=np.int64)
-    vals = np.empty(n, dtype=np.float64)
+    vals = np.empty(max(n, 1), dtype=np.float64)
     bits = px[:n].view(np.int64)
     mult = np.uint64(0x9E3779B97F4A7C15)
+    shift = np.uint64(64 - lg)
     nd = 0
     for j in range(n):
         b = bits[j]
@@ -179,6 +177,20 @@ def price_slots(px, n):  # pragma: no cover - compiled
                 vals[nd] = 0.0 if b == 0 else px[j]
                 ids[j] = nd
                 nd += 1
+                if 2 * nd > size:  # grow: re-insert every distinct price
+                    lg += 1
+                    size = 1 << lg
+                    mask = size - 1
+                    shift = np.uint64(64 - lg)
+                    tkey = np.empty(size, dtype=np.int64)
+                    tid = np.full(size, -1, dtype=np.int32)
+                    for q in range(nd):
+                        bq = vals[q : q + 1].view(np.int64)[0]  # (0.0 stored as +0.0: bits 0)
+                        hq = np.int64((np.uint64(bq) * mult) >> shift)
+                        while tid[hq] >= 0:
+                            hq = (hq + 1) & mask
+                        tid[hq] = q
+                        tkey[hq] = bq
                 break
             if tkey[h] == b:
                 ids[j] = t

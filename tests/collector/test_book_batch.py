@@ -228,3 +228,16 @@ def test_parse_levels_matches_python_float() -> None:
     for garbage in (b'[["1.0","2.0","3.0"]]', b'[["1.0x","2"]]', b'[["1.0"]]', b'[["--1","2"]]'):
         e = np.array([len(garbage)])
         assert parse_levels(np.frombuffer(garbage, np.uint8), np.array([0]), e, px, qty, counts, slow, spans)[1] == 0
+
+
+def test_price_slots_rank_distinct_prices_as_float_equality() -> None:
+    from collector.book_kernel import price_slots
+
+    rng = np.random.default_rng(2)
+    px = np.round(rng.uniform(1, 100_000, 60_000), 2)  # many distinct prices: the table grows
+    px = np.concatenate([px, px[:5000], [0.0, -0.0, 0.0]])
+    slots, prices = price_slots(px, len(px))
+    uniq = np.unique(px)  # -0.0 == 0.0: one value
+    assert np.array_equal(prices, uniq)
+    assert np.array_equal(prices[slots], px)
+    assert slots[-1] == slots[-2] == slots[-3] == 0 and prices[0] == 0.0
