@@ -1,10 +1,10 @@
 """Batch rebuild of a raw Binance recording's books as arrays (file reading + the compiled
-kernels of :mod:`collector.book_kernel`): the same rows :class:`collector.replay_binance.BinanceRecordingReplay`
+kernels of :mod:`collector.text_kernels` and :mod:`collector.book_kernel`): the same rows :class:`collector.replay_binance.BinanceRecordingReplay`
 emits with ``trades=False`` and no throttle, stacked like :func:`backtest.data._stack`, at a
 fraction of the cost.
 
 Each file of the stream is read whole; only its depth-diff and REST-snapshot lines are decoded
-(msgspec, the level lists kept as raw JSON text and parsed by :func:`~collector.book_kernel.parse_levels`);
+(msgspec, the level lists kept as raw JSON text and parsed by :func:`~collector.text_kernels.parse_levels`);
 the events then go through :func:`~collector.book_kernel.rebuild` in one call. Anything this
 path does not cover returns ``None`` and the caller uses the collector's replay, which gives
 the same books or names the bad line: several streams in the input, a truncated gzip, a line
@@ -107,7 +107,7 @@ def _read(path: Path) -> bytes | None:
 def _events(files: list[Path]) -> tuple[list[int], list[int], list[bytes], set[bytes]] | None:
     """(kinds, receive times as written, JSON payloads, stream names) of the depth-diff and
     snapshot lines of all files, in order, or None when a line needs the replay's judgement."""
-    from collector.book_kernel import LINE_BAD, LINE_DIFF, LINE_SNAPSHOT, scan_lines
+    from collector.text_kernels import LINE_BAD, LINE_DIFF, LINE_SNAPSHOT, scan_lines
 
     kinds: list[int] = []
     times: list[int] = []
@@ -134,7 +134,8 @@ def rebuild_recording(paths: str | Path | Iterable[str | Path], depth: int) -> B
     """The replay's books of a single-stream raw Binance recording as arrays, or None when the
     recording needs the replay itself (see the module doc)."""
     from collector.book_kernel import KIND_SNAPSHOT as K_SNAP
-    from collector.book_kernel import parse_levels, price_slots, rebuild
+    from collector.book_kernel import price_slots, rebuild
+    from collector.text_kernels import parse_levels
 
     streams = plan_streams(paths)
     if len(streams) != 1:

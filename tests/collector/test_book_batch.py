@@ -15,7 +15,7 @@ import pytest
 
 from backtest.data import Books, _stack, load_recording
 from collector.binance_batch import rebuild_recording
-from collector.book_kernel import parse_levels
+from collector.text_kernels import parse_levels
 from collector.replay import BinanceRecordingReplay
 from depthpilot.paths import data_dir
 
