@@ -8,8 +8,9 @@ logic, no I/O. :mod:`collector.binance_batch` reads the files and calls these.
   snapshot, buffered diffs bridging to it, stale snapshots ignored, crossed book invalid) and the
   emit rule of :class:`collector.replay_binance.BinanceRecordingReplay` (a row per applied diff
   while valid, a row on each validity change), writing the top ``depth`` levels of each emitted
-  row straight into (rows, depth, 2) arrays. A level update is one array write; the best level
-  moves by a short scan when it is removed; a row is read from the best slot outwards.
+  row straight into (rows, depth, 2) arrays. A level update is one array write plus, for a new
+  level, a short scan to its better neighbour; a row is read by walking the side's linked
+  levels from the best one.
   ``tests/collector/test_book_batch.py`` proves the rows equal the replay's bit for bit.
 """
 
@@ -86,50 +87,89 @@ def price_slots(px, n):  # pragma: no cover - compiled
 
 # ----------------------------------------------------------------------------- rebuild
 # A side is a dense array of sizes over the price slots (0 = no level; slots are the recording's
-# distinct prices, ascending) plus its level count and best slot.
+# distinct prices, ascending), a doubly linked list of its present slots from the best level
+# outwards (``nx``: the next worse level, ``pv``: the next better one, -1 at the ends), its level
+# count and its best slot. A row is read by walking the list from the best level.
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _bid_set(Q, n, best, slot, q):  # pragma: no cover - compiled
+def _bid_set(Q, nx, pv, n, best, slot, q):  # pragma: no cover - compiled
     """Set (q > 0) or remove (q <= 0) one bid; returns (count, best slot or -1)."""
     if q > 0.0:
-        if Q[slot] == 0.0:
+        if Q[slot] == 0.0:  # a new level: link it under its better neighbour
             n += 1
+            if best < 0:
+                nx[slot] = -1
+                pv[slot] = -1
+                best = slot
+            elif slot > best:
+                nx[slot] = best
+                pv[slot] = -1
+                pv[best] = slot
+                best = slot
+            else:
+                k = slot + 1
+                while Q[k] == 0.0:  # ends at ``best`` at the latest
+                    k += 1
+                w = nx[k]
+                nx[k] = slot
+                pv[slot] = k
+                nx[slot] = w
+                if w >= 0:
+                    pv[w] = slot
         Q[slot] = q
-        if slot > best:
-            best = slot
     elif Q[slot] != 0.0:
         Q[slot] = 0.0
         n -= 1
-        if slot == best:
-            best = -1
-            if n > 0:
-                k = slot - 1
-                while Q[k] == 0.0:
-                    k -= 1
-                best = k
+        b = pv[slot]
+        w = nx[slot]
+        if b >= 0:
+            nx[b] = w
+        else:
+            best = w
+        if w >= 0:
+            pv[w] = b
     return n, best
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _ask_set(Q, n, best, slot, q):  # pragma: no cover - compiled
-    """As :func:`_bid_set` for asks (best = lowest slot, ``len(Q)`` when empty)."""
+def _ask_set(Q, nx, pv, n, best, slot, q):  # pragma: no cover - compiled
+    """As :func:`_bid_set` for asks (better = lower slot; best = ``len(Q)`` when empty)."""
+    empty = Q.shape[0]
     if q > 0.0:
         if Q[slot] == 0.0:
             n += 1
+            if best == empty:
+                nx[slot] = -1
+                pv[slot] = -1
+                best = slot
+            elif slot < best:
+                nx[slot] = best
+                pv[slot] = -1
+                pv[best] = slot
+                best = slot
+            else:
+                k = slot - 1
+                while Q[k] == 0.0:
+                    k -= 1
+                w = nx[k]
+                nx[k] = slot
+                pv[slot] = k
+                nx[slot] = w
+                if w >= 0:
+                    pv[w] = slot
         Q[slot] = q
-        if slot < best:
-            best = slot
     elif Q[slot] != 0.0:
         Q[slot] = 0.0
         n -= 1
-        if slot == best:
-            best = Q.shape[0]
-            if n > 0:
-                k = slot + 1
-                while Q[k] == 0.0:
-                    k += 1
-                best = k
+        b = pv[slot]
+        w = nx[slot]
+        if b >= 0:
+            nx[b] = w
+        else:
+            best = w if w >= 0 else empty
+        if w >= 0:
+            pv[w] = b
     return n, best
 
 
@@ -153,6 +193,10 @@ def rebuild(
     slots = P.shape[0]
     BQ = np.zeros(slots)
     AQ = np.zeros(slots)
+    bnx = np.empty(slots, dtype=np.int64)
+    bpv = np.empty(slots, dtype=np.int64)
+    anx = np.empty(slots, dtype=np.int64)
+    apv = np.empty(slots, dtype=np.int64)
     nb = 0
     na = 0
     bb = -1
@@ -194,11 +238,11 @@ def rebuild(
             o = b_off[e]
             for j in range(o, o + b_cnt[e]):
                 if qty[j] > 0.0:  # a snapshot ignores size-0 levels
-                    nb, bb = _bid_set(BQ, nb, bb, key[j], qty[j])
+                    nb, bb = _bid_set(BQ, bnx, bpv, nb, bb, key[j], qty[j])
             o = a_off[e]
             for j in range(o, o + a_cnt[e]):
                 if qty[j] > 0.0:
-                    na, ba = _ask_set(AQ, na, ba, key[j], qty[j])
+                    na, ba = _ask_set(AQ, anx, apv, na, ba, key[j], qty[j])
             book_ts = ts_ex[e]
             snap_id = L
             last_u = L
@@ -242,10 +286,10 @@ def rebuild(
             if res == APPLIED:
                 o = b_off[d]
                 for j in range(o, o + b_cnt[d]):
-                    nb, bb = _bid_set(BQ, nb, bb, key[j], qty[j])
+                    nb, bb = _bid_set(BQ, bnx, bpv, nb, bb, key[j], qty[j])
                 o = a_off[d]
                 for j in range(o, o + a_cnt[d]):
-                    na, ba = _ask_set(AQ, na, ba, key[j], qty[j])
+                    na, ba = _ask_set(AQ, anx, apv, na, ba, key[j], qty[j])
                 book_ts = ts_ex[d]
                 last_u = ud
                 state = 2
@@ -279,18 +323,14 @@ def rebuild(
             row_ok[r] = True
             k = bb
             for j in range(kb):
-                while BQ[k] == 0.0:
-                    k -= 1
                 ob[j, 0] = P[k]
                 ob[j, 1] = BQ[k]
-                k -= 1
+                k = bnx[k]
             k = ba
             for j in range(ka):
-                while AQ[k] == 0.0:
-                    k += 1
                 oa[j, 0] = P[k]
                 oa[j, 1] = AQ[k]
-                k += 1
+                k = anx[k]
         else:
             kb = 0
             ka = 0
