@@ -136,6 +136,23 @@ def _tabular(path: Path, source: str) -> Books:
     return books_from_arrays(exchange, symbol, ts[order], bids[order], asks[order], source)
 
 
+def _raw_binance(p: Path, depth: int, source: str) -> Books:
+    """Raw Binance diffs: the batch rebuild (same rows as the replay, proven by
+    tests/collector/test_book_batch.py), else the collector's replay itself."""
+    from collector.binance_batch import rebuild_recording
+    from collector.replay import BinanceRecordingReplay
+
+    bb = rebuild_recording(p, depth)
+    if bb is None:
+        return _stack(BinanceRecordingReplay(p, depth=depth, trades=False), depth, source)
+    if len(bb.ts) == 0:
+        raise BacktestInputError(f"{source}: no book snapshots")
+    # event time must not go backwards: keep the receive order, clamp (as _stack)
+    out = books_from_arrays(bb.exchange, bb.symbol, np.maximum.accumulate(bb.ts), bb.bids, bb.asks, source)
+    out.valid &= bb.ok
+    return out
+
+
 def load_recording(path: str | Path, depth: int = 250) -> Books:
     """Books of one recording, rebuilt by the collector's builders (see the module doc)."""
     from collector.clip_replay import (
@@ -160,8 +177,10 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
             return _tabular(p, src)
         if p.is_dir() and (p / "raw").is_dir():
             p = p / "raw"  # a dataset directory: its raw recording
-        # raw Binance files, `depthpilot record` output (a directory, its root or one file, any
-        # venue): recognised by content, rotated files as one stream (collector.replay_formats)
+        if _only_raw_binance(p):  # the batch rebuild (same rows as the replay)
+            return _raw_binance(p, depth, src)
+        # `depthpilot record` output of any venue (a directory, its root or one file) and anything
+        # else the replay reads: recognised by content, rotated files as one stream
         return _stack(merge_by_recv(*replay_sources([p], depth, None)), depth, src)  # type: ignore[arg-type]
     except (ReplayError, ValueError, KeyError, FileNotFoundError) as exc:
         if isinstance(exc, BacktestInputError):
@@ -172,6 +191,22 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
                 "a cryptofeed clip, a Bybit .data.zip, or a book-snapshot .csv[.gz]/.parquet)"
             ) from None
         raise BacktestInputError(f"{p}: {exc}") from None
+
+
+def _only_raw_binance(p: Path) -> bool:
+    """Every file under ``p`` is a raw Binance recording by the replay's own format table (the
+    first row claiming it), so the batch rebuild may read it."""
+    from collector.recording_set import recorded_files
+    from collector.replay_formats import REPLAY_FORMATS
+
+    files = recorded_files(p) if p.is_dir() else [p]
+    if not files:
+        return False
+    for f in files:
+        fmt = next((x for x in REPLAY_FORMATS if x.detect(f)), None)
+        if fmt is None or fmt.name != "raw Binance recording":
+            return False
+    return True
 
 
 def is_raw_binance(path: str | Path) -> bool:

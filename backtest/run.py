@@ -24,7 +24,7 @@ import numpy as np
 from backtest.data import Books
 from backtest.signals import SignalStream
 from trader.actions import ClosedTrade
-from trader.backtest import Simulator
+from trader.backtest import BookView, Simulator
 from trader.config import TraderConfig
 from trader.domain import ZERO, Fees, FillReport, Instrument, OrderRequest
 from trader.engine import TradingEngine
@@ -145,34 +145,60 @@ def run_signals(
     *,
     on_progress: Callable[[int], None] | None = None,
     name: str = "",
+    every_book: bool = False,
 ) -> RunResult:
-    """The engine + paper exchange over ``books`` with ``stream``'s signals (None = no signal)."""
+    """The engine + paper exchange over ``books`` with ``stream``'s signals (None = no signal).
+
+    Books that provably change nothing are not handed over (:mod:`backtest.schedule`: flat,
+    nothing pending, no signal, not read by the next timer/funding); ``every_book=True`` hands
+    over every one (the reference the tests compare with)."""
+    from backtest.schedule import funding_rows, static_rows, timer_rows
+
     t0 = time.perf_counter()
     sym = inst.symbol
     eng = TradingEngine(cfg.trader, {sym: inst})
     paper = _paper(inst, cfg)
     sim = Simulator(eng, paper, keep_actions=False)
     sigs = stream.events(books) if stream is not None else [[] for _ in range(len(books))]
-    views = books.views()
-    T = len(views)
+    T = len(books)
     sim.control("start", sym)
     last = decision_row(books, sigs, cfg.latency_ns)
     done = False
     funding: list[tuple[int, float]] = []
     next_fund = (int(books.ts[0]) // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS if T else 0
     step = max(1, T // 100)
-    next_timer = int(books.ts[0]) + TIMER_NS if T else 0
+    ts_l = books.ts.tolist()
+    valid_l = books.valid.tolist()
+    timer = timer_rows(books.ts, TIMER_NS)
+    fund = funding_rows(books.ts, FUNDING_PERIOD_NS) if cfg.funding_rate is not None else np.zeros(T, dtype=bool)
+    has_sig = np.fromiter((bool(s) for s in sigs), dtype=bool, count=T)
+    need = np.ones(T, dtype=bool) if every_book else static_rows(books.ts, books.valid, has_sig, timer, fund, last)
+    timer_l, fund_l, need_l = timer.tolist(), fund.tolist(), need.tolist()
+    st = eng.symbols[sym]
+    e_led, p_led = st.led, paper.ledgers[sym]
+    waiting, resting = paper.waiting, paper.resting
+    ex, bids, asks = books.exchange, books.bids, books.asks
     for i in range(T):
-        v = views[i]
-        if v.ts >= next_timer:  # the service's periodic timer: stale book / no fresh signal halts
-            sim.timer(v.ts)
-            next_timer = v.ts + TIMER_NS
-        if cfg.funding_rate is not None and v.ts >= next_fund:
-            pay = paper.apply_funding(sym, cfg.funding_rate) if v.valid else ZERO
+        t = ts_l[i]
+        if timer_l[i]:  # the service's periodic timer: stale book / no fresh signal halts
+            sim.timer(t)
+        if fund_l[i]:
+            pay = paper.apply_funding(sym, cfg.funding_rate) if valid_l[i] else ZERO  # type: ignore[arg-type]
             if pay:
                 funding.append((next_fund, float(pay)))
             next_fund += FUNDING_PERIOD_NS
-        sim.book(v)
+        if not need_l[i] and not (
+            e_led.qty
+            or p_led.qty
+            or st.pending
+            or waiting.get(sym)
+            or resting.get(sym)
+            or paper.events
+            or (st.trading and not st.started_ts)
+        ):
+            continue  # flat and idle: this book changes nothing the next event reads
+        ok = valid_l[i]
+        sim.book(BookView(ex, sym, t, bids[i], asks[i], ok, "" if ok else "invalid book"))
         if done:
             continue
         for s in sigs[i]:

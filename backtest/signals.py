@@ -66,19 +66,29 @@ class SignalStream:
         has = self.has
         idx = np.flatnonzero(has)
         if idx.size:
-            scores = np.asarray(score_from_probs(self.probs[idx], self.classes), dtype=np.float64)
+            scores = np.asarray(score_from_probs(self.probs[idx], self.classes), dtype=np.float64).tolist()
+            probs = self.probs[idx].tolist()  # one conversion (the same Python floats as per row)
+            times = np.asarray(row_ts)[idx].tolist()
+            ex, sym, mid, cls, ttl, name = (
+                books.exchange,
+                books.symbol,
+                self.model_id or self.name,
+                self.classes,
+                self.ttl_ns,
+                self.name,
+            )
             for j, i in enumerate(idx.tolist()):
-                t = int(row_ts[i])
+                t = int(times[j])
                 out[i] = Signal(
-                    exchange=books.exchange,
-                    symbol=books.symbol,
+                    exchange=ex,
+                    symbol=sym,
                     ts=t,
-                    model_id=self.model_id or self.name,
-                    classes=self.classes,
-                    probs=self.probs[i].tolist(),
-                    score=float(scores[j]),
-                    expires_at=t + self.ttl_ns,
-                    id=f"{self.name}-{i}",
+                    model_id=mid,
+                    classes=cls,
+                    probs=probs[j],
+                    score=scores[j],
+                    expires_at=t + ttl,
+                    id=f"{name}-{i}",
                     trace={},
                 )  # no uuid/clock per row
         return out

@@ -2,15 +2,20 @@
 
 Stages (book snapshots/s each, one process):
 
-* **books**: (a) the raw L2 diffs rebuilt by the collector's builder at the model's depth (250)
-  (:func:`backtest.data.load_recording` on the raw directory), and (b) the top-25 CSV export of
-  the same recording read into arrays (the "already materialised books" case);
+* **books**: (a) the raw L2 diffs rebuilt in batch at the model's depth (250)
+  (:func:`backtest.data.load_recording` on the raw directory: :mod:`collector.binance_batch`,
+  numba kernels), never cached: read, gunzip, decode, rebuild every time (the first load in the
+  process also loads numba's compiled code: printed apart); the same for the spot recording;
+  (b) the collector's replay path on the same files (``BinanceRecordingReplay`` + ``_stack``, one
+  ``BookSnapshot`` per diff), the old way; (c) the top-25 CSV export read into arrays;
 * **features**: the feature engine in batch over every book (``features.engine.batch_features``);
 * **model**: the bundled LSTM, batched over every window (reported separately);
-* **strategy + paper fills**: ``TradingEngine`` + ``PaperExchange`` event by event
-  (:func:`backtest.run.run_signals`: signals, fills with latency and fees, stops).
+* **strategy + paper fills**: ``TradingEngine`` + ``PaperExchange``
+  (:func:`backtest.run.run_signals`: signals, fills with latency and fees, stops), with idle
+  books left out, against handing every book over (``every_book=True``); the model signals every
+  book, so a sparse stream (1 signal in 50 books) shows what leaving idle books out saves.
 
-Baseline in the same run: the naive per-event path a service chain takes for each book (one
+Baseline in the same run: the old per-event path (the replay's books, then for each book one
 ``StreamingFeatures.update``, one ``Predictor.push``, a ``Signal`` message, the engine + paper
 exchange), without a bus. Second baseline, also in the same run: the first ``--services-s``
 seconds of the recording replayed through the running services (collector -> features ->
@@ -46,6 +51,7 @@ from trader.backtest import Simulator
 from trader.engine import TradingEngine
 
 USDM = "binance-usdm-btcusdt-2024-07-18-l2diff"
+SPOT_RAW = "binance-spot-btcusdt-2024-08-08-l2diff"
 
 
 def rate(n: int, s: float) -> str:
@@ -89,6 +95,40 @@ def naive(books, pred, inst, cfg: RunConfig) -> tuple[float, float, float]:
     return tf, tm, tt
 
 
+def books_figures(name: str, depth: int) -> tuple[float, float, int, float]:
+    """(seconds of the first batch load in this process (numba's compiled code loaded from its
+    on-disk cache, or compiled), seconds of a second load (best of 3), rows, seconds of the
+    collector's replay path) for one raw recording; the books are never cached."""
+    import gzip
+
+    from backtest.data import _stack
+    from collector.replay import BinanceRecordingReplay
+
+    root = data_dir() / name
+    pc = time.perf_counter
+    t0 = pc()
+    b = load_recording(root, depth=depth)
+    first = pc() - t0
+    warm = 1e9
+    for _ in range(3):
+        t0 = pc()
+        b = load_recording(root, depth=depth)
+        warm = min(warm, pc() - t0)
+    t0 = pc()
+    _stack(BinanceRecordingReplay(root / "raw", depth=depth, trades=False), depth, str(root))
+    replay = pc() - t0
+    t0 = pc()
+    for f in sorted((root / "raw").glob("*.gz")):
+        gzip.decompress(f.read_bytes())
+    gunzip = pc() - t0
+    print(
+        f"books: raw diffs {name}, depth {depth}: batch {rate(len(b), warm)} ({warm:.3f} s; first load in the "
+        f"process {first:.3f} s incl. numba), of which gunzip alone {gunzip:.3f} s; the replay path "
+        f"{rate(len(b), replay)} ({replay:.3f} s): {replay / warm:.1f}x"
+    )
+    return first, warm, len(b), replay
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--books", type=int, default=0, help="use the first N books (0 = all)")
@@ -103,10 +143,11 @@ def main() -> None:
     pred = load_model()
     cfg = RunConfig()
     pc = time.perf_counter
+    depth = model_depth(pred)
 
-    t0 = pc()
-    raw = load_recording(root, depth=model_depth(pred))
-    t_raw = pc() - t0
+    _, t_raw, n_raw, t_replay = books_figures(USDM, depth)
+    books_figures(SPOT_RAW, depth)
+    raw = load_recording(root, depth=depth)
     t0 = pc()
     csv = load_recording(root / "derived_book_snapshot_25.csv.gz")
     t_csv = pc() - t0
@@ -122,10 +163,11 @@ def main() -> None:
     t0 = pc()
     stream = model_probs(pred, books, X)
     t_model = pc() - t0
-    best_strat = 1e9
+    best_strat = best_every = 1e9
     for _ in range(5):
         r = run_signals(books, stream, inst, cfg)
         best_strat = min(best_strat, r.seconds)
+        best_every = min(best_every, run_signals(books, stream, inst, cfg, every_book=True).seconds)
     # the same loop with signals prepared outside the timing (the engine + paper alone)
     sigs = stream.signals(books)
     views = books.views()
@@ -140,31 +182,57 @@ def main() -> None:
         if s is not None:
             sim.signal(s)
     t_loop = pc() - t0
+    # a sparse stream (the model's signal on every 500th book: flat most of the time): the idle
+    # books are left out
+    sp = sparse_stream(stream, 500)
+    r_sp = run_signals(books, sp, inst, cfg)
+    t_sp = min(run_signals(books, sp, inst, cfg).seconds for _ in range(5))
+    t_sp_every = min(run_signals(books, sp, inst, cfg, every_book=True).seconds for _ in range(5))
+    open_share = float((r_sp.position != 0).mean())
 
     tf, tm, tt = naive(books, pred, inst, cfg)
+    b_raw = t_raw * n / n_raw
+    b_old = t_replay * n / n_raw
     print(f"recording {USDM}: {n} books, {len(r.trades)} model trades (defaults: 50 ms latency, 5.5 bps taker)")
-    print("stage                                 seconds   snapshots/s")
-    print(f"books: raw diffs rebuilt, depth 250   {t_raw:7.3f}   {rate(len(raw), t_raw)}")
-    print(f"books: top-25 CSV export read         {t_csv:7.3f}   {rate(len(csv), t_csv)}")
-    print(f"features (batch, 250 levels)          {t_feat:7.3f}   {rate(n, t_feat)}")
-    print(f"model (batched LSTM windows)          {t_model:7.3f}   {rate(n, t_model)}")
-    print(f"strategy + paper fills (run_signals)  {best_strat:7.3f}   {rate(n, best_strat)}")
-    print(f"  of which engine + paper loop alone  {t_loop:7.3f}   {rate(n, t_loop)}")
-    core = t_feat + best_strat
-    print(f"features + strategy (books in memory)          {rate(n, core)}")
-    print(f"books(CSV) + features + strategy               {rate(n, t_csv * n / len(csv) + core)}")
-    print(f"books(raw) + features + strategy               {rate(n, t_raw * n / len(raw) + core)}")
-    print(f"whole path incl. model, books from raw         {rate(n, t_raw * n / len(raw) + core + t_model)}")
+    print("stage                                     seconds   snapshots/s")
+    print(f"books: raw diffs, batch rebuild, depth {depth} {b_raw:7.3f}   {rate(n, b_raw)}")
+    print(f"books: raw diffs, collector replay         {b_old:7.3f}   {rate(n, b_old)}")
+    print(f"books: top-25 CSV export read             {t_csv:7.3f}   {rate(len(csv), t_csv)}")
+    print(f"features (batch, {depth} levels)              {t_feat:7.3f}   {rate(n, t_feat)}")
+    print(f"model (batched LSTM windows)              {t_model:7.3f}   {rate(n, t_model)}")
+    print(f"strategy + paper fills (run_signals)      {best_strat:7.3f}   {rate(n, best_strat)}")
+    print(f"  every book handed over (every_book)     {best_every:7.3f}   {rate(n, best_every)}")
+    print(f"  engine + paper loop alone               {t_loop:7.3f}   {rate(n, t_loop)}")
     print(
-        f"naive per-event path (streaming features, push, engine): features {rate(n, tf)}, model {rate(n, tm)}, "
-        f"strategy {rate(n, tt)}; features+strategy {rate(n, tf + tt)}"
+        f"  sparse signals (1 in 500 books, a position open on {open_share:.0%} of the books): "
+        f"{rate(n, t_sp)} vs every book {rate(n, t_sp_every)} ({t_sp_every / t_sp:.1f}x)"
+    )
+    core = t_feat + best_strat
+    print(f"features + strategy (books in memory)              {rate(n, core)}")
+    print(f"books(raw, batch) + features + strategy            {rate(n, b_raw + core)}")
+    print(f"books(CSV) + features + strategy                   {rate(n, t_csv * n / len(csv) + core)}")
+    print(f"whole path incl. model, books from raw             {rate(n, b_raw + core + t_model)}")
+    print(
+        f"old per-event path (replay books, streaming features, push, engine): books {rate(n, b_old)}, "
+        f"features {rate(n, tf)}, model {rate(n, tm)}, strategy {rate(n, tt)}; "
+        f"books+features+strategy {rate(n, b_old + tf + tt)}"
     )
     print(
-        f"ratio batch/naive: features {tf / t_feat:.1f}x, model {tm / t_model:.1f}x, "
-        f"features+model+strategy {(tf + tm + tt) / (core + t_model):.1f}x"
+        f"ratio batch/old: books {b_old / b_raw:.1f}x, features {tf / t_feat:.1f}x, model {tm / t_model:.1f}x, "
+        f"strategy {tt / best_strat:.1f}x, books+features+strategy {(b_old + tf + tt) / (b_raw + core):.1f}x, "
+        f"whole path {(b_old + tf + tm + tt) / (b_raw + core + t_model):.1f}x"
     )
     if args.services_s:
         services_ratio(args.services_s)
+
+
+def sparse_stream(stream, every: int):
+    """The model's stream with a signal on every ``every``-th row only."""
+    from dataclasses import replace
+
+    probs = np.full_like(stream.probs, np.nan)
+    probs[::every] = stream.probs[::every]
+    return replace(stream, probs=probs)
 
 
 def services_ratio(seconds: float) -> None:
