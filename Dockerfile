@@ -44,8 +44,11 @@ RUN groupadd --system --gid 10001 depthpilot \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 USER depthpilot
+# numba's compiled kernels (batch book rebuild, feature checks) are cached where the service
+# user can write: site-packages is read-only to it
 ENV DEPTHPILOT_DATA_DIR=/data \
-    DEPTHPILOT_HEARTBEAT_FILE=/tmp/depthpilot.heartbeat
+    DEPTHPILOT_HEARTBEAT_FILE=/tmp/depthpilot.heartbeat \
+    NUMBA_CACHE_DIR=/app/.cache/numba
 VOLUME ["/data"]
 # Heartbeat check (docker-compose.yml repeats it explicitly; `api` checks GET /health):
 # the service touches $DEPTHPILOT_HEARTBEAT_FILE while it is healthy.
