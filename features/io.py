@@ -8,9 +8,11 @@
   header, ms or µs times) or the named-column CSV with ``close_datetime`` -> dict of arrays
   (ts = close time ns).
 * :func:`load_binance_books` - deeper books (e.g. 250 levels) rebuilt from raw Binance
-  recordings by the collector's own replay (:class:`collector.replay_binance.BinanceRecordingReplay`,
-  the one implementation of the sync rule): offline books equal live books. Several files of
-  one stream are one stream (a continuation without its own snapshot follows its predecessor).
+  recordings by the collector's batch rebuild (:func:`collector.binance_batch.rebuild_recording`,
+  held bit for bit to the replay) or, where it does not apply, by the collector's own replay
+  (:class:`collector.replay_binance.BinanceRecordingReplay`, the one implementation of the sync
+  rule): offline books equal live books. Several files of one stream are one stream (a
+  continuation without its own snapshot follows its predecessor).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = [
     "load_trades_csv",
     "load_klines",
     "load_binance_books",
+    "replay_binance_books",
     "books_from_messages",
 ]
 
@@ -211,8 +214,49 @@ def load_binance_books(
     paths: str | Path | Sequence[str | Path], depth: int = 250, max_snapshots: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ts ns = exchange event time, bids (T, depth, 2), asks (T, depth, 2)) of one raw Binance
-    stream; invalid books (before the first snapshot, gaps, crossed) are all-NaN rows."""
+    stream; invalid books (before the first snapshot, gaps, crossed) are all-NaN rows.
+
+    Rebuilt in batch by :func:`collector.binance_batch.rebuild_recording` (the replay's rows,
+    bit for bit) when it covers the recording, else by the collector's replay, which gives the
+    same books or names the bad line."""
+    books = _batch_binance_books(paths, depth, max_snapshots)
+    if books is not None:
+        return books
+    return replay_binance_books(paths, depth, max_snapshots)
+
+
+def replay_binance_books(
+    paths: str | Path | Sequence[str | Path], depth: int = 250, max_snapshots: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`load_binance_books` through the collector's replay, one snapshot message per row."""
     snaps = list(itertools.islice(binance_book_messages(paths, depth), max_snapshots))
     if not any(s.valid for s in snaps):
         raise RecordingError(f"{paths}: no book could be built (no REST snapshot the diffs connect to)")
     return books_from_messages(snaps, depth)
+
+
+def _batch_binance_books(
+    paths: str | Path | Sequence[str | Path], depth: int, max_snapshots: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The batch rebuild in :func:`books_from_messages`' layout (raw event times, ``depth``
+    columns of NaN padding, invalid rows all NaN), or None when the replay must do it."""
+    from collector.binance_batch import rebuild_recording
+    from collector.exchanges.binance_parse import BinanceFormatError
+
+    try:
+        bb = rebuild_recording(paths, depth)
+    except (BinanceFormatError, FileNotFoundError):
+        return None  # the replay raises the same error as one line
+    if bb is None:
+        return None
+    ts, bids, asks, ok = bb.ts, bb.bids, bb.asks, bb.ok
+    if max_snapshots is not None:
+        ts, bids, asks, ok = ts[:max_snapshots], bids[:max_snapshots], asks[:max_snapshots], ok[:max_snapshots]
+    if not ok.any():
+        raise RecordingError(f"{paths}: no book could be built (no REST snapshot the diffs connect to)")
+    T, L = bids.shape[0], bids.shape[1]
+    out_b = np.full((T, depth, 2), np.nan)
+    out_a = np.full((T, depth, 2), np.nan)
+    out_b[ok, :L] = bids[ok]  # the builder's rows; invalid ones stay NaN (as books_from_messages)
+    out_a[ok, :L] = asks[ok]
+    return np.ascontiguousarray(ts, dtype=np.int64), out_b, out_a
