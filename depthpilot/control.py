@@ -16,7 +16,11 @@ of them defines a command of its own. Money travels as ``Decimal`` (strings on t
 
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, Callable, ClassVar, Literal
 
@@ -74,6 +78,43 @@ class ControlTimeout(ControlError):
 
 class ControlRejected(ControlError):
     """The service answered with an error (unknown symbol, risk halt, bad parameter...)."""
+
+
+# --------------------------------------------------------------------------- deadlines (answering side)
+
+# the deadline (ns, wall clock) of the command the current thread is executing; None outside one
+_DEADLINE: contextvars.ContextVar[int | None] = contextvars.ContextVar("control_deadline_ns", default=None)
+
+
+class CommandExpired(ControlRejected):
+    """The command's deadline passed before it could be executed: nothing was done."""
+
+
+@contextmanager
+def command_deadline(expires_at_ns: int) -> Iterator[None]:
+    """Marks the current thread as executing a command due by ``expires_at_ns`` (the service
+    sets it around every handler), so code that must wait first can honour it."""
+    token = _DEADLINE.set(int(expires_at_ns))
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def acquire_before_deadline(lock: threading.Lock | threading.RLock) -> None:
+    """Take ``lock`` for a command's action, never past the running command's deadline: on
+    time-out it raises :class:`CommandExpired` without the lock held, so a command whose caller
+    has given up is never executed later. Outside a command it simply waits for the lock."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        lock.acquire()
+        return
+    remaining_s = (deadline - time.time_ns()) / 1e9
+    if remaining_s <= 0 or not lock.acquire(timeout=remaining_s):
+        raise CommandExpired("expired: the deadline passed while waiting to execute; nothing was done")
+    if time.time_ns() > deadline:
+        lock.release()
+        raise CommandExpired("expired: the deadline passed while waiting to execute; nothing was done")
 
 
 # --------------------------------------------------------------------------- requests

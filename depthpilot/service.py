@@ -248,24 +248,11 @@ class Service:
                 late_s,
             )
             return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=False, error="expired")
+        from depthpilot.control import command_deadline
+
         try:
-            if cmd.command == "ping":
-                result: dict[str, Any] | None = {"pong": True}
-            elif cmd.command == "status":
-                hb = self.heartbeat()
-                result = {
-                    "service": self.name,
-                    "instance": self.instance,
-                    "status": hb.status,
-                    "uptime_s": round(hb.uptime_s, 1),
-                    "stats": hb.stats,
-                    "problems": hb.problems,
-                }
-                extra = self.handle_command(cmd)
-                if extra:
-                    result.update(extra)
-            else:
-                result = self.handle_command(cmd)
+            with command_deadline(cmd.expires_at):
+                result = self._execute(cmd)
         except Exception as exc:  # noqa: BLE001 - the caller gets the error as a reply
             log.exception("command %s failed", cmd.command)
             return m.ControlReply(
@@ -278,6 +265,26 @@ class Service:
                 correlation_id=cmd.correlation_id, source=self.name, ok=False, error=f"unknown command {cmd.command!r}"
             )
         return m.ControlReply(correlation_id=cmd.correlation_id, source=self.name, ok=True, result=result)
+
+    def _execute(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
+        """The result of a command still within its deadline (None: not a command of ours)."""
+        if cmd.command == "ping":
+            return {"pong": True}
+        if cmd.command != "status":
+            return self.handle_command(cmd)
+        hb = self.heartbeat()
+        result = {
+            "service": self.name,
+            "instance": self.instance,
+            "status": hb.status,
+            "uptime_s": round(hb.uptime_s, 1),
+            "stats": hb.stats,
+            "problems": hb.problems,
+        }
+        extra = self.handle_command(cmd)
+        if extra:
+            result.update(extra)
+        return result
 
 
 def write_health_file(path: str, hb: m.ServiceHeartbeat) -> None:

@@ -245,10 +245,17 @@ class TraderRuntime:
 
     # ------------------------------------------------------------------ control (any thread)
     def act(self, fn: Callable[[TradingEngine], list[Any]]) -> list[Any]:
-        with self.lock:
+        """A control action under the engine lock; a command whose deadline passes while the lock
+        is busy (a slow store write, a burst of fills) is refused, never executed late."""
+        from depthpilot.control import acquire_before_deadline
+
+        acquire_before_deadline(self.lock)
+        try:
             actions = fn(self.engine)
             self.dispatch(actions, force_save=True)
             return actions
+        finally:
+            self.lock.release()
 
     # ------------------------------------------------------------------ actions out
     def dispatch(self, actions: list[Any], signal_id: str = "", force_save: bool = False) -> None:

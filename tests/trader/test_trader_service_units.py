@@ -316,6 +316,57 @@ def test_cli_timeout_says_the_command_expired(uid, monkeypatch):
     assert time.monotonic() - t0 < 5
 
 
+def test_command_waiting_for_a_busy_engine_past_its_deadline_is_refused_not_run_late(paper_trader):
+    """The deadline is checked on arrival AND while the command waits for the engine lock (held
+    here as a slow store write would hold it): past the deadline it is refused, and releasing the
+    lock afterwards never runs it."""
+    import threading
+
+    svc, _ = paper_trader
+    rt = svc.runtime
+    cmd = m.ControlCommand(
+        target="trader",
+        command=c.StartTrading.COMMAND,
+        args={"symbol": "BTCUSDT"},
+        expires_at=time.time_ns() + 300_000_000,
+    )
+    replies: list = []
+    rt.lock.acquire()
+    try:
+        t = threading.Thread(target=lambda: replies.append(svc._on_control(cmd, None)))
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "the command waited past its deadline"
+    finally:
+        rt.lock.release()
+    (reply,) = replies
+    assert not reply.ok and "CommandExpired" in reply.error and "nothing was done" in reply.error
+    time.sleep(0.2)
+    assert not rt.engine.symbols["BTCUSDT"].trading  # never executed, not even after the lock came free
+    # the same command in time is executed
+    ok = svc._on_control(
+        m.ControlCommand(target="trader", command=c.StartTrading.COMMAND, args={"symbol": "BTCUSDT"}), None
+    )
+    assert ok.ok and rt.engine.symbols["BTCUSDT"].trading
+
+
+def test_acquire_before_deadline_outside_and_inside_a_command():
+    import threading
+
+    lock = threading.Lock()
+    c.acquire_before_deadline(lock)  # no command running: waits as `with lock` would
+    assert lock.locked()
+    with c.command_deadline(time.time_ns() + 100_000_000), pytest.raises(c.CommandExpired):
+        c.acquire_before_deadline(lock)  # held elsewhere until after the deadline
+    lock.release()
+    with c.command_deadline(time.time_ns() - 1), pytest.raises(c.CommandExpired):
+        c.acquire_before_deadline(lock)  # already past: not taken even though free
+    assert not lock.locked()
+    with c.command_deadline(time.time_ns() + 10**9):
+        c.acquire_before_deadline(lock)
+    assert lock.locked()
+
+
 def test_run_all_view_renders_replies():
     from rich.console import Console
 
