@@ -57,3 +57,21 @@ def scrub(text: str, url: str) -> str:
     for s in secrets_of(url):  # as a whole token, so a short password does not mangle words
         text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])", "***", text)
     return text
+
+
+# the secret values this process knows (set once at start-up by the service's logging set-up):
+# every text leaving the process for a person (log lines, chat replies) is masked with them
+_KNOWN_SECRETS: list[str] = []
+
+
+def register_secrets(values: list[str]) -> None:
+    """Remember secret values (at least 4 characters; longest first) for :func:`mask_secrets`."""
+    keep = {v for v in values if v and len(v) >= 4} | set(_KNOWN_SECRETS)
+    _KNOWN_SECRETS[:] = sorted(keep, key=len, reverse=True)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``***``."""
+    for s in _KNOWN_SECRETS:
+        text = text.replace(s, "***")
+    return text

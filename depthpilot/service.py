@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from depthpilot import messages as m
 from depthpilot.bus import Bus, connect_bus
+from depthpilot.redact import mask_secrets, register_secrets
 from depthpilot.settings import ConfigError, Settings, load_settings, redact_url
 from depthpilot.topology import control_queue
 
@@ -25,20 +26,18 @@ log = logging.getLogger("depthpilot.service")
 
 class SecretFilter(logging.Filter):
     """Masks known secret values in every log record (belt and braces: secrets are
-    SecretStr and never formatted on purpose)."""
+    SecretStr and never formatted on purpose); the values are those registered with
+    :func:`depthpilot.redact.register_secrets`, which chat replies are masked with too."""
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
+        register_secrets(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            msg = record.getMessage()
-            masked = msg
-            for s in self.secrets:
-                masked = masked.replace(s, "***")
-            if masked != msg:
-                record.msg, record.args = masked, ()
+        msg = record.getMessage()
+        masked = mask_secrets(msg)
+        if masked != msg:
+            record.msg, record.args = masked, ()
         return True
 
 

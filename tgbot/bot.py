@@ -18,6 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import BotCommand, CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from depthpilot import control as c
+from depthpilot.redact import mask_secrets
 from tgbot import render
 from tgbot.auth import Access, looks_like_secret
 from tgbot.commands import COMMANDS, Parsed, describe, help_text, parse
@@ -100,7 +101,7 @@ class BotCore:
             return render.render_rejected(exc)
         except Exception as exc:  # noqa: BLE001 - the user gets one line; the log gets the trace
             log.exception("control request %s failed", req.COMMAND)
-            return f"Error: {type(exc).__name__}: {exc}"
+            return mask_secrets(f"Error: {type(exc).__name__}: {exc}")  # the log is masked; the chat too
         return render.render(reply)[:MAX_TEXT]
 
     def _refuse(self, user_id: int | None, chat_id: int, what: str, reason: str) -> str:

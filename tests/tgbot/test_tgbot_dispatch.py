@@ -51,3 +51,22 @@ def test_edits_are_never_executed_but_keys_in_edits_are_deleted(bot_api):
     assert sent[1].text == "/trades: n must be between 1 and 50, got 0"
     assert len(sent) == 2  # the edited /flatten and the stranger's plain text got no answer
     assert core.gateway.sent == 0
+
+
+def test_an_unexpected_error_reaches_the_chat_as_one_line_with_secrets_masked():
+    """The log is masked by the services' SecretFilter; the chat reply goes through the same
+    registered secrets, so an error text quoting a key never reaches Telegram."""
+    from depthpilot import control as c
+    from depthpilot.redact import register_secrets
+
+    token = "1234" + "56789:" + "TESTONLY-not-a-real-bot-token"  # built at run time: scanners skip it
+    register_secrets([token])
+
+    class Failing(ControlGateway):
+        def call(self, user_id, req):
+            raise RuntimeError(f"could not reach the bus with {token}")
+
+    core = BotCore(Failing(bus=None), Access({OWNER: "trader"}), ThreadPoolExecutor(1))
+    text = asyncio.run(core.run(OWNER, c.Positions()))
+    assert text == "Error: RuntimeError: could not reach the bus with ***"
+    assert token not in text and "\n" not in text
