@@ -14,11 +14,12 @@ from depthpilot import messages as m
 from depthpilot.bus import connect_bus
 from depthpilot.settings import load_settings
 from depthpilot.store import Store
+from depthpilot.topology import QUEUES
 from tests.trader.helpers import need_data
 from tests.trader.svc_helpers import signal as svc_signal
 
 BOOK_CSV = "binance-spot-btcusdt-2024-08-08-l2diff/derived_book_snapshot_25.csv.gz"
-TRADER_QUEUES = ("trader.book", "trader.signals", "trader.control")
+TRADER_QUEUES = tuple(q for q in QUEUES if q.startswith("trader."))  # the trader's own queues
 
 
 @lru_cache(maxsize=1)
