@@ -63,9 +63,3 @@ class Routes:
         if not out or level == "critical":
             out += [t for t in self.default if t not in out]
         return tuple(out)
-
-    def all_targets(self) -> tuple[str, ...]:
-        seen: list[str] = list(self.default)
-        for ts in self.by_symbol.values():
-            seen += [t for t in ts if t not in seen]
-        return tuple(seen)

@@ -14,10 +14,12 @@ from depthpilot import messages as m
 from depthpilot.bus import connect_bus
 from depthpilot.settings import load_settings
 from depthpilot.store import Store
+from depthpilot.topology import QUEUES
 from tests.trader.helpers import need_data
+from tests.trader.svc_helpers import signal as svc_signal
 
 BOOK_CSV = "binance-spot-btcusdt-2024-08-08-l2diff/derived_book_snapshot_25.csv.gz"
-TRADER_QUEUES = ("trader.book", "trader.signals", "trader.control")
+TRADER_QUEUES = tuple(q for q in QUEUES if q.startswith("trader."))  # the trader's own queues
 
 
 @lru_cache(maxsize=1)
@@ -85,20 +87,9 @@ class RealBookFeeder:
 
 
 def signal(direction: str, p: float = 0.8, ttl_s: float = 10.0) -> m.Signal:
+    """A fresh signal for the recording's exchange and symbol."""
     _, _, exchange, symbol = real_books()
-    ts = m.now_ns()
-    rest = (1 - p) / 2
-    probs = {"up": [rest, rest, p], "down": [p, rest, rest], "flat": [rest, p, rest]}[direction]
-    return m.Signal(
-        exchange=exchange,
-        symbol=symbol,
-        ts=ts,
-        model_id="test",
-        classes=["down", "flat", "up"],
-        probs=probs,
-        score=probs[2] - probs[0],
-        expires_at=ts + int(ttl_s * 1e9),
-    )
+    return svc_signal(direction, exchange=exchange, symbol=symbol, p=p, ttl_s=ttl_s)
 
 
 class RealTrader:

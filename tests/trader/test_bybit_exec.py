@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.trader.exec_contract import check_limit_order_rests_fills_and_cancels
 from tests.trader.fakes.bybit_v5 import API_KEY, API_SECRET, FakeBybit
 from tests.trader.svc_helpers import wait_until
 from trader.domain import (
@@ -106,24 +107,7 @@ def test_market_order_is_rounded_filled_and_reported(fake: FakeBybit) -> None:
 
 
 def test_limit_order_rests_fills_and_cancels_through_rest_polling(fake: FakeBybit) -> None:
-    c = client(fake)
-    rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
-    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders["lim-1"]["price"]) == Decimal(
-        "64000"
-    )
-    assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
-    assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []  # nothing new since submit
-    fake.fill("lim-1")
-    ev = c.poll_events()
-    [order] = [e for e in ev if isinstance(e, OrderReport)]
-    [fill] = [e for e in ev if isinstance(e, FillReport)]
-    assert (order.status, order.filled_qty, order.avg_price) == ("filled", Decimal("0.01"), Decimal("64000.0"))
-    assert (fill.client_order_id, fill.price, fill.liquidity) == ("lim-1", Decimal("64000.0"), "maker")
-    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.01")]
-    c.submit(buy("lim-2", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("70000")))
-    assert c.cancel("BTCUSDT", "lim-2").status == "cancelled"
-    assert [e.status for e in c.poll_events() if isinstance(e, OrderReport)] == ["cancelled"]
-    assert c.poll_events() == [] and c.open_orders() == []
+    check_limit_order_rests_fills_and_cancels(client(fake), fake, buy, lambda cid: fake.state.orders[cid]["price"])
 
 
 def test_long_client_order_id_maps_to_a_stable_order_link_id(fake: FakeBybit) -> None:

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.trader.exec_contract import check_limit_order_rests_fills_and_cancels
 from tests.trader.fakes.binance_usdm import API_KEY, API_SECRET, FakeBinanceUSDM
 from trader.domain import (
     ExecutionClient,
@@ -16,7 +17,6 @@ from trader.domain import (
     FillReport,
     OrderOutcomeUnknown,
     OrderRejected,
-    OrderReport,
     OrderRequest,
     PositionReport,
 )
@@ -113,24 +113,9 @@ def test_instruments_leverage_order_lookup_positions_balance(fake: FakeBinanceUS
 
 
 def test_limit_order_rests_fills_and_cancels_through_polling(fake: FakeBinanceUSDM) -> None:
-    c = client(fake)
-    rep = c.submit(buy("lim-1", "0.01", order_type="limit", price=Decimal("64000.06")))
-    assert (rep.status, rep.filled_qty) == ("accepted", 0) and Decimal(fake.state.orders[0]["price"]) == Decimal(
-        "64000"
+    check_limit_order_rests_fills_and_cancels(
+        client(fake), fake, buy, lambda cid: next(o["price"] for o in fake.state.orders if o["clientOrderId"] == cid)
     )
-    assert [o.client_order_id for o in c.open_orders("BTCUSDT")] == ["lim-1"]
-    assert [e for e in c.poll_events() if isinstance(e, OrderReport)] == []
-    fake.fill("lim-1")
-    ev = c.poll_events()
-    [order] = [e for e in ev if isinstance(e, OrderReport)]
-    [fill] = [e for e in ev if isinstance(e, FillReport)]
-    assert (order.status, order.filled_qty, order.avg_price) == ("filled", Decimal("0.01"), Decimal("64000"))
-    assert (fill.client_order_id, fill.price, fill.liquidity) == ("lim-1", Decimal("64000"), "maker")
-    assert [e.qty for e in ev if isinstance(e, PositionReport)] == [Decimal("0.01")]
-    c.submit(buy("lim-2", "0.01", side="sell", reduce_only=True, order_type="limit", price=Decimal("70000")))
-    assert c.cancel("BTCUSDT", "lim-2").status == "cancelled"
-    assert [e.status for e in c.poll_events() if isinstance(e, OrderReport)] == ["cancelled"]
-    assert c.poll_events() == [] and c.open_orders() == []
 
 
 def test_redelivered_intent_creates_no_second_order(fake: FakeBinanceUSDM) -> None:
