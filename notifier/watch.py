@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from depthpilot import messages as m
 
 
+MAX_REASON = 400  # characters of the heartbeat's problems quoted in a DEGRADED alert
+
+
 @dataclass(frozen=True)
 class StatusAlert:
     key: str  # stable id of the alert
@@ -34,9 +37,13 @@ class ServiceWatch:
         if prev is None or prev[0] == hb.status:
             return []
         if hb.status == "degraded":
+            why = "; ".join(hb.problems)
+            why = f": {why[:MAX_REASON]}{'…' if len(why) > MAX_REASON else ''}" if why else ""
             return [
                 StatusAlert(
-                    f"svc-degraded-{hb.service}-{hb.ts}", "error", f"{hb.service} is DEGRADED (instance {hb.instance})"
+                    f"svc-degraded-{hb.service}-{hb.ts}",
+                    "error",
+                    f"{hb.service} is DEGRADED (instance {hb.instance}){why}",
                 )
             ]
         if prev[0] == "degraded" and hb.status == "ok":

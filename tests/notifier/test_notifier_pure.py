@@ -220,8 +220,21 @@ def test_service_watch():
     assert w.on_heartbeat(hb("trader", "ok", 0)) == [] and w.on_heartbeat(hb("notifier", "ok", 0)) == []
     (a,) = w.on_heartbeat(hb("trader", "degraded", 5 * s))
     assert a.level == "error" and "trader is DEGRADED" in a.text
+    assert a.text == "trader is DEGRADED (instance i)"  # no reason given, none invented
     assert "recovered" in w.on_heartbeat(hb("trader", "ok", 10 * s))[0].text
     assert w.check(40 * s) == []
     (silent,) = w.check(41 * s)
     assert "trader SILENT: no heartbeat for 31 s" in silent.text and w.check(60 * s) == []
     assert "trader is back" in w.on_heartbeat(hb("trader", "ok", 70 * s))[0].text
+    w2 = ServiceWatch(silent_after_s=30)
+    w2.on_heartbeat(hb("trader", "ok", 10 * s))
+    why = m.ServiceHeartbeat(
+        service="trader", instance="i", status="degraded", ts=11 * s, problems=["bybit: 10006 rate limit", "book stale"]
+    )
+    (b,) = w2.on_heartbeat(why)  # the user reads why, not only that
+    assert b.text == "trader is DEGRADED (instance i): bybit: 10006 rate limit; book stale"
+    w2.on_heartbeat(hb("trader", "ok", 12 * s))
+    (c,) = w2.on_heartbeat(
+        m.ServiceHeartbeat(service="trader", instance="i", status="degraded", ts=13 * s, problems=["x" * 1000])
+    )
+    assert c.text.endswith("x…") and len(c.text) < 460
