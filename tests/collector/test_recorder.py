@@ -64,6 +64,16 @@ def test_day_files_rotate_at_utc_midnight_and_by_size_and_never_append(tmp_path)
     ]
 
 
+def test_the_day_boundary_is_exact_to_the_nanosecond(tmp_path):
+    midnight = 1723161600 * 10**9  # 2024-08-09 00:00:00 UTC
+    assert day_of(midnight - 1) == "20240808" and day_of(midnight) == "20240809"
+    with Recorder(tmp_path, "binance") as r:
+        r.write("BTCUSDT", b'{"a":1}', midnight - 1)
+        r.write("BTCUSDT", b'{"a":2}', midnight)
+    names = sorted(p.name for p in (tmp_path / "binance").iterdir())
+    assert names == ["btcusdt_20240808.gz", "btcusdt_20240809.gz"]
+
+
 def test_a_crashed_file_is_read_up_to_its_last_flush_with_a_warning(tmp_path, caplog):
     rng = np.random.default_rng(7)
     lines = [
