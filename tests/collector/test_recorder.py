@@ -155,6 +155,24 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     assert sum(not s.valid for s in live if isinstance(s, m.BookSnapshot)) >= 1  # the gap is in both
 
 
+def _spawn_record(srv: FakeBinance, out: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`depthpilot record --exchange binance --symbols BTCUSDT --out <out> <extra>` as a subprocess
+    against the fake exchange, stdout and stderr merged."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "BINANCE_WS_URL": srv.ws_url,
+        "BINANCE_REST_URL": srv.base_url,
+        "BINANCE_DEPTH_STREAM": "depth@100ms",
+        "AMQP_URL": "memory://",
+        "MONGO_URL": "mongomock://",
+    }
+    cmd = [sys.executable, "-m", "depthpilot_cli", "record", "--exchange", "binance", "--symbols", "BTCUSDT"]
+    return subprocess.Popen(
+        [*cmd, "--out", str(out), *extra], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
 def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readable(tmp_path):
     """`depthpilot record` as a subprocess against the fake exchange, rotating by size; kill -9;
     every closed file is a complete gzip, the crashed one reads up to its last flush, and the
@@ -162,37 +180,7 @@ def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readabl
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "BINANCE_WS_URL": srv.ws_url,
-            "BINANCE_REST_URL": srv.base_url,
-            "BINANCE_DEPTH_STREAM": "depth@100ms",
-            "AMQP_URL": "memory://",
-            "MONGO_URL": "mongomock://",
-        }
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "depthpilot_cli",
-                "record",
-                "--exchange",
-                "binance",
-                "--symbols",
-                "BTCUSDT",
-                "--out",
-                str(out),
-                "--rotate-mb",
-                "0.15",
-                "--flush-s",
-                "0.1",
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        p = _spawn_record(srv, out, tmp_path, "--rotate-mb", "0.15", "--flush-s", "0.1")
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:
@@ -287,33 +275,7 @@ def test_depthpilot_record_stopped_with_sigterm_closes_every_file(tmp_path):
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "BINANCE_WS_URL": srv.ws_url,
-            "BINANCE_REST_URL": srv.base_url,
-            "BINANCE_DEPTH_STREAM": "depth@100ms",
-            "AMQP_URL": "memory://",
-            "MONGO_URL": "mongomock://",
-        }
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "depthpilot_cli",
-                "record",
-                "--exchange",
-                "binance",
-                "--symbols",
-                "BTCUSDT",
-                "--out",
-                str(out),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        p = _spawn_record(srv, out, tmp_path)
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:
