@@ -3,8 +3,6 @@ books the live feed built, rotate and close cleanly, and survive a kill -9."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gzip
 import logging
 import os
@@ -17,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collector.binance_ws import BinanceDiffSource
 from collector.exchanges.binance_recording import iter_recording
 from collector.recorder import Recorder, day_of, file_name
 from collector.replay import BinanceRecordingReplay
@@ -26,6 +23,7 @@ from tests.collector.fakes.binance_server import (
     FakeBinance,
     FakeBinanceThread,
     load_recording,
+    record_live,
 )
 from tests.collector.fakes.data import require
 
@@ -118,31 +116,8 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     rec = load_recording(require(SPOT), max_depth_events=700)
     lost = int(rec.depth_events[300]["u"])
 
-    async def main() -> list:
-        async with FakeBinance(rec, drop_u={lost}, delay_s=0.002, burst=8) as srv:
-            recorder = Recorder(tmp_path, "binance", rotate_bytes=400_000)
-            src = BinanceDiffSource(
-                "spot",
-                ["BTCUSDT"],
-                depth=20,
-                ws_url=srv.ws_url,
-                rest_url=srv.base_url,
-                depth_stream="depth@100ms",
-                trade_stream="trade",
-                backoff_initial_s=0.01,
-                raw_sink=recorder.write,
-            )
-            out: list = []
-            async with contextlib.aclosing(src.stream()) as it:
-                async for x in it:
-                    out.append(x)
-                    if isinstance(x, m.BookSnapshot) and x.valid and x.seq == srv.final_u:
-                        break
-            recorder.close()
-            assert src.builders["BTCUSDT"].gaps == 1 and src.snapshots_applied == 2  # start + resync
-            return out
-
-    live = asyncio.run(asyncio.wait_for(main(), 30))
+    live, src = record_live(rec, tmp_path, drop_u={lost}, delay_s=0.002, rotate_bytes=400_000, timeout_s=30)
+    assert src.builders["BTCUSDT"].gaps == 1 and src.snapshots_applied == 2  # start + resync
     files = sorted((tmp_path / "binance").iterdir())
     assert len(files) >= 2 and all(f.name.endswith(".gz") for f in files)  # rotated, all closed
     replayed = list(BinanceRecordingReplay(tmp_path / "binance", depth=20))
