@@ -37,7 +37,9 @@ async def _record(
     from collector.venues import FeedContext, venue
 
     s = settings()
-    pool = RecorderPool(out, rotate_bytes=int(rotate_mb * 2**20) if rotate_mb else None, flush_interval_s=flush_s)
+    pool = RecorderPool(
+        out, rotate_bytes=max(1, int(rotate_mb * 2**20)) if rotate_mb else None, flush_interval_s=flush_s
+    )
     rec = pool.for_exchange(exchange)
     problems: list[str] = []
     ctx = FeedContext(
@@ -140,6 +142,10 @@ def record(
     if not syms:
         console.print("[red]--symbols: give at least one symbol[/red]")
         raise typer.Exit(2)
+    for flag, value in (("--rotate-mb", rotate_mb), ("--flush-s", flush_s)):
+        if not value >= 0:  # also refuses nan
+            console.print(f"[red]{flag}: must be >= 0, got {value}[/red]", highlight=False)
+            raise typer.Exit(2)
     try:
         st = asyncio.run(_record(exchange, syms, out, duration, rotate_mb, flush_s, quiet))
     except ValueError as exc:

@@ -204,6 +204,18 @@ def test_record_refuses_an_unknown_exchange_in_one_line(tmp_path):
     assert r.exit_code == 2 and "unknown exchange 'nosuchex'" in r.output
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--rotate-mb", "-1"), ("--flush-s", "-0.5"), ("--rotate-mb", "nan")])
+def test_record_refuses_a_negative_size_or_interval_in_one_line_naming_the_flag(tmp_path, flag, value):
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+
+    args = ["record", "--exchange", "binance", "--symbols", "BTCUSDT", "--out", str(tmp_path), flag, value]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and r.output.strip() == f"{flag}: must be >= 0, got {float(value)}"
+    assert not any(tmp_path.iterdir())  # refused before anything was opened
+
+
 def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on_stop(tmp_path, uid):
     from collector.service import CollectorService
     from depthpilot.bus import connect_bus
