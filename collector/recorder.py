@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Recorder", "RecorderStats", "day_of", "file_name", "safe_symbol"]
+__all__ = ["Recorder", "RecorderStats", "day_of", "file_name", "rotate_bytes_of", "safe_symbol"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,12 @@ def day_of(ts_ns: int) -> str:
 def safe_symbol(symbol: str) -> str:
     """A symbol as a file-name part (``BTC/USDT`` -> ``btc-usdt``)."""
     return _SAFE.sub("-", symbol).strip("-").lower() or "unknown"
+
+
+def rotate_bytes_of(rotate_mb: float) -> int | None:
+    """A ``--rotate-mb`` / ``COLLECTOR_RECORD_ROTATE_MB`` value as :class:`Recorder`'s
+    ``rotate_bytes``: ``None`` for 0 (daily files only), at least 1 byte otherwise."""
+    return max(1, int(rotate_mb * 2**20)) if rotate_mb else None
 
 
 def file_name(symbol: str, day: str, n: int) -> str:

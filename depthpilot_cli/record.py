@@ -33,13 +33,11 @@ def _gaps(src: Any) -> int:
 async def _record(
     exchange: str, symbols: list[str], out: Path, duration: float | None, rotate_mb: float, flush_s: float, quiet: bool
 ) -> dict[str, int]:
-    from collector.recorder import RecorderPool
+    from collector.recorder import RecorderPool, rotate_bytes_of
     from collector.venues import FeedContext, venue
 
     s = settings()
-    pool = RecorderPool(
-        out, rotate_bytes=max(1, int(rotate_mb * 2**20)) if rotate_mb else None, flush_interval_s=flush_s
-    )
+    pool = RecorderPool(out, rotate_bytes=rotate_bytes_of(rotate_mb), flush_interval_s=flush_s)
     rec = pool.for_exchange(exchange)
     problems: list[str] = []
     ctx = FeedContext(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from collector.exchanges.binance_recording import iter_recording
-from collector.recorder import Recorder, day_of, file_name
+from collector.recorder import Recorder, day_of, file_name, rotate_bytes_of
 from collector.replay import BinanceRecordingReplay
 from depthpilot import messages as m
 from tests.collector.fakes.binance_server import (
@@ -42,6 +42,7 @@ def test_day_files_rotate_at_utc_midnight_and_by_size_and_never_append(tmp_path)
     assert day_of(t0) == "20240808" and day_of(t0 + 10 * 60 * 10**9) == "20240809"
     assert file_name("BTC/USDT", "20240808", 1) == "btc-usdt_20240808.gz"
     assert file_name("BTCUSDT", "20240808", 3) == "btcusdt_20240808_3.gz"
+    assert rotate_bytes_of(0) is None and rotate_bytes_of(1.5) == 1_572_864 and rotate_bytes_of(1e-9) == 1
     with Recorder(tmp_path, "binance") as r:
         r.write("BTCUSDT", b'{"a":1}', t0)
         assert [p.name for p in (tmp_path / "binance").iterdir()] == ["btcusdt_20240808.gz.part"]
