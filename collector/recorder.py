@@ -30,21 +30,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-__all__ = ["Recorder", "RecorderStats", "day_of", "file_name", "safe_symbol"]
+__all__ = ["Recorder", "RecorderStats", "day_of", "file_name", "rotate_bytes_of", "safe_symbol"]
 
 log = logging.getLogger(__name__)
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DAY_NS = 86_400 * 10**9
 
 
 def day_of(ts_ns: int) -> str:
-    """UTC day (``YYYYMMDD``) of a receive time in ns."""
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y%m%d")
+    """UTC day (``YYYYMMDD``) of a receive time in ns (exact: integer seconds, no float rounding)."""
+    return datetime.fromtimestamp(ts_ns // 10**9, tz=UTC).strftime("%Y%m%d")
 
 
 def safe_symbol(symbol: str) -> str:
     """A symbol as a file-name part (``BTC/USDT`` -> ``btc-usdt``)."""
     return _SAFE.sub("-", symbol).strip("-").lower() or "unknown"
+
+
+def rotate_bytes_of(rotate_mb: float) -> int | None:
+    """A ``--rotate-mb`` / ``COLLECTOR_RECORD_ROTATE_MB`` value as :class:`Recorder`'s
+    ``rotate_bytes``: ``None`` for 0 (daily files only), at least 1 byte otherwise."""
+    return max(1, int(rotate_mb * 2**20)) if rotate_mb else None
 
 
 def file_name(symbol: str, day: str, n: int) -> str:
@@ -66,12 +73,12 @@ class RecorderStats:
 
 
 class _Open:
-    __slots__ = ("bytes", "day", "fh", "last_flush", "path")
+    __slots__ = ("bytes", "day_index", "fh", "last_flush", "path")
 
-    def __init__(self, path: Path, day: str) -> None:
+    def __init__(self, path: Path, day_index: int) -> None:
         self.path = path
         self.fh = gzip.open(path, "wb", compresslevel=6)
-        self.day = day
+        self.day_index = day_index  # ts_ns // _DAY_NS: the day check on the hot path is one integer division
         self.bytes = 0
         self.last_flush = -1e18  # the first line is flushed at once: no file on disk without a readable line
 
@@ -107,14 +114,16 @@ class Recorder:
             raw = raw.encode()
         if b"\n" in raw:
             raw = raw.replace(b"\r", b"").replace(b"\n", b"")  # one message = one line
-        day = day_of(ts_ns)
+        day_index = ts_ns // _DAY_NS
         f = self._open.get(symbol)
-        if f is not None and (f.day != day or (self.rotate_bytes is not None and f.bytes >= self.rotate_bytes)):
+        if f is not None and (
+            f.day_index != day_index or (self.rotate_bytes is not None and f.bytes >= self.rotate_bytes)
+        ):
             self._close_one(symbol)
             f = None
         now = time.monotonic()
         if f is None:
-            f = self._open[symbol] = self._new_file(symbol, day)
+            f = self._open[symbol] = self._new_file(symbol, day_index)
         line = b"%d %s\n" % (ts_ns, raw)
         f.fh.write(line)
         f.bytes += len(raw)
@@ -148,7 +157,8 @@ class Recorder:
         self.close()
 
     # ----------------------------------------------------------------- files
-    def _new_file(self, symbol: str, day: str) -> _Open:
+    def _new_file(self, symbol: str, day_index: int) -> _Open:
+        day = day_of(day_index * _DAY_NS)
         n = 1
         while True:
             final = self.dir / file_name(symbol, day, n)
@@ -158,7 +168,7 @@ class Recorder:
             n += 1
         self.stats.files += 1
         log.info("recording %s %s into %s", self.exchange, symbol, part)
-        return _Open(part, day)
+        return _Open(part, day_index)
 
     def _close_one(self, symbol: str) -> None:
         f = self._open.pop(symbol)

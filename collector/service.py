@@ -236,12 +236,12 @@ class CollectorService(Service):
 
         s = self.settings
         if s.collector_record_dir and self.recorders is None:
-            from collector.recorder import RecorderPool
+            from collector.recorder import RecorderPool, rotate_bytes_of
 
             self.recorders = RecorderPool(
                 s.collector_record_dir,
                 flush_interval_s=s.collector_record_flush_s,
-                rotate_bytes=int(s.collector_record_rotate_mb * 2**20) if s.collector_record_rotate_mb else None,
+                rotate_bytes=rotate_bytes_of(s.collector_record_rotate_mb),
             )
         ctx = FeedContext(
             self.settings,

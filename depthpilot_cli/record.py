@@ -33,11 +33,11 @@ def _gaps(src: Any) -> int:
 async def _record(
     exchange: str, symbols: list[str], out: Path, duration: float | None, rotate_mb: float, flush_s: float, quiet: bool
 ) -> dict[str, int]:
-    from collector.recorder import RecorderPool
+    from collector.recorder import RecorderPool, rotate_bytes_of
     from collector.venues import FeedContext, venue
 
     s = settings()
-    pool = RecorderPool(out, rotate_bytes=int(rotate_mb * 2**20) if rotate_mb else None, flush_interval_s=flush_s)
+    pool = RecorderPool(out, rotate_bytes=rotate_bytes_of(rotate_mb), flush_interval_s=flush_s)
     rec = pool.for_exchange(exchange)
     problems: list[str] = []
     ctx = FeedContext(
@@ -140,6 +140,10 @@ def record(
     if not syms:
         console.print("[red]--symbols: give at least one symbol[/red]")
         raise typer.Exit(2)
+    for flag, value in (("--rotate-mb", rotate_mb), ("--flush-s", flush_s)):
+        if not value >= 0:  # also refuses nan
+            console.print(f"[red]{flag}: must be >= 0, got {value}[/red]", highlight=False)
+            raise typer.Exit(2)
     try:
         st = asyncio.run(_record(exchange, syms, out, duration, rotate_mb, flush_s, quiet))
     except ValueError as exc:

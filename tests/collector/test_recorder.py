@@ -3,8 +3,6 @@ books the live feed built, rotate and close cleanly, and survive a kill -9."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gzip
 import logging
 import os
@@ -17,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collector.binance_ws import BinanceDiffSource
 from collector.exchanges.binance_recording import iter_recording
-from collector.recorder import Recorder, day_of, file_name
+from collector.recorder import Recorder, day_of, file_name, rotate_bytes_of
 from collector.replay import BinanceRecordingReplay
 from depthpilot import messages as m
 from tests.collector.fakes.binance_server import (
     FakeBinance,
     FakeBinanceThread,
     load_recording,
+    record_live,
 )
 from tests.collector.fakes.data import require
 
@@ -44,6 +42,7 @@ def test_day_files_rotate_at_utc_midnight_and_by_size_and_never_append(tmp_path)
     assert day_of(t0) == "20240808" and day_of(t0 + 10 * 60 * 10**9) == "20240809"
     assert file_name("BTC/USDT", "20240808", 1) == "btc-usdt_20240808.gz"
     assert file_name("BTCUSDT", "20240808", 3) == "btcusdt_20240808_3.gz"
+    assert rotate_bytes_of(0) is None and rotate_bytes_of(1.5) == 1_572_864 and rotate_bytes_of(1e-9) == 1
     with Recorder(tmp_path, "binance") as r:
         r.write("BTCUSDT", b'{"a":1}', t0)
         assert [p.name for p in (tmp_path / "binance").iterdir()] == ["btcusdt_20240808.gz.part"]
@@ -62,6 +61,16 @@ def test_day_files_rotate_at_utc_midnight_and_by_size_and_never_append(tmp_path)
         "btcusdt_20240808_3.gz",
         "btcusdt_20240808_4.gz",
     ]
+
+
+def test_the_day_boundary_is_exact_to_the_nanosecond(tmp_path):
+    midnight = 1723161600 * 10**9  # 2024-08-09 00:00:00 UTC
+    assert day_of(midnight - 1) == "20240808" and day_of(midnight) == "20240809"
+    with Recorder(tmp_path, "binance") as r:
+        r.write("BTCUSDT", b'{"a":1}', midnight - 1)
+        r.write("BTCUSDT", b'{"a":2}', midnight)
+    names = sorted(p.name for p in (tmp_path / "binance").iterdir())
+    assert names == ["btcusdt_20240808.gz", "btcusdt_20240809.gz"]
 
 
 def test_a_crashed_file_is_read_up_to_its_last_flush_with_a_warning(tmp_path, caplog):
@@ -108,31 +117,8 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     rec = load_recording(require(SPOT), max_depth_events=700)
     lost = int(rec.depth_events[300]["u"])
 
-    async def main() -> list:
-        async with FakeBinance(rec, drop_u={lost}, delay_s=0.002, burst=8) as srv:
-            recorder = Recorder(tmp_path, "binance", rotate_bytes=400_000)
-            src = BinanceDiffSource(
-                "spot",
-                ["BTCUSDT"],
-                depth=20,
-                ws_url=srv.ws_url,
-                rest_url=srv.base_url,
-                depth_stream="depth@100ms",
-                trade_stream="trade",
-                backoff_initial_s=0.01,
-                raw_sink=recorder.write,
-            )
-            out: list = []
-            async with contextlib.aclosing(src.stream()) as it:
-                async for x in it:
-                    out.append(x)
-                    if isinstance(x, m.BookSnapshot) and x.valid and x.seq == srv.final_u:
-                        break
-            recorder.close()
-            assert src.builders["BTCUSDT"].gaps == 1 and src.snapshots_applied == 2  # start + resync
-            return out
-
-    live = asyncio.run(asyncio.wait_for(main(), 30))
+    live, src = record_live(rec, tmp_path, drop_u={lost}, delay_s=0.002, rotate_bytes=400_000, timeout_s=30)
+    assert src.builders["BTCUSDT"].gaps == 1 and src.snapshots_applied == 2  # start + resync
     files = sorted((tmp_path / "binance").iterdir())
     assert len(files) >= 2 and all(f.name.endswith(".gz") for f in files)  # rotated, all closed
     replayed = list(BinanceRecordingReplay(tmp_path / "binance", depth=20))
@@ -145,6 +131,24 @@ def test_recording_of_a_live_feed_replays_to_the_same_books(tmp_path):
     assert sum(not s.valid for s in live if isinstance(s, m.BookSnapshot)) >= 1  # the gap is in both
 
 
+def _spawn_record(srv: FakeBinance, out: Path, cwd: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`depthpilot record --exchange binance --symbols BTCUSDT --out <out> <extra>` as a subprocess
+    against the fake exchange, stdout and stderr merged."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "BINANCE_WS_URL": srv.ws_url,
+        "BINANCE_REST_URL": srv.base_url,
+        "BINANCE_DEPTH_STREAM": "depth@100ms",
+        "AMQP_URL": "memory://",
+        "MONGO_URL": "mongomock://",
+    }
+    cmd = [sys.executable, "-m", "depthpilot_cli", "record", "--exchange", "binance", "--symbols", "BTCUSDT"]
+    return subprocess.Popen(
+        [*cmd, "--out", str(out), *extra], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
 def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readable(tmp_path):
     """`depthpilot record` as a subprocess against the fake exchange, rotating by size; kill -9;
     every closed file is a complete gzip, the crashed one reads up to its last flush, and the
@@ -152,37 +156,7 @@ def test_depthpilot_record_killed_with_sigkill_leaves_every_earlier_file_readabl
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "BINANCE_WS_URL": srv.ws_url,
-            "BINANCE_REST_URL": srv.base_url,
-            "BINANCE_DEPTH_STREAM": "depth@100ms",
-            "AMQP_URL": "memory://",
-            "MONGO_URL": "mongomock://",
-        }
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "depthpilot_cli",
-                "record",
-                "--exchange",
-                "binance",
-                "--symbols",
-                "BTCUSDT",
-                "--out",
-                str(out),
-                "--rotate-mb",
-                "0.15",
-                "--flush-s",
-                "0.1",
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        p = _spawn_record(srv, out, tmp_path, "--rotate-mb", "0.15", "--flush-s", "0.1")
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:
@@ -231,6 +205,18 @@ def test_record_refuses_an_unknown_exchange_in_one_line(tmp_path):
     assert r.exit_code == 2 and "unknown exchange 'nosuchex'" in r.output
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--rotate-mb", "-1"), ("--flush-s", "-0.5"), ("--rotate-mb", "nan")])
+def test_record_refuses_a_negative_size_or_interval_in_one_line_naming_the_flag(tmp_path, flag, value):
+    from typer.testing import CliRunner
+
+    from depthpilot_cli.main import app
+
+    args = ["record", "--exchange", "binance", "--symbols", "BTCUSDT", "--out", str(tmp_path), flag, value]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and r.output.strip() == f"{flag}: must be >= 0, got {float(value)}"
+    assert not any(tmp_path.iterdir())  # refused before anything was opened
+
+
 def test_collector_service_records_with_COLLECTOR_RECORD_DIR_and_closes_files_on_stop(tmp_path, uid):
     from collector.service import CollectorService
     from depthpilot.bus import connect_bus
@@ -277,33 +263,7 @@ def test_depthpilot_record_stopped_with_sigterm_closes_every_file(tmp_path):
     rec = load_recording(require(SPOT), max_depth_events=3000)
     out = tmp_path / "rec"
     with FakeBinanceThread(FakeBinance(rec, delay_s=0.02, burst=4)) as srv:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(REPO),
-            "BINANCE_WS_URL": srv.ws_url,
-            "BINANCE_REST_URL": srv.base_url,
-            "BINANCE_DEPTH_STREAM": "depth@100ms",
-            "AMQP_URL": "memory://",
-            "MONGO_URL": "mongomock://",
-        }
-        p = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "depthpilot_cli",
-                "record",
-                "--exchange",
-                "binance",
-                "--symbols",
-                "BTCUSDT",
-                "--out",
-                str(out),
-            ],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        p = _spawn_record(srv, out, tmp_path)
         try:
             deadline = time.monotonic() + 40
             while time.monotonic() < deadline and p.poll() is None:

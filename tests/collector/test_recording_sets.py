@@ -13,14 +13,13 @@ import logging
 
 import pytest
 
-from collector.binance_ws import BinanceDiffSource
 from collector.exchanges.kraken_spot_feed import KrakenSpotSource, kraken_recording_replay
 from collector.recorder import Recorder
 from collector.recording_set import first_lines, in_receive_order, read_lines, recorded_files
 from collector.replay import BinanceRecordingReplay
 from collector.replay_formats import replay_sources
 from depthpilot import messages as m
-from tests.collector.fakes.binance_server import FakeBinance, load_recording
+from tests.collector.fakes.binance_server import load_recording, record_live
 from tests.collector.fakes.data import require
 from tests.collector.fakes.kraken_spot_server import FakeKrakenSpot
 
@@ -83,30 +82,8 @@ def test_binance_recording_rotated_into_many_files_replays_as_one_stream_equal_t
     rec = load_recording(require(SPOT), max_depth_events=900)
     lost = int(rec.depth_events[500]["u"])
 
-    async def main() -> list:
-        async with FakeBinance(rec, drop_u={lost}, delay_s=0.001, burst=8) as srv:
-            recorder = Recorder(tmp_path, "binance", rotate_bytes=150_000)
-            src = BinanceDiffSource(
-                "spot",
-                ["BTCUSDT"],
-                depth=20,
-                ws_url=srv.ws_url,
-                rest_url=srv.base_url,
-                depth_stream="depth@100ms",
-                trade_stream="trade",
-                backoff_initial_s=0.01,
-                raw_sink=recorder.write,
-            )
-            out: list = []
-            async with contextlib.aclosing(src.stream()) as it:
-                async for x in it:
-                    out.append(x)
-                    if isinstance(x, m.BookSnapshot) and x.valid and x.seq == srv.final_u:
-                        break
-            recorder.close()
-            return out
-
-    live = [s for s in asyncio.run(asyncio.wait_for(main(), 40)) if isinstance(s, m.BookSnapshot)]
+    out, _ = record_live(rec, tmp_path, drop_u={lost}, delay_s=0.001, rotate_bytes=150_000, timeout_s=40)
+    live = [s for s in out if isinstance(s, m.BookSnapshot)]
     files = sorted((tmp_path / "binance").iterdir())
     assert len(files) >= 3
     (src,) = replay_sources([tmp_path], 20, None)  # the recorder root

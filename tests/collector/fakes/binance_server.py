@@ -33,6 +33,7 @@ Test-only code: never talks to anything but loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import time
@@ -344,3 +345,40 @@ class FakeBinanceThread:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
             self._loop.close()
+
+
+def record_live(
+    rec: Recording, out_dir: Path, *, drop_u: set[int], delay_s: float, rotate_bytes: int, timeout_s: float
+) -> tuple[list, Any]:
+    """Run the live :class:`~collector.binance_ws.BinanceDiffSource` (spot, BTCUSDT, depth 20)
+    against a :class:`FakeBinance` serving ``rec`` (dropping the depth events ``drop_u``),
+    recording every raw message into ``out_dir`` with a rotating :class:`~collector.recorder.Recorder`,
+    until the book reaches the fake's last update id. Returns (everything the source yielded, the source)."""
+    from collector.binance_ws import BinanceDiffSource
+    from collector.recorder import Recorder
+    from depthpilot import messages as m
+
+    async def main() -> tuple[list, Any]:
+        async with FakeBinance(rec, drop_u=drop_u, delay_s=delay_s, burst=8) as srv:
+            recorder = Recorder(out_dir, "binance", rotate_bytes=rotate_bytes)
+            src = BinanceDiffSource(
+                "spot",
+                ["BTCUSDT"],
+                depth=20,
+                ws_url=srv.ws_url,
+                rest_url=srv.base_url,
+                depth_stream="depth@100ms",
+                trade_stream="trade",
+                backoff_initial_s=0.01,
+                raw_sink=recorder.write,
+            )
+            out: list = []
+            async with contextlib.aclosing(src.stream()) as it:
+                async for x in it:
+                    out.append(x)
+                    if isinstance(x, m.BookSnapshot) and x.valid and x.seq == srv.final_u:
+                        break
+            recorder.close()
+            return out, src
+
+    return asyncio.run(asyncio.wait_for(main(), timeout_s))
