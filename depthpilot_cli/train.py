@@ -202,14 +202,12 @@ def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
     """After `--source books`: the backtest's trading path (fees, latency, baselines) with each
     walk-forward fold's model on its test range and the final model after its training window;
     appended to report.md and the manifest (``metrics.trading_oos``). Returns the updated manifest."""
-    import os
-
     from backtest.data import load_recording
     from backtest.oos import label_end_ts, oos_markdown, oos_range, oos_suite, oos_summary, part_summary
     from backtest.signals import load_model, model_depth
+    from predictor.artifact import MANIFEST_FILE, write_manifest
 
-    mpath = artifact / "manifest.json"
-    man = json.loads(mpath.read_text())
+    man = json.loads((artifact / MANIFEST_FILE).read_text())
     if len(paths) != 1:
         console.print("trading after fees: skipped (one --path recording needed)", highlight=False)
         return man
@@ -232,8 +230,6 @@ def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
     with open(artifact / "report.md", "a") as fh:
         fh.write(oos_markdown(summary))
     man["metrics"]["trading_oos"] = summary
-    tmp = mpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, mpath)
+    write_manifest(artifact, man)
     console.print(summary["verdict"], highlight=False)
     return man
