@@ -98,6 +98,7 @@ def _train(
     )
     from predictor.train import TrainConfig
     from predictor.train import train as run_train
+    from predictor.train_default import BOOK_RECORDING, KLINES  # the bundled datasets
 
     from depthpilot.paths import data_dir
 
@@ -106,14 +107,12 @@ def _train(
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
             if len(paths) > 1:
                 raise SourceError("--source klines takes one --path")
-            data = from_klines(
-                paths[0] if paths else data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs
-            )
+            data = from_klines(paths[0] if paths else data_dir() / KLINES, fs)
             if columns == "relative":
                 data = data.select(RELATIVE_CANDLE_COLUMNS)
         elif source == "books":
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=1.0)
-            data = from_books(paths or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
+            data = from_books(paths or data_dir() / BOOK_RECORDING, fs, kind=kind)
         elif source == "features":
             if len(paths) != 1:
                 raise SourceError("--path to one `depthpilot features build` file is required")
@@ -190,9 +189,7 @@ def _train(
             )
     Console().print(table)
     if source == "books":
-        man = _trading_oos(
-            Path(artifact), paths or [data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw"], data.ts
-        )
+        man = _trading_oos(Path(artifact), paths or [data_dir() / BOOK_RECORDING], data.ts)
     for w in man["metrics"].get("warnings", []):
         console.print(f"[bold yellow]WARNING: {w}[/bold yellow]", highlight=False)
     console.print(f"artifact and report.md in {artifact}")
