@@ -13,6 +13,7 @@ the prices and sizes themselves (never from a file name).
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -182,7 +183,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
         # `depthpilot record` output of any venue (a directory, its root or one file) and anything
         # else the replay reads: recognised by content, rotated files as one stream
         return _stack(merge_by_recv(*replay_sources([p], depth, None)), depth, src)  # type: ignore[arg-type]
-    except (ReplayError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ReplayError, ValueError, KeyError, OSError, EOFError, zlib.error) as exc:  # EOFError: truncated .gz
         if isinstance(exc, BacktestInputError):
             raise
         if "cannot tell the format" in str(exc):

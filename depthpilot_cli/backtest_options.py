@@ -29,7 +29,7 @@ def fail(msg: str) -> typer.Exit:
 
 def trader_config(config: Path | None, sets: list[str]):
     """TraderConfig from a JSON/TOML file (flat, or under a ``[trader]`` table) and ``--set k=v``."""
-    from trader.config import TraderConfig, config_from_dict, parse_param
+    from trader.config import TraderConfig, config_from_dict, config_to_dict, parse_param
 
     cfg = TraderConfig()
     if config is not None:
@@ -43,7 +43,13 @@ def trader_config(config: Path | None, sets: list[str]):
                 data = json.loads(text)
         except (OSError, ValueError) as exc:
             raise fail(f"--config {config}: {exc}") from None
-        data = data.get("trader", data)
+        if isinstance(data, dict):
+            data = data.get("trader", data)
+        if not isinstance(data, dict):
+            raise fail(f"--config {config}: want a table of TraderConfig fields (flat or under [trader])")
+        unknown = sorted(set(data) - set(config_to_dict(cfg)))
+        if unknown:  # config_from_dict would ignore them: a typo must not silently run the default
+            raise fail(f"--config {config}: unknown parameter(s) {', '.join(unknown)}")
         try:
             cfg = config_from_dict({k: str(v) for k, v in data.items()})
         except ValueError as exc:

@@ -98,6 +98,7 @@ def _train(
     )
     from predictor.train import TrainConfig
     from predictor.train import train as run_train
+    from predictor.train_default import BOOK_RECORDING, KLINES  # the bundled datasets
 
     from depthpilot.paths import data_dir
 
@@ -106,14 +107,12 @@ def _train(
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=60.0)
             if len(paths) > 1:
                 raise SourceError("--source klines takes one --path")
-            data = from_klines(
-                paths[0] if paths else data_dir() / "binance-spot-btcusdt-klines-1m-2024-12" / "BTCUSDT_1m.csv.gz", fs
-            )
+            data = from_klines(paths[0] if paths else data_dir() / KLINES, fs)
             if columns == "relative":
                 data = data.select(RELATIVE_CANDLE_COLUMNS)
         elif source == "books":
             fs = load_spec(spec) if spec else FeatureSpec(interval_s=1.0)
-            data = from_books(paths or data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw", fs, kind=kind)
+            data = from_books(paths or data_dir() / BOOK_RECORDING, fs, kind=kind)
         elif source == "features":
             if len(paths) != 1:
                 raise SourceError("--path to one `depthpilot features build` file is required")
@@ -190,9 +189,7 @@ def _train(
             )
     Console().print(table)
     if source == "books":
-        man = _trading_oos(
-            Path(artifact), paths or [data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw"], data.ts
-        )
+        man = _trading_oos(Path(artifact), paths or [data_dir() / BOOK_RECORDING], data.ts)
     for w in man["metrics"].get("warnings", []):
         console.print(f"[bold yellow]WARNING: {w}[/bold yellow]", highlight=False)
     console.print(f"artifact and report.md in {artifact}")
@@ -202,14 +199,12 @@ def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
     """After `--source books`: the backtest's trading path (fees, latency, baselines) with each
     walk-forward fold's model on its test range and the final model after its training window;
     appended to report.md and the manifest (``metrics.trading_oos``). Returns the updated manifest."""
-    import os
-
     from backtest.data import load_recording
     from backtest.oos import label_end_ts, oos_markdown, oos_range, oos_suite, oos_summary, part_summary
     from backtest.signals import load_model, model_depth
+    from predictor.artifact import MANIFEST_FILE, write_manifest
 
-    mpath = artifact / "manifest.json"
-    man = json.loads(mpath.read_text())
+    man = json.loads((artifact / MANIFEST_FILE).read_text())
     if len(paths) != 1:
         console.print("trading after fees: skipped (one --path recording needed)", highlight=False)
         return man
@@ -232,8 +227,6 @@ def _trading_oos(artifact: Path, paths: list[Path], row_ts) -> dict:
     with open(artifact / "report.md", "a") as fh:
         fh.write(oos_markdown(summary))
     man["metrics"]["trading_oos"] = summary
-    tmp = mpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, mpath)
+    write_manifest(artifact, man)
     console.print(summary["verdict"], highlight=False)
     return man

@@ -247,12 +247,6 @@ class FeaturesService(Service):
             if pl.clock_problem
         ]
 
-    def heartbeat(self) -> m.ServiceHeartbeat:
-        hb = super().heartbeat()
-        if hb.status == "ok" and self.problems():
-            hb.status = "degraded"
-        return hb
-
     def stats(self) -> dict[str, float]:
         rejected: Counter[str] = Counter()
         resets: Counter[str] = Counter()
@@ -280,20 +274,16 @@ class FeaturesService(Service):
         return out
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
-        if cmd.command == "status":
-            problems = self.problems()
+        if cmd.command == "status":  # status and problems: filled in by Service from the heartbeat
             res: dict[str, Any] = {
                 "spec_hash": self.spec.hash,
                 "emit": list(self.emit),
                 "sample_interval_s": self.spec.sample_interval_s,
                 "max_gap_s": self.spec.max_gap_s,
                 "clock": self.clock.mode,
-                "problems": problems,
             }
             if getattr(self, "backfill", None):
                 res["backfill"] = dict(self.backfill)  # candles seeded per symbol, or why it failed
-            if problems and self.status == "ok":
-                res["status"] = "degraded"
             return res
         return None
 

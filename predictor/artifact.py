@@ -34,6 +34,7 @@ __all__ = [
     "Manifest",
     "LoadedArtifact",
     "save_artifact",
+    "write_manifest",
     "load_artifact",
     "git_commit",
     "FORMAT_VERSION",
@@ -148,10 +149,17 @@ def save_artifact(out_dir: Path | str, model: LSTMClassifier, manifest: Manifest
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save(state, wpath)
     manifest.weights_sha256 = _sha256(wpath)
-    tmp = out / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_dict(), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST_FILE)
+    write_manifest(out, manifest.to_dict())
     return ArtifactPath(out)
+
+
+def write_manifest(out_dir: Path | str, manifest: dict[str, Any]) -> Path:
+    """Write an artifact's ``manifest.json`` atomically (a reader never sees it half-written)."""
+    mpath = Path(out_dir) / MANIFEST_FILE
+    tmp = mpath.with_name(MANIFEST_FILE + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, mpath)
+    return mpath
 
 
 def load_artifact(path: Path | str, expected_spec_hash: str | None = None) -> LoadedArtifact:

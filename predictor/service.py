@@ -251,12 +251,6 @@ class PredictorService(Service):
                 )
         return out
 
-    def heartbeat(self) -> m.ServiceHeartbeat:
-        hb = super().heartbeat()
-        if hb.status == "ok" and self.problems():
-            hb.status = "degraded"
-        return hb
-
     def stats(self) -> dict[str, float]:
         ps = self.model.predictor.stats
         out = {
@@ -276,19 +270,14 @@ class PredictorService(Service):
         return out
 
     def handle_command(self, cmd: m.ControlCommand) -> dict[str, Any] | None:
-        if cmd.command == "status":
-            problems = self.problems()
-            res: dict[str, Any] = {
+        if cmd.command == "status":  # status and problems: filled in by Service from the heartbeat
+            return {
                 "model_id": self.model.model_id,
                 "spec_hash": self.model.spec_hash,
                 "interval": self.model.interval,
                 "clock": self.model.clock.to_dict(),
                 "input_clock": self.clock.mode,
-                "problems": problems,
             }
-            if problems and self.status == "ok":
-                res["status"] = "degraded"
-            return res
         if cmd.command == "reload_model":
             target = str(cmd.args.get("model") or self.settings.predictor_model)
             new = _Loaded(resolve_model(target), self.settings.predictor_threads)  # load outside the lock

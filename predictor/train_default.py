@@ -99,7 +99,7 @@ def store_baselines(which: str, path: Path | None = None) -> dict:
     weights are untouched. For artifacts trained before manifests carried baselines."""
     import numpy as np
 
-    from predictor.artifact import MANIFEST_FILE
+    from predictor.artifact import MANIFEST_FILE, write_manifest
     from predictor.dataset import sample_mask
     from predictor.evaluate import fit_baselines
     from predictor.labels import make_labels
@@ -116,9 +116,7 @@ def store_baselines(which: str, path: Path | None = None) -> dict:
     idx = np.flatnonzero(mask & (data.ts >= rng["final_train_start_ts"]) & (data.ts <= rng["final_train_end_ts"]))
     fb = fit_baselines(y, idx, label.n_classes, label.horizon, seed=int(man["train_config"].get("seed", 0)))
     man["baselines"] = fb.to_dict()
-    tmp = mpath.with_suffix(".tmp")
-    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-    tmp.replace(mpath)
+    write_manifest(mpath.parent, man)
     return man["baselines"]
 
 

@@ -68,6 +68,20 @@ def test_backtest_command_bad_input_is_one_line(tmp_path):
     assert "unknown recording format" in r.output
     r = CliRunner().invoke(app, ["backtest", str(bad), "--set", "confirm_k=zero"])
     assert r.exit_code == 2 and "confirm_k" in r.output
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"confrim_k": 2}')  # a typo is refused, not silently the default
+    r = CliRunner().invoke(app, ["backtest", str(bad), "--config", str(cfg)])
+    assert r.exit_code == 2 and "unknown parameter(s) confrim_k" in r.output
+    cfg.write_text("[1, 2]")
+    r = CliRunner().invoke(app, ["backtest", str(bad), "--config", str(cfg)])
+    assert r.exit_code == 2 and "want a table of TraderConfig fields" in r.output
+    trunc = tmp_path / "trunc.csv.gz"  # a truncated download: one line naming the file, not "Aborted."
+    trunc.write_bytes((need_data(USDM) / "derived_book_snapshot_25.csv.gz").read_bytes()[:20000])
+    r = CliRunner().invoke(app, ["backtest", str(trunc), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and str(trunc) in " ".join(r.output.split()), r.output
+    cfg.write_text('{"trader": {"confirm_k": 2}}')  # accepted: fails only on the recording
+    r = CliRunner().invoke(app, ["backtest", str(bad), "--config", str(cfg)])
+    assert r.exit_code == 2 and "unknown recording format" in r.output
 
 
 def _chromium() -> str:
