@@ -13,8 +13,10 @@ exchange, latency and fees, for the baselines (buy-and-hold, random entries).
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -137,6 +139,20 @@ def _ffill(x: np.ndarray) -> np.ndarray:
     return out
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for a backtest loop: it allocates a message per row
+    (no cycles, freed by reference counting), and each collection it would trigger walks every
+    object of the process (a loaded model's included): tens of ms per run, at random."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def run_signals(
     books: Books,
     stream: SignalStream | None,
@@ -152,9 +168,23 @@ def run_signals(
     Books that provably change nothing are not handed over (:mod:`backtest.schedule`: flat,
     nothing pending, no signal, not read by the next timer/funding); ``every_book=True`` hands
     over every one (the reference the tests compare with)."""
+    t0 = time.perf_counter()
+    with gc_paused():
+        return _run_signals(books, stream, inst, cfg, t0, on_progress, name, every_book)
+
+
+def _run_signals(
+    books: Books,
+    stream: SignalStream | None,
+    inst: Instrument,
+    cfg: RunConfig,
+    t0: float,
+    on_progress: Callable[[int], None] | None,
+    name: str,
+    every_book: bool,
+) -> RunResult:
     from backtest.schedule import funding_rows, static_rows, timer_rows
 
-    t0 = time.perf_counter()
     sym = inst.symbol
     eng = TradingEngine(cfg.trader, {sym: inst})
     paper = _paper(inst, cfg)
@@ -198,7 +228,7 @@ def run_signals(
         ):
             continue  # flat and idle: this book changes nothing the next event reads
         ok = valid_l[i]
-        sim.book(BookView(ex, sym, t, bids[i], asks[i], ok, "" if ok else "invalid book"))
+        sim.book(BookView(ex, sym, t, bids[i], asks[i], ok, "" if ok else "invalid book"), t)
         if done:
             continue
         for s in sigs[i]:
@@ -249,10 +279,10 @@ def decision_row(books: Books, sigs: Sequence[Sequence[Any]], latency_ns: int) -
     T = len(books)
     if not T:
         return 0
-    t = books.ts.astype(np.int64).copy()
-    for i, ss in enumerate(sigs):
-        if ss:
-            t[i] = max(int(t[i]), max(int(x.ts) for x in ss))
+    sig_t = np.fromiter(
+        ((ss[0].ts if len(ss) == 1 else max(x.ts for x in ss)) if ss else 0 for ss in sigs), np.int64, T
+    )
+    t = np.maximum(books.ts.astype(np.int64), sig_t)
     ok = np.flatnonzero(np.maximum.accumulate(t) + latency_ns <= int(books.ts[-1]))
     return int(ok[-1]) if ok.size else 0
 

@@ -15,13 +15,13 @@ that shape, not decoded (the replay ignores them with ``trades=False``).
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import msgspec
 import numpy as np
+from isal import isal_zlib
 
 from collector.exchanges.binance_parse import (
     EXCHANGE_BY_MARKET,
@@ -78,10 +78,11 @@ class BatchBooks:
 
 
 def _gunzip(data: bytes) -> bytes:
-    """All members of a gzip file, CRC and length checked by zlib while inflating (one pass)."""
+    """All members of a gzip file, CRC and length checked while inflating (one pass), by
+    ISA-L's inflate (``isal``: the same bytes as zlib at ~2x its speed; bench/backtest.py)."""
     out = []
     while True:
-        d = zlib.decompressobj(wbits=31)
+        d = isal_zlib.decompressobj(wbits=31)
         out.append(d.decompress(data))
         if not d.eof:
             raise EOFError("compressed file ended before the end-of-stream marker")
@@ -100,7 +101,7 @@ def _read(path: Path) -> bytes | None:
         with open_recording(path):  # refuses binary content with one line (the replay says it)
             pass
         return data
-    except (BinanceFormatError, EOFError, *_READ_ERRORS):
+    except (BinanceFormatError, EOFError, isal_zlib.error, *_READ_ERRORS):
         return None
 
 

@@ -41,15 +41,18 @@ class Simulator:
         self.keep_actions = keep_actions
         self.actions: list[Action] = []
 
-    def book(self, book: Any) -> list[Action]:
-        ts = book_ts(book)
+    def book(self, book: Any, ts: int | None = None) -> list[Action]:
+        """A book (``ts``: its event time, when the caller has it at hand)."""
+        if ts is None:
+            ts = book_ts(book)
         self.paper.on_book(book, ts)
         out = self.engine.on_events(self.paper.poll_events()) if self.paper.events else []
         out += self.engine.on_book(book, ts)
         return self._run(out) if out else out
 
     def signal(self, sig: Any, now_ns: int | None = None) -> list[Action]:
-        return self._run(self.engine.on_signal(sig, now_ns))
+        out = self.engine.on_signal(sig, now_ns)
+        return self._run(out) if out else out
 
     def timer(self, now_ns: int) -> list[Action]:
         return self._run(self.engine.on_timer(now_ns))

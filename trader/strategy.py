@@ -26,6 +26,14 @@ Reading = Literal["up", "down", "flat"]
 DIR_OF: dict[str, int] = {"up": 1, "down": -1, "flat": 0}
 
 
+def _last_index(classes: list[str], name: str) -> int:
+    """Index of the last ``name`` in ``classes`` (-1 when absent): the probability read for it."""
+    for i in range(len(classes) - 1, -1, -1):
+        if classes[i] == name:
+            return i
+    return -1
+
+
 @dataclass(frozen=True)
 class Decision:
     kind: Literal["enter", "exit"]
@@ -41,9 +49,12 @@ class Strategy:
         self.readings: deque[str] = deque(maxlen=cfg.confirm_k)
         self.blocked_dir = 0  # direction closed last; cleared by a reading in another direction
         self.cooldown_until = {1: 0, -1: 0}  # ns, per direction, after a stop
+        self._cls: list[str] | None = None  # the classes list the indexes below were read from
+        self._iu = self._id = -1
 
     def reconfigure(self, cfg: TraderConfig) -> None:
         self.cfg = cfg
+        self._cls = None  # the up/down class names may have changed
         if self.readings.maxlen != cfg.confirm_k:
             self.readings = deque(self.readings, maxlen=cfg.confirm_k)
 
@@ -53,12 +64,20 @@ class Strategy:
         cfg = self.cfg
         if cfg.use_signal_decision:
             return self._push("up" if decision == "up" else "down" if decision == "down" else "flat")
-        up = down = 0.0
-        for c, p in zip(classes, probs, strict=False):
-            if c == cfg.up_class:
-                up = float(p)
-            elif c == cfg.down_class:
-                down = float(p)
+        if classes is not self._cls:  # where the up/down classes sit (cached per classes list)
+            self._cls = classes
+            self._iu = _last_index(classes, cfg.up_class)
+            self._id = _last_index(classes, cfg.down_class) if cfg.down_class != cfg.up_class else -1
+        if len(probs) >= len(classes):
+            up = float(probs[self._iu]) if self._iu >= 0 else 0.0
+            down = float(probs[self._id]) if self._id >= 0 else 0.0
+        else:  # fewer probabilities than classes: the pairs that exist
+            up = down = 0.0
+            for c, p in zip(classes, probs, strict=False):
+                if c == cfg.up_class:
+                    up = float(p)
+                elif c == cfg.down_class:
+                    down = float(p)
         a = cfg.smoothing_alpha
         self.p_up = up if self.p_up is None else a * up + (1.0 - a) * self.p_up
         self.p_down = down if self.p_down is None else a * down + (1.0 - a) * self.p_down
@@ -82,7 +101,7 @@ class Strategy:
         if len(rs) < self.cfg.confirm_k:
             return None
         first = rs[0]
-        return first if all(r == first for r in rs) else None  # type: ignore[return-value]
+        return first if rs.count(first) == len(rs) else None  # type: ignore[return-value]
 
     def blocked(self, side: int, now_ns: int) -> str:
         """Why an entry in ``side`` is not allowed now ('' when it is)."""

@@ -189,3 +189,54 @@ def test_stop_trading_with_and_without_flatten(flatten, expected_pos):
     assert not st.trading
     c.book(60000.0)
     assert not [a for a in c.signal(DOWN) if isinstance(a, OrderRequest) and not a.reduce_only]
+
+
+def _reference_read(cfg: TraderConfig, classes: list[str], probs: list[float]) -> tuple[float, float]:
+    """The class lookup as written before the index cache: every (class, prob) pair, last wins."""
+    up = down = 0.0
+    for c, p in zip(classes, probs, strict=False):
+        if c == cfg.up_class:
+            up = float(p)
+        elif c == cfg.down_class:
+            down = float(p)
+    return up, down
+
+
+@pytest.mark.parametrize(
+    "classes, probs",
+    [
+        (["down", "flat", "up"], [0.1, 0.2, 0.7]),
+        (["up", "flat", "down"], [0.6, 0.1, 0.3]),  # another order: the cache must follow the list
+        (["flat", "up"], [0.5, 0.5]),  # no down class
+        (["down", "flat", "up"], [0.9, 0.1]),  # fewer probabilities than classes
+        (["up", "down", "up"], [0.2, 0.3, 0.5]),  # a repeated class: the last pair wins
+        (["up", "down", "up"], [0.2, 0.3]),  # ... among the pairs that exist
+    ],
+)
+def test_strategy_read_matches_the_pairwise_lookup(classes, probs):
+    """Strategy.read caches where the up/down classes sit per classes list; the smoothed state
+    and the readings equal the pairwise lookup for any list, in any order of calls."""
+    from trader.strategy import Strategy
+
+    cfg = TraderConfig(smoothing_alpha=0.5, entry_threshold=0.4, confirm_k=2)
+    s = Strategy(cfg)
+    shared = ["down", "flat", "up"]
+    s.read(shared, [0.3, 0.3, 0.4])  # a cached list first, then the parametrised one
+    p_up, p_down = s.p_up, s.p_down
+    s.read(classes, probs)
+    up, down = _reference_read(cfg, classes, probs)
+    assert (s.p_up, s.p_down) == (0.5 * up + 0.5 * p_up, 0.5 * down + 0.5 * p_down)
+    s.read(list(classes), probs)  # an equal list, another object
+    assert s.p_up == 0.5 * up + 0.5 * (0.5 * up + 0.5 * p_up)
+
+
+def test_strategy_read_follows_a_reconfigured_class_name():
+    from trader.strategy import Strategy
+
+    classes = ["down", "flat", "up", "rally"]
+    s = Strategy(TraderConfig(smoothing_alpha=1.0))
+    s.read(classes, [0.1, 0.1, 0.2, 0.6])
+    assert s.p_up == 0.2
+    s.reconfigure(TraderConfig(smoothing_alpha=1.0, up_class="rally"))
+    s.read(classes, [0.1, 0.1, 0.2, 0.6])
+    assert s.p_up == 0.6
