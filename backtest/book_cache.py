@@ -2,8 +2,8 @@
 rebuilt from a recording, and the next load of the same input at the same depth reads them back
 (raw ``.npy``, memory speed) instead of running the builders again.
 
-* **Key:** the depth, the files the loader reads (resolved path, size, ``st_mtime_ns``, in the
-  loader's order) and a fingerprint of the code that builds books (the source bytes of every
+* **Key:** the depth, the files the loader reads (path as read and resolved, size,
+  ``st_mtime_ns``, in the loader's order) and a fingerprint of the code that builds books (the source bytes of every
   ``collector/**/*.py``, ``backtest/data.py``, this module and ``features/io.py``): a changed,
   added or removed input file, or a changed builder, misses. Nothing else is read from names.
 * **Layout:** ``<cache_dir()>/books/<key>/``: ``ts.npy``, ``valid.npy``, ``bids.npy``,
@@ -93,11 +93,13 @@ def code_fingerprint(repo: Path = REPO) -> str:
 
 
 def file_stats(files: Sequence[Path]) -> list[list[Any]]:
-    """``[resolved path, size, st_mtime_ns]`` of each file, in the order given."""
+    """``[path, resolved path, size, st_mtime_ns]`` of each file, in the order given: the path
+    as the loader reads it (absolute, links kept: the loader tells some formats by their name)
+    and the file it resolves to."""
     out: list[list[Any]] = []
     for f in files:
         st = f.stat()
-        out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+        out.append([os.path.abspath(f), str(f.resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
@@ -133,7 +135,7 @@ def read_entry(entry: Path, files: list[list[Any]], depth: int, source: str) -> 
         meta = json.loads((entry / "meta.json").read_text())
         if not isinstance(meta, dict):
             raise ValueError("meta.json is not an object")
-        want = [[f["path"], f["size"], f["mtime_ns"]] for f in meta["files"]]
+        want = [[f["path"], f["resolved"], f["size"], f["mtime_ns"]] for f in meta["files"]]
         if meta["format"] != FORMAT or meta["depth"] != depth or want != files:
             raise ValueError("meta.json does not describe this key")
         arrs = {n: np.load(entry / f"{n}.npy", mmap_mode=MMAP, allow_pickle=False) for n in ARRAYS}
@@ -164,7 +166,7 @@ def store(entry: Path, books: Books, files: Sequence[Path], before: list[list[An
         stats["changed"] += 1
         log.info("book cache: an input changed while it was read, not stored (%s)", books.source)
         return False
-    if any(m > time.time_ns() - RACY_NS for _, _, m in before):
+    if any(m > time.time_ns() - RACY_NS for *_, m in before):
         stats["racy"] += 1
         log.info("book cache: an input was modified in the last 2 s, not stored (%s)", books.source)
         return False
@@ -188,7 +190,7 @@ def store(entry: Path, books: Books, files: Sequence[Path], before: list[list[An
         "symbol": books.symbol,
         "source": books.source,
         "depth": depth,
-        "files": [{"path": p, "size": s, "mtime_ns": m} for p, s, m in before],
+        "files": [{"path": p, "resolved": r, "size": s, "mtime_ns": m} for p, r, s, m in before],
         "code": code_fingerprint(),
         "arrays": {n: {"shape": list(np.shape(a)), "dtype": str(np.asarray(a).dtype)} for n, a in arrays.items()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
