@@ -273,7 +273,16 @@ def test_no_book_cache_option_and_cache_commands(cache, tmp_path):
     assert entries(cache) == []
 
 
-def test_a_changed_builder_changes_the_key(tmp_path):
+def test_a_changed_builder_changes_the_key(tmp_path, cache, builds, monkeypatch):
+    fp = bc.code_fingerprint
+    path = need_data(CLIP)
+    load_recording(path, 25)
+    load_recording(path, 25)
+    assert len(builds) == 1
+    monkeypatch.setattr(bc, "code_fingerprint", lambda: "another build of the builders")
+    load_recording(path, 25)
+    assert len(builds) == 2 and len(entries(cache)) == 2
+    # the fingerprint: every builder module's source bytes
     repo = tmp_path / "repo"
     for rel in ("collector", "backtest/data.py", "backtest/book_cache.py", "features/io.py"):
         src = bc.REPO / rel
@@ -282,10 +291,10 @@ def test_a_changed_builder_changes_the_key(tmp_path):
         else:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, repo / rel)
-    assert bc.code_fingerprint.__wrapped__(repo) == bc.code_fingerprint()
+    assert fp.__wrapped__(repo) == fp()  # what the key uses
     kernel = repo / "collector" / "book_kernel.py"
     kernel.write_text(kernel.read_text() + "\n# changed\n")
-    assert bc.code_fingerprint.__wrapped__(repo) != bc.code_fingerprint()
+    assert fp.__wrapped__(repo) != fp()
     (repo / "collector" / "exchanges" / "new_venue.py").write_text("")
     kernel.write_text((bc.REPO / "collector" / "book_kernel.py").read_text())
-    assert bc.code_fingerprint.__wrapped__(repo) != bc.code_fingerprint()  # an added builder module
+    assert fp.__wrapped__(repo) != fp()  # an added builder module
