@@ -147,7 +147,8 @@ def read_entry(entry: Path, files: list[list[Any]], depth: int, source: str) -> 
             raise ValueError("the arrays disagree on the number of books")
     except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
         stats["corrupt"] += 1
-        log.warning("book cache entry %s is unreadable (%s: %s): deleted, rebuilding", entry, type(exc).__name__, exc)
+        why = " ".join(str(exc).split())  # one line
+        log.warning("book cache entry %s is unreadable (%s: %s): deleted, rebuilding", entry, type(exc).__name__, why)
         _remove(entry)
         return None
     stats["hit"] += 1

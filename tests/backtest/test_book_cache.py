@@ -236,6 +236,27 @@ def test_the_size_cap_evicts_the_least_recently_used(cache, builds, monkeypatch)
     assert bc.stats["too_big"] == n + 1 and len(bc.entries(cache / "books")) == 2  # not stored
 
 
+def test_a_writer_that_loses_the_race_leaves_the_winner(cache, builds):
+    path = need_data(CLIP)
+    books = load_recording(path, 25)
+    [entry] = entries(cache)
+    before = (entry / "bids.npy").stat().st_mtime_ns
+    lost = bc.stats["lost_race"]
+    files = D._input_files(path)
+    assert not bc.store(entry, books, files, bc.file_stats(files), 25)  # a second writer, same key
+    assert bc.stats["lost_race"] == lost + 1 and (entry / "bids.npy").stat().st_mtime_ns == before
+    assert [d.name for d in (cache / "books").iterdir()] == [entry.name]  # its temporary copy is gone
+
+
+def test_a_bad_size_cap_is_one_warning_and_the_default(monkeypatch, caplog):
+    monkeypatch.setenv("DEPTHPILOT_BOOK_CACHE_MB", "lots")
+    with caplog.at_level(logging.WARNING, logger="backtest.book_cache"):
+        assert bc.cap_bytes() == 4096 * 2**20
+    assert "DEPTHPILOT_BOOK_CACHE_MB='lots'" in caplog.text
+    monkeypatch.setenv("DEPTHPILOT_BOOK_CACHE_MB", "0.5")
+    assert bc.cap_bytes() == 2**19
+
+
 def test_the_off_switch_neither_reads_nor_writes(cache, builds, monkeypatch):
     path = need_data(CLIP)
     monkeypatch.setenv("DEPTHPILOT_BOOK_CACHE", "0")
