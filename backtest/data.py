@@ -154,8 +154,43 @@ def _raw_binance(p: Path, depth: int, source: str) -> Books:
     return out
 
 
-def load_recording(path: str | Path, depth: int = 250) -> Books:
-    """Books of one recording, rebuilt by the collector's builders (see the module doc)."""
+def load_recording(path: str | Path, depth: int = 250, *, cache: bool = True) -> Books:
+    """Books of one recording, rebuilt by the collector's builders (see the module doc). With
+    ``cache`` (and ``DEPTHPILOT_BOOK_CACHE`` not 0), from the catalogue of rebuilt books when the
+    same files were loaded at this depth before, else rebuilt and stored there
+    (:mod:`backtest.book_cache`): the same arrays, bit for bit."""
+    p = Path(path)
+    if not p.exists():
+        raise BacktestInputError(f"{p}: no such recording")
+    if cache:
+        from backtest import book_cache
+
+        files = _input_files(p) if book_cache.enabled() else []
+        if files:
+            return book_cache.cached(files, depth, str(p), lambda: _rebuild(p, depth))
+    return _rebuild(p, depth)
+
+
+def _read_path(p: Path) -> Path:
+    return p / "raw" if p.is_dir() and (p / "raw").is_dir() else p  # a dataset directory: its raw recording
+
+
+def _input_files(p: Path) -> list[Path]:
+    """The files :func:`_rebuild` reads for ``p``, in its order (the catalogue's key): the
+    replay's expansion of a directory (a superset of the batch rebuild's); [] when there is
+    nothing to read (the loader says so)."""
+    from collector.recording_set import recorded_files
+
+    q = _read_path(p)
+    if not q.is_dir():
+        return [q]
+    try:
+        return recorded_files(q)
+    except FileNotFoundError:
+        return []
+
+
+def _rebuild(p: Path, depth: int) -> Books:
     from collector.clip_replay import (
         bybit_archive_replay,
         clip_replay,
@@ -165,10 +200,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
     from collector.replay import ReplayError, merge_by_recv
     from collector.replay_formats import replay_sources
 
-    p = Path(path)
     src = str(p)
-    if not p.exists():
-        raise BacktestInputError(f"{p}: no such recording")
     try:
         if p.is_file() and is_clip(p):
             return _stack(clip_replay(p, depth=depth), depth, src)
@@ -176,8 +208,7 @@ def load_recording(path: str | Path, depth: int = 250) -> Books:
             return _stack(bybit_archive_replay(p, depth=depth), depth, src)
         if p.is_file() and p.name.endswith((".csv", ".csv.gz", ".parquet")):
             return _tabular(p, src)
-        if p.is_dir() and (p / "raw").is_dir():
-            p = p / "raw"  # a dataset directory: its raw recording
+        p = _read_path(p)
         if _only_raw_binance(p):  # the batch rebuild (same rows as the replay)
             return _raw_binance(p, depth, src)
         # `depthpilot record` output of any venue (a directory, its root or one file) and anything

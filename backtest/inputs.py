@@ -101,6 +101,7 @@ def prepare(
     history: Sequence[Path] = (),
     start: int | None = None,
     end: int | None = None,
+    book_cache: bool = True,
 ) -> Prepared:
     if trader is None:
         from trader.config import TraderConfig
@@ -113,7 +114,7 @@ def prepare(
         return _prepare_klines(pred, path, trader, latency_ns, fills, history, start, end)
     if history:
         raise BacktestInputError("--history: kline warm-up is for candle models; this model eats book snapshots")
-    books = load_recording(path, depth=model_depth(pred))
+    books = load_recording(path, depth=model_depth(pred), cache=book_cache)
     rows = book_rows(pred, books)
     inst = infer_instrument(books)
     if start is None and end is None:

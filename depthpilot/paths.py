@@ -29,3 +29,14 @@ def data_dir() -> Path:
 def models_dir() -> Path:
     """Directory of bundled trained models (committed, small)."""
     return Path(os.environ.get("DEPTHPILOT_MODELS_DIR", REPO_ROOT / "predictor" / "models"))
+
+
+def cache_dir() -> Path:
+    """Root of depthpilot's own caches (e.g. the backtest's catalogue of rebuilt books, under
+    ``books/``): ``DEPTHPILOT_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/depthpilot``, else
+    ``~/.cache/depthpilot``. Nothing is created here."""
+    env = os.environ.get("DEPTHPILOT_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "depthpilot"

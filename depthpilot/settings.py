@@ -62,6 +62,8 @@ class Settings(BaseSettings):
         default_factory=lambda: ["binance"], validation_alias="DEPTHPILOT_EXCHANGES"
     )
     data_dir: str | None = Field(None, validation_alias="DEPTHPILOT_DATA_DIR")
+    # backtest catalogue of rebuilt books (default: $XDG_CACHE_HOME/depthpilot or ~/.cache/depthpilot)
+    cache_dir: str | None = Field(None, validation_alias="DEPTHPILOT_CACHE_DIR")
     book_depth: int = Field(250, ge=1, le=5000, validation_alias="BOOK_DEPTH")
     snapshot_rate_hz: float = Field(10.0, gt=0, le=1000, validation_alias="SNAPSHOT_RATE_HZ")
     snapshot_store_interval_s: float = Field(1.0, gt=0, validation_alias="SNAPSHOT_STORE_INTERVAL_S")

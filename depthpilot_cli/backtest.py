@@ -164,7 +164,8 @@ def optimize(
     if feature_kind(pred) != "snapshot":
         raise fail(f"--model {pred.model_id}: optimize runs book models only (this one eats candles)")
     try:
-        books = restrict_books(load_recording(recording, depth=model_depth(pred)), opts.start, opts.end)
+        books = load_recording(recording, depth=model_depth(pred), cache=opts.book_cache)
+        books = restrict_books(books, opts.start, opts.end)
     except BacktestInputError as exc:
         raise fail(f"{exc}") from None
     inst = infer_instrument(books)

@@ -113,6 +113,7 @@ class BacktestOptions:
     random_draws: int = 20
     seed: int = 0
     period_s: float = 10.0
+    book_cache: bool = True  # read/write the catalogue of rebuilt books (backtest.book_cache)
 
     def predictor(self):
         from backtest.signals import load_model
@@ -137,6 +138,7 @@ class BacktestOptions:
                 history=self.history,
                 start=self.start,
                 end=self.end,
+                book_cache=self.book_cache,
             )
         except BacktestInputError as exc:
             raise fail(f"{exc}") from None
@@ -174,6 +176,14 @@ _SHARED: dict[str, tuple[Any, Any]] = {
         typer.Option(0.5, help="kline-only backtests: modelled half-spread paid on each fill, bps"),
     ),
     "slippage_bps": (float, typer.Option(1.0, help="kline-only backtests: modelled slippage on each fill, bps")),
+    "no_book_cache": (
+        bool,
+        typer.Option(
+            False,
+            "--no-book-cache",
+            help="rebuild the books from the recording; neither read nor write the catalogue of rebuilt books",
+        ),
+    ),
 }
 
 
@@ -195,6 +205,7 @@ def options_from(kw: dict[str, Any]) -> BacktestOptions:
         random_draws=kw["random_draws"],
         seed=kw["seed"],
         period_s=kw["period_s"],
+        book_cache=not kw["no_book_cache"],
     )
 
 

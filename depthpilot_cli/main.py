@@ -48,7 +48,7 @@ def topology(
 @app.command()
 def config() -> None:
     """Show the effective settings (secrets masked) and the data directory they resolve to."""
-    from depthpilot.paths import data_dir
+    from depthpilot.paths import cache_dir, data_dir
 
     s = settings()
     table = Table("setting", "value")
@@ -56,6 +56,7 @@ def config() -> None:
         table.add_row(k, json.dumps(v) if not isinstance(v, str) else v)
     d = data_dir()
     table.add_row("data directory (resolved)", f"{d}" + ("" if d.is_dir() else " (missing: `make sample-data`)"))
+    table.add_row("cache directory (resolved)", f"{cache_dir()}")
     Console(width=200).print(table)
 
 

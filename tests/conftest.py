@@ -3,10 +3,13 @@ makes sure it runs); ``TEST_AMQP_URL`` points them elsewhere."""
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
@@ -20,6 +23,11 @@ if str(REPO) not in sys.path:
 
 # tests never read a developer's .env
 os.environ.setdefault("DEPTHPILOT_ENV_FILE", "")
+
+# tests never read or fill a developer's catalogue of rebuilt books (backtest.book_cache): one
+# private cache directory per session (and per xdist worker), removed at exit
+os.environ["DEPTHPILOT_CACHE_DIR"] = tempfile.mkdtemp(prefix="depthpilot-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DEPTHPILOT_CACHE_DIR"], True)
 
 if TYPE_CHECKING:
     from tests.rabbit_admin import OwnNode

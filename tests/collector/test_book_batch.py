@@ -48,7 +48,7 @@ def test_every_raw_binance_recording_equals_the_replay() -> None:
     for rec in recs:
         for depth in (250, 25):
             assert rebuild_recording(rec, depth) is not None, f"{rec}: the batch path was not taken"
-            fast = load_recording(rec, depth=depth)
+            fast = load_recording(rec, depth=depth, cache=False)  # the builder, not the catalogue
             assert_same(fast, replay_books(rec, depth))
         markets.add(fast.exchange)
     assert {"binance", "binanceusdm"} <= markets  # spot and USD-M (COIN-M when a recording exists)
@@ -169,7 +169,7 @@ def test_generated_recordings_with_gaps_equal_the_replay(tmp_path: Path, seed: i
         batch = rebuild_recording(path, depth)
         assert batch is not None, "the batch path was not taken"
         slow = replay_books(path, depth)
-        assert_same(load_recording(path, depth=depth), slow)
+        assert_same(load_recording(path, depth=depth, cache=False), slow)
         assert (~slow.valid).any() and slow.valid.any()  # the hazards did happen
 
 
@@ -179,7 +179,7 @@ def test_continuation_file_continues_the_book(tmp_path: Path) -> None:
     write(tmp_path, "a.gz", lines[:cut])
     write(tmp_path, "b.gz", lines[cut:])
     assert rebuild_recording(tmp_path, 10) is not None
-    assert_same(load_recording(tmp_path, depth=10), replay_books(tmp_path, 10))
+    assert_same(load_recording(tmp_path, depth=10, cache=False), replay_books(tmp_path, 10))
 
 
 def test_what_the_batch_path_does_not_cover_goes_through_the_replay(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_what_the_batch_path_does_not_cover_goes_through_the_replay(tmp_path: Pa
     write(d, "btc.gz", lines)
     write(d, "eth.gz", other)
     assert rebuild_recording(d, 10) is None
-    assert_same(load_recording(d, depth=10), replay_books(d, 10))
+    assert_same(load_recording(d, depth=10, cache=False), replay_books(d, 10))
 
 
 def test_parse_levels_matches_python_float() -> None:
