@@ -33,11 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from collector.book import make_snapshot  # noqa: E402
 from collector.exchanges.binance import BinanceDiffBook, parse_line  # noqa: E402
 from depthpilot.paths import data_dir  # noqa: E402
+from depthpilot.sample_catalogue import BINANCE_L2DIFF  # noqa: E402
 
-DATASETS = {
-    "spot": "binance-spot-btcusdt-2024-08-08-l2diff",
-    "usdm": "binance-usdm-btcusdt-2024-07-18-l2diff",
-}
+DATASETS = BINANCE_L2DIFF
 
 
 def load_lines(raw_dir: Path) -> list[bytes]:

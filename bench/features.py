@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from depthpilot.paths import data_dir  # noqa: E402
+from depthpilot.sample_catalogue import BINANCE_L2DIFF  # noqa: E402
 from features.engine import StreamingFeatures, batch_features  # noqa: E402
 from features.io import load_binance_books  # noqa: E402
 from features.spec import FeatureSpec, feature_names  # noqa: E402
@@ -85,7 +86,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
 
-    raw = sorted((data_dir() / "binance-spot-btcusdt-2024-08-08-l2diff" / "raw").glob("*.gz"))
+    raw = sorted((data_dir() / BINANCE_L2DIFF["spot"] / "raw").glob("*.gz"))
     if not raw:
         sys.exit(f"raw Binance recording not found under {data_dir()}")
     t0 = time.perf_counter()

@@ -23,11 +23,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from depthpilot.paths import data_dir  # noqa: E402
+from depthpilot.sample_catalogue import BINANCE_L2DIFF  # noqa: E402
 from features.build import build, load_books, write_frame  # noqa: E402
 from features.io import replay_binance_books  # noqa: E402
 from features.spec import FeatureSpec  # noqa: E402
 
-DATASETS = {"spot": "binance-spot-btcusdt-2024-08-08-l2diff", "usdm": "binance-usdm-btcusdt-2024-07-18-l2diff"}
+DATASETS = BINANCE_L2DIFF
 DEPTH = 250
 
 

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.recorder import Recorder  # noqa: E402
 from depthpilot.paths import data_dir  # noqa: E402
+from depthpilot.sample_catalogue import BINANCE_L2DIFF, file_name  # noqa: E402
 
-RAW = "binance-spot-btcusdt-2024-08-08-l2diff/raw/btcusdt_20240808.gz"
+RAW = file_name(BINANCE_L2DIFF["spot"], "raw/btcusdt_20240808.gz")
 
 
 def main() -> None:

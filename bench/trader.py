@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from depthpilot.messages import Signal  # noqa: E402
 from depthpilot.paths import data_dir  # noqa: E402
+from depthpilot.sample_catalogue import BINANCE_L2DIFF  # noqa: E402
 from trader.backtest import BookView, Simulator  # noqa: E402
 from trader.config import TraderConfig  # noqa: E402
 from trader.domain import Fees, FillReport, Instrument, OrderReport, OrderRequest, to_decimal  # noqa: E402
@@ -35,7 +36,7 @@ from trader.fills import walk_levels  # noqa: E402
 from trader.ledger import PositionLedger  # noqa: E402
 from trader.paper import PaperExchange  # noqa: E402
 
-USDM = "binance-usdm-btcusdt-2024-07-18-l2diff"
+USDM = BINANCE_L2DIFF["usdm"]
 SYM = "BTCUSDT"
 INST = Instrument(
     "binance",
@@ -228,17 +229,16 @@ def main() -> None:
     args = ap.parse_args()
     import random
 
-    from features.io import load_book_snapshots_csv, rebuild_binance_books
+    from features.io import load_binance_books, load_book_snapshots_csv
 
     d = data_dir() / USDM
     ts, bids, asks = load_book_snapshots_csv(d / "derived_book_snapshot_25.csv.gz")
     top25 = [BookView("binance", SYM, int(ts[i]), bids[i], asks[i]) for i in range(len(ts))]
     bench_decision(top25, len(top25))
     bench_backtest(top25, args.repeat)
-    ts2, b2, a2 = rebuild_binance_books(
-        sorted((d / "raw").glob("*.gz")), depth=250, futures=True, max_snapshots=args.books
-    )
-    books250 = [BookView("binance", SYM, int(ts2[i]), b2[i], a2[i]) for i in range(len(ts2))]
+    ts2, b2, a2 = load_binance_books(sorted((d / "raw").glob("*.gz")), depth=250, max_snapshots=args.books)
+    valid = [i for i in range(len(ts2)) if b2[i, 0, 0] == b2[i, 0, 0]]  # invalid books are all-NaN rows
+    books250 = [BookView("binance", SYM, int(ts2[i]), b2[i], a2[i]) for i in valid]
     rng = random.Random(1)
     qtys = []  # each order walks k levels (k = 1..8): the first k-1 whole, a part of the k-th
     for i, b in enumerate(books250):

@@ -12,8 +12,9 @@ downloads and verifies them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com"
 
@@ -292,6 +293,18 @@ DERIVED: tuple[tuple[str, str], ...] = (
 )
 
 DATASET_NAMES: tuple[str, ...] = tuple(d.name for d in DATASETS)
+
+#: The Binance BTCUSDT L2-diff recordings by market (``spot``, ``usdm``): the dataset directory
+#: names the bench scripts use, so a renamed dataset is changed here only.
+BINANCE_L2DIFF: Mapping[str, str] = MappingProxyType({"spot": _SPOT, "usdm": _USDM})
+
+
+def file_name(dataset: str, path: str) -> str:
+    """``<dataset>/<path>`` of a catalogued file (manifest or derived); one not catalogued ->
+    SampleDataError naming it."""
+    if any(f.dataset == dataset and f.path == path for f in MANIFEST) or (dataset, path) in DERIVED:
+        return f"{dataset}/{path}"
+    raise SampleDataError(f"{dataset}/{path} is not in the sample-data catalogue")
 
 
 def files(datasets: Iterable[str] | None = None) -> list[SourceFile]:

@@ -13,16 +13,23 @@ An input more than ``future_tolerance_ns`` ahead of the clock raises :class:`Fut
 (the services let it propagate, so the bus dead-letters the message with the reason); it must
 never touch any state. An input more than ``max_age_ns`` behind the clock is "old": the caller
 drops and counts it (``max_age_ns = 0`` turns that check off).
+
+:class:`InputGate` is that drop/count/log step, shared by the features and predictor services:
+it counts ``future`` and ``dropped_old`` in the caller's counter, logs the first old input and
+every 1000th (through an injected ``warn``, in the caller's own words) and advances the clock
+only for an accepted input.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["FutureInput", "InputClock", "clock_mode"]
+__all__ = ["FutureInput", "InputClock", "InputGate", "clock_mode"]
 
 
 class FutureInput(ValueError):
@@ -82,3 +89,43 @@ class InputClock:
     def age_s(self, ts: int, stream: str | None = None) -> float:
         now = self.now(stream)
         return float("nan") if now is None else (now - ts) / 1e9
+
+
+@dataclass
+class InputGate:
+    """Judge one input with ``clock``: raise :class:`FutureInput` (counted as ``future``) for one
+    from the future, return False (counted as ``dropped_old``; the first and every
+    ``log_every``-th logged) for one too old, else advance the clock and return True.
+
+    ``old_fmt`` is the caller's %-format for the "too old" line; it is given the ``log_args`` of
+    :meth:`admit`, then the age (s), the maximum age (s) and the running count of old inputs.
+    Thread-safe: the check, the counts and the clock advance happen under one lock."""
+
+    clock: InputClock
+    counts: Counter[str]
+    warn: Callable[..., None]
+    old_fmt: str
+    log_every: int = 1000
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def admit(self, ts: int, what: str, stream: str | None, log_args: tuple[object, ...] = ()) -> bool:
+        with self._lock:
+            try:
+                ok = self.clock.check(ts, what, stream=stream)
+            except FutureInput:
+                self.counts["future"] += 1
+                raise
+            if not ok:
+                self.counts["dropped_old"] += 1
+                n = self.counts["dropped_old"]
+                if n == 1 or n % self.log_every == 0:
+                    self.warn(
+                        self.old_fmt,
+                        *log_args,
+                        self.clock.age_s(ts, stream),
+                        self.clock.max_age_ns / 1e9,
+                        n,
+                    )
+                return False
+            self.clock.accepted(ts, stream)
+            return True

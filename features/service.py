@@ -16,7 +16,7 @@ from depthpilot import messages as m
 from depthpilot.bus import Delivery
 from depthpilot.paths import models_dir
 from depthpilot.service import Service
-from features.freshness import FutureInput, InputClock, clock_mode
+from features.freshness import InputClock, InputGate, clock_mode
 from features.pipeline import SymbolPipeline
 from features.spec import FeatureSpec
 
@@ -64,7 +64,7 @@ class FeaturesService(Service):
             int(s.input_future_tolerance_s * 1e9),
             int(s.input_max_age_s * 1e9),
         )
-        self._clock_lock = threading.Lock()
+        self.gate = InputGate(self.clock, self.counts, log.warning, "%s is %.1f s old (> %g s): dropped, %d so far")
         self._clock_logged: set[tuple[str, str]] = set()
         self.writer = None
         if self.store is not None and s.features_store:
@@ -105,26 +105,7 @@ class FeaturesService(Service):
     def _fresh(self, ts: int, what: str) -> bool:
         """Raise FutureInput (-> dead-letter with the reason) for an input from the future;
         False (counted) for one older than the maximum age. Neither touches any state."""
-        with self._clock_lock:
-            try:
-                ok = self.clock.check(ts, what, stream=what)
-            except FutureInput:
-                self.counts["future"] += 1
-                raise
-            if not ok:
-                self.counts["dropped_old"] += 1
-                n = self.counts["dropped_old"]
-                if n == 1 or n % 1000 == 0:
-                    log.warning(
-                        "%s is %.1f s old (> %g s): dropped, %d so far",
-                        what,
-                        self.clock.age_s(ts, what),
-                        self.clock.max_age_ns / 1e9,
-                        n,
-                    )
-                return False
-            self.clock.accepted(ts, what)
-            return True
+        return self.gate.admit(ts, what, stream=what, log_args=(what,))
 
     def _on_book(self, msg: m.Message, d: Delivery) -> None:
         if not isinstance(msg, m.BookSnapshot):

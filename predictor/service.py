@@ -32,7 +32,7 @@ from depthpilot import messages as m
 from depthpilot.bus import Delivery
 from depthpilot.paths import models_dir
 from depthpilot.service import Service
-from features.freshness import FutureInput, InputClock, clock_mode
+from features.freshness import FutureInput, InputClock, InputGate, clock_mode
 from predictor.artifact import load_artifact
 from predictor.clock import model_clock
 from predictor.inference import Predictor
@@ -99,6 +99,9 @@ class PredictorService(Service):
             int(s.input_future_tolerance_s * 1e9),
             int(s.input_max_age_s * 1e9),
         )
+        self.gate = InputGate(
+            self.clock, self.counts, log.warning, "%s %s: vector %.1f s old (> %g s) dropped, %d so far"
+        )
         self.mono = time.monotonic  # injectable for tests
         self._last_vec: dict[str, float] = {}  # monotonic time of the last vector per symbol
         self._since: dict[str, float] = {}  # ... of the last signal (or the first vector without one)
@@ -147,26 +150,18 @@ class PredictorService(Service):
             self._last_vec[key] = now
             self._since.setdefault(key, now)
             try:  # before anything else: a vector from the future must not touch any state
-                fresh = self.clock.check(msg.ts, f"{msg.exchange} {msg.symbol} feature vector", stream=key)
+                fresh = self.gate.admit(
+                    msg.ts,
+                    f"{msg.exchange} {msg.symbol} feature vector",
+                    stream=key,
+                    log_args=(msg.exchange, msg.symbol),
+                )
             except FutureInput:
-                self.counts["future"] += 1
                 self._last_skip[key] = "from the future"
                 raise  # -> predictor.features.dlq with the reason
             if not fresh:
-                self.counts["dropped_old"] += 1
                 self._last_skip[key] = "too old"
-                n = self.counts["dropped_old"]
-                if n == 1 or n % 1000 == 0:
-                    log.warning(
-                        "%s %s: vector %.1f s old (> %g s) dropped, %d so far",
-                        msg.exchange,
-                        msg.symbol,
-                        self.clock.age_s(msg.ts, key),
-                        self.clock.max_age_ns / 1e9,
-                        n,
-                    )
                 return
-            self.clock.accepted(msg.ts, key)
             if msg.spec_hash != mdl.spec_hash:
                 self._skip("spec_mismatch", msg, f"vector spec {msg.spec_hash} != model spec {mdl.spec_hash}")
                 self._last_skip[key] = "spec mismatch"

@@ -26,6 +26,7 @@ class LoopbackWSServer:
 
     PATH = "/"
     NAME = "fake websocket"
+    OPEN_TIMEOUT: float | None = 10.0  # websockets' default: an unfinished opening handshake is dropped
 
     def __init__(self) -> None:
         self.url = ""
@@ -42,7 +43,9 @@ class LoopbackWSServer:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        async with serve(self._handler, "127.0.0.1", 0, process_request=self._process_request) as server:
+        async with serve(
+            self._handler, "127.0.0.1", 0, process_request=self._process_request, open_timeout=self.OPEN_TIMEOUT
+        ) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = f"ws://127.0.0.1:{port}{self.PATH}"
             self._ready.set()

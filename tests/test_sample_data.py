@@ -106,6 +106,18 @@ def test_urls_are_pinned_raw_github():
     )
 
 
+def test_bench_accessors_name_catalogued_datasets_and_files():
+    from depthpilot.sample_catalogue import BINANCE_L2DIFF, DATASET_NAMES, file_name
+
+    assert set(BINANCE_L2DIFF) == {"spot", "usdm"} and set(BINANCE_L2DIFF.values()) <= set(DATASET_NAMES)
+    assert all(name.endswith("-l2diff") and market in name for market, name in BINANCE_L2DIFF.items())
+    spot = BINANCE_L2DIFF["spot"]
+    assert file_name(spot, "raw/btcusdt_20240808.gz") == f"{spot}/raw/btcusdt_20240808.gz"
+    assert file_name(spot, "derived_trades.csv.gz") == f"{spot}/derived_trades.csv.gz"
+    with pytest.raises(SampleDataError, match="raw/btcusdt_19990101.gz is not in the sample-data catalogue"):
+        file_name(spot, "raw/btcusdt_19990101.gz")
+
+
 def test_unknown_dataset_is_an_error(tmp_path):
     with pytest.raises(SampleDataError, match="unknown dataset"):
         fetch(tmp_path, base_url="http://127.0.0.1:9", datasets=["no-such-set"])

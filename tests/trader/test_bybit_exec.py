@@ -327,6 +327,70 @@ def test_stream_with_wrong_secret_is_refused_and_rest_takes_over(wsfake: FakeByb
     good.close()
 
 
+def test_unanswered_ws_handshake_is_bounded_reported_and_retried(
+    wsfake: FakeBybit, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pybit's connect waits for the opening handshake without any deadline: a peer that accepts
+    the TCP connection and never answers held poll_events forever. Now: REST within the connect
+    deadline, one clear error line, a retry with backoff, and the stream back once answered."""
+    import threading
+    import time
+
+    wsfake.ws.stall_handshake = True
+    try:
+        c = client(wsfake, private_ws_url=wsfake.ws_url, ws_reconnect_s=0.2)
+        c._stream.connect_timeout_s = 1.0
+        out: list = []
+        t0 = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="trader.execution.bybit_stream"):
+            t = threading.Thread(target=lambda: out.append(c.poll_events()), daemon=True)
+            t.start()
+            t.join(20)
+            assert not t.is_alive(), "poll_events still waits for an unanswered websocket handshake"
+        assert time.monotonic() - t0 < 10
+        assert out == [[]] and not c.stream_healthy and wsfake.hits("/v5/execution/list")  # REST covered
+        assert [r.getMessage() for r in caplog.records if r.name == "trader.execution.bybit_stream"] == [
+            f"bybit private stream {wsfake.ws_url}: no connection within 1 s (opening handshake unanswered) "
+            "(1 in a row); REST polling, next attempt in 0.2 s"
+        ]
+        assert c._stream.failures == 1 and "handshake unanswered" in (c._stream.last_error or "")
+        c.poll_events()  # a second failure doubles the wait
+        wait_until(lambda: (c.poll_events(), c._stream.failures)[1] >= 2, timeout=20)
+        assert c._stream.retry_in() == pytest.approx(0.4)
+    finally:
+        wsfake.ws.stall_handshake = False
+    wait_until(lambda: (c.poll_events(), c.stream_healthy)[1], timeout=20)  # answered again: back
+    assert c._stream.failures == 0 and c._stream.last_error is None and wsfake.ws.auths[-1] is True
+    c.close()
+
+
+def test_refused_stream_auth_is_retried_with_backoff(wsfake: FakeBybit) -> None:
+    """A refused key does not fix itself: attempts back off (0.2, 0.4, 0.8 s ...), not one
+    signed auth every reconnect_s for ever; each failure is counted and named."""
+    import time
+
+    c = make_execution_client(
+        venue="bybit",
+        mode="testnet",
+        api_key=API_KEY,
+        api_secret="wrong-" + "Q" * 12,
+        base_url=wsfake.url,
+        private_ws_url=wsfake.ws_url,
+        ws_reconnect_s=0.2,
+        timeout_s=0.4,
+        retry=FAST,
+    )
+    t_end = time.monotonic() + 2.5
+    while time.monotonic() < t_end:  # the stream only (REST would be refused too)
+        assert not c._stream.ensure()
+        time.sleep(0.01)
+    n = c._stream.connects
+    assert 2 <= n <= 5, f"{n} connects with a refused key in 2.5 s"  # every 0.2 s: 12
+    assert c._stream.failures == n and c._stream.retry_in() == pytest.approx(0.2 * 2 ** (n - 1))
+    assert c._stream.last_error in ("authentication refused", "no answer to the auth within 2 s")
+    c.close()
+
+
 def test_fake_checks_timestamp_and_recv_window(fake: FakeBybit) -> None:
     """The fake's own guard: a correctly signed request outside recv_window is refused (10002)."""
     import hashlib

@@ -5,7 +5,9 @@ order / execution / position changes here.
 Auth like Bybit: ``{"op": "auth", "args": [api_key, expires_ms, signature]}`` with signature =
 HMAC-SHA256(secret, "GET/realtime" + expires) and ``expires`` in the future; a refused auth is
 answered ``success: false`` and the connection gets nothing. ``subscribe`` before auth is
-refused. ``drop()`` aborts every connection; with ``refuse = True`` new connections are turned
+refused. With ``stall_handshake = True`` a new connection's opening handshake is never answered
+(the TCP connection is accepted; a stalled peer: no open timeout on this server) until it is
+set back to False. ``drop()`` aborts every connection; with ``refuse = True`` new connections are turned
 away at the opening handshake (HTTP 503: the stream is "down"), so a client never sees one of
 them open, however late it looks. Pings are answered with Bybit's text pong. The server thread
 and Bybit's op answers are shared with the collector's public-stream fake (``tests/fake_ws.py``).
@@ -31,11 +33,13 @@ from tests.trader.fakes.http_venue import signature_ok
 class FakeBybitPrivateWS(LoopbackWSServer):
     PATH = "/v5/private"
     NAME = "fake-bybit-private-ws"
+    OPEN_TIMEOUT = None  # a stalled handshake stays stalled (see stall_handshake)
 
     def __init__(self, keys: dict[str, str]) -> None:
         super().__init__()
         self.keys = keys
         self.refuse = False
+        self.stall_handshake = False
         self.auths: list[bool] = []
         self.published: list[dict] = []
         self._conns: dict[ServerConnection, set[str]] = {}  # authed connection -> topics
@@ -51,7 +55,9 @@ class FakeBybitPrivateWS(LoopbackWSServer):
             return False
         return signature_ok(secret, f"GET/realtime{expires}", sig)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:  # type: ignore[override]
+        while self.stall_handshake:
+            await asyncio.sleep(0.02)
         if self.refuse:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "fake: stream down\n")
         return None
