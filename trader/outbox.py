@@ -41,7 +41,8 @@ log = logging.getLogger("trader.outbox")
 class Write:
     """``store.<method>(*args, **kwargs)``; then ``publish`` goes on the bus (also when the write
     is deferred to the backlog). With ``skip_duplicate`` a False result (the store already held
-    the record) means it is not published again."""
+    the record) means it is not published again. ``count`` names the counter to increment when
+    it has been carried out, so a counter never runs ahead of the store."""
 
     method: str
     args: tuple[Any, ...]
@@ -49,6 +50,7 @@ class Write:
     publish: m.Message | None = None
     skip_duplicate: bool = False
     what: str = ""
+    count: str = ""  # the counter that counts it, once it is stored (or queued for a retry)
 
 
 @dataclass(frozen=True)
@@ -253,24 +255,25 @@ class Outbox:
                 log.exception("handing %s to the execution worker failed", op.what)
 
     def _write(self, w: Write) -> None:
-        if self.store is None:
-            if w.publish is not None:
-                self._publish(w.publish)
-            return
-        if self._backlog:  # the store is failing: keep the store's order, the bus gets it now
-            self._backlog.append(w)
-            if w.publish is not None:
-                self._publish(w.publish)
-            return
-        res = self._attempt(w)
-        if res is _FAILED:
-            self._backlog.append(w)
-        elif res is False and w.skip_duplicate:
-            self.counters["duplicate_fills"] += 1
-            log.info("%s was already stored: not published again", w.what or w.method)
-            return
+        if self._write_once(w) and w.count:
+            self.counters[w.count] = self.counters.get(w.count, 0) + 1
+
+    def _write_once(self, w: Write) -> bool:
+        """False for a duplicate the store already held (not published again)."""
+        if self.store is not None:
+            if self._backlog:  # the store is failing: keep the store's order, the bus gets it now
+                self._backlog.append(w)
+            else:
+                res = self._attempt(w)
+                if res is _FAILED:
+                    self._backlog.append(w)
+                elif res is False and w.skip_duplicate:
+                    self.counters["duplicate_fills"] += 1
+                    log.info("%s was already stored: not published again", w.what or w.method)
+                    return False
         if w.publish is not None:
             self._publish(w.publish)
+        return True
 
     def _attempt(self, w: Write) -> Any:
         """The write's result, :data:`_FAILED` when it should be retried (also for a refused one:

@@ -105,7 +105,7 @@ class TraderRuntime:
             "store_errors": 0,
             "reconciles": 0,
             "duplicate_fills": 0,
-        }
+        }  # intents, fills, order updates, risk events, closed trades: counted once written (outbox)
         self.outbox = Outbox(
             store,
             bus,
@@ -115,7 +115,7 @@ class TraderRuntime:
             interval_s=snapshot_interval_s,
             counters=self.counters,
         )
-        self.mapper = ActionMapper(engine, self.worker, mode=mode, source=source, counters=self.counters)
+        self.mapper = ActionMapper(engine, self.worker, mode=mode, source=source)
         self._fills_seen: dict[str, None] = {}
         self.signal_to_intent_ns: list[int] = []
         # replay clock: events in event-time order, one at a time, as a backtest applies them
@@ -221,12 +221,10 @@ class TraderRuntime:
                     if not self._new_fill(msg.id):  # seen before (venue re-sent it): once only
                         self.counters["duplicate_fills"] += 1
                         continue
-                    self.counters["fills"] += 1
                     ops.append(self.mapper.fill(msg))
                 elif isinstance(ev, OrderReport):
                     upd = mm.order_update(ev, now)
                     upd.reason = self.engine.venue_stop_reason(ev.symbol, ev.client_order_id, upd.reason)
-                    self.counters["order_updates"] += 1
                     ops.append(self.mapper.order_update(upd))
                 fresh.append(ev)
             self.outbox.put(ops)

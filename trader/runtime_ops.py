@@ -57,10 +57,9 @@ class ActionMapper:
     """Turns one batch of engine actions into ops; remembers each symbol's position side to
     tell an opened/closed/reversed position (saved at once) from a resized one."""
 
-    def __init__(self, engine: Any, worker: Any, *, mode: str, source: str, counters: dict[str, int]) -> None:
+    def __init__(self, engine: Any, worker: Any, *, mode: str, source: str) -> None:
         self.engine, self.worker = engine, worker
         self.mode, self.source = mode, source
-        self.counters = counters
         self.sides = {sym: _sign(st.led.signed_qty) for sym, st in engine.symbols.items()}
 
     def ops(self, actions: list[Any], signal_id: str = "", now_ns: int = 0) -> tuple[list[Op], int]:
@@ -69,10 +68,8 @@ class ActionMapper:
         for a in actions:
             if isinstance(a, OrderRequest):
                 intent = mm.intent_message(a, signal_id)
-                self.counters["intents"] += 1
-                out.append(
-                    Write("upsert_order", (intent,), {"mode": self.mode}, intent, what=f"intent {a.client_order_id}")
-                )
+                what = f"intent {a.client_order_id}"
+                out.append(Write("upsert_order", (intent,), {"mode": self.mode}, intent, what=what, count="intents"))
                 out.append(Send(f"order {a.client_order_id}", functools.partial(self.worker.submit, a)))
                 save = max(save, SAVE_LATER)
             elif isinstance(a, StopMove):
@@ -95,10 +92,9 @@ class ActionMapper:
                 save = SAVE_NOW
             elif isinstance(a, RiskAlert):
                 ev = mm.risk_message(a, self.source)
-                self.counters["risk_events"] += 1
                 level = logging.WARNING if a.severity != "info" else logging.INFO
                 log.log(level, "risk %s %s: %s", a.kind, a.symbol, a.message)
-                out.append(Write("insert", (ev,), {}, ev, what=f"risk event {a.kind}"))
+                out.append(Write("insert", (ev,), {}, ev, what=f"risk event {a.kind}", count="risk_events"))
                 save = max(save, SAVE_NOW if a.kind in HALT_ALERTS else SAVE_LATER)
             elif isinstance(a, PositionChange):
                 pos = position_message(self.engine, a, self.mode)
@@ -107,19 +103,21 @@ class ActionMapper:
                 save = max(save, SAVE_NOW if side != self.sides.get(a.symbol, 0) else SAVE_LATER)
                 self.sides[a.symbol] = side
             elif isinstance(a, ClosedTrade):
-                self.counters["closed_trades"] += 1
                 rec = mm.closed_trade_record(a)
                 tid = mm.trade_id(a)
-                out.append(Write("record_closed_trade", (tid, rec), {"mode": self.mode}, what=f"closed trade {tid}"))
+                what = f"closed trade {tid}"
+                out.append(
+                    Write("record_closed_trade", (tid, rec), {"mode": self.mode}, what=what, count="closed_trades")
+                )
                 out.append(Publish(mm.trade_notification(a, self.mode)))
                 save = SAVE_NOW
         return out, save
 
     def fill(self, msg: m.Fill) -> Write:
         """A venue fill: stored once (append-only) and published unless the store already had it."""
-        return Write("insert_fill", (msg,), {"mode": self.mode}, msg, skip_duplicate=True, what=f"fill {msg.fill_id}")
+        what = f"fill {msg.fill_id}"
+        return Write("insert_fill", (msg,), {"mode": self.mode}, msg, skip_duplicate=True, what=what, count="fills")
 
     def order_update(self, upd: m.OrderUpdate) -> Write:
-        return Write(
-            "upsert_order", (upd,), {"mode": self.mode}, upd, what=f"order update {upd.client_order_id} {upd.status}"
-        )
+        what = f"order update {upd.client_order_id} {upd.status}"
+        return Write("upsert_order", (upd,), {"mode": self.mode}, upd, what=what, count="order_updates")
