@@ -17,9 +17,10 @@ blocked broker publish therefore never stalls book, signal or control handling.
   A write the store refuses as invalid (:class:`~depthpilot.store_docs.StoreError`) is not
   retried: logged as an error naming the record, counted in ``store_rejected``.
 * The engine snapshot is coalesced: :meth:`mark_dirty` after a change, and the writer saves the
-  newest snapshot at most every ``interval_s``, at once when marked ``urgent`` (see
-  :mod:`trader.runtime` for which changes are), and on :meth:`flush`. It is taken under the
-  engine lock (a pure call) and written outside it.
+  newest snapshot at most every ``interval_s``; when marked ``urgent`` (see
+  :mod:`trader.runtime_ops` for which changes are) as soon as the writer has caught up with
+  the records queued before it (under a backlog of records: at least every ``interval_s``),
+  and on :meth:`flush`. It is taken under the engine lock (a pure call), written outside it.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class Send:
 
 Op = Write | Publish | Send
 _STOP = object()
+BEHIND_BATCHES = 1000  # queued batches above which the health check says the outbox is behind
 
 
 class Outbox:
@@ -204,6 +206,8 @@ class Outbox:
         busy = self._busy_since
         if busy and now - busy > 5.0:
             return f"a store write has been running for {now - busy:.0f} s ({self.queued()} batches queued behind it)"
+        if self.queued() > BEHIND_BATCHES:
+            return f"the store/broker is behind: {self.queued()} batches of records queued in the trader's outbox"
         return ""
 
     # ------------------------------------------------------------------ writer thread
@@ -236,7 +240,7 @@ class Outbox:
         waits = [0.5]
         if self._backlog or self._failing_since:
             waits.append(self._retry_at - now)
-        elif self._urgent:
+        elif self._urgent and not self._items:
             waits.append(0.0)
         elif self._dirty:
             waits.append(self._last_snap + self.interval_s - now)
@@ -337,8 +341,9 @@ class Outbox:
         now = time.monotonic()
         if self._backlog or self._failing_since and now < self._retry_at:
             return  # the store is failing: the snapshot waits for the records before it
-        if not self._urgent and now < self._last_snap + self.interval_s:
-            return
+        due = now >= self._last_snap + self.interval_s
+        if not due and (not self._urgent or self._items):
+            return  # urgent: as soon as the writer has caught up (or the interval is up)
         with self._lock:  # the engine's pure snapshot call; the write happens outside
             urgent = self._urgent
             self._dirty = self._urgent = False

@@ -12,7 +12,8 @@ In order, per action:
 * ``PositionChange``: stored (upsert by exchange, symbol, mode) and published;
 * ``ClosedTrade``: stored (idempotent by trade id) and notified.
 
-Snapshot timing (:data:`SAVE_NOW` = written as soon as the writer gets to it; :data:`SAVE_LATER`
+Snapshot timing (:data:`SAVE_NOW` = written as soon as the outbox has written the records
+before it; :data:`SAVE_LATER`
 = coalesced, at most every ``TRADER_SNAPSHOT_INTERVAL_MS``). What a restart must not get wrong
 is saved at once: a position opened, closed or reversed (never re-entered, never forgotten), a
 closed trade, every stop move (a restart puts the engine's stop back on the venue: a stale one
