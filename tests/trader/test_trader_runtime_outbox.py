@@ -247,3 +247,76 @@ def test_a_failing_store_is_retried_and_reported_and_nothing_is_lost(paper):
     wait_until(lambda: not _saved(store).symbols["BTCUSDT"].trading, timeout=3)
     eng = _saved(store)
     assert eng.symbols["BTCUSDT"].led.qty == 0 and len(eng.closed) == 1
+
+
+# --------------------------------------------------------------------------- the outbox alone
+
+
+class _FlakyStore:
+    """Writes fail while ``fail`` > 0 (counting down); successful ones are logged in order."""
+
+    def __init__(self, fail: int) -> None:
+        self.fail, self.log = fail, []
+
+    def upsert_position(self, pos: m.PositionUpdate) -> bool:
+        if self.fail:
+            self.fail -= 1
+            raise AutoReconnect("store down (test)")
+        self.log.append(pos.qty)
+        return True
+
+    def set_state(self, key: str, value: dict) -> None:
+        self.log.append(("state", value["n"]))
+
+
+class _ListBus:
+    def __init__(self, die: bool = False) -> None:
+        self.sent: list[m.Message] = []
+        self.die = die
+
+    def publish(self, msg: m.Message) -> None:
+        if self.die:
+            raise SystemExit("bus thread killed (test)")
+        self.sent.append(msg)
+
+
+def _pos(qty: str) -> m.PositionUpdate:
+    return m.PositionUpdate(
+        exchange="binance", symbol="BTCUSDT", mode="paper", qty=Decimal(qty), avg_price=Decimal("60000"), ts=1
+    )
+
+
+def test_outbox_retries_in_order_without_holding_back_the_bus_then_saves_the_newest_snapshot():
+    from trader.outbox import Outbox, Write
+
+    store, bus, lock = _FlakyStore(fail=3), _ListBus(), threading.RLock()
+    state = {"n": 0}
+    box = Outbox(
+        store, bus, engine_lock=lock, snapshot=lambda: dict(state), state_key="k", retry_base_s=0.02, interval_s=0.05
+    ).start()
+    try:
+        with lock:
+            for q in ("1", "2", "3"):
+                p = _pos(q)
+                box.put([Write("upsert_position", (p,), {}, p, count="positions")])
+                state["n"] += 1
+                box.mark_dirty()
+        wait_until(lambda: len(bus.sent) == 3, timeout=1)  # the bus did not wait for the store
+        assert [x.qty for x in bus.sent] == [1, 2, 3]
+        wait_until(lambda: "store writes failing" in box.problem(), timeout=1)
+        assert box.flush(5)
+        assert store.log == [Decimal(1), Decimal(2), Decimal(3), ("state", 3)]  # in order, once, newest state
+        assert box.problem() == "" and box.counters["store_errors"] == 3 and box.counters["positions"] == 3
+    finally:
+        box.close(2)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_outbox_writer_is_reported_not_hidden():
+    from trader.outbox import Outbox, Publish
+
+    box = Outbox(None, _ListBus(die=True), engine_lock=threading.RLock(), snapshot=dict, state_key="k").start()
+    box.put([Publish(_pos("1"))])
+    assert box.barrier(2)  # returns (does not hang) once the writer is gone
+    wait_until(lambda: not box.alive, timeout=2)
+    assert "outbox writer died" in box.problem() and "SystemExit" in box.problem()
