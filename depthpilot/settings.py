@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     trader_poll_interval_s: float = Field(0.05, gt=0, le=10, validation_alias="TRADER_POLL_INTERVAL_S")
     # replay clock: a book waits at most this long (wall) for the signal that comes before it
     trader_replay_hold_s: float = Field(1.0, gt=0, le=60, validation_alias="TRADER_REPLAY_HOLD_S")
+    # the engine snapshot is saved at most this often (ms); position opens/closes, stop moves,
+    # halts, control commands and shutdown save it at once (trader.runtime_ops)
+    trader_snapshot_interval_ms: int = Field(1000, ge=10, le=60_000, validation_alias="TRADER_SNAPSHOT_INTERVAL_MS")
     bybit_base_url: str | None = Field(None, validation_alias="BYBIT_BASE_URL")  # a mirror / local fake venue
     bybit_private_ws_url: str | None = Field(None, validation_alias="BYBIT_PRIVATE_WS_URL")
 

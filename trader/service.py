@@ -59,6 +59,7 @@ class TraderService(Service):
             state_key=key,
             source=self.name,
             replay_hold_s=s.trader_replay_hold_s if replay else None,
+            snapshot_interval_s=s.trader_snapshot_interval_ms / 1000,
         )
         rt.start()
         self._apply_changed_settings(trader_config(s), key)
@@ -141,10 +142,7 @@ class TraderService(Service):
         rt = getattr(self, "runtime", None)
         if rt is None:
             return []
-        out = []
-        if rt.worker.failure or not rt.worker.alive and not self.stopping.is_set():
-            out.append(rt.worker.failure or "execution worker is not running")
-        return out
+        return [] if self.stopping.is_set() else rt.problems()
 
     def stats(self) -> dict[str, float]:
         rt = getattr(self, "runtime", None)
@@ -152,6 +150,7 @@ class TraderService(Service):
             return {}
         out = {k: float(v) for k, v in rt.counters.items()}
         out.update({f"exec_{k}": float(v) for k, v in rt.worker.counters.items()})
+        out.update(outbox_queued=float(rt.outbox.queued()), outbox_backlog=float(rt.outbox.backlog()))
         if rt.replay is not None:
             out.update({f"replay_{k}": float(v) for k, v in rt.replay.counters.items()})
         with rt.lock:
