@@ -178,9 +178,9 @@ class ExecWorker:
             log.warning(
                 "order %s outcome unknown (%s): looking it up before anything is re-sent", req.client_order_id, exc
             )
-            rep = self._retrying()(self.client.lookup, req.symbol, req.client_order_id)
-            if rep is None:  # never reached the venue: sending the same client id again is safe
-                rep = self._retrying()(self.client.submit, req)
+            found = self._retrying()(self.client.lookup, req.symbol, req.client_order_id)
+            # None: never reached the venue, so sending the same client id again is safe
+            rep = found if found is not None else self._retrying()(self.client.submit, req)
         except OrderRejected as exc:
             self.counters["rejected"] += 1
             rep = OrderReport(

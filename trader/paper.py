@@ -34,6 +34,7 @@ from trader.domain import (
     Fees,
     FillReport,
     Instrument,
+    Liquidity,
     OrderRejected,
     OrderReport,
     OrderRequest,
@@ -372,7 +373,7 @@ class PaperExchange:
         self._execute(req, book, ts)
 
     def _fill(
-        self, req: OrderRequest, parts: list[tuple[Decimal, Decimal]], liq: str, ts: int
+        self, req: OrderRequest, parts: list[tuple[Decimal, Decimal]], liq: Liquidity, ts: int
     ) -> tuple[Decimal, Decimal]:
         """Book fills of ``req`` (one per level): fee, ledger, ``FillReport``; returns (qty, value)."""
         inst = self.insts[req.symbol]
@@ -398,7 +399,7 @@ class PaperExchange:
                     f"{req.client_order_id}-{k0 + k}",
                     ts,
                 )
-            )  # type: ignore[arg-type]
+            )
             filled += q
             value += q * px
         self.n_fills += len(parts)

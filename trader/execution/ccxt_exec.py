@@ -44,6 +44,7 @@ from trader.domain import (
     OrderRequest,
     PositionReport,
     RetryableExecutionError,
+    Side,
 )
 from trader.execution import ccxt_map as cm
 from trader.execution.common import (
@@ -333,7 +334,7 @@ class CcxtExecution:
                     raise
         if stop_price is None:
             return
-        side = "sell" if pos[0].qty > 0 else "buy"
+        side: Side = "sell" if pos[0].qty > 0 else "buy"
         px = inst.round_price(stop_price, side)
         stop_id = f"{STOP_PREFIX}{symbol}-{time.time_ns() // 1_000_000}"[:36]
         self._retry(

@@ -88,7 +88,8 @@ def instrument(exchange: str, symbol: str, m: dict[str, Any]) -> Instrument:
     tick, step = dec(prec.get("price")), dec(prec.get("amount"))
     if tick is None or step is None:
         raise ValueError(f"{exchange} {symbol}: market has no price/amount precision")
-    amount = lim.get("market") if (lim.get("market") or {}).get("min") is not None else lim.get("amount") or {}
+    market = lim.get("market") or {}
+    amount = market if market.get("min") is not None else lim.get("amount") or {}
     return Instrument(
         exchange=exchange,
         symbol=symbol,
