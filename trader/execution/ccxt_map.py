@@ -43,16 +43,17 @@ def error_code(exc: BaseException) -> str:
 def classify(exc: BaseException) -> Kind:
     """What the adapter does with a ccxt exception (see ``CcxtExecution._call``)."""
     code = error_code(exc)
-    for codes, kind in (
+    by_code: tuple[tuple[frozenset[str], Kind], ...] = (
         (BINANCE_RATE, "rate"),
         (BINANCE_RETRY, "retry"),
         (BINANCE_UNKNOWN, "unknown"),
         (BINANCE_DUPLICATE, "duplicate"),
         (BINANCE_NOT_FOUND, "not_found"),
         (BINANCE_AUTH, "auth"),
-    ):
+    )
+    for codes, kind in by_code:
         if code in codes:
-            return kind  # type: ignore[return-value]
+            return kind
     if isinstance(exc, ccxt.RequestTimeout):
         return "unknown"
     if isinstance(exc, ccxt.DDoSProtection):  # RateLimitExceeded is one
