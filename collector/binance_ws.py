@@ -242,9 +242,9 @@ class BinanceDiffSource:
                     for out in self._on_raw(session, item[1], item[2]):
                         yield out
                 elif tag == "snap":
-                    out = self._on_snapshot(session, item[1], item[2], item[3], item[4])
-                    if out is not None:
-                        yield out
+                    snap = self._on_snapshot(session, item[1], item[2], item[3], item[4])
+                    if snap is not None:
+                        yield snap
                 elif tag == "down":
                     for out in self._on_down(item[1], item[2]):
                         yield out

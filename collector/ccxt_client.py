@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Literal, Mapping, Self
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -95,10 +95,13 @@ class _CcxtSource:
         pro_cls = getattr(ccxt_pro, self.spec.ccxt_id, None) if ccxt_pro is not None else None
         if mode == "auto":
             mode = "ws" if pro_cls is not None and pro_cls().has.get(self._ws_feature) else "rest"
-        if mode == "ws" and pro_cls is None:
-            raise CcxtSourceError(f"ccxt.pro has no websocket class for {self.spec.ccxt_id}")
+        if mode == "ws":
+            if pro_cls is None:
+                raise CcxtSourceError(f"ccxt.pro has no websocket class for {self.spec.ccxt_id}")
+            cls = pro_cls
+        else:
+            cls = getattr(ccxt_async, self.spec.ccxt_id)
         self.mode: Literal["ws", "rest"] = mode
-        cls = pro_cls if mode == "ws" else getattr(ccxt_async, self.spec.ccxt_id)
         self.client = cls(cfg)
         if api_base_url:
             rebase_api_urls(self.client, api_base_url)
@@ -165,7 +168,7 @@ class _CcxtSource:
     async def close(self) -> None:
         await self.client.close()
 
-    async def __aenter__(self):  # type: ignore[no-untyped-def]
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -85,7 +85,7 @@ class CcxtBookSource(_CcxtSource):
         """One REST snapshot (with retries)."""
         return await fetch_book(self)
 
-    async def stream(self) -> AsyncIterator[BookSnapshot]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[BookSnapshot]:
         """Yield a BookSnapshot per websocket book update (ws) or per poll (rest), forever."""
         await self.load_markets()
         gen = watch_books(self) if self.mode == "ws" else poll_books(self)
@@ -168,7 +168,7 @@ class CcxtTradeSource(_CcxtSource):
         """One REST page: see :func:`collector.ccxt_rest.trade_page`."""
         return await trade_page(self)
 
-    async def stream(self) -> AsyncIterator[Trade]:  # type: ignore[override]
+    async def stream(self) -> AsyncIterator[Trade]:
         """Yield every new trade, oldest first, forever."""
         await self.load_markets()
         gen = watch_trades(self) if self.mode == "ws" else poll_trades(self)

@@ -13,7 +13,7 @@ Parquet (default) or CSV; written in chunks so an export never holds the whole r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from depthpilot import messages as m
 
 CHUNK = 5000
+M = TypeVar("M", bound=m.Message)
 
 
 class ExportError(ValueError):
@@ -87,6 +88,16 @@ def _chunks(it: Iterable[m.Message], n: int) -> Iterator[list[m.Message]]:
         yield buf
 
 
+def _only(chunk: list[m.Message], cls: type[M], kind: str) -> list[M]:
+    """``chunk`` as a list of ``cls``; another message type is refused with one line."""
+    out: list[M] = []
+    for x in chunk:
+        if not isinstance(x, cls):
+            raise ExportError(f"a {kind} export got a {type(x).__name__} message")
+        out.append(x)
+    return out
+
+
 def write_export(
     messages: Iterable[m.Message],
     kind: str,
@@ -107,7 +118,10 @@ def write_export(
     writer: pq.ParquetWriter | None = None
     try:
         for chunk in _chunks(messages, CHUNK):
-            df = snapshots_to_frame(chunk, depth) if kind == "snapshots" else trades_to_frame(chunk)  # type: ignore[arg-type]
+            if kind == "snapshots":
+                df = snapshots_to_frame(_only(chunk, m.BookSnapshot, kind), depth)
+            else:
+                df = trades_to_frame(_only(chunk, m.Trade, kind))
             if fmt == "parquet":
                 table = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:

@@ -15,11 +15,13 @@ Binance builder) and decides, per (exchange, symbol):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from collector.health import HealthRegistry
 from depthpilot import messages as m
 
 _NS = 1_000_000_000
+Severity = Literal["info", "warning", "critical"]  # of a RiskEvent
 
 
 @dataclass
@@ -176,12 +178,12 @@ class FeedProcessor:
             kind="feed_reconnect", severity="warning", source=self.source, exchange=exchange, symbol=symbol, message=why
         )
 
-    def _event(self, kind: str, severity: str, s: m.BookSnapshot, message: str) -> m.RiskEvent:
+    def _event(self, kind: str, severity: Severity, s: m.BookSnapshot, message: str) -> m.RiskEvent:
         return m.RiskEvent(
             kind=kind,
             severity=severity,
             source=self.source,
-            exchange=s.exchange,  # type: ignore[arg-type]
+            exchange=s.exchange,
             symbol=s.symbol,
             message=message,
             data={"seq": s.seq, "ts_recv": s.ts_recv},

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, TypedDict, Unpack
 
 __all__ = ["FeedHealth", "HealthRegistry", "is_stale"]
 
@@ -146,10 +146,19 @@ class FeedHealth:
         }
 
 
+class FeedHealthOptions(TypedDict, total=False):
+    """The keyword settings of :class:`FeedHealth` a :class:`HealthRegistry` shares."""
+
+    window_s: float
+    buckets: int
+    max_age_s: float
+    clock: Callable[[], int]
+
+
 class HealthRegistry:
     """FeedHealth per (exchange, symbol), created on first use with shared settings."""
 
-    def __init__(self, **feed_kwargs: object) -> None:
+    def __init__(self, **feed_kwargs: Unpack[FeedHealthOptions]) -> None:
         self._kw = feed_kwargs
         self.feeds: dict[tuple[str, str], FeedHealth] = {}
 
@@ -157,7 +166,7 @@ class HealthRegistry:
         key = (exchange, symbol)
         f = self.feeds.get(key)
         if f is None:
-            f = self.feeds[key] = FeedHealth(exchange, symbol, **self._kw)  # type: ignore[arg-type]
+            f = self.feeds[key] = FeedHealth(exchange, symbol, **self._kw)
         return f
 
     def snapshot(self, now_ns: int | None = None) -> list[dict[str, object]]:

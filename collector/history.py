@@ -97,7 +97,7 @@ def _num(x: Any) -> str:
 
 def kline_rows(ohlcv: Sequence[Sequence[Any]], interval_ms: int) -> list[tuple[str, ...]]:
     """ccxt ``[ms, o, h, l, c, v]`` rows -> kline-layout rows of strings (unknown columns empty)."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in ohlcv:
         t = int(r[0])
         rows.append(

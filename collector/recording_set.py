@@ -18,11 +18,12 @@ lines from one or more files (gzip by its magic bytes, or plain text).
 from __future__ import annotations
 
 import gzip
+import io
 import heapq
 import logging
 import zlib
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 __all__ = ["RecordingFormatError", "first_lines", "in_receive_order", "read_lines", "recorded_files"]
 
@@ -58,7 +59,7 @@ def recorded_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> io.BufferedIOBase:
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gz else open(path, "rb")

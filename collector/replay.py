@@ -28,7 +28,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Hashable, Iterable, Iterator, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Hashable, Iterable, Iterator, Protocol, TypeVar
 
 import numpy as np
 
@@ -189,7 +189,10 @@ async def apace(
 # --------------------------------------------------------------------------- throttle
 
 
-class SnapshotThrottle:
+K = TypeVar("K", bound=Hashable)
+
+
+class SnapshotThrottle(Generic[K]):
     """At most ``max_per_sec`` emissions per key (symbol) by event time; latest state kept.
 
     ``offer(key, ts)`` after every book update: True = emit the current state now. False =
@@ -203,10 +206,10 @@ class SnapshotThrottle:
             raise ReplayError(f"max_per_sec must be a positive finite number, not {max_per_sec!r}")
         self.max_per_sec = float(max_per_sec)
         self.interval_ns = int(round(1e9 / max_per_sec))
-        self._last: dict[Hashable, int] = {}
-        self._pending: dict[Hashable, int] = {}  # key -> ts of the newest unemitted update
+        self._last: dict[K, int] = {}
+        self._pending: dict[K, int] = {}  # key -> ts of the newest unemitted update
 
-    def offer(self, key: Hashable, ts_ns: int) -> bool:
+    def offer(self, key: K, ts_ns: int) -> bool:
         last = self._last.get(key)
         if last is None or ts_ns - last >= self.interval_ns:
             self._last[key] = ts_ns
@@ -215,16 +218,16 @@ class SnapshotThrottle:
         self._pending[key] = ts_ns
         return False
 
-    def force(self, key: Hashable, ts_ns: int) -> None:
+    def force(self, key: K, ts_ns: int) -> None:
         """Record an emission made regardless of the rate (e.g. a validity change)."""
         self._last[key] = max(ts_ns, self._last.get(key, ts_ns))
         self._pending.pop(key, None)
 
-    def due(self, now_ns: int) -> list[Hashable]:
+    def due(self, now_ns: int) -> list[K]:
         """Keys whose pending state may be emitted at ``now_ns`` (marked emitted)."""
         if not self._pending:
             return []
-        out = []
+        out: list[K] = []
         iv = self.interval_ns
         for key in list(self._pending):
             if now_ns - self._last[key] >= iv:
@@ -233,13 +236,13 @@ class SnapshotThrottle:
                 out.append(key)
         return out
 
-    def flush(self) -> list[Hashable]:
+    def flush(self) -> list[K]:
         """All keys with a pending state (end of stream); marked emitted."""
         out = list(self._pending)
         self._pending.clear()
         return out
 
-    def pending(self, key: Hashable) -> bool:
+    def pending(self, key: K) -> bool:
         return key in self._pending
 
 

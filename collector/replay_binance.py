@@ -85,7 +85,7 @@ class BinanceRecordingReplay:
         return heapq.merge(*its, key=_ts_recv)
 
     def _iter_stream(self, files: list[FileInfo]) -> Iterator[BookSnapshot | Trade]:
-        throttle = SnapshotThrottle(self.max_rate_hz) if self.max_rate_hz else None
+        throttle: SnapshotThrottle[str] | None = SnapshotThrottle(self.max_rate_hz) if self.max_rate_hz else None
         builders: dict[str, BinanceDiffBook] = {}
         markets: dict[str, str] = {}  # symbol -> market (from its first diff)
         last_valid: dict[str, bool] = {}

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from depthpilot import messages as m
+
+if TYPE_CHECKING:
+    from collector.replay import ReplayMessage
 
 __all__ = ["ReplayFormat", "REPLAY_FORMATS", "replay_sources", "looks_like_binance"]
 
@@ -23,9 +25,9 @@ __all__ = ["ReplayFormat", "REPLAY_FORMATS", "replay_sources", "looks_like_binan
 class ReplayFormat:
     name: str
     detect: Callable[[Path], bool]
-    make: Callable[[Path, int, float | None], Iterable[m.Message]]
+    make: Callable[[Path, int, float | None], Iterable[ReplayMessage]]
     # several files of one recording (rotated day files) -> one stream in receive order
-    make_set: Callable[[list[Path], int, float | None], Iterable[m.Message]] | None = None
+    make_set: Callable[[list[Path], int, float | None], Iterable[ReplayMessage]] | None = None
     recorder: bool = False  # written by `depthpilot record` for a non-Binance venue
 
 
@@ -60,19 +62,19 @@ def _is_bybit_archive(p: Path) -> bool:
     return is_bybit_archive(p)
 
 
-def _clip(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _clip(p: Path, depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.clip_replay import clip_replay
 
     return clip_replay(p, depth)
 
 
-def _bybit_archive(p: Path, depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _bybit_archive(p: Path, depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.clip_replay import bybit_archive_replay
 
     return bybit_archive_replay(p, depth)
 
 
-def _binance(p: Path | list[Path], depth: int, rate: float | None) -> Iterable[m.Message]:
+def _binance(p: Path | list[Path], depth: int, rate: float | None) -> Iterable[ReplayMessage]:
     from collector.replay_binance import BinanceRecordingReplay
 
     return BinanceRecordingReplay(p, depth=depth, max_rate_hz=rate)
@@ -84,7 +86,7 @@ def _is_bybit_recording(p: Path) -> bool:
     return looks_like_bybit_recording(p)
 
 
-def _bybit_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _bybit_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.clip_replay import bybit_recording_replay
 
     return bybit_recording_replay(p, depth)
@@ -96,7 +98,7 @@ def _is_ccxt_recording(p: Path) -> bool:
     return looks_like_ccxt_recording(p)
 
 
-def _ccxt_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _ccxt_recording(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.ccxt_recording import ccxt_recording_replay
 
     return ccxt_recording_replay(p, depth)
@@ -107,7 +109,7 @@ def _tardis_header(p: Path) -> str:
 
     opener = gzip.open if p.name.lower().endswith(".gz") else open
     try:
-        with opener(p, "rt") as fh:  # type: ignore[operator]
+        with opener(p, "rt") as fh:
             return fh.readline(4096)
     except (OSError, EOFError, UnicodeDecodeError):
         return ""
@@ -117,13 +119,13 @@ def _fields(p: Path) -> set[str]:
     return {f.strip() for f in _tardis_header(p).split(",")}
 
 
-def _tardis_trades(p: Path, _depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _tardis_trades(p: Path, _depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.replay import TardisTradesReplay
 
     return TardisTradesReplay(p)
 
 
-def _tardis_books(p: Path, _depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _tardis_books(p: Path, _depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.replay import TardisBookSnapshotReplay
 
     return TardisBookSnapshotReplay(p)
@@ -135,7 +137,7 @@ def _is_kraken_spot(p: Path) -> bool:
     return looks_like_kraken_recording(p)
 
 
-def _kraken_spot(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[m.Message]:
+def _kraken_spot(p: Path | list[Path], depth: int, _rate: float | None) -> Iterable[ReplayMessage]:
     from collector.exchanges.kraken_spot_feed import kraken_recording_replay
 
     return kraken_recording_replay(p, depth)
@@ -155,7 +157,7 @@ REPLAY_FORMATS: list[ReplayFormat] = [
 ]
 
 
-def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[m.Message]]:
+def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | None) -> list[Iterable[ReplayMessage]]:
     """The sources of ``REPLAY_PATHS`` (files or directories), each through its venue's own
     book builder: the files of one set-capable format form one source (a recording split into
     rotated files replays as one stream), any other file is a source of its own. A path no
@@ -172,7 +174,7 @@ def replay_sources(paths: Iterable[str | Path], depth: int, rate_hz: float | Non
                 raise ValueError(f"REPLAY_PATHS: cannot tell the format of {f}")
             key = fmt.name if fmt.make_set is not None else f"{fmt.name}:{f}"
             groups.setdefault(key, (fmt, []))[1].append(f)
-    sources: list[Iterable[m.Message]] = []
+    sources: list[Iterable[ReplayMessage]] = []
     for fmt, files in groups.values():
         if fmt.make_set is not None and len(files) > 1:
             sources.append(fmt.make_set(files, depth, rate_hz))

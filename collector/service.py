@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from collector.feed import FeedOutput, FeedProcessor
 from collector.supervision import FeedSupervision
-from collector.replay import SystemClock, merge_by_recv, pace
+from collector.replay import ReplayMessage, SystemClock, merge_by_recv, pace
 from collector.replay_formats import replay_sources
 from depthpilot import messages as m
 from depthpilot.paths import data_dir
@@ -102,11 +102,11 @@ class CollectorService(Service):
             self.bus.publish(msg)
         for ev in out.events:
             self.bus.publish(ev)
-        if self.snap_writer is not None:
+        if self.snap_writer is not None and self.trade_writer is not None:  # both, with a store
             for snap in out.store_snapshots:
                 self.snap_writer.add(snap)
             for t in out.store_trades:
-                self.trade_writer.add(t)  # type: ignore[union-attr]
+                self.trade_writer.add(t)
 
     def on_message(self, msg: m.Message) -> None:
         msg.stamp("collected")  # when the collector had it (a replay creates messages ahead of pacing)
@@ -139,26 +139,26 @@ class CollectorService(Service):
         """Write due store batches. A replay checkpoint (``checkpoint``) advances to the last
         message handed over BEFORE the writers were fully flushed and the bus confirmed
         everything published so far; if either fails it stays where it was."""
-        if self.snap_writer is None:
+        store, snaps, trades = self.store, self.snap_writer, self.trade_writer
+        if store is None or snaps is None or trades is None:  # no store: no writers
             return
         try:
             last = self.last_ts
-            writers = (self.snap_writer, self.trade_writer)
-            for w in writers:
-                w.flush() if (force or checkpoint) else w.maybe_flush()  # type: ignore[union-attr]
+            for w in (snaps, trades):
+                w.flush() if (force or checkpoint) else w.maybe_flush()
             if checkpoint and last:
                 if not self.bus.flush(5):
                     self.checkpoint_waits += 1
                     log.warning("replay checkpoint held at the previous position: the bus did not confirm in 5 s")
                     return
-                self.store.set_state(self.replay_key, {"ts_recv": last})  # type: ignore[union-attr]
+                store.set_state(self.replay_key, {"ts_recv": last})
         except Exception:  # noqa: BLE001 - kept in the writers' buffers; retried next tick
             self.report_errors += 1
             log.exception("storing collector data failed; will retry")
 
     # ------------------------------------------------------------------ replay
     @staticmethod
-    def _shifted(loop: int, span: int, msgs: Iterable[m.Message]) -> Iterator[m.Message]:
+    def _shifted(loop: int, span: int, msgs: Iterable[ReplayMessage]) -> Iterator[ReplayMessage]:
         """Loop ``loop`` of a looped replay: times moved on by ``loop * span`` and every trade
         id made loop-specific, so each loop's messages have their own ids (snapshot ids carry
         the shifted receive time) and nothing real is dropped as a duplicate."""
@@ -195,7 +195,7 @@ class CollectorService(Service):
         span = 0
         bounds = [0, 0]  # first / last receive time of the current loop (skipped messages included)
 
-        def seen(msgs: Iterable[m.Message]) -> Iterator[m.Message]:
+        def seen(msgs: Iterable[ReplayMessage]) -> Iterator[ReplayMessage]:
             for msg in msgs:
                 bounds[0] = bounds[0] or msg.ts_recv
                 bounds[1] = msg.ts_recv

@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Sequence
 
 from depthpilot.messages import BookSnapshot, Trade
+
+if TYPE_CHECKING:
+    from collector.binance_ws import Market
 
 __all__ = ["FeedContext", "FeedSpec", "Venue", "VenueError", "VENUES", "venue", "known_venues", "BybitSource"]
 
@@ -63,7 +66,7 @@ class Venue:
 
 # --------------------------------------------------------------------------- Binance (native)
 
-_BINANCE_MARKET = {"binance": "spot", "binanceusdm": "usdm", "binancecoinm": "coinm"}
+_BINANCE_MARKET: dict[str, Market] = {"binance": "spot", "binanceusdm": "usdm", "binancecoinm": "coinm"}
 
 
 def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> list[FeedSpec]:
@@ -83,7 +86,7 @@ def _binance_feeds(ctx: FeedContext, symbols: Sequence[str], exchange: str) -> l
             list(symbols),
             depth=s.book_depth,
             ws_url=ws_url,
-            rest_url=rest_url,  # type: ignore[arg-type]
+            rest_url=rest_url,
             on_retry=ctx.on_retry,
             on_reconnect=ctx.on_reconnect,
             depth_stream=s.binance_depth_stream,

@@ -1,5 +1,5 @@
 """Modules split for size keep their import points: every name the code base imports from
-``depthpilot.messages`` and ``depthpilot.sample_data`` is still there, and is the very object
+``depthpilot.messages``, ``depthpilot.sample_data`` and ``trader.paper`` is still there, and is the very object
 defined in the module it moved to (no copy that could drift)."""
 
 from __future__ import annotations
@@ -20,12 +20,18 @@ BEFORE = {
         "DATASET_NAMES DATASETS DEFAULT_BASE_URL DERIVED MANIFEST Dataset SampleDataError SourceFile files "
         "sha256_file is_present fetch"
     ).split(),
+    "trader.paper": "PaperExchange DEPTH_EXHAUSTED".split(),
 }
 HOMES = {
     "depthpilot.messages": ("depthpilot.message_schemas", "depthpilot.message_codec"),
     "depthpilot.sample_data": ("depthpilot.sample_catalogue",),
+    "trader.paper": ("trader.paper_fills",),
 }
-STAYED = {"depthpilot.messages": set(), "depthpilot.sample_data": {"sha256_file", "is_present", "fetch"}}
+STAYED = {
+    "depthpilot.messages": set(),
+    "depthpilot.sample_data": {"sha256_file", "is_present", "fetch"},
+    "trader.paper": {"PaperExchange"},
+}
 
 
 @pytest.mark.parametrize("module", sorted(BEFORE))

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from depthpilot import control as c
+from trader.domain import as_mode
 from trader.runtime import DAY_NS, TraderRuntime
 
 
@@ -85,9 +86,9 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         ccy = "USDT" if "USDT" in bal else next(iter(bal), "USDT")
         equity = bal.get(ccy, Decimal(0))
         return c.BalanceReply(
-            mode=rt.mode,
+            mode=as_mode(rt.mode),
             currency=ccy,
-            equity=equity,  # type: ignore[arg-type]
+            equity=equity,
             available=equity if avail is None else avail,
             data={k: str(v) for k, v in bal.items()},
         )

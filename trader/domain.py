@@ -15,10 +15,20 @@ from typing import Literal, Protocol, runtime_checkable
 
 Side = Literal["buy", "sell"]
 Mode = Literal["paper", "testnet", "live"]
+Liquidity = Literal["maker", "taker", ""]
+MODES: tuple[Mode, ...] = ("paper", "testnet", "live")
 OrderStatus = Literal["new", "accepted", "partially_filled", "filled", "cancelled", "rejected", "expired"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"filled", "cancelled", "rejected", "expired"})
 
 ZERO = Decimal(0)
+
+
+def as_mode(value: str) -> Mode:
+    """``value`` as a :data:`Mode`; anything but paper/testnet/live is a ValueError."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ValueError(f"mode must be paper, testnet or live, not {value!r}")
 
 
 def to_decimal(x: float | int | str | Decimal) -> Decimal:
@@ -128,7 +138,7 @@ class FillReport:
     price: Decimal
     fee: Decimal  # positive = paid, negative = rebate
     fee_ccy: str = "USDT"
-    liquidity: Literal["maker", "taker", ""] = "taker"
+    liquidity: Liquidity = "taker"
     fill_id: str = ""  # venue execution id (dedup key)
     ts_ns: int = 0
 

@@ -22,9 +22,19 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from trader import reports
-from trader.actions import Action, ClosedTrade, RiskAlert
+from trader.actions import Action, ClosedTrade, RiskAlert, Severity
 from trader.config import TraderConfig
-from trader.domain import ZERO, FillReport, Instrument, OrderReport, OrderRequest, PositionReport, to_decimal
+from trader.domain import (
+    ZERO,
+    FillReport,
+    Instrument,
+    Mode,
+    OrderReport,
+    OrderRequest,
+    PositionReport,
+    Side,
+    to_decimal,
+)
 from trader.engine_control import EngineControl
 from trader.engine_state import DAY_NS, PendingOrder, SymbolState, book_ts
 from trader.ledger import PositionLedger
@@ -43,9 +53,9 @@ class BookLike(Protocol):
 
 
 class TradingEngine(EngineControl):
-    def __init__(self, config: TraderConfig, instruments: dict[str, Instrument], *, mode: str = "paper") -> None:
+    def __init__(self, config: TraderConfig, instruments: dict[str, Instrument], *, mode: Mode = "paper") -> None:
         self.cfg = config
-        self.mode = mode
+        self.mode: Mode = mode
         self.instruments = dict(instruments)
         self.symbols: dict[str, SymbolState] = {s: SymbolState(i, config) for s, i in self.instruments.items()}
         self.now = 0
@@ -264,10 +274,15 @@ class TradingEngine(EngineControl):
     trades = reports.trades
     risk = reports.risk
     snapshot = reports.snapshot
-    restore = classmethod(reports.restore)
+
+    @classmethod
+    def restore(cls, d: dict[str, Any]) -> TradingEngine:
+        return reports.restore(cls, d)
 
     # ================================================================== internals
-    def _alert(self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any) -> RiskAlert:
+    def _alert(
+        self, kind: str, st: SymbolState | None, msg: str, severity: Severity = "warning", **data: Any
+    ) -> RiskAlert:
         return RiskAlert(
             kind,
             severity,
@@ -276,9 +291,9 @@ class TradingEngine(EngineControl):
             msg,
             {k: str(v) for k, v in data.items()},
             self.now,
-        )  # type: ignore[arg-type]
+        )
 
-    def _order(self, st: SymbolState, side: str, qty: Decimal, purpose: str, reason: str) -> OrderRequest:
+    def _order(self, st: SymbolState, side: Side, qty: Decimal, purpose: str, reason: str) -> OrderRequest:
         self.seq += 1
         cid = f"dp-{st.inst.symbol[:12]}-{self.now // 1_000_000}-{self.seq}"
         req = OrderRequest(
@@ -288,7 +303,7 @@ class TradingEngine(EngineControl):
             side,
             qty,
             "market",
-            None,  # type: ignore[arg-type]
+            None,
             purpose == "exit",
             reason,
             self.now,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from trader.actions import Action, ClosedTrade, PositionChange, RiskAlert, StopMove
+from trader.actions import Action, ClosedTrade, PositionChange, RiskAlert, Severity, StopMove
 from trader.domain import ZERO, to_decimal
 from trader.engine_state import DAY_NS, SymbolState
 from trader.risk import initial_stop, trailing_stop
@@ -33,8 +33,9 @@ class EngineGuards:
     def _close(self, st: SymbolState, reason: str, out: list[Action]) -> None: ...  # in TradingEngine
 
     def _alert(
-        self, kind: str, st: SymbolState | None, msg: str, severity: str = "warning", **data: Any
-    ) -> RiskAlert: ...  # in TradingEngine
+        self, kind: str, st: SymbolState | None, msg: str, severity: Severity = "warning", **data: Any
+    ) -> RiskAlert:
+        raise NotImplementedError  # defined by TradingEngine
 
     def venue_stop_reason(self, symbol: str, client_order_id: str, reason: str) -> str:
         """The reason to publish for a venue report of ``client_order_id``: a venue-side stop

@@ -59,7 +59,9 @@ class ExecWorker:
         self._jobs: queue.Queue[Any] = queue.Queue()
         self._stops: dict[str, Decimal | None] = {}
         self._stops_lock = threading.Lock()
-        self._feeds_books = callable(getattr(client, "on_book", None))
+        on_book = getattr(client, "on_book", None)  # an execution that simulates on books (paper)
+        self._on_book: Callable[[Any], None] | None = on_book if callable(on_book) else None
+        self._feeds_books = self._on_book is not None
         self.failure = ""
         self.counters = {"submitted": 0, "rejected": 0, "retried": 0, "errors": 0, "stops": 0, "polls": 0}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -151,7 +153,8 @@ class ExecWorker:
         kind = job[0]
         try:
             if kind == "book":
-                self.client.on_book(job[1])  # type: ignore[attr-defined]
+                if self._on_book is not None:  # only queued when it is (see book())
+                    self._on_book(job[1])
             elif kind == "submit":
                 self._submit(job[1])
             elif kind == "stop":
@@ -178,9 +181,9 @@ class ExecWorker:
             log.warning(
                 "order %s outcome unknown (%s): looking it up before anything is re-sent", req.client_order_id, exc
             )
-            rep = self._retrying()(self.client.lookup, req.symbol, req.client_order_id)
-            if rep is None:  # never reached the venue: sending the same client id again is safe
-                rep = self._retrying()(self.client.submit, req)
+            found = self._retrying()(self.client.lookup, req.symbol, req.client_order_id)
+            # None: never reached the venue, so sending the same client id again is safe
+            rep = found if found is not None else self._retrying()(self.client.submit, req)
         except OrderRejected as exc:
             self.counters["rejected"] += 1
             rep = OrderReport(

@@ -18,7 +18,7 @@ from typing import Any
 from depthpilot import messages as m
 from trader import wire
 from trader.actions import ClosedTrade, PositionChange, RiskAlert
-from trader.domain import FillReport, OrderReport, OrderRequest
+from trader.domain import FillReport, OrderReport, OrderRequest, as_mode
 
 
 def _id(*parts: object) -> str:
@@ -48,7 +48,7 @@ def fill_message(f: FillReport, ts_ns: int) -> m.Fill:
 def position_message(
     pc: PositionChange, mode: str, mark: Decimal | None = None, unrealized: Decimal = Decimal(0)
 ) -> m.PositionUpdate:
-    return wire.position_update(pc, mode, unrealized, mark)
+    return wire.position_update(pc, as_mode(mode), unrealized, mark)
 
 
 def risk_message(a: RiskAlert, source: str = "trader") -> m.RiskEvent:

@@ -5,7 +5,7 @@ methods, so the service forwards a control request straight to the engine."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from depthpilot.control import (
     PnlReply,
@@ -18,7 +18,7 @@ from depthpilot.control import (
 )
 from trader.actions import ClosedTrade
 from trader.config import config_from_dict, config_to_dict
-from trader.domain import ZERO, Instrument
+from trader.domain import ZERO, Instrument, as_mode
 from trader.engine_state import DAY_NS
 from trader.wire import trade_view
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from trader.engine import TradingEngine
 
 SNAPSHOT_VERSION = 1
+Period = Literal["today", "7d", "all"]
 
 
 def status(eng: "TradingEngine", model_id: str = "") -> StatusReply:
@@ -49,7 +50,7 @@ def status(eng: "TradingEngine", model_id: str = "") -> StatusReply:
     return StatusReply(
         mode=eng.mode,
         halted=bool(eng.halt_reason),
-        halt_reason=eng.halt_reason,  # type: ignore[arg-type]
+        halt_reason=eng.halt_reason,
         symbols=syms,
         model_id=model_id,
         data={"counters": dict(eng.counters), "now": eng.now},
@@ -82,12 +83,13 @@ def positions(eng: "TradingEngine") -> PositionsReply:
 def pnl(eng: "TradingEngine", period: str = "today", now_ns: int | None = None) -> PnlReply:
     """Closed trades exiting in the period (PnL after fees) plus the open positions' unrealised."""
     now = now_ns if now_ns is not None else eng.now
+    span: Period
     if period == "today":
-        since = (now // DAY_NS) * DAY_NS
+        span, since = "today", (now // DAY_NS) * DAY_NS
     elif period == "7d":
-        since = now - 7 * DAY_NS
+        span, since = "7d", now - 7 * DAY_NS
     elif period == "all":
-        since = 0
+        span, since = "all", 0
     else:
         raise ValueError(f"period must be today, 7d or all, not {period!r}")
     trades = [t for t in eng.closed if t.exit_ts >= since]
@@ -95,11 +97,11 @@ def pnl(eng: "TradingEngine", period: str = "today", now_ns: int | None = None) 
     fees = sum((t.fees for t in trades), ZERO)
     unreal = sum((st.unrealized() for st in eng.symbols.values()), ZERO)
     return PnlReply(
-        period=period,
+        period=span,
         since_ts=since,
         realized=realized,
         fees=fees,
-        unrealized=unreal,  # type: ignore[arg-type]
+        unrealized=unreal,
         trades=len(trades),
         wins=sum(1 for t in trades if t.pnl > 0),
     )
@@ -154,7 +156,8 @@ def _trade_dict(t: ClosedTrade) -> dict[str, Any]:
 
 def _trade_from(d: dict[str, Any]) -> ClosedTrade:
     dec = {"qty", "entry_price", "exit_price", "gross_pnl", "fees", "pnl"}
-    return ClosedTrade(**{k: (Decimal(v) if k in dec else v) for k, v in d.items()})
+    fields: dict[str, Any] = {k: (Decimal(v) if k in dec else v) for k, v in d.items()}
+    return ClosedTrade(**fields)
 
 
 def _inst_dict(i: Instrument) -> dict[str, Any]:
@@ -163,7 +166,8 @@ def _inst_dict(i: Instrument) -> dict[str, Any]:
 
 def _inst_from(d: dict[str, Any]) -> Instrument:
     dec = {"tick_size", "lot_step", "min_qty", "min_notional", "max_qty", "contract_value", "max_leverage"}
-    return Instrument(**{k: (Decimal(v) if k in dec and v is not None else v) for k, v in d.items()})
+    fields: dict[str, Any] = {k: (Decimal(v) if k in dec and v is not None else v) for k, v in d.items()}
+    return Instrument(**fields)
 
 
 def snapshot(eng: "TradingEngine") -> dict[str, Any]:
@@ -185,14 +189,14 @@ def snapshot(eng: "TradingEngine") -> dict[str, Any]:
     }
 
 
-def restore(cls: type, d: dict[str, Any]) -> "TradingEngine":
+def restore(cls: "type[TradingEngine]", d: dict[str, Any]) -> "TradingEngine":
     """Rebuild an engine from :func:`snapshot`. Book validity is not restored (a restarted engine
     waits for fresh books before entering); then feed the venue's positions (``on_position``) to
     reconcile anything that happened while it was down."""
     if d.get("version") != SNAPSHOT_VERSION:
         raise ValueError(f"trader snapshot version {d.get('version')!r} is not {SNAPSHOT_VERSION}")
     insts = {i["symbol"]: _inst_from(i) for i in d["instruments"]}
-    eng = cls(config_from_dict(d["config"]), insts, mode=d.get("mode", "paper"))
+    eng = cls(config_from_dict(d["config"]), insts, mode=as_mode(d.get("mode", "paper")))
     eng.now, eng.day = int(d["now"]), int(d["day"])
     eng._day_end = (eng.day + 1) * DAY_NS if eng.day >= 0 else 0
     eng.day_realized, eng.halt_reason, eng.seq = Decimal(d["day_realized"]), d["halt_reason"], int(d["seq"])

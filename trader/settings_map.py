@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trader.config import TraderConfig
-from trader.domain import Fees
+from trader.domain import Fees, Mode, as_mode
 
 
 def trader_config(s: Any) -> TraderConfig:
@@ -53,14 +53,14 @@ def fees(s: Any) -> Fees:
 
 @dataclass(frozen=True)
 class ExecutionPlan:
-    mode: str  # paper / testnet / live
+    mode: Mode
     venue: str  # "paper" / "bybit" / "ccxt"
     exchange: str  # the exchange name orders and positions carry
     note: str = ""  # something the service should log (keys ignored in paper mode...)
 
 
 def execution_plan(s: Any) -> ExecutionPlan:
-    mode = getattr(s.mode, "value", s.mode)
+    mode = as_mode(getattr(s.mode, "value", s.mode))
     has_keys = s.bybit_api_key is not None and s.bybit_api_secret is not None
     if mode == "paper":
         exchange = s.trader_exchange or s.exchanges[0]

@@ -46,7 +46,7 @@ class Strategy:
         self.cfg = cfg
         self.p_up: float | None = None
         self.p_down: float | None = None
-        self.readings: deque[str] = deque(maxlen=cfg.confirm_k)
+        self.readings: deque[Reading] = deque(maxlen=cfg.confirm_k)
         self.blocked_dir = 0  # direction closed last; cleared by a reading in another direction
         self.cooldown_until = {1: 0, -1: 0}  # ns, per direction, after a stop
         self._cls: list[str] | None = None  # the classes list the indexes below were read from
@@ -101,7 +101,7 @@ class Strategy:
         if len(rs) < self.cfg.confirm_k:
             return None
         first = rs[0]
-        return first if rs.count(first) == len(rs) else None  # type: ignore[return-value]
+        return first if rs.count(first) == len(rs) else None
 
     def blocked(self, side: int, now_ns: int) -> str:
         """Why an entry in ``side`` is not allowed now ('' when it is)."""

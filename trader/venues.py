@@ -44,21 +44,21 @@ def build_client(plan: ExecutionPlan, settings: Any, symbols: list[str]) -> tupl
             s: paper_instrument(plan.exchange, s, settings.trader_paper_tick, settings.trader_paper_lot)
             for s in symbols
         }
-        client = PaperExchange(
+        paper = PaperExchange(
             insts,
             fees=fees(settings),
             latency_ns=int(settings.trader_paper_latency_ms * 1e6),
             balance=Decimal(settings.trader_paper_balance),
             exchange=plan.exchange,
         )
-        return client, insts
+        return paper, insts
     from trader.execution import make_execution_client
 
     bybit = plan.venue == "bybit"
     client = make_execution_client(
         venue=plan.venue,
         mode=plan.mode,
-        api_key=settings.bybit_api_key,  # type: ignore[arg-type]
+        api_key=settings.bybit_api_key,
         api_secret=settings.bybit_api_secret,
         base_url=settings.bybit_base_url if bybit else settings.ccxt_api_base_url,
         private_ws_url=(settings.bybit_private_ws_url or None) if bybit else None,

@@ -12,7 +12,7 @@ from decimal import Decimal
 from depthpilot import messages as m
 from depthpilot.control import TradeView
 from trader.actions import ClosedTrade, PositionChange, RiskAlert
-from trader.domain import ZERO, FillReport, OrderReport, OrderRequest
+from trader.domain import ZERO, FillReport, Mode, OrderReport, OrderRequest
 
 
 def risk_event(a: RiskAlert, source: str = "trader") -> m.RiskEvent:
@@ -33,7 +33,7 @@ def order_intent(r: OrderRequest, signal_id: str = "") -> m.OrderIntent:
         client_order_id=r.client_order_id,
         exchange=r.exchange,
         symbol=r.symbol,
-        side=r.side,
+        side=m.Side(r.side),
         qty=r.qty,
         order_type=r.order_type,
         price=r.price,
@@ -49,7 +49,7 @@ def order_update(r: OrderReport) -> m.OrderUpdate:
         exchange=r.exchange,
         symbol=r.symbol,
         status=r.status,
-        side=r.side,
+        side=m.Side(r.side),
         qty=r.qty,
         filled_qty=r.filled_qty,
         avg_price=r.avg_price,
@@ -64,7 +64,7 @@ def fill(f: FillReport) -> m.Fill:
         client_order_id=f.client_order_id,
         exchange=f.exchange,
         symbol=f.symbol,
-        side=f.side,
+        side=m.Side(f.side),
         qty=f.qty,
         price=f.price,
         fee=f.fee,
@@ -76,7 +76,7 @@ def fill(f: FillReport) -> m.Fill:
 
 
 def position_update(
-    p: PositionChange, mode: str = "paper", unrealized: Decimal = ZERO, mark: Decimal | None = None
+    p: PositionChange, mode: Mode = "paper", unrealized: Decimal = ZERO, mark: Decimal | None = None
 ) -> m.PositionUpdate:
     return m.PositionUpdate(
         exchange=p.exchange,
@@ -90,7 +90,7 @@ def position_update(
         stop_price=p.stop_price,
         mode=mode,
         ts=p.ts_ns,
-    )  # type: ignore[arg-type]
+    )
 
 
 def trade_view(t: ClosedTrade) -> TradeView:

@@ -20,11 +20,12 @@ reading, no network).
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from collector.exchanges.binance_parse import (
     KIND_DEPTH,
@@ -49,7 +50,7 @@ _SCAN_LINES = 20_000  # lines read at most to find a file's first depth/trade me
 _TEXT_BYTES = frozenset(range(32, 127)) | {9, 10, 13}
 
 
-def open_recording(path: Path) -> IO[bytes]:
+def open_recording(path: Path) -> io.BufferedIOBase:
     """Binary line reader of a recording file: gzip by content (magic bytes), else plain text
     (a file that is neither is refused with one line)."""
     with open(path, "rb") as fh:

@@ -202,15 +202,13 @@ class BinanceDiffBook:
             return SyncResult.APPLIED
         return SyncResult.BUFFERED if self._state == _AWAIT_FIRST else SyncResult.GAP
 
-    def on_snapshot_msg(self, snap: DepthSnapshot | Mapping[str, Any]) -> SyncResult:
-        if not isinstance(snap, DepthSnapshot):
-            snap = _convert(dict(snap), KIND_SNAPSHOT)
+    def on_snapshot_msg(self, msg: DepthSnapshot | Mapping[str, Any]) -> SyncResult:
+        snap: DepthSnapshot = msg if isinstance(msg, DepthSnapshot) else _convert(dict(msg), KIND_SNAPSHOT)
         return self.on_snapshot(snap.lastUpdateId, snap.bids, snap.asks, (snap.T or snap.E) * 1_000_000)
 
-    def on_diff(self, d: DepthDiff | Mapping[str, Any]) -> SyncResult:
+    def on_diff(self, msg: DepthDiff | Mapping[str, Any]) -> SyncResult:
         """Feed one diff (a :class:`DepthDiff` or the ``data`` dict of a depthUpdate)."""
-        if type(d) is not DepthDiff:
-            d = _convert(dict(d), KIND_DEPTH)  # type: ignore[arg-type]
+        d: DepthDiff = msg if isinstance(msg, DepthDiff) else _convert(dict(msg), KIND_DEPTH)
         state = self._state
         if state == _SYNCED:  # (_futures is known once a diff has been applied)
             last = self._last_u

@@ -211,7 +211,8 @@ class IdLevelBookBuilder(BookBuilder):
 
     def _load_rows(self, rows: Any) -> None:
         self._levels = {}
-        bids, asks = [], []
+        bids: list[tuple[float, float]] = []
+        asks: list[tuple[float, float]] = []
         for r in rows:
             is_bid, price = self._is_bid(r), float(r["price"])
             self._levels[int(r["id"])] = (is_bid, price)

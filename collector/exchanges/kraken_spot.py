@@ -97,7 +97,7 @@ class KrakenSpotBookBuilder(BookBuilder):
         self._asks.clear()
 
     # ----------------------------------------------------------------- entry point
-    def process(self, msg: Any) -> ApplyResult:  # type: ignore[override]
+    def process(self, msg: Any) -> ApplyResult:
         """A decoded v1 (list) or v2 (dict) message; see the module doc."""
         if isinstance(msg, list):
             msg = {"_v1": msg}

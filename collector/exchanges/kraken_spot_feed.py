@@ -121,15 +121,15 @@ class KrakenSpotSource:
             log.warning("kraken spot: unparseable message: %.200r", raw)
             return []
         if isinstance(msg, dict) and msg.get("channel") == "instrument":
-            for b in self.builders.values():
-                b.process(msg)
+            for builder in self.builders.values():
+                builder.process(msg)
             if self.raw_sink is not None:
                 for s in self.symbols:
                     self.raw_sink(s, raw.encode(), ts)
             return []
         sym = _symbol_of(msg)
         b = self.builders.get(sym) if sym else None
-        if b is None:
+        if sym is None or b is None:
             if isinstance(msg, dict) and (msg.get("error") or msg.get("errorMessage")):
                 log.warning("kraken spot: %s", msg.get("error") or msg.get("errorMessage"))
             return []
@@ -191,8 +191,8 @@ def _kraken_replay(files: list[Path], depth: int) -> Iterator[BookSnapshot]:
         msg = json.loads(body)
         if isinstance(msg, dict) and msg.get("channel") == "instrument":
             instrument = msg
-            for b in builders.values():
-                b.process(msg)
+            for builder in builders.values():
+                builder.process(msg)
             continue
         sym = _symbol_of(msg)
         if sym is None:

@@ -16,11 +16,11 @@ from trader.execution import ccxt_map as cm
 from trader.execution import make_execution_client
 from trader.execution.common import (
     LogRedactor,
-    Redactor,
     RetryPolicy,
     backoff_delay,
     dec,
     prepare_order,
+    redacted,
     retry_after,
     venue_order_id,
 )
@@ -84,8 +84,8 @@ def test_retry_after_header() -> None:
 
 
 def test_redaction(caplog: pytest.LogCaptureFixture) -> None:
-    r = Redactor("KEY-abcdef", "SECRET-123456", None, "")
-    assert r("a KEY-abcdef b\nSECRET-123456 c") == "a *** b *** c"
+    LogRedactor.protect("KEY-abcdef", "SECRET-123456", None, "")
+    assert redacted("a KEY-abcdef b\nSECRET-123456 c") == "a *** b *** c"
     LogRedactor.protect("SECRET-123456", loggers=("test.exec.lib",))
     LogRedactor.protect("SECRET-123456", loggers=("test.exec.lib",))
     assert sum(isinstance(f, LogRedactor) for f in logging.getLogger("test.exec.lib").filters) == 1
@@ -213,3 +213,50 @@ def test_factory_picks_the_venue_environment() -> None:
     assert local._http.endpoint == "http://127.0.0.1:9" and local._stream is None  # REST polling only
     for c in (demo, live, by, local):
         c.close()
+
+
+@pytest.mark.parametrize("venue", ["bybit", "binanceusdm"])
+def test_an_exchange_error_quoting_the_secret_is_masked_through_the_core_registry(
+    venue: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client registers its key and secret with the core registry (``depthpilot.redact``),
+    so a venue error that quotes them - or quotes another secret the service registered, such as
+    the Telegram token - is masked in the retry log lines and in the error the trader reports."""
+    from pybit.exceptions import InvalidRequestError
+
+    from depthpilot.redact import mask_secrets, register_secrets
+    from trader.domain import RetryableExecutionError
+
+    key, secret = f"{venue}-key-" + "A1b2" * 3, f"{venue}-secret-" + "Z9y8" * 4
+    token = "123456:telegram-" + "Tt7" * 5
+    register_secrets([token])  # as the service's logging set-up does
+    c = make_execution_client(
+        venue=venue,
+        mode="testnet",
+        api_key=key,
+        api_secret=secret,
+        base_url="http://127.0.0.1:9",
+        retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.01, deadline_s=5.0),
+        private_stream=False,
+    )
+    assert mask_secrets(f"{key} {secret}") == "*** ***"  # registered in the core, not in a copy
+    quote = f"signature for api_key={key} made with {secret} (and {token}) is stale"
+
+    def venue_says(*args: object, **kw: object) -> None:
+        if venue == "bybit":
+            raise InvalidRequestError("GET /v5/account/wallet-balance", quote, 10002, "12:00", {})
+        raise ccxt.RequestTimeout(f'binanceusdm {{"code":-1021,"msg":"{quote}"}}')
+
+    target = c._http if venue == "bybit" else c._ex
+    monkeypatch.setattr(target, "get_wallet_balance" if venue == "bybit" else "fetch_balance", venue_says)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(RetryableExecutionError) as ei:
+        c.balance()
+    reported = str(ei.value)
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage()]
+    assert len(retries) == 2  # three tries: two retry lines, each quoting the venue's error
+    for text in [reported, *retries]:
+        assert "is stale" in text and text.count("***") == 3
+        for s in (key, secret, token):
+            assert s not in text
+    c.close()

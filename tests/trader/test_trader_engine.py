@@ -30,6 +30,14 @@ def open_long(cfg=CFG, **kw):
     return sim, c
 
 
+def test_restore_refuses_a_snapshot_of_an_unknown_mode():
+    sim, _ = open_long()
+    state = json.loads(json.dumps(sim.engine.snapshot()))
+    assert TradingEngine.restore(state).mode == "paper"
+    with pytest.raises(ValueError, match="mode must be paper, testnet or live, not 'real'"):
+        TradingEngine.restore({**state, "mode": "real"})
+
+
 def test_snapshot_restore_continues_the_trailing_stop():
     sim, c = open_long()
     c.book(60300.0)  # trails to entry + 150

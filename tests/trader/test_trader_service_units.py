@@ -82,6 +82,20 @@ def test_plan_double_checks_live_even_when_settings_were_bypassed():
         execution_plan(SimpleNamespace(**{**s.__dict__, "mode": "testnet", "bybit_api_key": None}))
 
 
+def test_plan_refuses_a_mode_it_does_not_know():
+    s = SimpleNamespace(
+        mode="Live",  # settings bypassed: not one of paper / testnet / live
+        bybit_api_key="k",
+        bybit_api_secret="s",
+        live_trading_confirm="yes",
+        trader_venue="bybit",
+        trader_exchange="",
+        exchanges=["binance"],
+    )
+    with pytest.raises(ValueError, match="mode must be paper, testnet or live, not 'Live'"):
+        execution_plan(s)
+
+
 def test_settings_map_to_exact_trader_config(monkeypatch):
     monkeypatch.setenv("TRADER_BUDGET", "250.10")
     monkeypatch.setenv("TRADER_LEVERAGE", "10")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+import pytest
+
 from depthpilot import messages as m
 from trader import wire
 from trader.actions import ClosedTrade, PositionChange, RiskAlert
@@ -49,3 +51,23 @@ def test_reports_map_to_messages():
     assert (u.status, u.filled_qty, u.avg_price) == ("filled", D("0.010"), D("60000.1"))
     assert (fm.price, fm.fee, fm.fill_id) == (D("60000.1"), D("0.33000055"), "e1")  # exact (messages v2)
     assert type(roundtrip(u)) is m.OrderUpdate and type(roundtrip(fm)) is m.Fill
+
+
+def test_sides_are_the_message_enum_as_a_decoded_message_carries_them():
+    """The bus messages declare ``side: Side`` (an enum): what the trader publishes carries the
+    same type a consumer decodes, not a bare string that only happens to encode alike."""
+    req = OrderRequest("c1", EX, SYM, "sell", D("0.010"))
+    r = OrderReport("c1", EX, SYM, "buy", D("0.010"), "filled", D("0.010"), D("60000.1"), "x1", "", 5)
+    f = FillReport("c1", EX, SYM, "sell", D("0.010"), D("60000.1"), D("0.33"), fill_id="e1", ts_ns=5)
+    for msg, side in ((wire.order_intent(req), m.Side.SELL), (wire.order_update(r), m.Side.BUY)):
+        assert msg.side is side and roundtrip(msg).side is side
+    assert wire.fill(f).side is m.Side.SELL
+
+
+def test_a_position_update_refuses_an_unknown_mode():
+    from trader.message_map import position_message
+
+    pc = PositionChange(EX, SYM, D("0.010"), D("60000"), D("0"), D("0"), None, 5)
+    assert position_message(pc, "testnet").mode == "testnet"
+    with pytest.raises(ValueError, match="mode must be paper, testnet or live, not 'papr'"):
+        position_message(pc, "papr")

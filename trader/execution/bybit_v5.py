@@ -48,9 +48,9 @@ from trader.execution.common import (
     LIBRARY_LOGGERS,
     LogRedactor,
     RateLimited,
-    Redactor,
     RetryPolicy,
     RetryStats,
+    redacted,
     call_with_retry,
     prepare_order,
     retry_after,
@@ -88,7 +88,6 @@ class BybitExecution:
         self.category = category
         self.retry = retry or RetryPolicy()
         self.stats = RetryStats()
-        self._redact = Redactor(api_key, api_secret)
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
         self._http = HTTP(
             testnet=(mode == "testnet"),
@@ -128,7 +127,7 @@ class BybitExecution:
             return fn(**params).get("result") or {}
         except InvalidRequestError as e:
             code = int(e.status_code)
-            msg = self._redact(f"{where}: {e.message} (retCode {code})")
+            msg = redacted(f"{where}: {e.message} (retCode {code})")
             if code in bm.NOT_MODIFIED:
                 return {}
             if code == 10006:
@@ -143,7 +142,7 @@ class BybitExecution:
                 raise ExecutionError(msg) from None
             raise OrderRejected(msg, code=str(code)) from None
         except FailedRequestError as e:
-            msg = self._redact(f"{where}: HTTP {e.status_code} {e.message}")
+            msg = redacted(f"{where}: HTTP {e.status_code} {e.message}")
             if e.status_code in (429, 403):
                 raise RateLimited(msg, retry_after_s=retry_after((e.resp_headers or {}).get("Retry-After"))) from None
             if isinstance(e.status_code, int) and e.status_code >= 500:
@@ -153,8 +152,8 @@ class BybitExecution:
             raise ExecutionError(msg) from None
         except (requests.Timeout, requests.ConnectionError) as e:
             if what == "create":
-                raise _SentNoAnswer(self._redact(f"{where}: {type(e).__name__}")) from None
-            raise RetryableExecutionError(self._redact(f"{where}: {type(e).__name__}: {e}")) from None
+                raise _SentNoAnswer(redacted(f"{where}: {type(e).__name__}")) from None
+            raise RetryableExecutionError(redacted(f"{where}: {type(e).__name__}: {e}")) from None
 
     def _retry(self, what: str, fn: Any, **params: Any) -> dict[str, Any]:
         return call_with_retry(

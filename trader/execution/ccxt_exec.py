@@ -44,15 +44,16 @@ from trader.domain import (
     OrderRequest,
     PositionReport,
     RetryableExecutionError,
+    Side,
 )
 from trader.execution import ccxt_map as cm
 from trader.execution.common import (
     LIBRARY_LOGGERS,
     LogRedactor,
     RateLimited,
-    Redactor,
     RetryPolicy,
     RetryStats,
+    redacted,
     call_with_retry,
     dec,
     prepare_order,
@@ -103,7 +104,6 @@ class CcxtExecution:
         self.mode: Mode = mode
         self.retry = retry or RetryPolicy()
         self.stats = RetryStats()
-        self._redact = Redactor(api_key, api_secret)
         LogRedactor.protect(api_key, api_secret, loggers=LIBRARY_LOGGERS)
         self._ex = getattr(ccxt, venue)(
             {
@@ -148,7 +148,7 @@ class CcxtExecution:
             return fn(*args, **kw)
         except ccxt.BaseError as e:
             kind, code = cm.classify(e), cm.error_code(e)
-            msg = self._redact(f"{where}: {type(e).__name__}: {e}")
+            msg = redacted(f"{where}: {type(e).__name__}: {e}")
             if kind == "rate":
                 hdr = getattr(self._ex, "last_response_headers", None) or {}
                 ra = hdr.get("Retry-After") or hdr.get("retry-after")
@@ -333,7 +333,7 @@ class CcxtExecution:
                     raise
         if stop_price is None:
             return
-        side = "sell" if pos[0].qty > 0 else "buy"
+        side: Side = "sell" if pos[0].qty > 0 else "buy"
         px = inst.round_price(stop_price, side)
         stop_id = f"{STOP_PREFIX}{symbol}-{time.time_ns() // 1_000_000}"[:36]
         self._retry(

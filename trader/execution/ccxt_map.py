@@ -43,16 +43,17 @@ def error_code(exc: BaseException) -> str:
 def classify(exc: BaseException) -> Kind:
     """What the adapter does with a ccxt exception (see ``CcxtExecution._call``)."""
     code = error_code(exc)
-    for codes, kind in (
+    by_code: tuple[tuple[frozenset[str], Kind], ...] = (
         (BINANCE_RATE, "rate"),
         (BINANCE_RETRY, "retry"),
         (BINANCE_UNKNOWN, "unknown"),
         (BINANCE_DUPLICATE, "duplicate"),
         (BINANCE_NOT_FOUND, "not_found"),
         (BINANCE_AUTH, "auth"),
-    ):
+    )
+    for codes, kind in by_code:
         if code in codes:
-            return kind  # type: ignore[return-value]
+            return kind
     if isinstance(exc, ccxt.RequestTimeout):
         return "unknown"
     if isinstance(exc, ccxt.DDoSProtection):  # RateLimitExceeded is one
@@ -88,7 +89,8 @@ def instrument(exchange: str, symbol: str, m: dict[str, Any]) -> Instrument:
     tick, step = dec(prec.get("price")), dec(prec.get("amount"))
     if tick is None or step is None:
         raise ValueError(f"{exchange} {symbol}: market has no price/amount precision")
-    amount = lim.get("market") if (lim.get("market") or {}).get("min") is not None else lim.get("amount") or {}
+    market = lim.get("market") or {}
+    amount = market if market.get("min") is not None else lim.get("amount") or {}
     return Instrument(
         exchange=exchange,
         symbol=symbol,

@@ -1,6 +1,9 @@
 """What the live execution adapters share, kept free of any venue client: venue order ids
 derived from client order ids, rounding/refusing orders against the instrument's rules,
-the retry policy (tenacity) with its one-line reporting, and secret redaction.
+the retry policy (tenacity) with its one-line reporting, and secret redaction (with the core's
+registry, :mod:`depthpilot.redact`: the API key and secret a client registers there are masked
+in its errors, in the venue libraries' log lines, and in every log line and chat reply of the
+service).
 
 Pure except for the retry loop's sleeping.
 """
@@ -13,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -23,6 +26,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from depthpilot.redact import mask_secrets, register_secrets
 from trader.domain import (
     Instrument,
     OrderRejected,
@@ -79,28 +83,21 @@ def prepare_order(req: OrderRequest, inst: Instrument) -> OrderRequest:
     return replace(req, qty=qty, price=price)
 
 
-class Redactor:
-    """Replaces credentials in any text before it reaches a log line or an exception."""
-
-    def __init__(self, *secrets: str | None) -> None:
-        self._secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def __call__(self, text: object) -> str:
-        out = str(text)
-        for s in self._secrets:
-            out = out.replace(s, "***")
-        return " ".join(out.split())  # one line
+def redacted(text: object) -> str:
+    """``text`` on one line with every secret of the core registry replaced by ``***``: what an
+    execution error or a log line may say about a venue's answer."""
+    return " ".join(mask_secrets(str(text)).split())
 
 
 class LogRedactor(logging.Filter):
     """Scrubs credentials out of the venue libraries' own log records (ccxt logs every request's
-    headers, X-MBX-APIKEY included, at DEBUG). One instance per logger, shared by all clients."""
-
-    _secrets: ClassVar[set[str]] = set()
+    headers, X-MBX-APIKEY included, at DEBUG), with the core registry. One instance per logger,
+    shared by all clients."""
 
     @classmethod
     def protect(cls, *secrets: str | None, loggers: tuple[str, ...] = ()) -> None:
-        cls._secrets.update(s for s in secrets if s and len(s) >= 4)
+        """Register ``secrets`` with the core registry and filter ``loggers`` with it."""
+        register_secrets([s for s in secrets if s])
         for name in loggers:
             lg = logging.getLogger(name)
             if not any(isinstance(f, cls) for f in lg.filters):
@@ -108,11 +105,9 @@ class LogRedactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        hit = [s for s in self._secrets if s in msg]
-        if hit:
-            for s in hit:
-                msg = msg.replace(s, "***")
-            record.msg, record.args = msg, None
+        masked = mask_secrets(msg)
+        if masked != msg:
+            record.msg, record.args = masked, None
         return True
 
 
