@@ -64,6 +64,8 @@ class _Snap(msgspec.Struct, gc=False):
 
 _dec_diffs = msgspec.json.Decoder(list[_Env], strict=False)
 _dec_snap = msgspec.json.Decoder(_Snap)
+# isal's stub declares its error as a plain value; at run time it is an Exception subclass
+_ISAL_ERROR: type[Exception] = isal_zlib.error  # type: ignore[assignment]
 _TS0 = b"1000000000000000000 "  # a placeholder receive time for parse_line (not used)
 
 
@@ -101,7 +103,7 @@ def _read(path: Path) -> bytes | None:
         with open_recording(path):  # refuses binary content with one line (the replay says it)
             pass
         return data
-    except (BinanceFormatError, EOFError, isal_zlib.error, *_READ_ERRORS):
+    except (BinanceFormatError, EOFError, _ISAL_ERROR, *_READ_ERRORS):
         return None
 
 
@@ -138,10 +140,10 @@ def rebuild_recording(paths: str | Path | Iterable[str | Path], depth: int) -> B
     from collector.book_kernel import price_slots, rebuild
     from collector.text_kernels import parse_levels
 
-    streams = plan_streams(paths)
-    if len(streams) != 1:
+    planned = plan_streams(paths)
+    if len(planned) != 1:
         return None
-    infos = streams[0]
+    infos = planned[0]
     ev = _events([i.path for i in infos])
     if ev is None:
         return None

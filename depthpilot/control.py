@@ -117,6 +117,26 @@ def acquire_before_deadline(lock: threading.Lock | threading.RLock) -> None:
         raise CommandExpired("expired: the deadline passed while waiting to execute; nothing was done")
 
 
+def time_left_s(cap_s: float) -> float:
+    """Seconds a command may still wait (its deadline, at most ``cap_s``; ``cap_s`` outside a
+    command): the bound for a venue query made on its behalf."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return cap_s
+    return max(0.0, min(cap_s, (deadline - time.time_ns()) / 1e9))
+
+
+@contextmanager
+def held_before_deadline(lock: threading.Lock | threading.RLock) -> Iterator[None]:
+    """``with held_before_deadline(lock):`` - :func:`acquire_before_deadline`, released on exit
+    (for queries: a reply the caller has stopped waiting for is not computed)."""
+    acquire_before_deadline(lock)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 # --------------------------------------------------------------------------- requests
 
 

@@ -6,6 +6,7 @@ answered by the engine, and closed trades / realised PnL by the store when there
 
 from __future__ import annotations
 
+from concurrent.futures import TimeoutError as FuturesTimeout
 from decimal import Decimal
 from typing import Any
 
@@ -68,13 +69,13 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         )
 
     def status(req: c.Status) -> c.StatusReply:
-        with rt.lock:
+        with c.held_before_deadline(rt.lock):
             rep = rt.engine.status(model_id)
         rep.data.update(worker_backlog=rt.worker.backlog(), exchange=rt.exchange, counters=dict(rt.counters))
         return rep
 
     def positions(req: c.Positions) -> c.PositionsReply:
-        with rt.lock:
+        with c.held_before_deadline(rt.lock):
             return rt.engine.positions()
 
     def balance(req: c.Balance) -> c.BalanceReply:
@@ -82,7 +83,11 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
             avail = client.available() if callable(getattr(client, "available", None)) else None
             return client.balance(), avail
 
-        bal, avail = rt.worker.call(ask).result(timeout=10)
+        wait_s = c.time_left_s(10.0)  # never past the command's deadline
+        try:
+            bal, avail = rt.worker.call(ask).result(timeout=wait_s)
+        except FuturesTimeout:
+            raise c.ControlRejected(f"the venue did not answer the balance query within {wait_s:.1f} s") from None
         ccy = "USDT" if "USDT" in bal else next(iter(bal), "USDT")
         equity = bal.get(ccy, Decimal(0))
         return c.BalanceReply(
@@ -95,7 +100,7 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
 
     def pnl(req: c.Pnl) -> c.PnlReply:
         now = rt.clock.now()
-        with rt.lock:
+        with c.held_before_deadline(rt.lock):
             rep = rt.engine.pnl(req.period, now)
         if rt.store is None:
             return rep
@@ -116,7 +121,7 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         if req.n <= 0:
             raise c.ControlRejected(f"n must be positive, not {req.n}")
         if rt.store is None:
-            with rt.lock:
+            with c.held_before_deadline(rt.lock):
                 return rt.engine.trades(req.n)
         rows = rt.store.closed_trades(rt.mode, n=req.n)
         return c.TradesReply(
@@ -144,7 +149,7 @@ def register(server: c.ControlServer, rt: TraderRuntime, *, model_id: str = "") 
         )
 
     def risk(req: c.RiskLimits) -> c.RiskReply:
-        with rt.lock:
+        with c.held_before_deadline(rt.lock):
             return rt.engine.risk()
 
     for req_type, fn in (

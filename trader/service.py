@@ -7,6 +7,7 @@ confirmed) and stored, the control layer answered. The logic lives in pure modul
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from depthpilot import messages as m
@@ -21,6 +22,14 @@ from trader.settings_map import execution_plan, trader_config
 from trader.venues import build_client, restore_paper
 
 log = logging.getLogger("trader.service")
+
+
+def _start(engine: TradingEngine, sym: str) -> list[Any]:
+    return engine.start(sym)
+
+
+def _set_param(engine: TradingEngine, name: str, value: Any) -> list[Any]:
+    return engine.set_param(name, value)
 
 
 class TraderService(Service):
@@ -66,7 +75,7 @@ class TraderService(Service):
         self.control = ControlServer()
         control_handlers.register(self.control, rt, model_id=s.predictor_model)
         for sym in s.trader_autostart:
-            rt.act(lambda e, sym=sym: e.start(sym))
+            rt.act(partial(_start, sym=sym))
             log.info("trading %s on %s (%s) from start-up (TRADER_AUTOSTART)", sym, plan.exchange, plan.mode)
         self._reconnects = self.bus.stats.reconnects
         self._venue_up = self._venue_stream_up()
@@ -87,7 +96,7 @@ class TraderService(Service):
         current = config_to_dict(self.runtime.engine.cfg)
         for name, value in changed.items():
             if current.get(name) != value:
-                self.runtime.act(lambda e, n=name, v=value: e.set_param(n, v))
+                self.runtime.act(partial(_set_param, name=name, value=value))
                 log.info("setting %s changed since the last start: now %s", name, value)
         self.store.set_state(f"{key}:settings", now)
 

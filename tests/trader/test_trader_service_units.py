@@ -364,6 +364,47 @@ def test_command_waiting_for_a_busy_engine_past_its_deadline_is_refused_not_run_
     assert ok.ok and rt.engine.symbols["BTCUSDT"].trading
 
 
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        (c.Status.COMMAND, {}),
+        (c.Positions.COMMAND, {}),
+        (c.Pnl.COMMAND, {"period": "today"}),
+        (c.RiskLimits.COMMAND, {}),
+    ],
+)
+def test_query_waiting_for_a_busy_engine_past_its_deadline_is_refused(paper_trader, command, args):
+    """Queries read the engine under its lock too: past the deadline they are refused while
+    waiting, not answered after the caller has given up."""
+    import threading
+
+    svc, _ = paper_trader
+    rt = svc.runtime
+    cmd = m.ControlCommand(target="trader", command=command, args=args, expires_at=time.time_ns() + 300_000_000)
+    replies: list = []
+    rt.lock.acquire()
+    try:
+        t = threading.Thread(target=lambda: replies.append(svc._on_control(cmd, None)))
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "the query waited past its deadline"
+    finally:
+        rt.lock.release()
+    (reply,) = replies
+    assert not reply.ok and "CommandExpired" in reply.error
+    ok = svc._on_control(m.ControlCommand(target="trader", command=command, args=args), None)
+    assert ok.ok, ok.error
+
+
+def test_time_left_s_is_bounded_by_the_running_command():
+    assert c.time_left_s(10.0) == 10.0  # no command running: the cap
+    with c.command_deadline(time.time_ns() + 2 * 10**9):
+        assert 1.0 < c.time_left_s(10.0) <= 2.0
+        assert c.time_left_s(0.5) == 0.5
+    with c.command_deadline(time.time_ns() - 1):
+        assert c.time_left_s(10.0) == 0.0
+
+
 def test_acquire_before_deadline_outside_and_inside_a_command():
     import threading
 
