@@ -151,7 +151,10 @@ class TraderService(Service):
         rt = getattr(self, "runtime", None)
         if rt is None:
             return []
-        return [] if self.stopping.is_set() else rt.problems()
+        if self.stopping.is_set():
+            return []
+        stream = getattr(rt.client, "stream_problem", "") if self._has_stream else ""
+        return rt.problems() + ([stream] if isinstance(stream, str) and stream else [])
 
     def stats(self) -> dict[str, float]:
         rt = getattr(self, "runtime", None)

@@ -388,6 +388,9 @@ def test_refused_stream_auth_is_retried_with_backoff(wsfake: FakeBybit) -> None:
     assert 2 <= n <= 5, f"{n} connects with a refused key in 2.5 s"  # every 0.2 s: 12
     assert c._stream.failures == n and c._stream.retry_in() == pytest.approx(0.2 * 2 ** (n - 1))
     assert c._stream.last_error in ("authentication refused", "no answer to the auth within 2 s")
+    # the health check says so (the trader service lists it among its problems)
+    assert c.stream_problem.startswith("bybit private stream failing") and c._stream.last_error in c.stream_problem
+    assert "wrong-" not in c.stream_problem
     c.close()
 
 

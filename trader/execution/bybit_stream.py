@@ -38,6 +38,8 @@ from typing import Any
 
 from pybit.unified_trading import WebSocket
 
+from depthpilot.redact import mask_secrets
+
 log = logging.getLogger(__name__)
 
 TOPICS = ("order", "execution", "position")
@@ -102,7 +104,7 @@ class _Conn:
         if op == "auth":
             self.auth = bool(msg.get("success"))
             if not self.auth:
-                log.error("bybit private stream: authentication refused: %s", msg.get("ret_msg", ""))
+                log.error("bybit private stream: authentication refused: %s", mask_secrets(str(msg.get("ret_msg", ""))))
         elif op == "subscribe":
             self.subscribed = bool(msg.get("success"))
         elif "topic" in msg:

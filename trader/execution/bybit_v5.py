@@ -343,6 +343,17 @@ class BybitExecution:
     def stream_healthy(self) -> bool:
         return self._stream is not None and self._stream.healthy()
 
+    @property
+    def stream_problem(self) -> str:
+        """'' unless the private stream keeps failing (a refused key, an unanswered handshake):
+        one line for the health check (REST polling covers meanwhile)."""
+        st = self._stream
+        if st is None or not st.failures:
+            return ""
+        return (
+            f"bybit private stream failing ({st.failures} attempts in a row, REST polling meanwhile): {st.last_error}"
+        )
+
     def _emit_fill(self, e: dict[str, Any]) -> list[ExecEvent]:
         if e["execId"] in self._seen_exec or e.get("execType", "Trade") != "Trade":
             return []
