@@ -88,7 +88,8 @@ def books_from_arrays(
     return Books(exchange, symbol, ts, bids, asks, valid, source)
 
 
-def _stack(snaps: Iterable[BookSnapshot], depth: int, source: str) -> Books:
+def _stack(snaps: Iterable[object], depth: int, source: str) -> Books:
+    """The books among ``snaps`` (a replay may also yield trades) stacked into arrays."""
     rows = [s for s in snaps if isinstance(s, BookSnapshot)]
     if not rows:
         raise BacktestInputError(f"{source}: no book snapshots")
@@ -213,7 +214,7 @@ def _rebuild(p: Path, depth: int) -> Books:
             return _raw_binance(p, depth, src)
         # `depthpilot record` output of any venue (a directory, its root or one file) and anything
         # else the replay reads: recognised by content, rotated files as one stream
-        return _stack(merge_by_recv(*replay_sources([p], depth, None)), depth, src)  # type: ignore[arg-type]
+        return _stack(merge_by_recv(*replay_sources([p], depth, None)), depth, src)
     except (ReplayError, ValueError, KeyError, OSError, EOFError, zlib.error) as exc:  # EOFError: truncated .gz
         if isinstance(exc, BacktestInputError):
             raise

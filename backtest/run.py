@@ -28,7 +28,7 @@ from backtest.signals import SignalStream
 from trader.actions import ClosedTrade
 from trader.backtest import BookView, Simulator
 from trader.config import TraderConfig
-from trader.domain import ZERO, Fees, FillReport, Instrument, OrderRequest
+from trader.domain import ZERO, ExecEvent, Fees, FillReport, Instrument, OrderReport, OrderRequest
 from trader.engine import TradingEngine
 from trader.paper import PaperExchange
 
@@ -75,11 +75,11 @@ class RecordingPaper(PaperExchange):
         self.fill_log: list[FillReport] = []
         self.requests: dict[str, OrderRequest] = {}
 
-    def submit(self, req: OrderRequest):  # type: ignore[override]
+    def submit(self, req: OrderRequest) -> OrderReport:
         self.requests.setdefault(req.client_order_id, req)
         return super().submit(req)
 
-    def poll_events(self):  # type: ignore[override]
+    def poll_events(self) -> list[ExecEvent]:
         ev = super().poll_events()
         self.fill_log += [e for e in ev if isinstance(e, FillReport)]
         return ev
