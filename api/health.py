@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from typing import Any, Literal
 
 from depthpilot import messages as m
+
+# A heartbeat's own status, or ``silent`` when the heartbeats stopped.
+ViewStatus = Literal["starting", "ok", "degraded", "stopping", "silent"]
 
 
 class ServiceHealth:
@@ -30,7 +33,8 @@ class ServiceHealth:
         out = {}
         for name, (seen, hb) in sorted(latest.items()):
             age = now - seen
-            status, problems = hb.status, list(hb.problems)
+            status: ViewStatus = hb.status
+            problems = list(hb.problems)
             if age > self.stale_after_s:
                 status, problems = "silent", [f"no heartbeat for {age:.0f} s", *problems]
             out[name] = {

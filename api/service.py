@@ -25,7 +25,8 @@ class ApiService(Service):
         self.bus.subscribe("api.heartbeats", self._on_heartbeat)
         app = create_app(self.bus, self.store, self.started_at, self.health)
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        # Server.run in a thread other than the main one installs no signal handlers (uvicorn
+        # >= 0.29, Server.capture_signals): the process's own SIGINT/SIGTERM handling stays.
         self.spawn(self.server.run, "http")
         log.info("api listening on http://%s:%d", host, port)
 

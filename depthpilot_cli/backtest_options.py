@@ -223,6 +223,7 @@ def backtest_options(fn: Callable[..., None]) -> Callable[..., None]:
         mine = {p.name: kw.pop(p.name) for p in own}
         fn(**mine, opts=options_from(kw))
 
+    # inspect.signature reads __signature__ of any function; typeshed's function type lacks the attribute
     wrapper.__signature__ = sig.replace(parameters=own + shared)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + shared} | {"return": None}
     del wrapper.__wrapped__  # typer must read the signature above, not the command's own

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from depthpilot.paths import REPO_ROOT
 from depthpilot_cli.common import app, console, load_spec, progress, settings, time_arg
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 @app.command()
@@ -148,12 +151,12 @@ def sample_data(
 
     wanted = dataset or None
     with progress() as prog:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def on_progress(name: str, done: int, total: int) -> None:
             if name not in tasks:
                 tasks[name] = prog.add_task(name, total=total or None)
-            prog.update(tasks[name], completed=done)  # type: ignore[arg-type]
+            prog.update(tasks[name], completed=done)
 
         try:
             got = fetch(dest, datasets=wanted, progress=on_progress)

@@ -90,8 +90,8 @@ async def _record(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             for t in tasks:
-                if t.done() and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                if t.done() and (err := t.exception()) is not None:
+                    raise err
             gaps = sum(_gaps(x) for x in sources) + restarts[0]
             rec.note_gap(max(0, gaps - last_gaps))
             last_gaps = gaps

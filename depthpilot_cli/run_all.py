@@ -108,10 +108,11 @@ def _watch(services: list, duration: Optional[float], amqp_url: str, trading: bo
         if live is not None:
             live.stop()
         final = None
-        for _ in range(3 if client is not None else 0):  # a busy machine may answer slowly: ask again
-            final = run_view.fetch(client, timeout_s=5.0)
-            if not final.error:
-                break
+        if client is not None:
+            for _ in range(3):  # a busy machine may answer slowly: ask again
+                final = run_view.fetch(client, timeout_s=5.0)
+                if not final.error:
+                    break
         unconfirmed = 0
         problems = [f"{svc.name}: {p}" for svc, _ in services for p in _problems(svc)]
         for svc, bus in reversed(services):

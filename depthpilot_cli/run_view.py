@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Group
 from rich.table import Table
@@ -25,13 +25,25 @@ class TradingView:
     error: str = ""
 
 
+R = TypeVar("R", bound=c.Reply)
+
+
+def _ask(client: c.ControlClient, req: c.Request, reply_type: type[R], timeout_s: float) -> R:
+    """``client.call`` with the reply's type: ``call`` converts the answer to the request's
+    reply type (``c.REPLY_FOR``), so any other type is a mismatch of these two tables."""
+    rep = client.call(req, timeout_s)
+    if not isinstance(rep, reply_type):
+        raise c.ControlError(f"{req.COMMAND}: expected {reply_type.__name__}, got {type(rep).__name__}")
+    return rep
+
+
 def fetch(client: c.ControlClient, timeout_s: float = 2.0, n_trades: int = 5) -> TradingView:
     v = TradingView()
     try:
-        v.status = client.call(c.Status(), timeout_s)  # type: ignore[assignment]
-        v.positions = client.call(c.Positions(), timeout_s).positions  # type: ignore[attr-defined]
-        v.pnl = client.call(c.Pnl(period="all"), timeout_s)  # type: ignore[assignment]
-        v.trades = client.call(c.RecentTrades(n=n_trades), timeout_s).trades  # type: ignore[attr-defined]
+        v.status = _ask(client, c.Status(), c.StatusReply, timeout_s)
+        v.positions = _ask(client, c.Positions(), c.PositionsReply, timeout_s).positions
+        v.pnl = _ask(client, c.Pnl(period="all"), c.PnlReply, timeout_s)
+        v.trades = _ask(client, c.RecentTrades(n=n_trades), c.TradesReply, timeout_s).trades
     except c.ControlError as exc:
         v.error = str(exc)
     return v

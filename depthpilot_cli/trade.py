@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import typer
 from rich.console import Console
@@ -34,6 +34,7 @@ class _Out:
 
 out = _Out()
 
+PNL_PERIODS: tuple[Literal["today", "7d", "all"], ...] = ("today", "7d", "all")  # c.Pnl.period
 TIMEOUT = typer.Option(5.0, "--timeout", help="seconds to wait; the command expires after that")
 
 
@@ -191,10 +192,10 @@ def balance(timeout: float = TIMEOUT) -> None:
 
 def pnl(period: str = typer.Argument("today", help="today, 7d or all"), timeout: float = TIMEOUT) -> None:
     """PnL after fees for today, the last 7 days or all time."""
-    if period not in ("today", "7d", "all"):
+    if period not in PNL_PERIODS:
         console.print(f"[red]period must be today, 7d or all, not {period!r}[/red]")
         raise typer.Exit(2)
-    rep: c.PnlReply = _call(c.Pnl(period=period), timeout)  # type: ignore[arg-type]
+    rep: c.PnlReply = _call(c.Pnl(period=period), timeout)
     t = Table("period", "since", "realized (after fees)", "fees", "unrealized", "trades", "wins")
     t.add_row(
         rep.period,

@@ -102,23 +102,24 @@ class StreamingAggregator:
         self.last_broken = False
         self.late = 0  # rows dropped because their block was already closed
 
-    def _close(self) -> tuple[int, np.ndarray]:
+    def _close(self, block: int) -> tuple[int, np.ndarray]:
+        """Close the open block ``block`` (``self._block``, passed in once checked non-None)."""
         row = _assemble(np.array([float(self._n)]), self._sum, self._last, self._prev_last, self._ci)[0]
         self.last_broken = self._broken  # the closed block's d_* spans a reset (NaN)
         if self._broken:
             row[row.size - self._ci.size :] = np.nan
-        bts = (self._block + 1) * self._iv - 1
+        bts = (block + 1) * self._iv - 1
         self._prev_last = self._last.copy()
         self._sum[:] = 0.0
         self._n = 0
-        self._closed = self._block
+        self._closed = block
         self._block = None
         self._broken = False
         return bts, row
 
     def advance(self, now_ns: int) -> list[tuple[int, np.ndarray]]:
         if self._block is not None and now_ns // self._iv > self._block:
-            return [self._close()]
+            return [self._close(self._block)]
         return []
 
     def update(self, ts_ns: int, x: np.ndarray | None, reset: bool = False) -> list[tuple[int, np.ndarray]]:
@@ -142,4 +143,4 @@ class StreamingAggregator:
         return out
 
     def flush(self) -> list[tuple[int, np.ndarray]]:
-        return [self._close()] if self._block is not None else []
+        return [self._close(self._block)] if self._block is not None else []

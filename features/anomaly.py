@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class AnomalyEvent:
     spec_hash: str
 
     @property
-    def severity(self) -> str:
+    def severity(self) -> Literal["warning", "critical"]:
         return "critical" if abs(self.score) >= 2.0 * self.threshold else "warning"
 
     def as_dict(self) -> dict:

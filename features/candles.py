@@ -159,7 +159,16 @@ def _as_ohlcv(ohlcv: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
 # --------------------------------------------------------------------------- the kernel
 
 
-def _indicators(o, h, l, c, v, spec: FeatureSpec, start: int, state: dict | None):
+def _indicators(
+    o: np.ndarray,
+    h: np.ndarray,
+    l: np.ndarray,
+    c: np.ndarray,
+    v: np.ndarray,
+    spec: FeatureSpec,
+    start: int,
+    state: dict[str, float] | None,
+) -> tuple[np.ndarray, dict[str, float]]:
     """Indicator rows ``start..T-1`` (and the EWMA states after the last row).
 
     ``state`` None = the arrays begin at the first bar ever (batch); otherwise it holds the
@@ -229,8 +238,8 @@ class StreamingCandleFeatures:
         self.names = candle_names(spec)
         self.spec_hash = spec.hash
         n = lookback(spec)
-        self._bufs = [deque(maxlen=n) for _ in OHLCV_FIELDS]
-        self._state: dict | None = None
+        self._bufs: list[deque[float]] = [deque(maxlen=n) for _ in OHLCV_FIELDS]
+        self._state: dict[str, float] | None = None
 
     def update(self, open: float, high: float, low: float, close: float, volume: float) -> np.ndarray:
         vals = (open, high, low, close, volume)
@@ -238,8 +247,8 @@ class StreamingCandleFeatures:
             raise CandleInputError(f"non-finite candle {vals}")
         for b, x in zip(self._bufs, vals):
             b.append(float(x))
-        arrs = [np.fromiter(b, dtype=np.float64, count=len(b)) for b in self._bufs]
-        X, self._state = _indicators(*arrs, self.spec, arrs[0].shape[0] - 1, self._state)
+        o, h, l, c, v = (np.fromiter(b, dtype=np.float64, count=len(b)) for b in self._bufs)
+        X, self._state = _indicators(o, h, l, c, v, self.spec, c.shape[0] - 1, self._state)
         return X[0]
 
 
@@ -319,9 +328,10 @@ class CandleBuilder:
         self._n = 0
         self._last_ts: int | None = None
 
-    def _emit(self) -> dict[str, float]:
+    def _emit(self, b: int) -> dict[str, float]:
+        """The candle of the open bucket ``b`` (``self._b``, passed in once checked non-None)."""
         return {
-            "ts": (self._b + 1) * self.interval_ns - 1,
+            "ts": (b + 1) * self.interval_ns - 1,
             "open": self._o,
             "high": self._h,
             "low": self._l,
@@ -339,7 +349,7 @@ class CandleBuilder:
         b = ts // self.interval_ns
         closed: list[dict[str, float]] = []
         if self._b is not None and b != self._b:
-            closed.append(self._emit())
+            closed.append(self._emit(self._b))
             if self.fill_gaps:
                 c = self._c
                 for g in range(self._b + 1, b):
@@ -371,6 +381,6 @@ class CandleBuilder:
     def flush(self) -> list[dict[str, float]]:
         if self._b is None:
             return []
-        out = [self._emit()]
+        out = [self._emit(self._b)]
         self._b = None
         return out

@@ -93,13 +93,13 @@ def batch_features(
         if vidx.size:
             reset[vidx[0]] = True
 
-    def _ret():
-        res = (X,)
+    def _ret() -> np.ndarray | tuple[np.ndarray, ...]:
+        res: list[np.ndarray] = [X]
         if return_codes:
-            res += (code,)
+            res.append(code)
         if return_reset:
-            res += (reset,)
-        return res[0] if len(res) == 1 else res
+            res.append(reset)
+        return res[0] if len(res) == 1 else tuple(res)
 
     if vidx.size == 0:
         return _ret()
@@ -184,7 +184,6 @@ class StreamingFeatures:
             if ts_ns is not None:
                 self._seen_ts(ts_ns)
             self.reset()
-        return None
 
     def update(self, ts_ns: int, bids: np.ndarray, asks: np.ndarray) -> np.ndarray | None:
         """Features (F,) of one snapshot, or None with ``self.reason`` set if it is invalid.
@@ -195,14 +194,17 @@ class StreamingFeatures:
         bids = np.asarray(bids, dtype=np.float64)
         asks = np.asarray(asks, dtype=np.float64)
         if bids.size == 0 or asks.size == 0:
-            return self._reject(1, ts_ns)
+            self._reject(1, ts_ns)
+            return None
         if bids.ndim != 2 or bids.shape[1] != 2 or asks.ndim != 2 or asks.shape[1] != 2:
             raise BookInputError(f"bids/asks must be (n, 2); got {bids.shape} and {asks.shape}")
         code = validate_one(bids, asks)
         if code:
-            return self._reject(code, ts_ns)
+            self._reject(code, ts_ns)
+            return None
         if self._last_ts is not None and ts_ns < self._last_ts:
-            return self._reject(6)
+            self._reject(6)
+            return None
         self._seen_ts(ts_ns)
         if not bids.flags.c_contiguous:
             bids = np.ascontiguousarray(bids)

@@ -31,18 +31,21 @@ from typing import Literal
 
 __all__ = ["FutureInput", "InputClock", "InputGate", "clock_mode"]
 
+ClockMode = Literal["wall", "replay"]
+CLOCK_MODES: tuple[ClockMode, ...] = ("wall", "replay")
+
 
 class FutureInput(ValueError):
     """An input's timestamp is further in the future than the tolerance allows."""
 
 
-def clock_mode(setting: str, collector_source: str) -> Literal["wall", "replay"]:
+def clock_mode(setting: str, collector_source: str) -> ClockMode:
     """``auto`` follows the collector: replay when it replays recordings, else the wall clock."""
     if setting == "auto":
         return "replay" if collector_source == "replay" else "wall"
-    if setting not in ("wall", "replay"):
+    if setting not in CLOCK_MODES:
         raise ValueError(f"PIPELINE_CLOCK must be auto, wall or replay; got {setting!r}")
-    return setting  # type: ignore[return-value]
+    return setting
 
 
 @dataclass

@@ -203,7 +203,9 @@ def binance_book_messages(paths: str | Path | Sequence[str | Path], depth: int =
 
     def it() -> Iterable[m.BookSnapshot]:
         try:
-            yield from rep  # type: ignore[misc]
+            for msg in rep:  # trades=False: book snapshots only
+                if isinstance(msg, m.BookSnapshot):
+                    yield msg
         except BinanceFormatError as exc:
             raise RecordingError(str(exc)) from None
 

@@ -261,8 +261,8 @@ def _validate_books_numpy(bids: np.ndarray, asks: np.ndarray) -> np.ndarray:
             nonpos = ~(side > 0).all(axis=(1, 2))
         # NaN (padding) comparisons are False, so padding never counts as unsorted
         if side.shape[1] > 1:
-            unsorted = (p[:, 1:] >= p[:, :-1]) if descending else (p[:, 1:] <= p[:, :-1])
-            unsorted = unsorted.any(axis=1)
+            out_of_order = (p[:, 1:] >= p[:, :-1]) if descending else (p[:, 1:] <= p[:, :-1])
+            unsorted = out_of_order.any(axis=1)
         else:
             unsorted = None
         for c, m in ((1, empty), (2, nonfinite), (3, nonpos), (4, unsorted)):

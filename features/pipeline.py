@@ -112,13 +112,14 @@ class SymbolPipeline:
         out = PipelineOutput()
         ts = snap.ts_exchange or snap.ts_recv
         self.last_ts = max(self.last_ts, ts)
-        if self.sampled:
+        sampler = self.sampler  # not None exactly when self.sampled
+        if sampler is not None:
             code = self.check.check(ts, snap.bids, snap.asks) if snap.valid else -1
             ok = code == 0
             if code == 6:
                 self.rejected[REASONS[6]] += 1
                 return out
-            ticks = self.sampler.update(ts, snap, ok)
+            ticks = sampler.update(ts, snap, ok)
             if ticks is None:  # its tick was already decided (advance): late, counted by the sampler
                 return out
             why = "" if ok else (snap.reason or "invalid_upstream") if code == -1 else REASONS[code]
@@ -130,7 +131,7 @@ class SymbolPipeline:
             else:
                 self.accepted += 1
                 self._mid_candle(ts, snap, out)
-            self._check_clock()
+            self._check_clock(sampler)
             return out
         x = self.snap.update_snapshot(snap)
         if x is None:
@@ -177,8 +178,7 @@ class SymbolPipeline:
         for bts, row in self.agg.update(tick.ts, x, tick.reset):
             self._block(bts, row, out)
 
-    def _check_clock(self) -> None:
-        s = self.sampler
+    def _check_clock(self, s: StreamingSampler) -> None:
         t0, f0 = self._win
         n = s.ticks - t0
         if n < SLOW_FEED_WINDOW:
@@ -313,7 +313,7 @@ class SymbolPipeline:
         return m.RiskEvent(
             kind=f"anomaly_{ev.kind}",
             severity=ev.severity,
-            source=self.source,  # type: ignore[arg-type]
+            source=self.source,
             exchange=self.exchange,
             symbol=self.symbol,
             message=f"{ev.feature} z={ev.score:+.1f} (threshold {ev.threshold:g})",

@@ -13,6 +13,7 @@ live alike, so the feature state sees each interval at most once and in order:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["CandleSeam", "SeamGap"]
 
@@ -35,7 +36,7 @@ class CandleSeam:
     missing: int = 0
     gaps: list[SeamGap] = field(default_factory=list)
 
-    def admit(self, ts: int, *, history: bool) -> SeamGap | None | bool:
+    def admit(self, ts: int, *, history: bool) -> SeamGap | Literal[False] | None:
         """``False`` for a duplicate (drop it); else ``None`` or the :class:`SeamGap` it closes."""
         b = ts // self.interval_ns
         if self.last_b is not None and b <= self.last_b:

@@ -86,7 +86,8 @@ class _Trade:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "_Trade":
-        return cls(**{k: (Decimal(v) if k in cls._DEC else v) for k, v in d.items()})
+        kwargs: dict[str, Any] = {k: (Decimal(v) if k in cls._DEC else v) for k, v in d.items()}
+        return cls(**kwargs)
 
 
 @dataclass

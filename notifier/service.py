@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from depthpilot import control as c
 from depthpilot import messages as m
@@ -33,6 +33,9 @@ from notifier.format import (
 from notifier.routing import Routes, telegram_target
 from notifier.watch import ServiceWatch, StatusAlert
 
+if TYPE_CHECKING:
+    from depthpilot.store import Store
+
 log = logging.getLogger("notifier")
 
 TRACKER_KEY = "notifier.tracker"
@@ -50,6 +53,7 @@ class NotifierService(Service):
     def setup(self) -> None:
         if self.store is None:
             raise RuntimeError("the notifier needs the store (delivered-message ids survive restarts there)")
+        self.state_store: Store = self.store  # checked above: never None from here on
         s = self.settings
         self.routes = Routes.parse(s.notify_routes, user_ids(s.telegram_users))
         self.channels: dict[str, Channel] = {}
@@ -74,12 +78,12 @@ class NotifierService(Service):
             Backoff(max_s=s.notify_retry_max_s),
             stopping=self.stopping,
         )
-        db = self.store.db
+        db = self.state_store.db
         self.outbox, self.delivered = db.notifier_outbox, db.notifier_delivered
         for coll in (self.outbox, self.delivered):
             coll.create_index("created", expireAfterSeconds=OUTBOX_TTL_S)
-        self.tracker = TradeTracker.from_dict(self.store.get_state(TRACKER_KEY))
-        self.muted: set[str] = set((self.store.get_state(MUTED_KEY) or {}).get("targets", []))
+        self.tracker = TradeTracker.from_dict(self.state_store.get_state(TRACKER_KEY))
+        self.muted: set[str] = set((self.state_store.get_state(MUTED_KEY) or {}).get("targets", []))
         self.throttle = RiskThrottle()
         self.control = c.ControlServer()
         self.control.register(c.MuteNotifications, self._mute)
@@ -137,7 +141,7 @@ class NotifierService(Service):
             {"_id": msg.id, "outs": [o.__dict__ for o in outs], "created": datetime.now(timezone.utc)}
         )
         if isinstance(msg, (m.OrderUpdate, m.Fill, m.PositionUpdate)):
-            self.store.set_state(TRACKER_KEY, self.tracker.to_dict())
+            self.state_store.set_state(TRACKER_KEY, self.tracker.to_dict())
         return outs
 
     def on_event(self, msg: m.Message, delivery: Any) -> None:
@@ -183,7 +187,7 @@ class NotifierService(Service):
                     id=a.key,
                     level=a.level,
                     text=a.text,
-                    source="notifier",  # type: ignore[arg-type]
+                    source="notifier",
                     data={"kind": "service_status"},
                 )
             )
@@ -203,7 +207,7 @@ class NotifierService(Service):
     def _mute(self, r: c.MuteNotifications) -> c.Ack:
         target = telegram_target(r.chat_id)
         (self.muted.add if r.muted else self.muted.discard)(target)
-        self.store.set_state(MUTED_KEY, {"targets": sorted(self.muted)})
+        self.state_store.set_state(MUTED_KEY, {"targets": sorted(self.muted)})
         return c.Ack(
             message=(
                 f"notifications muted in chat {r.chat_id} (critical alerts still come)"

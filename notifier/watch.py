@@ -5,6 +5,7 @@ passed in): a service that turns ``degraded``, recovers, or goes silent becomes 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from depthpilot import messages as m
 
@@ -15,7 +16,7 @@ MAX_REASON = 400  # characters of the heartbeat's problems quoted in a DEGRADED 
 @dataclass(frozen=True)
 class StatusAlert:
     key: str  # stable id of the alert
-    level: str  # "error" / "info"
+    level: Literal["info", "error"]  # a Notification level
     text: str
 
 

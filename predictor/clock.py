@@ -96,7 +96,12 @@ def model_clock(manifest: Any) -> ModelClock:
     clock = getattr(manifest, "clock", None) or {}
     if clock:
         try:
-            mc = ModelClock(**{k: float(clock[k]) for k in ("row_interval_s", "seq_len_s", "horizon_s", "max_gap_s")})
+            mc = ModelClock(
+                row_interval_s=float(clock["row_interval_s"]),
+                seq_len_s=float(clock["seq_len_s"]),
+                horizon_s=float(clock["horizon_s"]),
+                max_gap_s=float(clock["max_gap_s"]),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ClockError(f"model {manifest.model_id}: bad clock section {clock!r} ({exc})") from exc
         if mc.seq_len != int(manifest.seq_len):

@@ -310,7 +310,7 @@ def check_feature_leakage(
         worst = np.where(better, c, worst)
         for j in np.flatnonzero(better):
             worst_what[j] = what
-    bad = [(names[j], worst_what[j], worst[j]) for j in np.flatnonzero(worst >= max_abs_corr)]
+    bad = [(names[int(j)], worst_what[j], worst[j]) for j in np.flatnonzero(worst >= max_abs_corr)]
     if bad:
         desc = ", ".join(f"{n!r} ~ {w} (|corr|={c:.3f})" for n, w, c in bad)
         raise LeakageError(

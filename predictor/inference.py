@@ -258,11 +258,11 @@ class Predictor:
 
     def predict_symbols(self, symbols: Sequence[str]) -> dict[str, np.ndarray]:
         """One batched forward over the current windows of the ready ``symbols``."""
-        ready = [s for s in symbols if self.ready(s)]
-        if not ready:
+        windows = {s: w for s in symbols if (w := self.window(s)) is not None}  # the ready ones
+        if not windows:
             return {}
-        probs = self.predict_windows(np.stack([self.window(s) for s in ready]))
-        return dict(zip(ready, probs))
+        probs = self.predict_windows(np.stack(list(windows.values())))
+        return dict(zip(windows, probs))
 
     # ------------------------------------------------------------------ outputs
     def score(self, probs: np.ndarray) -> np.ndarray | float:

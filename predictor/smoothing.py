@@ -70,10 +70,10 @@ def decide(history: np.ndarray, classes: Sequence[str], cfg: SmoothingConfig) ->
         raise ValueError(f"history must be (n, {len(classes)}), got {h.shape}")
     if len(h) < cfg.k:
         mean = h.mean(axis=0) if len(h) else np.full(len(classes), np.nan)
-        return Decision("", mean, float("nan") if not len(h) else score_from_probs(mean, classes), "warmup")
+        return Decision("", mean, float("nan") if not len(h) else float(score_from_probs(mean, classes)), "warmup")
     last = h[-cfg.k :]
     mean = last.mean(axis=0)
-    score = score_from_probs(mean, classes)
+    score = float(score_from_probs(mean, classes))  # mean is (C,): one score
     cand = int(np.argmax(mean))
     flat = "flat" if "flat" in classes else classes[cand]
     name = classes[cand]

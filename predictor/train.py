@@ -76,8 +76,8 @@ def train(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     names = list(names)
-    if not config.row_interval_s and row_interval_from_features(features):
-        config = replace(config, row_interval_s=row_interval_from_features(features))
+    if not config.row_interval_s and (row_interval_s := row_interval_from_features(features)):
+        config = replace(config, row_interval_s=row_interval_s)
     # refuse bad labels / leaked features before any fitting (also before any tuning)
     prep = prepare(config, X, ts, prices, names)
     X, ts, y = prep.X, prep.ts, prep.y

@@ -47,7 +47,7 @@ def parse_users(spec: str | list[str] | dict[int, str] | None) -> dict[int, Role
             )
         if role not in ROLES:
             raise AccessConfigError(f"TELEGRAM_USERS: {item!r}: role must be viewer or trader")
-        out[uid] = role  # type: ignore[assignment]
+        out[uid] = role  # narrowed to Role by the `in ROLES` check
     return out
 
 

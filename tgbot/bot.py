@@ -159,10 +159,9 @@ class BotCore:
         ttl = f"{self.confirmations.ttl_s:g}"
         req = parsed.request
         assert req is not None
-        if parsed.confirm == "stop":
+        if parsed.confirm == "stop" and isinstance(req, c.StopTrading):  # commands.parse: always one
             return (
-                f"Stop trading {req.symbol}. Also flatten (close) the open positions at market?  "  # type: ignore[attr-defined]
-                f"[expires in {ttl} s]"
+                f"Stop trading {req.symbol}. Also flatten (close) the open positions at market?  [expires in {ttl} s]"
             )
         extra = f" in {self.mode.upper()} mode (real money)" if isinstance(req, c.StartTrading) else ""
         return f"Confirm: {describe(req)}{extra}?  [expires in {ttl} s]"

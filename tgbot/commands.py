@@ -18,6 +18,7 @@ Confirm = Literal["", "yes", "stop"]
 
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9/:._-]{1,30}$")
 MAX_TRADES_LIST = 50
+PNL_PERIODS: tuple[Literal["today", "7d", "all"], ...] = ("today", "7d", "all")  # c.Pnl.period
 
 
 @dataclass(frozen=True)
@@ -116,16 +117,16 @@ def parse(text: str, *, chat_id: int, mode: str = "paper", bot_username: str = "
         return Parsed(name, c.RiskLimits())
     if name == "pnl":
         period = args[0].lower() if args else "today"
-        if period not in ("today", "7d", "all"):
+        if period not in PNL_PERIODS:
             return Parsed(name, error=f"/pnl: period must be today, 7d or all, got {args[0]!r}")
-        return Parsed(name, c.Pnl(period=period))  # type: ignore[arg-type]
+        return Parsed(name, c.Pnl(period=period))
     if name == "trades":
         n = 10
         if args:
             v, err = _int(name, "n", args[0], 1, MAX_TRADES_LIST)
-            if err:
+            if v is None:
                 return Parsed(name, error=err)
-            n = v  # type: ignore[assignment]
+            n = v
         return Parsed(name, c.RecentTrades(n=n))
     if name == "trade":
         if not args:

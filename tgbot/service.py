@@ -47,6 +47,7 @@ class TgbotService(Service):
             self.disabled = "TELEGRAM_BOT_TOKEN is not set: the bot is off"
             log.warning("%s", self.disabled)
             return
+        self._bot_token = s.telegram_bot_token  # a SecretStr, checked set above
         from tgbot.bot import BotCore, ControlGateway
 
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="tgbot-control")
@@ -74,7 +75,7 @@ class TgbotService(Service):
         loop = asyncio.new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
-        bot = make_bot(s.telegram_bot_token.get_secret_value(), s.telegram_api_base_url)  # type: ignore[union-attr]
+        bot = make_bot(self._bot_token.get_secret_value(), s.telegram_api_base_url)
         self._dp = self.core.dispatcher()
         try:
             if s.telegram_mode == "webhook":
