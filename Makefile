@@ -4,7 +4,7 @@
 #   make install        the venv with the project and its dev, train and demo extras, pinned by the lock
 #   make lock           regenerate requirements/constraints.txt (pip-compile) after changing pyproject.toml
 #   make run            whole pipeline in one process: in-memory bus, mongomock store
-#   make lint           ruff check, ruff format --check, mypy depthpilot trader collector features predictor notifier tgbot api depthpilot_cli (all three run; fails if any fails)
+#   make lint           ruff check, ruff format --check, mypy depthpilot trader collector features predictor notifier tgbot api backtest depthpilot_cli (all three run; fails if any fails)
 #   make bench          every bench/*.py
 #   make definitions    regenerate rabbitmq/definitions.json from depthpilot.topology
 #   make sample-data    python -m depthpilot_cli sample-data
@@ -72,7 +72,7 @@ lint: $(STAMP)
 	@rc=0; \
 	$(VENV)/bin/ruff check . || rc=1; \
 	$(VENV)/bin/ruff format --check . || rc=1; \
-	$(VENV)/bin/mypy depthpilot trader collector features predictor notifier tgbot api depthpilot_cli || rc=1; \
+	$(VENV)/bin/mypy depthpilot trader collector features predictor notifier tgbot api backtest depthpilot_cli || rc=1; \
 	exit $$rc
 
 run: $(STAMP)
