@@ -31,11 +31,12 @@ from collector.replay import ReplayMessage, SystemClock, merge_by_recv, pace
 from collector.replay_formats import replay_sources
 from depthpilot import messages as m
 from depthpilot.paths import data_dir
+from depthpilot.sample_catalogue import BINANCE_L2DIFF
 from depthpilot.service import Service
 
 log = logging.getLogger("depthpilot.collector")
 
-DEFAULT_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
+DEFAULT_RECORDING = f"{BINANCE_L2DIFF['spot']}/raw"  # the spot L2 recording (sample catalogue)
 _NS = 1_000_000_000
 
 

@@ -297,6 +297,8 @@ DATASET_NAMES: tuple[str, ...] = tuple(d.name for d in DATASETS)
 #: The Binance BTCUSDT L2-diff recordings by market (``spot``, ``usdm``): the dataset directory
 #: names the bench scripts use, so a renamed dataset is changed here only.
 BINANCE_L2DIFF: Mapping[str, str] = MappingProxyType({"spot": _SPOT, "usdm": _USDM})
+#: The Binance BTCUSDT 1-minute klines dataset (the candle model's training data).
+BINANCE_KLINES_1M: str = _KLINES
 
 
 def file_name(dataset: str, path: str) -> str:

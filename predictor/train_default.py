@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from depthpilot.paths import data_dir, models_dir
+from depthpilot.sample_catalogue import BINANCE_KLINES_1M, BINANCE_L2DIFF, file_name
 from features.spec import FeatureSpec
 from predictor.clock import rows_for
 from predictor.labels import LabelSpec
@@ -29,8 +30,8 @@ from predictor.smoothing import SmoothingConfig
 from predictor.sources import RELATIVE_CANDLE_COLUMNS, TrainingData, from_books, from_klines, relative_columns
 from predictor.train import ProgressEvent, TrainConfig, train
 
-KLINES = "binance-spot-btcusdt-klines-1m-2024-12/BTCUSDT_1m.csv.gz"
-BOOK_RECORDING = "binance-spot-btcusdt-2024-08-08-l2diff/raw"
+KLINES = file_name(BINANCE_KLINES_1M, "BTCUSDT_1m.csv.gz")
+BOOK_RECORDING = f"{BINANCE_L2DIFF['spot']}/raw"
 
 KLINES_SPEC = FeatureSpec(interval_s=60.0)
 KLINES_CONFIG = TrainConfig(
