@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ class Books:
     asks: np.ndarray
     valid: np.ndarray  # (T,) bool
     source: str = ""
+    _views: list[BookView] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -61,12 +62,16 @@ class Books:
         return np.where(self.valid, m, np.nan)
 
     def views(self) -> list[BookView]:
-        """One engine/paper book per row; the arrays are views (no copy)."""
-        ex, sym, b, a = self.exchange, self.symbol, self.bids, self.asks
-        return [
-            BookView(ex, sym, int(t), b[i], a[i], bool(v), "" if v else "invalid book")
-            for i, (t, v) in enumerate(zip(self.ts.tolist(), self.valid.tolist()))
-        ]
+        """One engine/paper book per row; the arrays are views (no copy). Built once per
+        ``Books`` and shared by every caller (the baselines replay the same books 20 times):
+        treat the list as read-only, and don't change ``ts``/``valid`` after the first call."""
+        if self._views is None:
+            ex, sym, b, a = self.exchange, self.symbol, self.bids, self.asks
+            self._views = [
+                BookView(ex, sym, int(t), b[i], a[i], bool(v), "" if v else "invalid book")
+                for i, (t, v) in enumerate(zip(self.ts.tolist(), self.valid.tolist()))
+            ]
+        return self._views
 
 
 def books_from_arrays(

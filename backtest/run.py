@@ -294,10 +294,20 @@ def entry_qty(inst: Instrument, cfg: TraderConfig, price: float) -> Decimal:
 
 
 def run_scripted(
-    books: Books, plan: Sequence[tuple[int, int, str]], inst: Instrument, cfg: RunConfig, name: str = "scripted"
+    books: Books,
+    plan: Sequence[tuple[int, int, str]],
+    inst: Instrument,
+    cfg: RunConfig,
+    name: str = "scripted",
+    *,
+    every_book: bool = False,
 ) -> RunResult:
     """Fixed round trips ``(entry_row, exit_row, "long"|"short")`` (non-overlapping, in order),
-    market orders decided at those books and filled ``latency`` later, with the same fees."""
+    market orders decided at those books and filled ``latency`` later, with the same fees.
+
+    A book while flat with nothing pending and no plan event at its row is not handed to the
+    paper exchange (it changes nothing read later; funding is still accounted on every row);
+    ``every_book=True`` hands over every one (the reference the tests compare with)."""
     t0 = time.perf_counter()
     sym = inst.symbol
     paper = _paper(inst, cfg)
@@ -332,10 +342,21 @@ def run_scripted(
             if pay:
                 funding.append((next_fund, float(pay)))
             next_fund += FUNDING_PERIOD_NS
+        todo = at.get(i)
+        if (
+            not every_book
+            and open_k is None
+            and todo is None
+            and not led.qty
+            and not paper.events
+            and not paper.waiting.get(sym)
+        ):
+            continue  # flat, nothing pending, no plan event: the book changes nothing read later
         paper.on_book(v)
-        paper.poll_events()
+        if paper.events:
+            paper.poll_events()
         settle()
-        for what, k, side in at.get(i, ()):
+        for what, k, side in todo or ():
             if what == "entry" and v.valid and i < last and not led.qty and open_k is None:
                 qty = entry_qty(inst, cfg.trader, float(v.asks[0, 0] if side == "long" else v.bids[0, 0]))
                 if qty < inst.min_qty:
@@ -360,7 +381,8 @@ def run_scripted(
         if want_exit and not exit_sent and led.qty and v.valid and open_k is not None:
             _exit(paper, inst, open_k[0], open_k[1], v.ts)
             exit_sent = True
-        paper.poll_events()
+        if paper.events:
+            paper.poll_events()
         settle()
     eq, pos = equity_curve(books, paper.fill_log, cfg.balance, funding, float(inst.contract_value))
     return RunResult(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from backtest.data import Books, infer_instrument
-from backtest.run import FUNDING_PERIOD_NS, TIMER_NS, RunConfig, RunResult, run_signals
+from backtest.run import FUNDING_PERIOD_NS, TIMER_NS, RunConfig, RunResult, flatten_row, run_scripted, run_signals
 from backtest.schedule import funding_rows, timer_rows
 from backtest.signals import SignalStream
 from trader.config import TraderConfig
@@ -136,3 +136,31 @@ def test_timer_and_funding_rows_follow_the_event_loop() -> None:
                 nf += FUNDING_PERIOD_NS
         assert np.array_equal(timer_rows(ts, TIMER_NS), want_t)
         assert np.array_equal(funding_rows(ts, FUNDING_PERIOD_NS), want_f)
+
+
+@pytest.mark.parametrize("latency_ms, funding", [(50, False), (400, True), (0, True)])
+def test_scripted_baselines_leave_idle_books_out_with_the_same_results(usdm_books, latency_ms, funding) -> None:
+    """The baselines' scripted trades (buy-and-hold, random entries) skip flat idle books; the
+    result equals handing every book over, with funding (charged while flat too: nothing) and
+    latencies that make the entry fill rows after it was sent, or at once."""
+    from backtest.baselines import buy_and_hold_plan, random_plan
+
+    books = with_gaps(usdm_books, np.random.default_rng(7))
+    inst = infer_instrument(books)
+    cfg = RunConfig(latency_ns=latency_ms * 1_000_000, funding_rate=D("0.0001") if funding else None)
+    last = flatten_row(books, cfg.latency_ns)
+    # funding every 8 h: shift the clock so that two funding times fall inside the recording
+    if funding:
+        span = int(books.ts[-1] - books.ts[0])
+        shift = (int(books.ts[0]) // FUNDING_PERIOD_NS + 1) * FUNDING_PERIOD_NS - int(books.ts[0]) - span // 3
+        books = Books(books.exchange, books.symbol, books.ts + shift, books.bids, books.asks, books.valid, books.source)
+    plans = [buy_and_hold_plan(books, last), [(5, 9, "long"), (9, 12, "short"), (100, 100, "long")]]
+    plans += [random_plan(last + 1, [40, 300, 7, 1500], seed, 0) for seed in range(4)]
+    paid = []
+    for plan in plans:
+        fast = run_scripted(books, plan, inst, cfg)
+        ref = run_scripted(books, plan, inst, cfg, every_book=True)
+        assert_same(fast, ref)
+        assert fast.trades or not plan
+        paid.append(fast.funding_paid)
+    assert any(paid) == funding  # buy-and-hold holds across the funding time
