@@ -119,13 +119,13 @@ def resolve_limit(spec: ExchangeSpec, depth: int, mode: Literal["rest", "ws"]) -
     return min(depth, cap) if cap is not None else depth
 
 
-def rebase_api_urls(exchange: Any, base_url: str) -> None:
-    """Point every REST API url of a ccxt exchange at ``base_url`` (scheme://host:port),
-    keeping the paths: the supported way to use a proxy, a mirror or a local fake server."""
+def _rebase_urls(exchange: Any, base_url: str, schemes: tuple[str, ...]) -> None:
+    """Every url in ``exchange.urls["api"]`` (nested dicts too) starting with one of ``schemes``
+    moved to ``base_url`` (scheme://host:port), path and query kept."""
     base = base_url.rstrip("/")
 
     def rebase(v: Any) -> Any:
-        if isinstance(v, str) and v.startswith(("http://", "https://")):
+        if isinstance(v, str) and v.startswith(schemes):
             parts = urlsplit(v)
             return base + parts.path + (f"?{parts.query}" if parts.query else "")
         if isinstance(v, dict):
@@ -133,22 +133,18 @@ def rebase_api_urls(exchange: Any, base_url: str) -> None:
         return v
 
     exchange.urls["api"] = rebase(exchange.urls["api"])
+
+
+def rebase_api_urls(exchange: Any, base_url: str) -> None:
+    """Point every REST API url of a ccxt exchange at ``base_url`` (scheme://host:port),
+    keeping the paths: the supported way to use a proxy, a mirror or a local fake server."""
+    _rebase_urls(exchange, base_url, ("http://", "https://"))
 
 
 def rebase_ws_urls(exchange: Any, ws_base_url: str) -> None:
     """Point every websocket url (``ws://``/``wss://``) of a ccxt.pro exchange at ``ws_base_url``
     (scheme://host:port), keeping the paths (ccxt.pro appends its stream path to them)."""
-    base = ws_base_url.rstrip("/")
-
-    def rebase(v: Any) -> Any:
-        if isinstance(v, str) and v.startswith(("ws://", "wss://")):
-            parts = urlsplit(v)
-            return base + parts.path + (f"?{parts.query}" if parts.query else "")
-        if isinstance(v, dict):
-            return {k: rebase(x) for k, x in v.items()}
-        return v
-
-    exchange.urls["api"] = rebase(exchange.urls["api"])
+    _rebase_urls(exchange, ws_base_url, ("ws://", "wss://"))
 
 
 def normalise_order_book(

@@ -330,30 +330,36 @@ def test_cli_timeout_says_the_command_expired(uid, monkeypatch):
     assert time.monotonic() - t0 < 5
 
 
-def test_command_waiting_for_a_busy_engine_past_its_deadline_is_refused_not_run_late(paper_trader):
-    """The deadline is checked on arrival AND while the command waits for the engine lock (held
-    here as a slow store write would hold it): past the deadline it is refused, and releasing the
-    lock afterwards never runs it."""
+def _reply_while_engine_busy(svc, command: str, args: dict, deadline_s: float = 0.3):
+    """The reply to ``command`` due in ``deadline_s`` while the engine lock is held elsewhere (as
+    a slow store write would hold it); the lock is released only after the reply (or 5 s)."""
     import threading
 
-    svc, _ = paper_trader
-    rt = svc.runtime
     cmd = m.ControlCommand(
-        target="trader",
-        command=c.StartTrading.COMMAND,
-        args={"symbol": "BTCUSDT"},
-        expires_at=time.time_ns() + 300_000_000,
+        target="trader", command=command, args=args, expires_at=time.time_ns() + int(deadline_s * 1e9)
     )
     replies: list = []
-    rt.lock.acquire()
+    lock = svc.runtime.lock
+    lock.acquire()
     try:
         t = threading.Thread(target=lambda: replies.append(svc._on_control(cmd, None)))
         t.start()
         t.join(5)
-        assert not t.is_alive(), "the command waited past its deadline"
+        assert not t.is_alive(), f"{command} waited past its deadline"
     finally:
-        rt.lock.release()
+        lock.release()
     (reply,) = replies
+    return reply
+
+
+def test_command_waiting_for_a_busy_engine_past_its_deadline_is_refused_not_run_late(paper_trader):
+    """The deadline is checked on arrival AND while the command waits for the engine lock (held
+    here as a slow store write would hold it): past the deadline it is refused, and releasing the
+    lock afterwards never runs it."""
+
+    svc, _ = paper_trader
+    rt = svc.runtime
+    reply = _reply_while_engine_busy(svc, c.StartTrading.COMMAND, {"symbol": "BTCUSDT"})
     assert not reply.ok and "CommandExpired" in reply.error and "nothing was done" in reply.error
     time.sleep(0.2)
     assert not rt.engine.symbols["BTCUSDT"].trading  # never executed, not even after the lock came free
@@ -376,21 +382,8 @@ def test_command_waiting_for_a_busy_engine_past_its_deadline_is_refused_not_run_
 def test_query_waiting_for_a_busy_engine_past_its_deadline_is_refused(paper_trader, command, args):
     """Queries read the engine under its lock too: past the deadline they are refused while
     waiting, not answered after the caller has given up."""
-    import threading
-
     svc, _ = paper_trader
-    rt = svc.runtime
-    cmd = m.ControlCommand(target="trader", command=command, args=args, expires_at=time.time_ns() + 300_000_000)
-    replies: list = []
-    rt.lock.acquire()
-    try:
-        t = threading.Thread(target=lambda: replies.append(svc._on_control(cmd, None)))
-        t.start()
-        t.join(5)
-        assert not t.is_alive(), "the query waited past its deadline"
-    finally:
-        rt.lock.release()
-    (reply,) = replies
+    reply = _reply_while_engine_busy(svc, command, args)
     assert not reply.ok and "CommandExpired" in reply.error
     ok = svc._on_control(m.ControlCommand(target="trader", command=command, args=args), None)
     assert ok.ok, ok.error
